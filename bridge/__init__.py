@@ -1,0 +1,10 @@
+"""realtime-bridge: live run feeds, streams and inputs between Python tasks and React pages.
+
+from bridge import task, tasks, runs, metadata, auth, configure
+"""
+
+from bridge.sdk import auth, metadata, runs, tasks
+from bridge.sdk.state import configure
+from bridge.worker.registry import RunContext, task
+
+__all__ = ["RunContext", "auth", "configure", "metadata", "runs", "task", "tasks"]

@@ -1,0 +1,16 @@
+"""Broker backends: `memory` (one process) and `redis` (any number of processes)."""
+
+from __future__ import annotations
+
+from bridge.backends.base import Broker
+from bridge.config import Settings
+
+
+def create_broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        from bridge.backends.redis import RedisBroker
+
+        return RedisBroker(settings)
+    from bridge.backends.memory import MemoryBroker
+
+    return MemoryBroker(settings)

@@ -1,0 +1,135 @@
+"""The broker interface: run storage, change notification, the task queue and small shared state.
+
+Both backends implement it (memory.py for one process, redis.py for many). Everything above
+this layer — the engine, the hub, the servers, the SDK — is backend-agnostic.
+
+Change notification contract:
+- Storing a run (insert or replace) publishes its storage bytes on `run:<id>`, on `tag:<tag>`
+  for each of its tags, and on `batch:<id>` when it belongs to a batch.
+- Delivery to `on_message` may be lost (Redis pub/sub is at-most-once) only together with a
+  call to `on_resync`, after which listeners must re-read state. So a listener that attaches,
+  then reads a snapshot, then applies messages with a higher version, never misses a state.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from bridge.config import Settings
+from bridge.models import Run
+
+MessageHandler = Callable[[str, bytes], None]
+ResyncHandler = Callable[[], None]
+
+CANCEL_CHANNEL = "control:cancel"
+
+
+def run_channel(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+def tag_channel(tag: str) -> str:
+    return f"tag:{tag}"
+
+
+def batch_channel(batch_id: str) -> str:
+    return f"batch:{batch_id}"
+
+
+def channels_of(run: Run) -> list[str]:
+    channels = [run_channel(run.id), *(tag_channel(t) for t in run.tags)]
+    if run.batch_id:
+        channels.append(batch_channel(run.batch_id))
+    return channels
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A run handed to one worker; acknowledged when the worker is done with it."""
+
+    run_id: str
+    receipt: str
+
+
+class Broker(abc.ABC):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._on_message: MessageHandler = lambda channel, data: None
+        self._on_resync: ResyncHandler = lambda: None
+
+    def set_listener(self, on_message: MessageHandler, on_resync: ResyncHandler) -> None:
+        """The hub's callbacks; called on the event loop, must not block."""
+        self._on_message = on_message
+        self._on_resync = on_resync
+
+    # lifecycle
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raises BackendUnavailableError when the backend cannot serve."""
+
+    # runs
+    @abc.abstractmethod
+    async def insert_run(self, run: Run, idempotency_scope: str | None, idempotency_ttl: float) -> tuple[Run, bool]:
+        """Stores a new run; with an idempotency scope already taken, returns that run and False instead."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    @abc.abstractmethod
+    async def replace_run(self, run: Run, expected_version: int) -> bool:
+        """Stores `run` if the stored version is still `expected_version`, then notifies; False otherwise."""
+
+    @abc.abstractmethod
+    async def runs_with_tags(self, tags: list[str], since_ms: int, limit: int) -> list[Run]:
+        """Runs having every tag, created at or after `since_ms`, newest first."""
+
+    @abc.abstractmethod
+    async def runs_in_batch(self, batch_id: str) -> list[Run]: ...
+
+    # change notification
+    @abc.abstractmethod
+    async def listen(self, channels: Iterable[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def unlisten(self, channels: Iterable[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, data: bytes) -> None: ...
+
+    # task queue: at-least-once hand-off
+    @abc.abstractmethod
+    async def enqueue(self, task_id: str, run_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def claim(self, worker_id: str, task_ids: list[str], timeout: float) -> Delivery | None:
+        """The next queued run of one of `task_ids` for this worker, or None after `timeout` seconds."""
+
+    @abc.abstractmethod
+    async def ack(self, delivery: Delivery) -> None: ...
+
+    @abc.abstractmethod
+    async def heartbeat(self, worker_id: str, deliveries: Iterable[Delivery]) -> None:
+        """Keeps this worker's deliveries from being taken for abandoned."""
+
+    @abc.abstractmethod
+    async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
+        """Deliveries whose worker stopped heartbeating for a lease, now owned by `worker_id`."""
+
+    # small shared state
+    @abc.abstractmethod
+    async def claim_once(self, key: str, ttl: float) -> bool:
+        """True the first time `key` is claimed within `ttl` seconds (one-time tokens)."""
+
+    @abc.abstractmethod
+    async def register_tasks(self, task_ids: Iterable[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def task_exists(self, task_id: str) -> bool: ...

@@ -1,0 +1,186 @@
+"""The in-process broker: the default, for one process with nothing to install.
+
+Notifications are delivered synchronously from the storing call, so none is ever lost and
+`on_resync` is never needed. Retention is enforced by a sweep that runs with the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from bridge.backends.base import Broker, Delivery, channels_of
+from bridge.config import Settings
+from bridge.models import Run
+
+SWEEP_INTERVAL_SECONDS = 1.0
+
+
+class MemoryBroker(Broker):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._runs: dict[str, bytes] = {}
+        self._expiry: dict[str, float] = {}  # run id -> monotonic deadline
+        self._expiry_heap: list[tuple[float, str]] = []
+        self._by_tag: dict[str, dict[str, int]] = {}  # tag -> run id -> createdAt ms
+        self._by_batch: dict[str, list[str]] = {}
+        self._idempotency: dict[str, tuple[str, float]] = {}  # scope -> (run id, deadline)
+        self._once: dict[str, float] = {}
+        self._listening: dict[str, int] = {}
+        self._queues: dict[str, deque[str]] = {}
+        self._enqueued = asyncio.Condition()
+        self._receipts = itertools.count(1)
+        self._tasks: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def ping(self) -> None:
+        return None
+
+    # runs
+    async def insert_run(self, run: Run, idempotency_scope: str | None, idempotency_ttl: float) -> tuple[Run, bool]:
+        if idempotency_scope:
+            existing = self._idempotency.get(idempotency_scope)
+            if existing and existing[1] > time.monotonic() and existing[0] in self._runs:
+                return Run.from_storage(self._runs[existing[0]]), False
+            self._idempotency[idempotency_scope] = (run.id, time.monotonic() + idempotency_ttl)
+        for tag in run.tags:
+            self._by_tag.setdefault(tag, {})[run.id] = run.created_at
+        if run.batch_id:
+            self._by_batch.setdefault(run.batch_id, []).append(run.id)
+        self._store(run)
+        return run, True
+
+    async def get_run(self, run_id: str) -> Run | None:
+        raw = self._runs.get(run_id)
+        return Run.from_storage(raw) if raw is not None else None
+
+    async def replace_run(self, run: Run, expected_version: int) -> bool:
+        raw = self._runs.get(run.id)
+        if raw is None or Run.from_storage(raw).version != expected_version:
+            return False
+        self._store(run)
+        return True
+
+    def _store(self, run: Run) -> None:
+        data = run.to_storage()
+        self._runs[run.id] = data
+        deadline = time.monotonic() + self.settings.retention_seconds
+        self._expiry[run.id] = deadline
+        heapq.heappush(self._expiry_heap, (deadline, run.id))
+        for channel in channels_of(run):
+            if channel in self._listening:
+                self._on_message(channel, data)
+
+    async def runs_with_tags(self, tags: list[str], since_ms: int, limit: int) -> list[Run]:
+        indexes = [self._by_tag.get(tag, {}) for tag in tags]
+        if not indexes:
+            return []
+        smallest = min(indexes, key=len)
+        ids = [rid for rid, created in smallest.items() if created >= since_ms and all(rid in i for i in indexes)]
+        ids.sort(key=lambda rid: smallest[rid], reverse=True)
+        return [Run.from_storage(self._runs[rid]) for rid in ids[:limit] if rid in self._runs]
+
+    async def runs_in_batch(self, batch_id: str) -> list[Run]:
+        return [Run.from_storage(self._runs[rid]) for rid in self._by_batch.get(batch_id, []) if rid in self._runs]
+
+    # change notification
+    async def listen(self, channels: Iterable[str]) -> None:
+        for channel in channels:
+            self._listening[channel] = self._listening.get(channel, 0) + 1
+
+    async def unlisten(self, channels: Iterable[str]) -> None:
+        for channel in channels:
+            count = self._listening.get(channel, 0) - 1
+            if count <= 0:
+                self._listening.pop(channel, None)
+            else:
+                self._listening[channel] = count
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        if channel in self._listening:
+            self._on_message(channel, data)
+
+    # task queue
+    async def enqueue(self, task_id: str, run_id: str) -> None:
+        async with self._enqueued:
+            self._queues.setdefault(task_id, deque()).append(run_id)
+            self._enqueued.notify_all()
+
+    async def claim(self, worker_id: str, task_ids: list[str], timeout: float) -> Delivery | None:
+        def next_run_id() -> str | None:
+            for task_id in task_ids:
+                queue = self._queues.get(task_id)
+                if queue:
+                    return queue.popleft()
+            return None
+
+        async with self._enqueued:
+            try:
+                run_id: str = await asyncio.wait_for(self._enqueued.wait_for(next_run_id), timeout)
+            except TimeoutError:
+                return None
+        return Delivery(run_id=run_id, receipt=str(next(self._receipts)))
+
+    async def ack(self, delivery: Delivery) -> None:
+        return None
+
+    async def heartbeat(self, worker_id: str, deliveries: Iterable[Delivery]) -> None:
+        return None
+
+    async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
+        return []  # workers live in this process: none can die without the broker
+
+    # small shared state
+    async def claim_once(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        if self._once.get(key, 0.0) > now:
+            return False
+        self._once[key] = now + ttl
+        return True
+
+    async def register_tasks(self, task_ids: Iterable[str]) -> None:
+        self._tasks.update(task_ids)
+
+    async def task_exists(self, task_id: str) -> bool:
+        return task_id in self._tasks
+
+    # retention
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            self.evict_expired(time.monotonic())
+
+    def evict_expired(self, now: float) -> None:
+        while self._expiry_heap and self._expiry_heap[0][0] <= now:
+            deadline, run_id = heapq.heappop(self._expiry_heap)
+            if self._expiry.get(run_id) != deadline:
+                continue  # stored again since: a later heap entry carries its deadline
+            raw = self._runs.pop(run_id)
+            del self._expiry[run_id]
+            run = Run.from_storage(raw)
+            for tag in run.tags:
+                index = self._by_tag.get(tag)
+                if index is not None:
+                    index.pop(run_id, None)
+                    if not index:
+                        del self._by_tag[tag]
+            if run.batch_id and run.batch_id in self._by_batch:
+                self._by_batch[run.batch_id] = [r for r in self._by_batch[run.batch_id] if r != run_id]
+                if not self._by_batch[run.batch_id]:
+                    del self._by_batch[run.batch_id]
+        self._idempotency = {k: v for k, v in self._idempotency.items() if v[1] > now and v[0] in self._runs}
+        self._once = {k: v for k, v in self._once.items() if v > now}

@@ -1,0 +1,109 @@
+"""`realtime-bridge serve` and `realtime-bridge worker`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from bridge.config import DEV_SECRET_KEY_PREFIX, Settings
+from bridge.worker.registry import default_registry, load_tasks
+
+log = logging.getLogger("bridge")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        help="use Redis (any number of processes) instead of the in-memory backend; default $BRIDGE_REDIS_URL",
+    )
+    parser.add_argument(
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import this module or file to register its @task functions (repeatable)",
+    )
+    parser.add_argument("--concurrency", type=int, help="runs executed at once by this process's worker (default 10)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env(redis_url=args.redis_url, worker_concurrency=args.concurrency)
+    if settings.secret_key.startswith(DEV_SECRET_KEY_PREFIX) and "BRIDGE_SECRET_KEY" not in os.environ:
+        log.warning("BRIDGE_SECRET_KEY is not set: using a random development key, %s", settings.secret_key)
+    return settings
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from bridge.server.app import create_app
+
+    for spec in args.tasks:
+        load_tasks(spec)
+    settings = _settings(args)
+    app = create_app(settings, registry=default_registry if args.tasks else None)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ws_max_size=settings.limits.max_frame_bytes,
+        log_level="info",
+        proxy_headers=False,
+    )
+
+
+def worker(args: argparse.Namespace) -> None:
+    from bridge.core import Bridge
+    from bridge.sdk import state
+    from bridge.worker.executor import Worker
+
+    if not args.tasks:
+        sys.exit("realtime-bridge worker: give --tasks MODULE_OR_FILE")
+    for spec in args.tasks:
+        load_tasks(spec)
+    settings = _settings(args)
+    if not settings.redis_url:
+        sys.exit("realtime-bridge worker: needs --redis-url (with the in-memory backend, `serve --tasks` runs tasks)")
+
+    async def main() -> None:
+        bridge = Bridge(settings)
+        await bridge.start()
+        state.use(bridge)
+        runner = Worker(bridge, default_registry)
+        await runner.start()
+        log.info(
+            "worker %s running %s with concurrency %d", runner.id, ", ".join(default_registry.ids), runner.concurrency
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await runner.stop()
+        await bridge.stop()
+
+    asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="realtime-bridge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the bridge server (and, with --tasks, a worker)")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8787)
+    _common(serve_parser)
+    serve_parser.set_defaults(handler=serve)
+    worker_parser = commands.add_parser("worker", help="run tasks from the Redis queue")
+    _common(worker_parser)
+    worker_parser.set_defaults(handler=worker)
+    args = parser.parse_args(argv)
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Settings and the documented limits, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+
+from bridge.durations import parse_duration_seconds
+
+DEV_SECRET_KEY_PREFIX = "tr_dev_"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound the bridge enforces; docs/limits.md lists them with their reasons."""
+
+    max_payload_bytes: int = 1024 * 1024  # trigger payload, metadata and output, encoded
+    max_request_bytes: int = 3 * 1024 * 1024  # any HTTP request body
+    max_tags_per_run: int = 10
+    max_tag_length: int = 128
+    max_batch_items: int = 500
+    max_tag_feed_runs: int = 1000
+    max_frame_bytes: int = 64 * 1024  # one client WebSocket frame (input values come in their own frames later)
+    max_subscriptions_per_connection: int = 100
+    send_queue_max_frames: int = 1000  # distinct pending frames per connection after coalescing
+    send_queue_max_bytes: int = 8 * 1024 * 1024
+    slow_consumer_grace_seconds: float = 5.0  # a full queue this long closes the connection
+    max_feed_sessions: int = 10_000  # concurrent Electric long-poll sessions per process
+    feed_session_idle_seconds: float = 60.0
+    live_poll_hold_seconds: float = 20.0
+    update_retries: int = 50  # optimistic-concurrency retries for one run update
+
+
+@dataclass(frozen=True)
+class Settings:
+    secret_key: str
+    redis_url: str | None = None
+    retention_seconds: float = 7 * 24 * 3600
+    key_prefix: str = "rb"
+    worker_concurrency: int = 10
+    lease_seconds: float = 15.0  # a worker that stops heartbeating for this long is presumed dead
+    cors_origins: tuple[str, ...] = ("*",)
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        settings = cls(
+            secret_key=env.get("BRIDGE_SECRET_KEY") or DEV_SECRET_KEY_PREFIX + secrets.token_hex(16),
+            redis_url=env.get("BRIDGE_REDIS_URL") or None,
+            retention_seconds=parse_duration_seconds(env.get("BRIDGE_RETENTION", "7d")),
+            key_prefix=env.get("BRIDGE_KEY_PREFIX", "rb"),
+            worker_concurrency=int(env.get("BRIDGE_WORKER_CONCURRENCY", "10")),
+            cors_origins=tuple(o.strip() for o in env.get("BRIDGE_CORS_ORIGINS", "*").split(",") if o.strip()),
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **given)  # type: ignore[arg-type]

@@ -1,0 +1,190 @@
+"""Run lifecycle: triggering, status transitions and metadata, over any broker.
+
+Every change is a read-modify-write guarded by the run's version (optimistic concurrency), so
+concurrent writers — a worker, a cancel from a page, a metadata update — never lose each
+other's changes and only legal status transitions are ever stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from bridge.backends.base import CANCEL_CHANNEL, Broker
+from bridge.config import Settings
+from bridge.durations import parse_duration_seconds
+from bridge.errors import (
+    BridgeError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RunFinishedError,
+    ValidationError,
+)
+from bridge.models import Run, RunError, RunStatus, can_transition, new_id, now_ms
+
+DEFAULT_IDEMPOTENCY_TTL = "30d"
+
+
+@dataclass
+class TriggerOptions:
+    tags: list[str] = field(default_factory=list)
+    idempotency_key: str | None = None
+    idempotency_key_ttl: str | int | float | None = None
+    metadata: dict[str, Any] | None = None
+    is_test: bool = False
+
+
+def encoded_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError as exc:
+        raise ValidationError(f"value is not JSON-serialisable: {exc}") from exc
+
+
+class RunEngine:
+    def __init__(self, broker: Broker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.limits = settings.limits
+
+    # validation
+    def check_size(self, what: str, value: Any) -> None:
+        size = encoded_size(value)
+        if size > self.limits.max_payload_bytes:
+            raise PayloadTooLargeError(f"{what} is {size} bytes encoded; the limit is {self.limits.max_payload_bytes}")
+
+    def check_tags(self, tags: Any) -> list[str]:
+        if isinstance(tags, str):
+            tags = [tags]
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ValidationError("tags must be a string or a list of strings")
+        if len(tags) > self.limits.max_tags_per_run:
+            raise ValidationError(f"a run has at most {self.limits.max_tags_per_run} tags")
+        for tag in tags:
+            if not tag or len(tag) > self.limits.max_tag_length or any(ord(c) < 32 for c in tag):
+                raise ValidationError(
+                    f"invalid tag {tag[:40]!r}: 1 to {self.limits.max_tag_length} characters, no control characters"
+                )
+        return list(dict.fromkeys(tags))
+
+    # triggering
+    async def trigger(
+        self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None = None
+    ) -> tuple[Run, bool]:
+        """Stores and enqueues a run; returns (run, created). An idempotency key returns the existing run."""
+        if not await self.broker.task_exists(task_id):
+            raise NotFoundError(f"Task not found: no worker has registered a task with id {task_id!r}")
+        self.check_size("payload", payload)
+        metadata = options.metadata or {}
+        if not isinstance(metadata, dict):
+            raise ValidationError("metadata must be an object")
+        self.check_size("metadata", metadata)
+        tags = self.check_tags(options.tags)
+        run = Run(
+            id=new_id("run_"),
+            task_identifier=task_id,
+            payload=payload,
+            metadata=metadata,
+            tags=tags,
+            idempotency_key=options.idempotency_key,
+            batch_id=batch_id,
+            is_test=options.is_test,
+        )
+        scope = f"{task_id}:{options.idempotency_key}" if options.idempotency_key else None
+        ttl = parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
+        stored, created = await self.broker.insert_run(run, scope, min(ttl, self.settings.retention_seconds))
+        if created:
+            await self.broker.enqueue(task_id, stored.id)
+        return stored, created
+
+    async def batch_trigger(self, items: list[tuple[str, Any, TriggerOptions]]) -> tuple[str, list[tuple[Run, bool]]]:
+        if not items:
+            raise ValidationError("a batch needs at least one item")
+        if len(items) > self.limits.max_batch_items:
+            raise ValidationError(f"a batch has at most {self.limits.max_batch_items} items")
+        for task_id, payload, options in items:  # validate all before storing any
+            if not await self.broker.task_exists(task_id):
+                raise NotFoundError(f"Task not found: {task_id!r}")
+            self.check_size("payload", payload)
+            self.check_tags(options.tags)
+        batch_id = new_id("batch_")
+        results = [await self.trigger(task_id, payload, options, batch_id) for task_id, payload, options in items]
+        return batch_id, results
+
+    # reading
+    async def retrieve(self, run_id: str) -> Run:
+        run = await self.broker.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"Run not found: {run_id}")
+        return run
+
+    # changing
+    async def update(self, run_id: str, mutate: Callable[[Run], None]) -> Run:
+        """Applies `mutate` to the newest stored state until it is stored without a concurrent change."""
+        for _ in range(self.limits.update_retries):
+            run = await self.retrieve(run_id)  # a fresh decode: mutating it touches nothing shared
+            stored_version = run.version
+            mutate(run)
+            run.version = stored_version + 1
+            run.updated_at = max(now_ms(), run.updated_at)
+            if await self.broker.replace_run(run, stored_version):
+                return run
+        raise ConflictError(f"run {run_id} changed concurrently {self.limits.update_retries} times; update not applied")
+
+    async def transition(self, run_id: str, target: RunStatus, apply: Callable[[Run], None] | None = None) -> Run:
+        def mutate(run: Run) -> None:
+            if not can_transition(run.status, target):
+                if run.status.is_final:
+                    raise RunFinishedError(f"run {run_id} is already {run.status.value}")
+                raise BridgeError(f"run {run_id} cannot go from {run.status.value} to {target.value}")
+            run.status = target
+            if target is RunStatus.EXECUTING and run.started_at is None:
+                run.started_at = now_ms()
+            if target.is_final:
+                run.finished_at = now_ms()
+            if apply:
+                apply(run)
+
+        return await self.update(run_id, mutate)
+
+    async def start(self, run_id: str) -> Run:
+        return await self.transition(run_id, RunStatus.EXECUTING)
+
+    async def complete(self, run_id: str, output: Any) -> Run:
+        try:
+            self.check_size("output", output)
+        except BridgeError as exc:
+            return await self.fail(run_id, RunError(message=exc.message, name=type(exc).__name__))
+
+        def set_output(run: Run) -> None:
+            run.output = output
+
+        return await self.transition(run_id, RunStatus.COMPLETED, set_output)
+
+    async def fail(self, run_id: str, error: RunError, status: RunStatus = RunStatus.FAILED) -> Run:
+        def set_error(run: Run) -> None:
+            run.error = error
+
+        return await self.transition(run_id, status, set_error)
+
+    async def cancel(self, run_id: str) -> Run:
+        """Cancels a run that has not finished (a finished run is returned as it is) and tells its worker."""
+        try:
+            run = await self.transition(run_id, RunStatus.CANCELED)
+        except RunFinishedError:
+            return await self.retrieve(run_id)
+        await self.broker.publish(CANCEL_CHANNEL, run_id.encode())
+        return run
+
+    async def update_metadata(self, run_id: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        def mutate(run: Run) -> None:
+            if run.status.is_final:
+                raise RunFinishedError(f"run {run_id} is already {run.status.value}; metadata is frozen")
+            change(run.metadata)
+            self.check_size("metadata", run.metadata)
+
+        return (await self.update(run_id, mutate)).metadata

@@ -1,0 +1,63 @@
+"""Errors with a stable code and the HTTP status they map to.
+
+The same code names the error in HTTP bodies (`{"error": message, "code": code}`) and in
+WebSocket error frames, so clients can branch on it.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(BridgeError):
+    code = "invalid_request"
+    status = 400
+
+
+class PayloadTooLargeError(BridgeError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnauthorizedError(BridgeError):
+    code = "unauthorized"
+    status = 401
+
+
+class ForbiddenError(BridgeError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFoundError(BridgeError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(BridgeError):
+    code = "conflict"
+    status = 409
+
+
+class TooManyError(BridgeError):
+    code = "too_many"
+    status = 429
+
+
+class BackendUnavailableError(BridgeError):
+    code = "backend_unavailable"
+    status = 503
+
+
+class RunFinishedError(BridgeError):
+    """The run already reached a terminal status, so the change was not applied."""
+
+    code = "run_finished"
+    status = 400

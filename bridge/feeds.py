@@ -1,0 +1,134 @@
+"""Run feeds: one run, runs with all of some tags, or a batch — a snapshot, then every change.
+
+`FeedSpec` says what a feed holds; `FeedCursor` follows one for a single consumer (an Electric
+long-poll session or an SDK iterator): it attaches its live listener *before* reading the
+snapshot and keeps, per run, only states newer than what its consumer has seen, so nothing
+published between the snapshot and the live feed is lost or shown twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from bridge.backends.base import Broker, batch_channel, run_channel, tag_channel
+from bridge.hub import Hub, Message
+from bridge.models import Run
+
+FeedKind = Literal["run", "tags", "batch"]
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    kind: FeedKind
+    run_id: str = ""
+    tags: tuple[str, ...] = ()
+    batch_id: str = ""
+    since_ms: int = 0  # tag feeds: only runs created at or after this instant
+    limit: int = 1000
+
+    @classmethod
+    def for_run(cls, run_id: str) -> FeedSpec:
+        return cls(kind="run", run_id=run_id)
+
+    @classmethod
+    def for_tags(cls, tags: list[str] | tuple[str, ...], since_ms: int, limit: int) -> FeedSpec:
+        return cls(kind="tags", tags=tuple(sorted(set(tags))), since_ms=since_ms, limit=limit)
+
+    @classmethod
+    def for_batch(cls, batch_id: str) -> FeedSpec:
+        return cls(kind="batch", batch_id=batch_id)
+
+    @property
+    def channel(self) -> str:
+        """A run with all the tags is published on each tag's channel: listening to one suffices."""
+        if self.kind == "run":
+            return run_channel(self.run_id)
+        if self.kind == "tags":
+            return tag_channel(self.tags[0])
+        return batch_channel(self.batch_id)
+
+    @property
+    def topic(self) -> str:
+        """The name clients see on updates; equal specs (bar the time window) share it."""
+        if self.kind == "run":
+            return f"run:{self.run_id}"
+        if self.kind == "tags":
+            return "tags:" + orjson.dumps(list(self.tags)).decode()
+        return f"batch:{self.batch_id}"
+
+    def matches(self, run: Run) -> bool:
+        if self.kind == "tags":
+            return run.created_at >= self.since_ms and all(tag in run.tags for tag in self.tags)
+        return True
+
+    async def snapshot(self, broker: Broker) -> list[Run]:
+        if self.kind == "run":
+            run = await broker.get_run(self.run_id)
+            return [run] if run else []
+        if self.kind == "tags":
+            return await broker.runs_with_tags(list(self.tags), self.since_ms, self.limit)
+        return await broker.runs_in_batch(self.batch_id)
+
+
+class FeedCursor:
+    """A single consumer's view of a feed; changes coalesce per run, so memory is bounded by the feed's size."""
+
+    def __init__(self, hub: Hub, broker: Broker, spec: FeedSpec) -> None:
+        self.spec = spec
+        self._hub = hub
+        self._broker = broker
+        self._seen: dict[str, int] = {}  # run id -> newest version handed to the consumer
+        self._pending: dict[str, Run] = {}
+        self._resync_needed = False
+        self._changed = asyncio.Event()
+        self._attached = False
+
+    async def open(self) -> list[Run]:
+        """Attaches, then returns the snapshot; the snapshot counts as seen."""
+        await self._hub.attach(self.spec.channel, self._on_message)
+        self._attached = True
+        return self._take(await self.spec.snapshot(self._broker))
+
+    async def close(self) -> None:
+        if self._attached:
+            self._attached = False
+            await self._hub.detach(self.spec.channel, self._on_message)
+
+    async def next_changes(self, timeout: float | None) -> list[Run]:
+        """Runs that changed since the last call, oldest change first; [] after `timeout` seconds."""
+        if not self._pending and not self._resync_needed:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return []
+        if self._resync_needed:
+            self._resync_needed = False
+            self._pending.clear()
+            return self._take(await self.spec.snapshot(self._broker))
+        changed = list(self._pending.values())
+        self._pending.clear()
+        return self._take(changed)
+
+    def _take(self, runs: list[Run]) -> list[Run]:
+        fresh = [run for run in runs if run.version > self._seen.get(run.id, 0)]
+        for run in fresh:
+            self._seen[run.id] = run.version
+        return fresh
+
+    def _on_message(self, channel: str, message: Message | None) -> None:
+        if message is None:
+            self._resync_needed = True
+        else:
+            run = message.run
+            if not self.spec.matches(run) or run.version <= self._seen.get(run.id, 0):
+                return
+            if self.spec.kind == "tags" and run.id not in self._seen and len(self._seen) >= self.spec.limit:
+                return  # the feed is full; like the official feed it holds at most `limit` runs
+            self._pending.pop(run.id, None)  # re-insert: the order of pending follows the latest change
+            self._pending[run.id] = run
+        self._changed.set()

@@ -1,0 +1,154 @@
+"""The run record, its statuses and the legal moves between them."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class RunStatus(StrEnum):
+    QUEUED = "QUEUED"
+    EXECUTING = "EXECUTING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    CRASHED = "CRASHED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.CRASHED})
+
+LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.EXECUTING, RunStatus.CANCELED, RunStatus.CRASHED}),
+    RunStatus.EXECUTING: frozenset(
+        {RunStatus.WAITING, RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.CRASHED}
+    ),
+    RunStatus.WAITING: frozenset({RunStatus.EXECUTING, RunStatus.CANCELED, RunStatus.CRASHED, RunStatus.FAILED}),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELED: frozenset(),
+    RunStatus.CRASHED: frozenset(),
+}
+
+
+def can_transition(current: RunStatus, target: RunStatus) -> bool:
+    return target in LEGAL_TRANSITIONS[current]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_from_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id(prefix: str) -> str:
+    """`run_` + 24 random base32-ish characters: unguessable, URL- and Redis-key-safe."""
+    return prefix + secrets.token_hex(12)
+
+
+@dataclass
+class RunError:
+    message: str
+    name: str = "Error"
+    stack_trace: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "message": self.message, "stackTrace": self.stack_trace}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunError:
+        return cls(
+            message=data.get("message", ""), name=data.get("name", "Error"), stack_trace=data.get("stackTrace", "")
+        )
+
+
+@dataclass
+class Run:
+    """One run of a task. `version` grows by one on every stored change; feeds dedupe by it."""
+
+    id: str
+    task_identifier: str
+    payload: Any = None
+    status: RunStatus = RunStatus.QUEUED
+    output: Any = None
+    error: RunError | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    created_at: int = field(default_factory=now_ms)
+    updated_at: int = 0
+    started_at: int | None = None
+    finished_at: int | None = None
+    idempotency_key: str | None = None
+    batch_id: str | None = None
+    is_test: bool = False
+    realtime_streams: list[str] = field(default_factory=list)
+    number: int = 0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.updated_at:
+            self.updated_at = self.created_at
+
+    @property
+    def duration_ms(self) -> int:
+        if self.started_at is None or self.finished_at is None:
+            return 0
+        return self.finished_at - self.started_at
+
+    def to_public(self) -> dict[str, Any]:
+        """The shape every client sees (WebSocket frames, SDK, `/api/v3/runs`): the official field names."""
+        return {
+            "id": self.id,
+            "taskIdentifier": self.task_identifier,
+            "status": self.status.value,
+            "payload": self.payload,
+            "output": self.output,
+            "error": self.error.to_dict() if self.error else None,
+            "metadata": self.metadata,
+            "tags": self.tags,
+            "createdAt": iso_from_ms(self.created_at),
+            "updatedAt": iso_from_ms(self.updated_at),
+            "startedAt": iso_from_ms(self.started_at),
+            "finishedAt": iso_from_ms(self.finished_at),
+            "idempotencyKey": self.idempotency_key,
+            "batchId": self.batch_id,
+            "durationMs": self.duration_ms,
+            "costInCents": 0,
+            "isTest": self.is_test,
+            "realtimeStreams": self.realtime_streams,
+            "number": self.number,
+            "version": self.version,
+        }
+
+    def to_storage(self) -> bytes:
+        return orjson.dumps({f.name: _storable(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def from_storage(cls, raw: bytes | str) -> Run:
+        data = orjson.loads(raw)
+        data["status"] = RunStatus(data["status"])
+        if data.get("error") is not None:
+            data["error"] = RunError(**data["error"])
+        return cls(**data)
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, RunStatus):
+        return value.value
+    if isinstance(value, RunError):
+        return {"message": value.message, "name": value.name, "stack_trace": value.stack_trace}
+    return value

@@ -1,0 +1,1 @@
+"""The Python SDK, named after the official one: `tasks`, `runs`, `metadata`, `auth`."""

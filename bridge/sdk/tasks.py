@@ -1,0 +1,77 @@
+"""`tasks.trigger` and `tasks.batch_trigger`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.auth import create_public_token, run_access_token
+from bridge.engine import TriggerOptions
+from bridge.models import Run
+from bridge.sdk import state
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    id: str
+    task_identifier: str
+    public_access_token: str
+    is_cached: bool
+
+
+@dataclass(frozen=True)
+class BatchHandle:
+    batch_id: str
+    runs: list[RunHandle]
+    public_access_token: str  # reads every run of the batch
+
+
+def _handle(secret_key: str, run: Run, created: bool) -> RunHandle:
+    return RunHandle(run.id, run.task_identifier, run_access_token(secret_key, run.id), not created)
+
+
+async def trigger(
+    task_id: str,
+    payload: Any = None,
+    *,
+    tags: list[str] | str | None = None,
+    idempotency_key: str | None = None,
+    idempotency_key_ttl: str | int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> RunHandle:
+    bridge = await state.current()
+    options = TriggerOptions(
+        tags=[tags] if isinstance(tags, str) else list(tags or []),
+        idempotency_key=idempotency_key,
+        idempotency_key_ttl=idempotency_key_ttl,
+        metadata=metadata,
+    )
+    run, created = await bridge.engine.trigger(task_id, payload, options)
+    return _handle(bridge.settings.secret_key, run, created)
+
+
+async def batch_trigger(task_id: str, items: list[dict[str, Any]]) -> BatchHandle:
+    """`items` like the official SDK: `[{"payload": ..., "options": {"tags": [...], ...}}, ...]`."""
+    bridge = await state.current()
+    prepared = []
+    for item in items:
+        options = item.get("options") or {}
+        prepared.append(
+            (
+                task_id,
+                item.get("payload"),
+                TriggerOptions(
+                    tags=list(options.get("tags") or []),
+                    idempotency_key=options.get("idempotency_key"),
+                    idempotency_key_ttl=options.get("idempotency_key_ttl"),
+                    metadata=options.get("metadata"),
+                ),
+            )
+        )
+    batch_id, results = await bridge.engine.batch_trigger(prepared)
+    secret = bridge.settings.secret_key
+    return BatchHandle(
+        batch_id=batch_id,
+        runs=[_handle(secret, run, created) for run, created in results],
+        public_access_token=create_public_token(secret, [f"read:batch:{batch_id}"], "1h"),
+    )

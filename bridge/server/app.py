@@ -1,0 +1,73 @@
+"""The Starlette application: routes, CORS, and the lifespan that starts the bridge (and a worker)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from bridge.config import Settings
+from bridge.core import Bridge
+from bridge.sdk import state
+from bridge.server import official
+from bridge.server.health import healthz, readyz
+from bridge.server.topics import TopicRouter
+from bridge.server.websocket import websocket_endpoint
+from bridge.worker.executor import Worker
+from bridge.worker.registry import TaskRegistry
+
+EXPOSED_HEADERS = [
+    "x-trigger-jwt",
+    "x-trigger-jwt-claims",
+    "electric-offset",
+    "electric-handle",
+    "electric-schema",
+    "electric-cursor",
+    "electric-up-to-date",
+    "x-stream-version",
+]
+
+
+def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> Starlette:
+    """The bridge server; with a registry, it also runs those tasks in a worker in this process."""
+    bridge = Bridge(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await bridge.start()
+        state.use(bridge)
+        worker = Worker(bridge, registry) if registry is not None else None
+        if worker:
+            await worker.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker:
+                await worker.stop()
+            await bridge.stop()
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        WebSocketRoute("/ws", websocket_endpoint),
+        *official.routes,
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.bridge = bridge
+    app.state.topics = TopicRouter(bridge.hub)
+    return app

@@ -1,0 +1,82 @@
+"""Shared HTTP plumbing: JSON responses, bounded body reading, authentication, error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bridge.auth import Principal, authenticate, bearer_from_header
+from bridge.core import Bridge
+from bridge.errors import BackendUnavailableError, BridgeError, PayloadTooLargeError, ValidationError
+
+log = logging.getLogger(__name__)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(error: BridgeError, **extra: Any) -> Response:
+    return json_response({"error": error.message, "code": error.code, **extra}, status=error.status)
+
+
+def bridge_of(request: Request) -> Bridge:
+    bridge: Bridge = request.app.state.bridge
+    return bridge
+
+
+def principal_of(request: Request) -> Principal:
+    return authenticate(
+        bridge_of(request).settings.secret_key, bearer_from_header(request.headers.get("authorization"))
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past `limit` bytes whether or not Content-Length tells the truth."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ValidationError("invalid Content-Length")
+        if int(declared) > limit:
+            raise PayloadTooLargeError("Request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError("Request body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    body = await read_body(request, limit)
+    try:
+        data = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValidationError("the body must be a JSON object")
+    return data
+
+
+def handles_errors(endpoint: Endpoint) -> Endpoint:
+    """Maps BridgeError to its JSON status, and a backend outage to 503; anything else is our bug (500, logged)."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except BridgeError as error:
+            return error_response(error)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            log.warning("backend unavailable: %s", exc)
+            return error_response(BackendUnavailableError("the bridge's backend is unavailable; retry shortly"))
+
+    return wrapped

@@ -1,0 +1,287 @@
+"""The bridge's WebSocket protocol (docs/protocol.md): many subscriptions over one connection.
+
+Each connection has one bounded outbox drained by one sender task. Run updates coalesce in it
+per (topic, run): a slow reader gets the latest state, not every intermediate one. A reader that
+stops reading altogether — the outbox over its bounds, or one send blocked for the grace
+period — is closed with code 4008 and its memory freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from bridge.auth import Principal, authenticate, read_run_resources
+from bridge.core import Bridge
+from bridge.durations import parse_duration_seconds
+from bridge.errors import BridgeError, ForbiddenError, NotFoundError, TooManyError, ValidationError
+from bridge.feeds import FeedSpec
+from bridge.models import now_ms
+from bridge.server.topics import TopicRouter
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+CLOSE_SLOW_CONSUMER = 4008
+MAX_SUBSCRIPTION_ID_LENGTH = 64
+DEFAULT_TAG_WINDOW = "1d"
+
+
+@dataclass
+class Subscription:
+    id: str
+    spec: FeedSpec
+    expiry: asyncio.TimerHandle | None
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, bridge: Bridge, router: TopicRouter) -> None:
+        self.websocket = websocket
+        self.bridge = bridge
+        self.router = router
+        self.limits = bridge.settings.limits
+        self.subscriptions: dict[str, Subscription] = {}
+        self._outbox: dict[object, str] = {}
+        self._outbox_bytes = 0
+        self._ready = asyncio.Event()
+        self._frame_keys = itertools.count()
+        self._closing: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # outbox
+    def _push(self, key: object, frame: str) -> None:
+        if self._closing:
+            return
+        previous = self._outbox.get(key)
+        self._outbox_bytes += len(frame) - (len(previous) if previous is not None else 0)
+        self._outbox[key] = frame
+        if (
+            len(self._outbox) > self.limits.send_queue_max_frames
+            or self._outbox_bytes > self.limits.send_queue_max_bytes
+        ):
+            self._closing = "slow consumer: send queue over its bound"
+        self._ready.set()
+
+    def send(self, body: dict[str, Any]) -> None:
+        self._push(next(self._frame_keys), orjson.dumps(body).decode())
+
+    def send_error(self, subscription_id: str | None, error: BridgeError) -> None:
+        self.send({"type": "error", "id": subscription_id, "code": error.code, "message": error.message})
+
+    async def _send_forever(self) -> None:
+        grace = self.limits.slow_consumer_grace_seconds
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._outbox and not self._closing:
+                key = next(iter(self._outbox))
+                frame = self._outbox.pop(key)
+                self._outbox_bytes -= len(frame)
+                try:
+                    await asyncio.wait_for(self.websocket.send_text(frame), grace)
+                except TimeoutError:
+                    self._closing = f"slow consumer: one frame not taken in {grace:g} s"
+            if self._closing:
+                await self._close(CLOSE_SLOW_CONSUMER, self._closing)
+                return
+
+    async def _close(self, code: int, reason: str) -> None:
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(TimeoutError, RuntimeError, OSError):
+                await asyncio.wait_for(self.websocket.close(code, reason), self.limits.slow_consumer_grace_seconds)
+        raise WebSocketDisconnect(code)
+
+    # TopicFollower
+    def deliver(self, topic: str, run_id: str, frame: str) -> None:
+        self._push((topic, run_id), frame)
+
+    def resync(self, topic: str) -> None:
+        for subscription in list(self.subscriptions.values()):
+            if subscription.spec.topic == topic:
+                self._spawn(self._send_snapshot(subscription))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # protocol
+    async def serve(self) -> None:
+        await self.websocket.accept()
+        self.send(
+            {
+                "type": "welcome",
+                "protocol": PROTOCOL_VERSION,
+                "limits": {
+                    "maxSubscriptions": self.limits.max_subscriptions_per_connection,
+                    "maxFrameBytes": self.limits.max_frame_bytes,
+                },
+            }
+        )
+        sender = asyncio.create_task(self._send_forever())
+        receiver = asyncio.create_task(self._receive_forever())
+        try:
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver, *self._tasks):
+                task.cancel()
+            await asyncio.gather(sender, receiver, *self._tasks, return_exceptions=True)
+            for subscription in list(self.subscriptions.values()):
+                await self._drop(subscription)
+
+    async def _receive_forever(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+            await self._handle(raw)
+
+    async def _handle(self, raw: str) -> None:
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.send_error(None, ValidationError("the frame is not valid JSON"))
+            return
+        if not isinstance(frame, dict):
+            self.send_error(None, ValidationError('a frame is a JSON object with a "type"'))
+            return
+        kind = frame.get("type")
+        subscription_id = frame.get("id") if isinstance(frame.get("id"), str) else None
+        try:
+            if kind == "ping":
+                self.send({"type": "pong", "id": subscription_id})
+            elif kind == "subscribe":
+                await self._subscribe(frame)
+            elif kind == "unsubscribe":
+                await self._unsubscribe(frame)
+            else:
+                raise ValidationError(f"unknown frame type {str(kind)[:40]!r}")
+        except BridgeError as error:
+            self.send_error(subscription_id, error)
+        except Exception:  # our bug: report it on this subscription, keep the connection
+            log.exception("websocket frame %r failed", kind)
+            self.send({"type": "error", "id": subscription_id, "code": "internal", "message": "internal error"})
+
+    async def _subscribe(self, frame: dict[str, Any]) -> None:
+        subscription_id = _required_string(frame, "id", MAX_SUBSCRIPTION_ID_LENGTH)
+        if subscription_id in self.subscriptions:
+            raise ValidationError(f"subscription id {subscription_id!r} is already in use on this connection")
+        if len(self.subscriptions) >= self.limits.max_subscriptions_per_connection:
+            raise TooManyError(f"at most {self.limits.max_subscriptions_per_connection} subscriptions per connection")
+        principal = authenticate(self.bridge.settings.secret_key, _required_string(frame, "token", 16_384))
+        spec = await self._authorized_spec(frame, principal)
+        expiry = None
+        if principal.expires_at is not None:
+            delay = max(0.0, principal.expires_at - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, self._expire, subscription_id)
+        subscription = Subscription(subscription_id, spec, expiry)
+        self.subscriptions[subscription_id] = subscription
+        try:
+            await self.router.follow(spec, self)  # live first, then the snapshot: nothing falls between
+        except BaseException:
+            await self._drop(subscription)
+            raise
+        await self._send_snapshot(subscription)
+
+    async def _authorized_spec(self, frame: dict[str, Any], principal: Principal) -> FeedSpec:
+        feed = frame.get("feed")
+        if feed == "run":
+            run_id = _required_string(frame, "runId", 128)
+            run = await self.bridge.broker.get_run(run_id)
+            if run is None:
+                raise NotFoundError(f"Run not found: {run_id}")
+            principal.require_any("read", read_run_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+            return FeedSpec.for_run(run_id)
+        if feed == "tags":
+            tags = frame.get("tags")
+            if isinstance(tags, str):
+                tags = [tags]
+            tags = self.bridge.engine.check_tags(tags)
+            if not tags:
+                raise ValidationError("a tags feed needs at least one tag")
+            if not principal.allows_any("read", [("runs", None), ("tags", None), *(("tags", t) for t in tags)]):
+                raise ForbiddenError("Unauthorized: reading these tags needs read:tags or read:tags:<tag>")
+            window = frame.get("createdAt", DEFAULT_TAG_WINDOW)
+            if not isinstance(window, (str, int, float)):
+                raise ValidationError('createdAt is a duration like "1h" or seconds')
+            seconds = min(parse_duration_seconds(window), self.bridge.settings.retention_seconds)
+            return FeedSpec.for_tags(tags, now_ms() - int(seconds * 1000), self.limits.max_tag_feed_runs)
+        if feed == "batch":
+            batch_id = _required_string(frame, "batchId", 128)
+            principal.require_any("read", [("batch", batch_id), ("runs", None)])
+            return FeedSpec.for_batch(batch_id)
+        raise ValidationError('feed must be "run", "tags" or "batch"')
+
+    async def _send_snapshot(self, subscription: Subscription) -> None:
+        try:
+            runs = await subscription.spec.snapshot(self.bridge.broker)
+        except BridgeError as error:
+            self.send_error(subscription.id, error)
+            return
+        if self.subscriptions.get(subscription.id) is not subscription:
+            return  # unsubscribed meanwhile
+        frame = {
+            "type": "snapshot",
+            "id": subscription.id,
+            "topic": subscription.spec.topic,
+            "runs": [run.to_public() for run in runs],
+        }
+        self._push(("snapshot", subscription.id), orjson.dumps(frame).decode())
+
+    async def _unsubscribe(self, frame: dict[str, Any]) -> None:
+        subscription_id = _required_string(frame, "id", MAX_SUBSCRIPTION_ID_LENGTH)
+        subscription = self.subscriptions.get(subscription_id)
+        if subscription is None:
+            raise NotFoundError(f"no subscription {subscription_id!r} on this connection")
+        await self._drop(subscription)
+        self.send({"type": "unsubscribed", "id": subscription_id})
+
+    async def _drop(self, subscription: Subscription) -> None:
+        if self.subscriptions.get(subscription.id) is not subscription:
+            return
+        del self.subscriptions[subscription.id]
+        self._outbox.pop(("snapshot", subscription.id), None)
+        if subscription.expiry:
+            subscription.expiry.cancel()
+        if not any(s.spec.topic == subscription.spec.topic for s in self.subscriptions.values()):
+            await self.router.unfollow(subscription.spec, self)
+
+    def _expire(self, subscription_id: str) -> None:
+        subscription = self.subscriptions.get(subscription_id)
+        if subscription is None:
+            return
+        self.send(
+            {
+                "type": "error",
+                "id": subscription_id,
+                "code": "token_expired",
+                "message": "the subscription's token expired; subscribe again with a fresh token",
+            }
+        )
+        self._spawn(self._drop(subscription))
+
+
+def _required_string(frame: dict[str, Any], field: str, max_length: int) -> str:
+    value = frame.get(field)
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise ValidationError(f"{field} must be a non-empty string of at most {max_length} characters")
+    return value
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    connection = Connection(websocket, websocket.app.state.bridge, websocket.app.state.topics)
+    with contextlib.suppress(WebSocketDisconnect):
+        await connection.serve()

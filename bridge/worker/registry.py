@@ -1,0 +1,93 @@
+"""Task definitions and the `@task` decorator."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TaskFunction = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a task may want to know about its own run (the optional second argument)."""
+
+    run_id: str
+    task_id: str
+    tags: tuple[str, ...]
+    batch_id: str | None
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    id: str
+    function: TaskFunction
+    wants_context: bool
+
+    async def __call__(self, payload: Any, context: RunContext) -> Any:
+        if self.wants_context:
+            return await self.function(payload, context)
+        return await self.function(payload)
+
+    async def trigger(self, payload: Any = None, **options: Any) -> Any:
+        """`await my_task.trigger(payload, tags=[...])`: shorthand for `tasks.trigger(my_task.id, ...)`."""
+        from bridge.sdk import tasks
+
+        return await tasks.trigger(self.id, payload, **options)
+
+
+class TaskRegistry:
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskDefinition] = {}
+
+    def add(self, task_id: str, function: TaskFunction) -> TaskDefinition:
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"task {task_id!r} must be an `async def` function")
+        existing = self._tasks.get(task_id)
+        if existing and existing.function is not function:
+            raise ValueError(f"two different functions are registered as task {task_id!r}")
+        parameters = inspect.signature(function).parameters
+        definition = TaskDefinition(id=task_id, function=function, wants_context=len(parameters) >= 2)
+        self._tasks[task_id] = definition
+        return definition
+
+    def add_task(self, task_id: str) -> Callable[[TaskFunction], TaskDefinition]:
+        """Decorator form of `add`, for registries other than the default one."""
+        return lambda function: self.add(task_id, function)
+
+    def get(self, task_id: str) -> TaskDefinition | None:
+        return self._tasks.get(task_id)
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self._tasks)
+
+
+default_registry = TaskRegistry()
+
+
+def task(id: str, *, registry: TaskRegistry | None = None) -> Callable[[TaskFunction], TaskDefinition]:  # noqa: A002
+    """Registers an `async def fn(payload[, ctx])` as a task: `@task(id="draft-email")`."""
+
+    return (registry or default_registry).add_task(id)
+
+
+def load_tasks(spec: str) -> None:
+    """Imports a module (`pkg.tasks`) or a file (`./tasks.py`) so its `@task` functions register."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        module_name = f"bridge_tasks_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f"cannot load tasks from {spec}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        module_spec.loader.exec_module(module)
+    else:
+        importlib.import_module(spec)

@@ -1,0 +1,95 @@
+"""Fixtures: both backends, a real uvicorn server on a free port, and clients for it.
+
+Every behavioural test that takes `server` (or `backend_settings`) runs twice: on the memory
+backend and on a `redis-server` this session started itself on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+
+import httpx
+import pytest
+import uvicorn
+
+from bridge.config import Settings
+from bridge.core import Bridge
+from bridge.server.app import create_app
+from tests.support.redis_server import RedisServer, start_redis_server
+from tests.support.tasks import registry
+
+SECRET_KEY = "tr_dev_test_secret_key_0123456789"
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = start_redis_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_settings(request: pytest.FixtureRequest) -> Settings:
+    """Settings for one backend; Redis tests get their own key prefix, so they never see each other's keys."""
+    settings = Settings(secret_key=SECRET_KEY, lease_seconds=1.5)
+    if request.param == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        settings = replace(settings, redis_url=redis_server.url, key_prefix=f"rbtest{next(_prefixes)}")
+    return settings
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app_bridge: Bridge
+    settings: Settings
+    uvicorn: uvicorn.Server
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+async def start_server(settings: Settings, *, with_worker: bool = True) -> tuple[RunningServer, asyncio.Task[None]]:
+    app = create_app(settings, registry=registry if with_worker else None)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # connections wait in the backlog until uvicorn has run the lifespan and serves
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", ws_max_size=settings.limits.max_frame_bytes, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    running = RunningServer(f"http://127.0.0.1:{port}", app.state.bridge, settings, server)
+    async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+        (await client.get("/healthz")).raise_for_status()
+    return running, task
+
+
+async def stop_server(server: RunningServer, task: asyncio.Task[None]) -> None:
+    server.uvicorn.should_exit = True
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def server(backend_settings: Settings) -> AsyncIterator[RunningServer]:
+    running, task = await start_server(backend_settings)
+    try:
+        yield running
+    finally:
+        await stop_server(running, task)
+
+
+@pytest.fixture
+async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def backend_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {SECRET_KEY}"}
