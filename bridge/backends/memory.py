@@ -130,9 +130,11 @@ class MemoryBroker(Broker):
 
         async with self._enqueued:
             try:
-                run_id: str = await asyncio.wait_for(self._enqueued.wait_for(next_run_id), timeout)
+                run_id = await asyncio.wait_for(self._enqueued.wait_for(next_run_id), timeout)
             except TimeoutError:
                 return None
+        if run_id is None:  # wait_for returns only a truthy predicate result; this narrows the type
+            return None
         return Delivery(run_id=run_id, receipt=str(next(self._receipts)))
 
     async def ack(self, delivery: Delivery) -> None:
