@@ -27,6 +27,7 @@ from bridge.errors import (
 from bridge.models import Run, RunError, RunStatus, can_transition, new_id, now_ms
 
 DEFAULT_IDEMPOTENCY_TTL = "30d"
+REQUEST_KEY_TTL_SECONDS = 24 * 3600.0
 
 
 @dataclass
@@ -36,6 +37,7 @@ class TriggerOptions:
     idempotency_key_ttl: str | int | float | None = None
     metadata: dict[str, Any] | None = None
     is_test: bool = False
+    request_key: str | None = None  # the official clients' per-call retry key: a retried trigger is not doubled
 
 
 def encoded_size(value: Any) -> int:
@@ -94,8 +96,13 @@ class RunEngine:
             batch_id=batch_id,
             is_test=options.is_test,
         )
-        scope = f"{task_id}:{options.idempotency_key}" if options.idempotency_key else None
-        ttl = parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
+        if options.idempotency_key:
+            scope: str | None = f"key:{task_id}:{options.idempotency_key}"
+            ttl = parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
+        elif options.request_key:
+            scope, ttl = f"request:{options.request_key}", REQUEST_KEY_TTL_SECONDS
+        else:
+            scope, ttl = None, 0.0
         stored, created = await self.broker.insert_run(run, scope, min(ttl, self.settings.retention_seconds))
         if created:
             await self.broker.enqueue(task_id, stored.id)

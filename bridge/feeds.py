@@ -107,9 +107,10 @@ class FeedCursor:
             except TimeoutError:
                 return []
         if self._resync_needed:
-            self._resync_needed = False
-            self._pending.clear()
-            return self._take(await self.spec.snapshot(self._broker))
+            snapshot = await self.spec.snapshot(self._broker)
+            self._resync_needed = False  # only now: a cancelled read must leave the resync to do
+            # Pending changes stay: one that arrived during the read may be newer than the snapshot.
+            return self._take(snapshot)
         changed = list(self._pending.values())
         self._pending.clear()
         return self._take(changed)

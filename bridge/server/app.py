@@ -15,6 +15,7 @@ from bridge.core import Bridge
 from bridge.sdk import state
 from bridge.server import official
 from bridge.server.health import healthz, readyz
+from bridge.server.official.feeds import FeedSessions
 from bridge.server.topics import TopicRouter
 from bridge.server.websocket import websocket_endpoint
 from bridge.worker.executor import Worker
@@ -35,11 +36,13 @@ EXPOSED_HEADERS = [
 def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> Starlette:
     """The bridge server; with a registry, it also runs those tasks in a worker in this process."""
     bridge = Bridge(settings)
+    feed_sessions = FeedSessions(bridge, settings.limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.start()
         state.use(bridge)
+        feed_sessions.start()
         worker = Worker(bridge, registry) if registry is not None else None
         if worker:
             await worker.start()
@@ -49,6 +52,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
         finally:
             if worker:
                 await worker.stop()
+            await feed_sessions.stop()
             await bridge.stop()
 
     routes: list[BaseRoute] = [
@@ -70,4 +74,5 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.bridge = bridge
     app.state.topics = TopicRouter(bridge.hub)
+    app.state.feed_sessions = feed_sessions
     return app

@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from bridge.auth import Principal, authenticate, read_run_resources
+from bridge.auth import INVALID_TOKEN_MESSAGE, Principal, authenticate, read_run_resources
 from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
-from bridge.errors import BridgeError, ForbiddenError, NotFoundError, TooManyError, ValidationError
+from bridge.errors import BridgeError, ForbiddenError, NotFoundError, TooManyError, UnauthorizedError, ValidationError
 from bridge.feeds import FeedSpec
 from bridge.models import now_ms
 from bridge.server.topics import TopicRouter
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 CLOSE_SLOW_CONSUMER = 4008
 MAX_SUBSCRIPTION_ID_LENGTH = 64
+MAX_TOKEN_LENGTH = 16_384
 DEFAULT_TAG_WINDOW = "1d"
 
 
@@ -181,7 +182,10 @@ class Connection:
             raise ValidationError(f"subscription id {subscription_id!r} is already in use on this connection")
         if len(self.subscriptions) >= self.limits.max_subscriptions_per_connection:
             raise TooManyError(f"at most {self.limits.max_subscriptions_per_connection} subscriptions per connection")
-        principal = authenticate(self.bridge.settings.secret_key, _required_string(frame, "token", 16_384))
+        token = frame.get("token")
+        if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH):
+            raise UnauthorizedError(INVALID_TOKEN_MESSAGE)  # malformed: like a bad token, not a bad frame
+        principal = authenticate(self.bridge.settings.secret_key, token)
         spec = await self._authorized_spec(frame, principal)
         expiry = None
         if principal.expires_at is not None:

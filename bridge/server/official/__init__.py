@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
-routes: list[BaseRoute] = []
+from bridge.server.official.api import add_batch_items, cancel_run, create_batch, jwt_claims, retrieve_run, trigger_task
+from bridge.server.official.feeds import batch_feed, run_feed, tag_feed
+
+routes: list[BaseRoute] = [
+    Route("/realtime/v1/runs", tag_feed),
+    Route("/realtime/v1/runs/{run_id}", run_feed),
+    Route("/realtime/v1/batches/{batch_id}", batch_feed),
+    Route("/api/v1/tasks/{task_id}/trigger", trigger_task, methods=["POST"]),
+    Route("/api/v3/batches", create_batch, methods=["POST"]),
+    Route("/api/v3/batches/{batch_id}/items", add_batch_items, methods=["POST"]),
+    Route("/api/v3/runs/{run_id}", retrieve_run),
+    Route("/api/v2/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
+    Route("/api/v1/auth/jwt/claims", jwt_claims, methods=["POST"]),
+]

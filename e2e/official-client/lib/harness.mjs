@@ -33,7 +33,14 @@ export function elapsedMs() {
 function emit(obj, code) {
   if (!finished) {
     finished = true;
-    writeSync(1, JSON.stringify(obj) + "\n");
+    let line;
+    try {
+      line = JSON.stringify(obj);
+    } catch (e) {
+      line = JSON.stringify({ ok: false, error: { message: `unserialisable result: ${e.message}` } });
+      code = code || 1;
+    }
+    writeSync(1, line + "\n");
   }
   process.exit(code);
 }
@@ -64,8 +71,9 @@ export function describeError(error) {
   const out = { name: error.name, message: error.message ?? String(error) };
   if (error.status !== undefined) out.status = error.status;
   if (error.code !== undefined) out.code = error.code;
-  if (error.error !== undefined) out.body = error.error;
-  if (error.json !== undefined) out.body = error.json;
+  // ApiError (zodfetch) keeps the parsed response body in .body; electric's FetchError in .json.
+  const body = error.body ?? error.json ?? error.error ?? error.text;
+  if (body !== undefined) out.body = body;
   if (error.cause?.message) out.cause = error.cause.message;
   return out;
 }

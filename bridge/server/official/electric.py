@@ -1,0 +1,135 @@
+"""Runs as rows of the Electric "shape" the official run feeds read (`"public"."TaskRun"`).
+
+Values are encoded the way Electric sends Postgres columns: every value a string (or null),
+booleans `t`/`f`, timestamps ISO 8601 without a zone, text arrays as Postgres array literals,
+JSON columns as JSON text. The raw status is the database enum the official client maps back.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bridge.models import Run, RunStatus
+
+DB_STATUS = {
+    RunStatus.QUEUED: "PENDING",
+    RunStatus.EXECUTING: "EXECUTING",
+    RunStatus.WAITING: "WAITING_TO_RESUME",
+    RunStatus.COMPLETED: "COMPLETED_SUCCESSFULLY",
+    RunStatus.FAILED: "COMPLETED_WITH_ERRORS",
+    RunStatus.CANCELED: "CANCELED",
+    RunStatus.CRASHED: "CRASHED",
+}
+
+_TYPES: dict[str, dict[str, Any]] = {
+    "id": {"type": "text"},
+    "taskIdentifier": {"type": "text"},
+    "friendlyId": {"type": "text"},
+    "status": {"type": "text"},
+    "createdAt": {"type": "timestamp"},
+    "updatedAt": {"type": "timestamp"},
+    "startedAt": {"type": "timestamp"},
+    "delayUntil": {"type": "timestamp"},
+    "queuedAt": {"type": "timestamp"},
+    "expiredAt": {"type": "timestamp"},
+    "completedAt": {"type": "timestamp"},
+    "idempotencyKey": {"type": "text"},
+    "number": {"type": "int4"},
+    "isTest": {"type": "bool"},
+    "usageDurationMs": {"type": "int4"},
+    "costInCents": {"type": "float8"},
+    "baseCostInCents": {"type": "float8"},
+    "ttl": {"type": "text"},
+    "payload": {"type": "text"},
+    "payloadType": {"type": "text"},
+    "metadata": {"type": "text"},
+    "metadataType": {"type": "text"},
+    "output": {"type": "text"},
+    "outputType": {"type": "text"},
+    "runTags": {"type": "text", "dims": 1},
+    "error": {"type": "jsonb"},
+    "realtimeStreams": {"type": "text", "dims": 1},
+}
+COLUMNS = tuple(_TYPES)
+PROTECTED_COLUMNS = frozenset({"id", "taskIdentifier", "friendlyId", "status", "createdAt"})
+JSON_TYPE = "application/json"
+
+
+def schema_header(columns: tuple[str, ...]) -> str:
+    return orjson.dumps({name: _TYPES[name] for name in columns}).decode()
+
+
+def visible_columns(skip: str | None) -> tuple[str, ...]:
+    """The columns left after `skipColumns=a,b` (the protected ones cannot be skipped)."""
+    if not skip:
+        return COLUMNS
+    skipped = {name.strip() for name in skip.split(",")} - PROTECTED_COLUMNS
+    return tuple(name for name in COLUMNS if name not in skipped)
+
+
+def _timestamp(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _text_array(values: list[str]) -> str:
+    escaped = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in escaped) + "}"
+
+
+def _error(run: Run) -> str | None:
+    if run.error is None:
+        return None
+    return orjson.dumps(
+        {
+            "type": "BUILT_IN_ERROR",
+            "name": run.error.name,
+            "message": run.error.message,
+            "stackTrace": run.error.stack_trace,
+        }
+    ).decode()
+
+
+def row_value(run: Run, columns: tuple[str, ...]) -> dict[str, str | None]:
+    every: dict[str, str | None] = {
+        "id": run.id,
+        "taskIdentifier": run.task_identifier,
+        "friendlyId": run.id,
+        "status": DB_STATUS[run.status],
+        "createdAt": _timestamp(run.created_at),
+        "updatedAt": _timestamp(run.updated_at),
+        "startedAt": _timestamp(run.started_at),
+        "delayUntil": None,
+        "queuedAt": _timestamp(run.created_at),
+        "expiredAt": None,
+        "completedAt": _timestamp(run.finished_at),
+        "idempotencyKey": run.idempotency_key,
+        "number": str(run.number),
+        "isTest": "t" if run.is_test else "f",
+        "usageDurationMs": str(run.duration_ms),
+        "costInCents": "0",
+        "baseCostInCents": "0",
+        "ttl": None,
+        "payload": _json_text(run.payload),
+        "payloadType": JSON_TYPE,
+        "metadata": _json_text(run.metadata),
+        "metadataType": JSON_TYPE,
+        "output": _json_text(run.output),
+        "outputType": JSON_TYPE,
+        "runTags": _text_array(run.tags),
+        "error": _error(run),
+        "realtimeStreams": _text_array(run.realtime_streams),
+    }
+    return {name: every[name] for name in columns}
+
+
+def row_key(run_id: str) -> str:
+    return f'"public"."TaskRun"/"{run_id}"'

@@ -1,0 +1,215 @@
+"""The official run feeds: Electric-shape long-polls that `useRealtimeRun`, `useRealtimeRunsWithTag`
+and `useRealtimeBatch` read.
+
+A first request (`offset=-1`) opens a feed session: a `FeedCursor` that stays attached to the
+run changes between polls, so nothing published between two polls is missed. Its id is the
+Electric `handle`; each answer with changes moves the session's offset on. A poll repeating the
+previous offset (the client never got the last answer) gets that answer again, merged with what
+changed since. A session idle for a minute is forgotten; a poll for an unknown handle (expired,
+or served by another bridge process) gets 409 and the client starts over with a new snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bridge.auth import read_run_resources
+from bridge.config import Limits
+from bridge.core import Bridge
+from bridge.durations import parse_duration_seconds
+from bridge.errors import ForbiddenError, NotFoundError, TooManyError, ValidationError
+from bridge.feeds import FeedCursor, FeedSpec
+from bridge.models import Run, new_id, now_ms
+from bridge.server.http import bridge_of, handles_errors, principal_of
+from bridge.server.official.electric import row_key, row_value, schema_header, visible_columns
+
+UP_TO_DATE = {"headers": {"control": "up-to-date"}}
+MUST_REFETCH = [{"headers": {"control": "must-refetch"}}]
+DEFAULT_TAG_WINDOW = "1d"
+
+
+@dataclass
+class FeedSession:
+    id: str
+    cursor: FeedCursor
+    columns: tuple[str, ...]
+    offset: int = 0
+    last_batch: list[Run] = field(default_factory=list)  # what the answer that moved to `offset` carried
+    sent: set[str] = field(default_factory=set)  # run ids the client has as rows
+    last_used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class FeedSessions:
+    """This process's open feed sessions, bounded in number and idle time."""
+
+    def __init__(self, bridge: Bridge, limits: Limits) -> None:
+        self._bridge = bridge
+        self._limits = limits
+        self._sessions: dict[str, FeedSession] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for session in list(self._sessions.values()):
+            await session.cursor.close()
+        self._sessions.clear()
+
+    async def open(self, spec: FeedSpec, columns: tuple[str, ...]) -> tuple[FeedSession, list[Run]]:
+        if len(self._sessions) >= self._limits.max_feed_sessions:
+            raise TooManyError("too many open realtime feeds on this bridge; retry shortly")
+        cursor = FeedCursor(self._bridge.hub, self._bridge.broker, spec)
+        snapshot = await cursor.open()
+        session = FeedSession(id=new_id("feed_"), cursor=cursor, columns=columns)
+        self._sessions[session.id] = session
+        return session, snapshot
+
+    def get(self, handle: str) -> FeedSession | None:
+        session = self._sessions.get(handle)
+        if session:
+            session.last_used = time.monotonic()
+        return session
+
+    @property
+    def count(self) -> int:
+        return len(self._sessions)
+
+    async def _sweep_forever(self) -> None:
+        idle = self._limits.feed_session_idle_seconds
+        while True:
+            await asyncio.sleep(min(idle, 5.0))
+            cutoff = time.monotonic() - idle
+            for session in [s for s in self._sessions.values() if s.last_used < cutoff and not s.lock.locked()]:
+                del self._sessions[session.id]
+                await session.cursor.close()
+
+
+def _rows(runs: list[Run], session: FeedSession) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        operation = "update" if run.id in session.sent else "insert"
+        session.sent.add(run.id)
+        rows.append(
+            {"key": row_key(run.id), "value": row_value(run, session.columns), "headers": {"operation": operation}}
+        )
+    return rows
+
+
+def _answer(body: list[dict[str, Any]], session: FeedSession, *, live: bool) -> Response:
+    headers = {
+        "cache-control": "no-store",
+        "electric-handle": session.id,
+        "electric-offset": f"{session.offset}_0",
+        "electric-up-to-date": "",  # every answer ends up to date; without it the client prefetches
+    }
+    if live:
+        headers["electric-cursor"] = str(int(time.time()))
+    else:
+        headers["electric-schema"] = schema_header(session.columns)
+    return Response(orjson.dumps(body), headers=headers, media_type="application/json")
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _serve_feed(request: Request, spec: FeedSpec) -> Response:
+    sessions: FeedSessions = request.app.state.feed_sessions
+    params = request.query_params
+    live = params.get("live") == "true"
+    offset = params.get("offset", "-1")
+    handle = params.get("handle")
+    if offset == "-1" or not handle:
+        opened, snapshot = await sessions.open(spec, visible_columns(params.get("skipColumns")))
+        async with opened.lock:
+            opened.offset = 1
+            opened.last_batch = snapshot
+            return _answer([*_rows(snapshot, opened), UP_TO_DATE], opened, live=False)
+
+    session = sessions.get(handle)
+    if session is None or session.cursor.spec.topic != spec.topic:
+        return _must_refetch()
+    async with session.lock:
+        replay: list[Run] = []
+        if offset == f"{session.offset - 1}_0":
+            replay = session.last_batch  # the client missed our last answer
+        elif offset != f"{session.offset}_0":
+            return _must_refetch()
+        hold = request.app.state.bridge.settings.limits.live_poll_hold_seconds if live and not replay else 0.0
+        changes = await _next_changes_unless_gone(request, session, hold)
+        if changes is None:
+            return Response(status_code=204)  # the client left; nothing was consumed
+        batch = list({run.id: run for run in [*replay, *changes]}.values())
+        if batch:
+            if not replay:
+                session.offset += 1
+            session.last_batch = batch
+        return _answer([*_rows(batch, session), UP_TO_DATE], session, live=live)
+
+
+def _must_refetch() -> Response:
+    """409 with a JSON array body (anything else freezes the official client) and a fresh handle."""
+    headers = {"cache-control": "no-store", "electric-handle": new_id("feed_")}
+    return Response(orjson.dumps(MUST_REFETCH), status_code=409, headers=headers, media_type="application/json")
+
+
+async def _next_changes_unless_gone(request: Request, session: FeedSession, hold: float) -> list[Run] | None:
+    changes = asyncio.create_task(session.cursor.next_changes(timeout=hold))
+    gone = asyncio.create_task(_wait_for_disconnect(request))
+    done, _ = await asyncio.wait({changes, gone}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (changes, gone):
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return changes.result() if changes in done else None
+
+
+@handles_errors
+async def run_feed(request: Request) -> Response:
+    principal = principal_of(request)
+    run_id = request.path_params["run_id"]
+    run = await bridge_of(request).broker.get_run(run_id)
+    if run is None:
+        raise NotFoundError(f"Run not found: {run_id}")
+    principal.require_any("read", read_run_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+    return await _serve_feed(request, FeedSpec.for_run(run_id))
+
+
+@handles_errors
+async def tag_feed(request: Request) -> Response:
+    principal = principal_of(request)
+    bridge = bridge_of(request)
+    tags = [t for t in request.query_params.get("tags", "").split(",") if t]
+    tags = bridge.engine.check_tags(tags)
+    if not tags:
+        raise ValidationError("tags is required: ?tags=a,b")
+    if not principal.allows_any("read", [("runs", None), ("tags", None), *(("tags", t) for t in tags)]):
+        raise ForbiddenError("Unauthorized: reading these tags needs read:tags or read:tags:<tag>")
+    window = request.query_params.get("createdAt") or DEFAULT_TAG_WINDOW
+    seconds = min(parse_duration_seconds(window), bridge.settings.retention_seconds)
+    spec = FeedSpec.for_tags(tags, now_ms() - int(seconds * 1000), bridge.settings.limits.max_tag_feed_runs)
+    return await _serve_feed(request, spec)
+
+
+@handles_errors
+async def batch_feed(request: Request) -> Response:
+    principal = principal_of(request)
+    batch_id = request.path_params["batch_id"]
+    principal.require_any("read", [("batch", batch_id), ("runs", None)])
+    return await _serve_feed(request, FeedSpec.for_batch(batch_id))
