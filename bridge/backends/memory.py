@@ -21,6 +21,29 @@ from bridge.models import Run
 SWEEP_INTERVAL_SECONDS = 1.0
 
 
+class _ExpiringMap:
+    """Keys that vanish at a monotonic deadline: read lazily, swept in deadline order."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[str, float]] = {}
+        self._deadlines: list[tuple[float, str]] = []
+
+    def get(self, key: str, now: float) -> str | None:
+        entry = self._values.get(key)
+        return entry[0] if entry and entry[1] > now else None
+
+    def set(self, key: str, value: str, deadline: float) -> None:
+        self._values[key] = (value, deadline)
+        heapq.heappush(self._deadlines, (deadline, key))
+
+    def evict(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, key = heapq.heappop(self._deadlines)
+            entry = self._values.get(key)
+            if entry and entry[1] == deadline:
+                del self._values[key]
+
+
 class MemoryBroker(Broker):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -29,8 +52,8 @@ class MemoryBroker(Broker):
         self._expiry_heap: list[tuple[float, str]] = []
         self._by_tag: dict[str, dict[str, int]] = {}  # tag -> run id -> createdAt ms
         self._by_batch: dict[str, list[str]] = {}
-        self._idempotency: dict[str, tuple[str, float]] = {}  # scope -> (run id, deadline)
-        self._once: dict[str, float] = {}
+        self._idempotency = _ExpiringMap()  # scope -> run id
+        self._once = _ExpiringMap()
         self._listening: dict[str, int] = {}
         self._queues: dict[str, deque[str]] = {}
         self._enqueued = asyncio.Condition()
@@ -53,10 +76,11 @@ class MemoryBroker(Broker):
     # runs
     async def insert_run(self, run: Run, idempotency_scope: str | None, idempotency_ttl: float) -> tuple[Run, bool]:
         if idempotency_scope:
-            existing = self._idempotency.get(idempotency_scope)
-            if existing and existing[1] > time.monotonic() and existing[0] in self._runs:
-                return Run.from_storage(self._runs[existing[0]]), False
-            self._idempotency[idempotency_scope] = (run.id, time.monotonic() + idempotency_ttl)
+            now = time.monotonic()
+            existing = self._idempotency.get(idempotency_scope, now)
+            if existing is not None and existing in self._runs:
+                return Run.from_storage(self._runs[existing]), False
+            self._idempotency.set(idempotency_scope, run.id, now + idempotency_ttl)
         for tag in run.tags:
             self._by_tag.setdefault(tag, {})[run.id] = run.created_at
         if run.batch_id:
@@ -149,9 +173,9 @@ class MemoryBroker(Broker):
     # small shared state
     async def claim_once(self, key: str, ttl: float) -> bool:
         now = time.monotonic()
-        if self._once.get(key, 0.0) > now:
+        if self._once.get(key, now) is not None:
             return False
-        self._once[key] = now + ttl
+        self._once.set(key, key, now + ttl)
         return True
 
     async def register_tasks(self, task_ids: Iterable[str]) -> None:
@@ -184,5 +208,5 @@ class MemoryBroker(Broker):
                 self._by_batch[run.batch_id] = [r for r in self._by_batch[run.batch_id] if r != run_id]
                 if not self._by_batch[run.batch_id]:
                     del self._by_batch[run.batch_id]
-        self._idempotency = {k: v for k, v in self._idempotency.items() if v[1] > now and v[0] in self._runs}
-        self._once = {k: v for k, v in self._once.items() if v > now}
+        self._idempotency.evict(now)
+        self._once.evict(now)
