@@ -6,8 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from bridge.config import Settings
@@ -15,11 +18,19 @@ from bridge.core import Bridge
 from bridge.sdk import state
 from bridge.server import official
 from bridge.server.health import healthz, readyz
+from bridge.server.http import json_response
 from bridge.server.official.feeds import FeedSessions
 from bridge.server.topics import TopicRouter
 from bridge.server.websocket import websocket_endpoint
 from bridge.worker.executor import Worker
 from bridge.worker.registry import TaskRegistry
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer JSON like every other error."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return json_response({"error": exc.detail if isinstance(exc, HTTPException) else "internal error"}, status=status)
+
 
 EXPOSED_HEADERS = [
     "x-trigger-jwt",
@@ -71,7 +82,9 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
             max_age=600,
         )
     ]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
     app.state.bridge = bridge
     app.state.topics = TopicRouter(bridge.hub)
     app.state.feed_sessions = feed_sessions

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from bridge.auth import Principal, authenticate, bearer_from_header
 from bridge.core import Bridge
-from bridge.errors import BackendUnavailableError, BridgeError, PayloadTooLargeError, ValidationError
+from bridge.errors import BackendUnavailableError, BridgeError, ForbiddenError, PayloadTooLargeError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(error: BridgeError, **extra: Any) -> Response:
+    if isinstance(error, ForbiddenError):
+        # The official body for a token without the scope (the SDK's ApiError exposes code/param/type).
+        extra = {"code": "unauthorized", "param": "access_token", "type": "authorization", **extra}
     return json_response({"error": error.message, "code": error.code, **extra}, status=error.status)
 
 

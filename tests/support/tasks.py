@@ -38,3 +38,18 @@ async def wait_for_gate(payload: dict[str, Any], context: RunContext) -> str:
     await metadata.set("waiting", True)
     await gates.setdefault(payload["gate"], asyncio.Event()).wait()
     return context.run_id
+
+
+@registry.add_task("slow-progress")
+async def slow_progress(payload: dict[str, Any]) -> dict[str, Any]:
+    """Three metadata steps `delay` seconds apart (default 0.2): simulated work, so watchers see it running.
+
+    With a `gate`, it waits after the first step until the test opens `gates[payload["gate"]]`.
+    """
+    delay = float(payload.get("delay", 0.2))
+    for step in (1, 2, 3):
+        if step == 2 and "gate" in payload:
+            await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+        await asyncio.sleep(delay)
+        await metadata.set("progress", step / 3)
+    return {"done": payload.get("name", "")}

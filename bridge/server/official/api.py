@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from bridge.auth import Principal, create_public_token, read_run_resources, run_access_token
 from bridge.core import Bridge
+from bridge.durations import parse_duration_seconds
 from bridge.engine import TriggerOptions
 from bridge.errors import BridgeError, NotFoundError, UnauthorizedError, ValidationError
 from bridge.models import Run, RunStatus, new_id
@@ -80,6 +81,19 @@ def _claims_headers(bridge: Bridge, scopes: list[str], token: str) -> dict[str, 
     return {"x-trigger-jwt": token, "x-trigger-jwt-claims": orjson.dumps(claims).decode()}
 
 
+async def _check_trigger(bridge: Bridge, task_id: str, payload: Any, options: TriggerOptions) -> None:
+    """Refuses what `engine.trigger` would refuse, before anything is consumed (a one-time token, a batch index)."""
+    if not await bridge.broker.task_exists(task_id):
+        raise NotFoundError(f"Task not found: no worker has registered a task with id {task_id!r}")
+    bridge.engine.check_size("payload", payload)
+    if options.metadata is not None and not isinstance(options.metadata, dict):
+        raise ValidationError("metadata must be an object")
+    bridge.engine.check_size("metadata", options.metadata or {})
+    bridge.engine.check_tags(options.tags)
+    if options.idempotency_key_ttl is not None:
+        parse_duration_seconds(options.idempotency_key_ttl)
+
+
 async def _consume_one_time(bridge: Bridge, principal: Principal, task_id: str) -> None:
     if principal.one_time_key is None:
         return
@@ -97,6 +111,7 @@ async def trigger_task(request: Request) -> Response:
     options = body.get("options") or {}
     payload = decode_payload(body.get("payload"), options.get("payloadType") if isinstance(options, dict) else None)
     trigger_options = _trigger_options(options, request.headers.get("x-trigger-request-idempotency-key"))
+    await _check_trigger(bridge, task_id, payload, trigger_options)
     await _consume_one_time(bridge, principal, task_id)
     run, created = await bridge.engine.trigger(task_id, payload, trigger_options)
     scopes = [f"read:runs:{run.id}", f"write:inputStreams:{run.id}"]
@@ -160,6 +175,8 @@ async def add_batch_items(request: Request) -> Response:
         items.append((index, item["task"], payload, _trigger_options(options, None)))
     if len(items) > bridge.settings.limits.max_batch_items:
         raise ValidationError(f"a batch has at most {bridge.settings.limits.max_batch_items} items")
+    for _, task_id, payload, options in items:  # all or nothing: an index is marked sent only if its run is stored
+        await _check_trigger(bridge, task_id, payload, options)
     accepted = deduplicated = 0
     retention = bridge.settings.retention_seconds
     for index, task_id, payload, options in items:

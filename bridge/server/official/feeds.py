@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ from bridge.feeds import FeedCursor, FeedSpec
 from bridge.models import Run, new_id, now_ms
 from bridge.server.http import bridge_of, handles_errors, principal_of
 from bridge.server.official.electric import row_key, row_value, schema_header, visible_columns
+
+log = logging.getLogger(__name__)
 
 UP_TO_DATE = {"headers": {"control": "up-to-date"}}
 MUST_REFETCH = [{"headers": {"control": "must-refetch"}}]
@@ -55,6 +58,7 @@ class FeedSessions:
         self._bridge = bridge
         self._limits = limits
         self._sessions: dict[str, FeedSession] = {}
+        self._opening = 0
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -66,14 +70,22 @@ class FeedSessions:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for session in list(self._sessions.values()):
-            await session.cursor.close()
+            await _close_quietly(session.cursor)
         self._sessions.clear()
 
     async def open(self, spec: FeedSpec, columns: tuple[str, ...]) -> tuple[FeedSession, list[Run]]:
-        if len(self._sessions) >= self._limits.max_feed_sessions:
+        # Sessions still reading their snapshot count too, or concurrent opens would overshoot the bound.
+        if len(self._sessions) + self._opening >= self._limits.max_feed_sessions:
             raise TooManyError("too many open realtime feeds on this bridge; retry shortly")
         cursor = FeedCursor(self._bridge.hub, self._bridge.broker, spec)
-        snapshot = await cursor.open()
+        self._opening += 1
+        try:
+            snapshot = await cursor.open()
+        except BaseException:
+            await _close_quietly(cursor)  # it may have attached before the snapshot read failed
+            raise
+        finally:
+            self._opening -= 1
         session = FeedSession(id=new_id("feed_"), cursor=cursor, columns=columns)
         self._sessions[session.id] = session
         return session, snapshot
@@ -95,7 +107,14 @@ class FeedSessions:
             cutoff = time.monotonic() - idle
             for session in [s for s in self._sessions.values() if s.last_used < cutoff and not s.lock.locked()]:
                 del self._sessions[session.id]
-                await session.cursor.close()
+                await _close_quietly(session.cursor)  # one failing close must not end the sweeping
+
+
+async def _close_quietly(cursor: FeedCursor) -> None:
+    try:
+        await cursor.close()
+    except Exception:
+        log.warning("could not detach a closed feed session's cursor", exc_info=True)
 
 
 def _rows(runs: list[Run], session: FeedSession) -> list[dict[str, Any]]:

@@ -1,0 +1,737 @@
+/**
+ * The socket manager: one WebSocket to one bridge, shared by every subscription of the page.
+ *
+ * - The socket opens lazily on the first subscription and closes `socketLingerMs` after the last
+ *   one goes away. A subscription released by its last listener lingers `subscriptionLingerMs`
+ *   first, so React StrictMode's unmount/remount reuses it instead of unsubscribing and
+ *   subscribing again.
+ * - Listeners of the same feed with the same token share one server subscription (a "feed").
+ *   Each feed sends its own token.
+ * - A lost connection is reopened with exponential backoff and full jitter, and every live feed
+ *   subscribes again; the new `snapshot` replaces what the feed held.
+ * - Per run, the state with the highest `version` wins; updates that arrive before a snapshot
+ *   (the protocol allows it) are kept and merged into it.
+ */
+import { parseDurationSeconds, DEFAULT_TAG_WINDOW } from "./duration.js";
+import { RealtimeError } from "./errors.js";
+import {
+  type ClientFrame,
+  type ErrorFrame,
+  type FeedSpec,
+  type ServerFrame,
+  type SnapshotFrame,
+  type SubscribeFrame,
+  type UpdateFrame,
+  type WireRun,
+  feedKey,
+  isWireRun,
+  normalizeTags,
+  topicOf,
+} from "./protocol.js";
+
+/** What a feed holds, handed to its listeners on every change. Immutable. */
+export type FeedState = {
+  /** The feed's runs, in the order they were first seen. */
+  readonly runs: readonly WireRun[];
+  /** The last error of the feed's subscription, until the next snapshot. */
+  readonly error: Error | undefined;
+  /** True once the feed received a snapshot. */
+  readonly synced: boolean;
+};
+
+export type FeedListener = (state: FeedState) => void;
+
+export type FeedSubscription = {
+  /** The feed's current state (also right after subscribing, when the feed was already live). */
+  getState(): FeedState;
+  /** Stops delivering to this listener; the feed itself goes after a short linger. Idempotent. */
+  unsubscribe(): void;
+};
+
+export type SubscribeOptions = {
+  /**
+   * Called when the server rejects the subscription's token (`token_expired`, `unauthorized`,
+   * `forbidden`): its result is used to subscribe again, once per snapshot received.
+   */
+  refreshAccessToken?: () => Promise<string>;
+};
+
+/** The constructor of a WHATWG WebSocket (the browser's, jsdom's, undici's or the `ws` package's). */
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export type WebSocketLike = {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason?: string }) => void) | null;
+  onerror: ((event: any) => void) | null;
+};
+
+export type RealtimeClientOptions = {
+  /** WebSocket implementation; default: `globalThis.WebSocket`. */
+  WebSocket?: WebSocketConstructor;
+  /** How long the socket stays open after the last subscription goes away. Default 1000 ms. */
+  socketLingerMs?: number;
+  /** How long a feed without listeners is kept subscribed. Default 100 ms. */
+  subscriptionLingerMs?: number;
+  /** First reconnect delay cap; doubles per failed attempt. Default 250 ms. */
+  reconnectInitialDelayMs?: number;
+  /** Reconnect delay cap. Default 10 000 ms. */
+  reconnectMaxDelayMs?: number;
+  /** A connection open this long resets the backoff. Default 5000 ms. */
+  stableConnectionMs?: number;
+  /** Random source for the jitter, in [0, 1). Default `Math.random`. */
+  random?: () => number;
+  /** Interval of `ping` frames; 0 turns them off. Default 25 000 ms. */
+  pingIntervalMs?: number;
+  /** No frame for this long after a ping: the connection is dead, reconnect. Default 10 000 ms. */
+  pongTimeoutMs?: number;
+  /**
+   * Feeds that never got a snapshot show a `connection_failed` error after this many
+   * consecutive failed connection attempts (reconnecting goes on). Default 3.
+   */
+  connectionErrorAfterAttempts?: number;
+};
+
+type Phase =
+  /** Not subscribed on the current socket: subscribes when a socket opens. */
+  | "idle"
+  /** Subscribe sent, snapshot not yet received. */
+  | "pending"
+  /** Snapshot received; updates flow. */
+  | "live"
+  /** Waiting for a fresh token. */
+  | "refreshing"
+  /** `backend_unavailable`: will subscribe again after a delay. */
+  | "retrying"
+  /** Ended by an error; no longer subscribed. */
+  | "failed";
+
+const AUTH_ERROR_CODES = new Set(["token_expired", "unauthorized", "forbidden"]);
+const OPEN = 1;
+
+const EMPTY_STATE: FeedState = Object.freeze({
+  runs: Object.freeze([]) as readonly WireRun[],
+  error: undefined,
+  synced: false,
+});
+
+class Feed {
+  readonly listeners = new Set<FeedListener>();
+  phase: Phase = "idle";
+  sid: string | undefined;
+  /** The topic updates of this feed arrive on: computed, then as the snapshot names it. */
+  topic: string;
+  runs = new Map<string, WireRun>();
+  /** Runs from updates since the last snapshot (or subscribe): merged into the next snapshot. */
+  readonly sinceSnapshot = new Map<string, WireRun>();
+  error: Error | undefined;
+  synced = false;
+  /** Tags feeds: runs created before this instant are outside the window. */
+  cutoffMs: number | undefined;
+  state: FeedState = EMPTY_STATE;
+  releaseTimer: ReturnType<typeof setTimeout> | undefined;
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+  retryAttempt = 0;
+  authRefreshed = false;
+  refreshAccessToken: (() => Promise<string>) | undefined;
+
+  constructor(
+    readonly key: string,
+    readonly spec: FeedSpec,
+    public token: string,
+  ) {
+    this.topic = topicOf(spec);
+  }
+}
+
+const pendingRefreshes = new Map<() => Promise<string>, Promise<string>>();
+
+/** Calls `refresh`, sharing one call among everyone asking at the same time. */
+function refreshOnce(refresh: () => Promise<string>): Promise<string> {
+  let pending = pendingRefreshes.get(refresh);
+  if (!pending) {
+    pending = Promise.resolve()
+      .then(refresh)
+      .finally(() => pendingRefreshes.delete(refresh));
+    pendingRefreshes.set(refresh, pending);
+  }
+  return pending;
+}
+
+function reportListenerError(error: unknown): void {
+  // Surface a listener's exception without breaking the client's own state.
+  setTimeout(() => {
+    throw error;
+  }, 0);
+}
+
+export class RealtimeClient {
+  readonly url: string;
+  private readonly options: Required<Omit<RealtimeClientOptions, "WebSocket">> & {
+    WebSocket?: WebSocketConstructor;
+  };
+  private ws: WebSocketLike | null = null;
+  private wsOpen = false;
+  private openedAt = 0;
+  private attempt = 0;
+  private failedAttempts = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private pongTimer: ReturnType<typeof setTimeout> | undefined;
+  private nextSid = 1;
+  private nextPing = 1;
+  private closed = false;
+  private readonly feeds = new Map<string, Feed>();
+  private readonly bySid = new Map<string, Feed>();
+  private readonly byTopic = new Map<string, Set<Feed>>();
+  private onlineListener: (() => void) | undefined;
+
+  constructor(url: string, options: RealtimeClientOptions = {}) {
+    this.url = url;
+    this.options = {
+      WebSocket: options.WebSocket,
+      socketLingerMs: options.socketLingerMs ?? 1000,
+      subscriptionLingerMs: options.subscriptionLingerMs ?? 100,
+      reconnectInitialDelayMs: options.reconnectInitialDelayMs ?? 250,
+      reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? 10_000,
+      stableConnectionMs: options.stableConnectionMs ?? 5000,
+      random: options.random ?? Math.random,
+      pingIntervalMs: options.pingIntervalMs ?? 25_000,
+      pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
+      connectionErrorAfterAttempts: options.connectionErrorAfterAttempts ?? 3,
+    };
+  }
+
+  /**
+   * Follows a feed with a token. On the server side of SSR (no `window`) this does nothing.
+   * The listener is called on every change after this call returns; read the state at
+   * subscription time with `getState()`.
+   */
+  subscribe(
+    spec: FeedSpec,
+    token: string,
+    listener: FeedListener,
+    options: SubscribeOptions = {},
+  ): FeedSubscription {
+    if (typeof window === "undefined" || this.closed) {
+      return { getState: () => EMPTY_STATE, unsubscribe: () => {} };
+    }
+    const key = `${feedKey(spec)}\n${token}`;
+    let feed = this.feeds.get(key);
+    if (!feed) {
+      feed = new Feed(key, normalizeSpec(spec), token);
+      this.feeds.set(key, feed);
+    }
+    if (feed.releaseTimer !== undefined) {
+      clearTimeout(feed.releaseTimer);
+      feed.releaseTimer = undefined;
+    }
+    if (options.refreshAccessToken) feed.refreshAccessToken = options.refreshAccessToken;
+    feed.listeners.add(listener);
+    this.cancelLinger();
+    if (feed.phase === "idle") {
+      if (this.wsOpen) this.sendSubscribe(feed);
+      else this.ensureConnected();
+    }
+
+    const current = feed;
+    let active = true;
+    return {
+      getState: () => current.state,
+      unsubscribe: () => {
+        if (!active) return;
+        active = false;
+        current.listeners.delete(listener);
+        if (current.listeners.size === 0 && this.feeds.get(current.key) === current) {
+          current.releaseTimer = setTimeout(
+            () => this.release(current),
+            this.options.subscriptionLingerMs,
+          );
+        }
+      },
+    };
+  }
+
+  /** Number of feeds (server subscriptions, live or being set up) this client holds. */
+  get feedCount(): number {
+    return this.feeds.size;
+  }
+
+  /** Closes the socket and forgets every feed. The client can't be used afterwards. */
+  close(): void {
+    this.closed = true;
+    for (const feed of this.feeds.values()) this.clearFeedTimers(feed);
+    this.feeds.clear();
+    this.bySid.clear();
+    this.byTopic.clear();
+    this.cancelLinger();
+    this.cancelReconnect();
+    this.closeSocket(1000, "client closed");
+  }
+
+  // ---- feeds -------------------------------------------------------------------------------
+
+  private release(feed: Feed): void {
+    feed.releaseTimer = undefined;
+    if (feed.listeners.size > 0 || this.feeds.get(feed.key) !== feed) return;
+    this.feeds.delete(feed.key);
+    this.clearFeedTimers(feed);
+    if (feed.sid !== undefined) {
+      const sid = feed.sid;
+      this.unbind(feed);
+      if (this.wsOpen && (feed.phase === "pending" || feed.phase === "live")) {
+        this.send({ type: "unsubscribe", id: sid });
+      }
+    }
+    this.unindexTopic(feed);
+    feed.phase = "failed";
+    if (this.feeds.size === 0) this.scheduleLinger();
+  }
+
+  private clearFeedTimers(feed: Feed): void {
+    if (feed.releaseTimer !== undefined) clearTimeout(feed.releaseTimer);
+    if (feed.retryTimer !== undefined) clearTimeout(feed.retryTimer);
+    feed.releaseTimer = undefined;
+    feed.retryTimer = undefined;
+  }
+
+  private sendSubscribe(feed: Feed): void {
+    this.unbind(feed);
+    if (!this.wsOpen) {
+      feed.phase = "idle";
+      return;
+    }
+    const sid = `s${this.nextSid++}`;
+    feed.sid = sid;
+    feed.phase = "pending";
+    feed.sinceSnapshot.clear();
+    this.bySid.set(sid, feed);
+    this.indexTopic(feed, feed.topic);
+    const spec = feed.spec;
+    let frame: SubscribeFrame;
+    if (spec.feed === "run") {
+      frame = { type: "subscribe", id: sid, feed: "run", runId: spec.runId, token: feed.token };
+    } else if (spec.feed === "batch") {
+      frame = { type: "subscribe", id: sid, feed: "batch", batchId: spec.batchId, token: feed.token };
+    } else {
+      const seconds = parseDurationSeconds(spec.createdAt ?? DEFAULT_TAG_WINDOW);
+      feed.cutoffMs = seconds === undefined ? undefined : Date.now() - seconds * 1000;
+      frame = { type: "subscribe", id: sid, feed: "tags", tags: spec.tags, token: feed.token };
+      if (spec.createdAt !== undefined) frame.createdAt = spec.createdAt;
+    }
+    this.send(frame);
+  }
+
+  private unbind(feed: Feed): void {
+    if (feed.sid !== undefined) {
+      if (this.bySid.get(feed.sid) === feed) this.bySid.delete(feed.sid);
+      feed.sid = undefined;
+    }
+  }
+
+  private indexTopic(feed: Feed, topic: string): void {
+    this.unindexTopic(feed);
+    feed.topic = topic;
+    let set = this.byTopic.get(topic);
+    if (!set) {
+      set = new Set();
+      this.byTopic.set(topic, set);
+    }
+    set.add(feed);
+  }
+
+  private unindexTopic(feed: Feed): void {
+    const set = this.byTopic.get(feed.topic);
+    if (set) {
+      set.delete(feed);
+      if (set.size === 0) this.byTopic.delete(feed.topic);
+    }
+  }
+
+  private emit(feed: Feed): void {
+    feed.state = Object.freeze({
+      runs: Object.freeze(Array.from(feed.runs.values())),
+      error: feed.error,
+      synced: feed.synced,
+    });
+    for (const listener of Array.from(feed.listeners)) {
+      if (!feed.listeners.has(listener)) continue;
+      try {
+        listener(feed.state);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
+  }
+
+  private inWindow(feed: Feed, run: WireRun): boolean {
+    if (feed.cutoffMs === undefined) return true;
+    const created = Date.parse(run.createdAt);
+    return Number.isNaN(created) || created >= feed.cutoffMs;
+  }
+
+  private onSnapshot(frame: SnapshotFrame): void {
+    const feed = typeof frame.id === "string" ? this.bySid.get(frame.id) : undefined;
+    if (!feed || (feed.phase !== "pending" && feed.phase !== "live")) return;
+    if (typeof frame.topic === "string" && frame.topic !== feed.topic) {
+      this.indexTopic(feed, frame.topic);
+    }
+    // The snapshot replaces what the feed held; updates that arrived since the subscribe (or
+    // the previous snapshot) win where they are newer, as the protocol's version rule says.
+    const runs = new Map<string, WireRun>();
+    for (const run of Array.isArray(frame.runs) ? frame.runs : []) {
+      if (isWireRun(run)) runs.set(run.id, run);
+    }
+    for (const run of feed.sinceSnapshot.values()) {
+      const inSnapshot = runs.get(run.id);
+      if (inSnapshot ? run.version > inSnapshot.version : this.inWindow(feed, run)) {
+        runs.set(run.id, run);
+      }
+    }
+    feed.sinceSnapshot.clear();
+    feed.runs = runs;
+    feed.phase = "live";
+    feed.error = undefined;
+    feed.synced = true;
+    feed.authRefreshed = false;
+    feed.retryAttempt = 0;
+    this.emit(feed);
+  }
+
+  private onUpdate(frame: UpdateFrame): void {
+    const run = frame.run;
+    if (!isWireRun(run) || typeof frame.topic !== "string") return;
+    const feeds = this.byTopic.get(frame.topic);
+    if (!feeds) return;
+    for (const feed of Array.from(feeds)) {
+      if (feed.phase === "pending") {
+        // Merged into the snapshot when it comes.
+        const seen = feed.sinceSnapshot.get(run.id);
+        if (!seen || run.version > seen.version) feed.sinceSnapshot.set(run.id, run);
+        continue;
+      }
+      if (feed.phase !== "live") continue;
+      const current = feed.runs.get(run.id);
+      if (current ? run.version <= current.version : !this.inWindow(feed, run)) continue;
+      feed.runs.set(run.id, run);
+      // Kept until the next snapshot: a later (resync) snapshot may have been read before it.
+      feed.sinceSnapshot.set(run.id, run);
+      this.emit(feed);
+    }
+  }
+
+  private onErrorFrame(frame: ErrorFrame): void {
+    if (typeof frame.id !== "string") return; // about a frame that could not be read: no subscription to tell
+    const feed = this.bySid.get(frame.id);
+    if (!feed) return; // e.g. an unsubscribe we no longer track
+    // Every error about a subscription means it is not (or no longer) established.
+    this.unbind(feed);
+    this.unindexTopic(feed);
+    const error = new RealtimeError(String(frame.code), String(frame.message ?? frame.code));
+    if (AUTH_ERROR_CODES.has(frame.code) && feed.refreshAccessToken && !feed.authRefreshed) {
+      this.refreshToken(feed, feed.refreshAccessToken);
+      return;
+    }
+    feed.error = error;
+    if (frame.code === "backend_unavailable") {
+      feed.phase = "retrying";
+      const delay = this.backoffDelay(feed.retryAttempt++);
+      feed.retryTimer = setTimeout(() => {
+        feed.retryTimer = undefined;
+        if (this.feeds.get(feed.key) === feed && feed.phase === "retrying") {
+          if (this.wsOpen) this.sendSubscribe(feed);
+          else feed.phase = "idle";
+        }
+      }, delay);
+    } else {
+      feed.phase = "failed";
+    }
+    this.emit(feed);
+  }
+
+  private refreshToken(feed: Feed, refresh: () => Promise<string>): void {
+    feed.phase = "refreshing";
+    feed.authRefreshed = true;
+    refreshOnce(refresh).then(
+      (token) => {
+        if (this.feeds.get(feed.key) !== feed || feed.phase !== "refreshing") return;
+        feed.token = token;
+        if (this.wsOpen) this.sendSubscribe(feed);
+        else {
+          feed.phase = "idle";
+          this.ensureConnected();
+        }
+      },
+      (reason: unknown) => {
+        if (this.feeds.get(feed.key) !== feed || feed.phase !== "refreshing") return;
+        feed.phase = "failed";
+        feed.error = reason instanceof Error ? reason : new Error(String(reason));
+        this.emit(feed);
+      },
+    );
+  }
+
+  // ---- connection --------------------------------------------------------------------------
+
+  private needsSocket(): boolean {
+    for (const feed of this.feeds.values()) {
+      if (feed.phase !== "failed") return true;
+    }
+    return false;
+  }
+
+  private ensureConnected(): void {
+    if (this.ws || this.reconnectTimer !== undefined || this.closed) return;
+    this.connect();
+  }
+
+  private connect(): void {
+    this.cancelReconnect();
+    if (this.closed || !this.needsSocket()) return;
+    const Impl =
+      this.options.WebSocket ??
+      ((globalThis as { WebSocket?: WebSocketConstructor }).WebSocket as
+        | WebSocketConstructor
+        | undefined);
+    if (!Impl) {
+      this.failFeeds(
+        new RealtimeError("connection_failed", "no WebSocket implementation in this environment"),
+      );
+      return;
+    }
+    let ws: WebSocketLike;
+    try {
+      ws = new Impl(this.url);
+    } catch (error) {
+      this.failFeeds(
+        new RealtimeError(
+          "connection_failed",
+          `cannot open ${this.url}: ${error instanceof Error ? error.message : String(error)}`,
+        ),
+      );
+      return;
+    }
+    this.ws = ws;
+    this.wsOpen = false;
+    ws.onopen = () => {
+      if (this.ws === ws) this.onOpen();
+    };
+    ws.onmessage = (event) => {
+      if (this.ws === ws) this.onMessage(event.data);
+    };
+    ws.onclose = () => {
+      if (this.ws === ws) this.onClose();
+    };
+    ws.onerror = () => {
+      // onclose follows and does the work.
+    };
+  }
+
+  private failFeeds(error: RealtimeError): void {
+    for (const feed of this.feeds.values()) {
+      if (feed.phase === "failed") continue;
+      this.unbind(feed);
+      feed.phase = "failed";
+      feed.error = error;
+      this.emit(feed);
+    }
+  }
+
+  private onOpen(): void {
+    this.wsOpen = true;
+    this.openedAt = Date.now();
+    this.failedAttempts = 0;
+    this.startPing();
+    for (const feed of Array.from(this.feeds.values())) {
+      if (feed.phase === "idle" || feed.phase === "retrying") {
+        if (feed.retryTimer !== undefined) {
+          clearTimeout(feed.retryTimer);
+          feed.retryTimer = undefined;
+        }
+        this.sendSubscribe(feed);
+      }
+    }
+    if (this.feeds.size === 0) this.scheduleLinger();
+  }
+
+  private onMessage(data: unknown): void {
+    this.clearPongTimer();
+    let text: string;
+    if (typeof data === "string") text = data;
+    else if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
+      text = new TextDecoder().decode(data as ArrayBuffer);
+    } else return;
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(text) as ServerFrame;
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame !== "object") return;
+    switch (frame.type) {
+      case "snapshot":
+        this.onSnapshot(frame);
+        break;
+      case "update":
+        this.onUpdate(frame);
+        break;
+      case "error":
+        this.onErrorFrame(frame);
+        break;
+      default:
+        // welcome, pong, unsubscribed: nothing to do.
+        break;
+    }
+  }
+
+  private onClose(): void {
+    const wasOpen = this.wsOpen;
+    this.ws = null;
+    this.wsOpen = false;
+    this.stopPing();
+    if (wasOpen && Date.now() - this.openedAt >= this.options.stableConnectionMs) this.attempt = 0;
+    if (!wasOpen) this.failedAttempts++;
+    for (const feed of this.feeds.values()) {
+      if (feed.phase === "pending" || feed.phase === "live") {
+        this.unbind(feed);
+        this.unindexTopic(feed);
+        feed.phase = "idle";
+      }
+    }
+    if (this.failedAttempts >= this.options.connectionErrorAfterAttempts) {
+      const error = new RealtimeError(
+        "connection_failed",
+        `cannot connect to ${this.url}; retrying`,
+      );
+      for (const feed of this.feeds.values()) {
+        if (!feed.synced && feed.phase === "idle" && feed.error === undefined) {
+          feed.error = error;
+          this.emit(feed);
+        }
+      }
+    }
+    if (this.needsSocket()) this.scheduleReconnect();
+  }
+
+  private backoffDelay(attempt: number): number {
+    const cap = Math.min(
+      this.options.reconnectMaxDelayMs,
+      this.options.reconnectInitialDelayMs * 2 ** Math.min(attempt, 30),
+    );
+    return Math.floor(this.options.random() * cap);
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer !== undefined || this.closed) return;
+    const delay = this.backoffDelay(this.attempt++);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.removeOnlineListener();
+      this.connect();
+    }, delay);
+    if (typeof window !== "undefined" && typeof window.addEventListener === "function") {
+      this.removeOnlineListener();
+      this.onlineListener = () => {
+        // The network is back: don't wait out the backoff.
+        if (this.reconnectTimer !== undefined) this.connect();
+        this.removeOnlineListener();
+      };
+      window.addEventListener("online", this.onlineListener);
+    }
+  }
+
+  private cancelReconnect(): void {
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.removeOnlineListener();
+  }
+
+  private removeOnlineListener(): void {
+    if (this.onlineListener && typeof window !== "undefined") {
+      window.removeEventListener("online", this.onlineListener);
+    }
+    this.onlineListener = undefined;
+  }
+
+  private scheduleLinger(): void {
+    this.cancelLinger();
+    this.lingerTimer = setTimeout(() => {
+      this.lingerTimer = undefined;
+      if (this.feeds.size > 0) return;
+      this.cancelReconnect();
+      this.closeSocket(1000, "no subscriptions");
+    }, this.options.socketLingerMs);
+  }
+
+  private cancelLinger(): void {
+    if (this.lingerTimer !== undefined) clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+  }
+
+  private closeSocket(code: number, reason: string): void {
+    const ws = this.ws;
+    this.ws = null;
+    this.wsOpen = false;
+    this.stopPing();
+    if (ws) {
+      try {
+        ws.close(code, reason);
+      } catch {
+        // already closing
+      }
+    }
+  }
+
+  private send(frame: ClientFrame): void {
+    const ws = this.ws;
+    if (!ws || !this.wsOpen || ws.readyState !== OPEN) return;
+    try {
+      ws.send(JSON.stringify(frame));
+    } catch {
+      // The close event follows.
+    }
+  }
+
+  private startPing(): void {
+    this.stopPing();
+    if (this.options.pingIntervalMs <= 0) return;
+    this.pingTimer = setInterval(() => {
+      if (!this.wsOpen) return;
+      this.send({ type: "ping", id: `p${this.nextPing++}` });
+      if (this.pongTimer === undefined) {
+        this.pongTimer = setTimeout(() => {
+          this.pongTimer = undefined;
+          // Nothing came back: the connection is dead though the socket may not know it yet.
+          const ws = this.ws;
+          this.ws = null;
+          try {
+            ws?.close(4000, "keepalive timeout");
+          } catch {
+            // ignore
+          }
+          this.onClose();
+        }, this.options.pongTimeoutMs);
+      }
+    }, this.options.pingIntervalMs);
+  }
+
+  private clearPongTimer(): void {
+    if (this.pongTimer !== undefined) clearTimeout(this.pongTimer);
+    this.pongTimer = undefined;
+  }
+
+  private stopPing(): void {
+    if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
+    this.pingTimer = undefined;
+    this.clearPongTimer();
+  }
+}
+
+function normalizeSpec(spec: FeedSpec): FeedSpec {
+  if (spec.feed === "tags") return { ...spec, tags: normalizeTags(spec.tags) };
+  return { ...spec };
+}

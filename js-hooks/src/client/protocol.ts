@@ -1,0 +1,138 @@
+/**
+ * The frames of the realtime-bridge WebSocket protocol, version 1 (docs/protocol.md).
+ */
+
+/** A run as the bridge sends it in `snapshot` and `update` frames. */
+export type WireRun = {
+  id: string;
+  taskIdentifier: string;
+  status: string;
+  payload?: unknown;
+  output?: unknown;
+  error?: WireError | null;
+  metadata?: Record<string, unknown> | null;
+  tags?: string[] | null;
+  createdAt: string;
+  updatedAt?: string | null;
+  startedAt?: string | null;
+  finishedAt?: string | null;
+  idempotencyKey?: string | null;
+  batchId?: string | null;
+  durationMs?: number | null;
+  costInCents?: number | null;
+  baseCostInCents?: number | null;
+  number?: number | null;
+  isTest?: boolean | null;
+  realtimeStreams?: string[] | null;
+  /** Grows by one on every stored change of the run. */
+  version: number;
+  // Not sent by protocol v1; read if a later server sends them.
+  delayedUntil?: string | null;
+  delayUntil?: string | null;
+  expiredAt?: string | null;
+  queuedAt?: string | null;
+  ttl?: string | null;
+};
+
+/** `{name, message, stackTrace}`, or the official TaskRunError union. */
+export type WireError = {
+  type?: string;
+  name?: string;
+  message?: string;
+  stackTrace?: string;
+  raw?: string;
+  code?: string;
+  causes?: Array<{ name?: string; message: string; stackTrace?: string }>;
+};
+
+export type RunFeedSpec = { feed: "run"; runId: string };
+export type TagsFeedSpec = { feed: "tags"; tags: string[]; createdAt?: string | number };
+export type BatchFeedSpec = { feed: "batch"; batchId: string };
+export type FeedSpec = RunFeedSpec | TagsFeedSpec | BatchFeedSpec;
+
+export type SubscribeFrame =
+  | { type: "subscribe"; id: string; token: string; feed: "run"; runId: string }
+  | {
+      type: "subscribe";
+      id: string;
+      token: string;
+      feed: "tags";
+      tags: string[];
+      createdAt?: string | number;
+    }
+  | { type: "subscribe"; id: string; token: string; feed: "batch"; batchId: string };
+
+export type ClientFrame =
+  | SubscribeFrame
+  | { type: "unsubscribe"; id: string }
+  | { type: "ping"; id?: string };
+
+export type WelcomeFrame = {
+  type: "welcome";
+  protocol: number;
+  limits?: { maxSubscriptions?: number; maxFrameBytes?: number };
+};
+export type SnapshotFrame = { type: "snapshot"; id: string; topic: string; runs: WireRun[] };
+export type UpdateFrame = { type: "update"; topic: string; run: WireRun };
+export type ErrorFrame = { type: "error"; id: string | null; code: string; message: string };
+export type PongFrame = { type: "pong"; id?: string | null };
+export type UnsubscribedFrame = { type: "unsubscribed"; id: string };
+
+export type ServerFrame =
+  | WelcomeFrame
+  | SnapshotFrame
+  | UpdateFrame
+  | ErrorFrame
+  | PongFrame
+  | UnsubscribedFrame;
+
+/** Error codes of `error` frames. */
+export type ErrorCode =
+  | "invalid_request"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "too_many"
+  | "token_expired"
+  | "backend_unavailable"
+  | "internal";
+
+/** The topic the server will name a feed by: lets updates that beat the snapshot be kept. */
+export function topicOf(spec: FeedSpec): string {
+  switch (spec.feed) {
+    case "run":
+      return `run:${spec.runId}`;
+    case "tags":
+      return `tags:${JSON.stringify(normalizeTags(spec.tags))}`;
+    case "batch":
+      return `batch:${spec.batchId}`;
+  }
+}
+
+/** Tags as the server keys them: unique, sorted. */
+export function normalizeTags(tags: readonly string[]): string[] {
+  return Array.from(new Set(tags)).sort();
+}
+
+/** A stable key for a feed (not including the token). */
+export function feedKey(spec: FeedSpec): string {
+  switch (spec.feed) {
+    case "run":
+      return JSON.stringify(["run", spec.runId]);
+    case "tags":
+      return JSON.stringify(["tags", normalizeTags(spec.tags), spec.createdAt ?? null]);
+    case "batch":
+      return JSON.stringify(["batch", spec.batchId]);
+  }
+}
+
+/** True when the run has finished: `finishedAt` is set (the protocol sets it exactly then). */
+export function isFinished(run: WireRun | undefined): boolean {
+  return !!run && typeof run.finishedAt === "string" && run.finishedAt.length > 0;
+}
+
+export function isWireRun(value: unknown): value is WireRun {
+  if (!value || typeof value !== "object") return false;
+  const run = value as Partial<WireRun>;
+  return typeof run.id === "string" && typeof run.version === "number";
+}

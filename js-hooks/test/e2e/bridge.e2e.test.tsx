@@ -1,0 +1,83 @@
+/**
+ * Against a real realtime-bridge server (opt-in): set BRIDGE_URL and BRIDGE_SECRET_KEY, with the
+ * test tasks of tests/support/tasks.py registered ("echo", "slow-progress", "fail"). Skipped otherwise.
+ *
+ *   BRIDGE_URL=http://127.0.0.1:8787 BRIDGE_SECRET_KEY=... npx vitest run test/e2e
+ */
+import { act, renderHook, waitFor } from "@testing-library/react";
+import { describe, expect, test, vi } from "vitest";
+import {
+  useRealtimeRun,
+  useRealtimeRunsWithTag,
+  useRealtimeTaskTrigger,
+  useRun,
+  useTaskTrigger,
+} from "../../src/index.js";
+
+const baseURL = process.env.BRIDGE_URL;
+const secretKey = process.env.BRIDGE_SECRET_KEY ?? "";
+
+describe.skipIf(!baseURL)("against a real bridge", () => {
+  test("trigger, then watch the run to completion over the shared socket", { timeout: 30_000 }, async () => {
+    const onComplete = vi.fn();
+    const progress: number[] = [];
+    const { result } = renderHook(() => {
+      const instance = useRealtimeTaskTrigger<{ payload: { delay: number; name: string }; output: { done: string }; metadata: { progress?: number } }>(
+        "slow-progress",
+        { accessToken: secretKey, baseURL, onComplete },
+      );
+      const value = instance.run?.metadata?.progress;
+      if (typeof value === "number" && progress.at(-1) !== value) progress.push(value);
+      return instance;
+    });
+    act(() => result.current.submit({ delay: 0.1, name: "e2e" }, { tags: ["e2e:js-hooks"] }));
+    await waitFor(() => expect(result.current.handle).toBeDefined(), { timeout: 10_000 });
+    expect(result.current.handle!.publicAccessToken).not.toBe(secretKey);
+    await waitFor(() => expect(onComplete).toHaveBeenCalledTimes(1), { timeout: 20_000 });
+    const run = result.current.run!;
+    expect(run).toMatchObject({ status: "COMPLETED", isSuccess: true, isCompleted: true, output: { done: "e2e" } });
+    expect(run.finishedAt).toBeInstanceOf(Date);
+    expect(run.tags).toEqual(["e2e:js-hooks"]);
+    expect(progress.at(-1)).toBe(1);
+    expect(result.current.error).toBeUndefined();
+  });
+
+  test("tag feed, failing run, and useRun", { timeout: 30_000 }, async () => {
+    const tag = `e2e:${Date.now()}`;
+    const trigger = renderHook(() => useTaskTrigger("fail", { accessToken: secretKey, baseURL }));
+    const feed = renderHook(() => useRealtimeRunsWithTag(tag, { accessToken: secretKey, baseURL, createdAt: "1h" }));
+    act(() => trigger.result.current.submit({ why: "testing" }, { tags: [tag] }));
+    await waitFor(() => expect(trigger.result.current.handle).toBeDefined(), { timeout: 10_000 });
+    const runId = trigger.result.current.handle!.id;
+    await waitFor(() => expect(feed.result.current.runs.map((r) => [r.id, r.status])).toEqual([[runId, "FAILED"]]), {
+      timeout: 20_000,
+    });
+    const failed = feed.result.current.runs[0]!;
+    expect(failed).toMatchObject({ isFailed: true, isCompleted: true, error: { name: "ValueError" } });
+    expect(failed.error!.message).toContain("failed on purpose");
+
+    const single = renderHook(() => useRealtimeRun(runId, { accessToken: trigger.result.current.handle!.publicAccessToken, baseURL }));
+    await waitFor(() => expect(single.result.current.run?.status).toBe("FAILED"), { timeout: 10_000 });
+
+    const fetched = renderHook(() => useRun(runId, { accessToken: secretKey, baseURL, revalidateOnFocus: false }));
+    await waitFor(() => expect(fetched.result.current.run?.status).toBe("FAILED"), { timeout: 10_000 });
+    expect(fetched.result.current.run!.createdAt).toBeInstanceOf(Date);
+    expect(fetched.result.current.run!.isFailed).toBe(true);
+  });
+
+  test("a token that may not read the run gets a forbidden error", { timeout: 15_000 }, async () => {
+    const trigger = renderHook(() => useTaskTrigger("echo", { accessToken: secretKey, baseURL }));
+    act(() => trigger.result.current.submit("a string payload"));
+    await waitFor(() => expect(trigger.result.current.handle).toBeDefined(), { timeout: 10_000 });
+    const other = renderHook(() => useTaskTrigger("echo", { accessToken: secretKey, baseURL }));
+    act(() => other.result.current.submit({ n: 1 }));
+    await waitFor(() => expect(other.result.current.handle).toBeDefined(), { timeout: 10_000 });
+    // The second run's token reads only the second run.
+    const { result } = renderHook(() =>
+      useRealtimeRun(trigger.result.current.handle!.id, { accessToken: other.result.current.handle!.publicAccessToken, baseURL }),
+    );
+    await waitFor(() => expect(result.current.error).toMatchObject({ code: "forbidden" }), { timeout: 10_000 });
+    const echo = renderHook(() => useRealtimeRun(trigger.result.current.handle!.id, { accessToken: secretKey, baseURL }));
+    await waitFor(() => expect(echo.result.current.run?.output).toEqual({ echo: "a string payload" }), { timeout: 10_000 });
+  });
+});

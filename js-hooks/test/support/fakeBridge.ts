@@ -1,0 +1,335 @@
+/**
+ * A bridge peer for the tests: a real HTTP + WebSocket server (the `ws` package) on 127.0.0.1
+ * that speaks the protocol's frames (docs/protocol.md) and lets each test script the server's
+ * side: which runs exist, errors, dropped connections, frames out of order.
+ */
+import { EventEmitter } from "node:events";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { WebSocket, WebSocketServer } from "ws";
+import type { WireRun } from "../../src/client/protocol.js";
+
+export type ClientFrame = Record<string, any> & { type: string };
+
+export type Subscription = {
+  id: string;
+  topic: string;
+  token: string;
+  frame: ClientFrame;
+};
+
+export type Connection = {
+  index: number;
+  ws: WebSocket;
+  open: boolean;
+  subscriptions: Map<string, Subscription>;
+  frames: ClientFrame[];
+};
+
+export type HttpHandler = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  body: string,
+) => void | Promise<void>;
+
+/** What the server answers to a subscribe: a snapshot (default), an error, or nothing yet. */
+export type SubscribeReply =
+  | { kind: "snapshot" }
+  | { kind: "error"; code: string; message?: string }
+  | { kind: "hold" };
+
+let counter = 0;
+
+/** A run with every field the protocol defines; override what the test needs. */
+export function makeRun(overrides: Partial<WireRun> & { id?: string } = {}): WireRun {
+  counter += 1;
+  const created = overrides.createdAt ?? new Date(Date.now() - 1000).toISOString();
+  return {
+    id: `run_${String(counter).padStart(24, "0")}`,
+    taskIdentifier: "resize-image",
+    status: "QUEUED",
+    payload: { url: "https://example.com/a.png" },
+    output: null,
+    error: null,
+    metadata: {},
+    tags: [],
+    createdAt: created,
+    updatedAt: created,
+    startedAt: null,
+    finishedAt: null,
+    idempotencyKey: null,
+    batchId: null,
+    durationMs: 0,
+    costInCents: 0,
+    number: counter,
+    isTest: false,
+    realtimeStreams: [],
+    version: 1,
+    ...overrides,
+  };
+}
+
+export class FakeBridge {
+  readonly events = new EventEmitter();
+  readonly connections: Connection[] = [];
+  readonly runs = new Map<string, WireRun>();
+  /** Decides the reply to each subscribe frame. */
+  onSubscribe: (frame: ClientFrame, connection: Connection) => SubscribeReply = () => ({
+    kind: "snapshot",
+  });
+  /** Handles HTTP requests (other than the WebSocket upgrade). */
+  onHttp: HttpHandler = (_req, res) => {
+    res.writeHead(404, { "content-type": "application/json" });
+    res.end(JSON.stringify({ error: "Not found" }));
+  };
+
+  private constructor(
+    private readonly http: Server,
+    private readonly wss: WebSocketServer,
+    readonly port: number,
+  ) {}
+
+  static async start(): Promise<FakeBridge> {
+    const http = createServer();
+    const wss = new WebSocketServer({ noServer: true });
+    await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+    const port = (http.address() as AddressInfo).port;
+    const bridge = new FakeBridge(http, wss, port);
+    http.on("upgrade", (req, socket, head) => {
+      if (req.url !== "/ws") {
+        socket.destroy();
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => bridge.accept(ws));
+    });
+    http.on("request", (req, res) => {
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("data", (chunk: string) => (body += chunk));
+      req.on("end", () => {
+        Promise.resolve(bridge.onHttp(req, res, body)).catch((error: unknown) => {
+          res.writeHead(500);
+          res.end(String(error));
+        });
+      });
+    });
+    return bridge;
+  }
+
+  get baseURL(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  get openConnections(): Connection[] {
+    return this.connections.filter((connection) => connection.open);
+  }
+
+  /** Every frame clients sent, in order, with the connection it came on. */
+  get frames(): Array<{ connection: Connection; frame: ClientFrame }> {
+    const all: Array<{ connection: Connection; frame: ClientFrame; at: number }> = [];
+    for (const connection of this.connections) {
+      connection.frames.forEach((frame) => all.push({ connection, frame, at: frame.__at }));
+    }
+    return all.sort((a, b) => a.at - b.at);
+  }
+
+  framesOfType(type: string): ClientFrame[] {
+    return this.frames.filter(({ frame }) => frame.type === type).map(({ frame }) => frame);
+  }
+
+  /** Live subscriptions over every open connection. */
+  get liveSubscriptions(): Subscription[] {
+    return this.openConnections.flatMap((connection) => [...connection.subscriptions.values()]);
+  }
+
+  /** Resolves once `check` holds, re-checking on every server event; rejects after `timeoutMs`. */
+  until(check: () => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
+    if (check()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onEvent = () => {
+        if (check()) {
+          cleanup();
+          resolve();
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`timed out waiting for ${what}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.events.off("event", onEvent);
+      };
+      this.events.on("event", onEvent);
+    });
+  }
+
+  // ---- the server's side of the protocol ---------------------------------------------------
+
+  private accept(ws: WebSocket): void {
+    const connection: Connection = {
+      index: this.connections.length,
+      ws,
+      open: true,
+      subscriptions: new Map(),
+      frames: [],
+    };
+    this.connections.push(connection);
+    this.send(connection, {
+      type: "welcome",
+      protocol: 1,
+      limits: { maxSubscriptions: 100, maxFrameBytes: 65536 },
+    });
+    ws.on("message", (data) => this.receive(connection, data.toString()));
+    ws.on("close", () => {
+      connection.open = false;
+      connection.subscriptions.clear();
+      this.emit();
+    });
+    this.emit();
+  }
+
+  private emit(): void {
+    this.events.emit("event");
+  }
+
+  private receive(connection: Connection, text: string): void {
+    const frame = JSON.parse(text) as ClientFrame;
+    Object.defineProperty(frame, "__at", { value: performance.now(), enumerable: false });
+    connection.frames.push(frame);
+    if (frame.type === "subscribe") this.subscribe(connection, frame);
+    else if (frame.type === "unsubscribe") {
+      if (connection.subscriptions.delete(frame.id)) {
+        this.send(connection, { type: "unsubscribed", id: frame.id });
+      } else {
+        this.send(connection, {
+          type: "error",
+          id: frame.id,
+          code: "not_found",
+          message: "no such subscription",
+        });
+      }
+    } else if (frame.type === "ping") {
+      this.send(connection, { type: "pong", id: frame.id ?? null });
+    }
+    this.emit();
+  }
+
+  private subscribe(connection: Connection, frame: ClientFrame): void {
+    const reply = this.onSubscribe(frame, connection);
+    if (reply.kind === "error") {
+      this.send(connection, {
+        type: "error",
+        id: frame.id,
+        code: reply.code,
+        message: reply.message ?? reply.code,
+      });
+      return;
+    }
+    const subscription: Subscription = {
+      id: frame.id,
+      topic: topicOf(frame),
+      token: frame.token,
+      frame,
+    };
+    connection.subscriptions.set(frame.id, subscription);
+    if (reply.kind === "snapshot") this.sendSnapshot(connection, frame.id);
+  }
+
+  /** Sends the current snapshot of a subscription (also a later, "resync" one). */
+  sendSnapshot(connection: Connection, subscriptionId: string, runs?: WireRun[]): void {
+    const subscription = connection.subscriptions.get(subscriptionId);
+    if (!subscription) throw new Error(`no subscription ${subscriptionId}`);
+    this.send(connection, {
+      type: "snapshot",
+      id: subscriptionId,
+      topic: subscription.topic,
+      runs: runs ?? this.feedRuns(subscription.frame),
+    });
+  }
+
+  /** The runs a feed holds now. */
+  feedRuns(frame: ClientFrame): WireRun[] {
+    const all = [...this.runs.values()];
+    if (frame.feed === "run") return all.filter((run) => run.id === frame.runId);
+    if (frame.feed === "batch") return all.filter((run) => run.batchId === frame.batchId);
+    const tags: string[] = frame.tags;
+    return all
+      .filter((run) => tags.every((tag) => (run.tags ?? []).includes(tag)))
+      .sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
+  }
+
+  /** Stores a run and sends an `update` on each topic it belongs to, to every connection following it. */
+  setRun(run: WireRun): WireRun {
+    this.runs.set(run.id, run);
+    for (const topic of this.topicsOf(run)) this.publish(topic, run);
+    return run;
+  }
+
+  /** Applies a change as a new version of a stored run, then publishes it. */
+  change(runId: string, change: Partial<WireRun>): WireRun {
+    const current = this.runs.get(runId);
+    if (!current) throw new Error(`no run ${runId}`);
+    return this.setRun({
+      ...current,
+      ...change,
+      version: current.version + 1,
+      updatedAt: new Date().toISOString(),
+    });
+  }
+
+  /** Sends an update frame to every open connection following `topic`, once per connection. */
+  publish(topic: string, run: WireRun): void {
+    const text = JSON.stringify({ type: "update", topic, run });
+    for (const connection of this.openConnections) {
+      const follows = [...connection.subscriptions.values()].some((s) => s.topic === topic);
+      if (follows) connection.ws.send(text);
+    }
+  }
+
+  private topicsOf(run: WireRun): string[] {
+    const topics = new Set<string>([`run:${run.id}`]);
+    if (run.batchId) topics.add(`batch:${run.batchId}`);
+    for (const connection of this.connections) {
+      for (const subscription of connection.subscriptions.values()) {
+        const frame = subscription.frame;
+        if (
+          frame.feed === "tags" &&
+          (frame.tags as string[]).every((tag) => (run.tags ?? []).includes(tag))
+        ) {
+          topics.add(subscription.topic);
+        }
+      }
+    }
+    return [...topics];
+  }
+
+  send(connection: Connection, frame: Record<string, unknown>): void {
+    if (connection.ws.readyState === WebSocket.OPEN) connection.ws.send(JSON.stringify(frame));
+  }
+
+  /** Ends a subscription with an error frame (e.g. token_expired). */
+  failSubscription(connection: Connection, subscriptionId: string, code: string): void {
+    connection.subscriptions.delete(subscriptionId);
+    this.send(connection, { type: "error", id: subscriptionId, code, message: `${code}!` });
+  }
+
+  /** Drops every open connection without a close handshake (a crash, a network cut). */
+  dropAll(): void {
+    for (const connection of this.openConnections) connection.ws.terminate();
+  }
+
+  async close(): Promise<void> {
+    for (const connection of this.connections) connection.ws.terminate();
+    this.wss.close();
+    const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+    this.http.closeAllConnections();
+    await closed;
+  }
+}
+
+function topicOf(frame: ClientFrame): string {
+  if (frame.feed === "run") return `run:${frame.runId}`;
+  if (frame.feed === "batch") return `batch:${frame.batchId}`;
+  return `tags:${JSON.stringify([...new Set(frame.tags as string[])].sort())}`;
+}
