@@ -73,6 +73,16 @@ class RunEngine:
                 )
         return list(dict.fromkeys(tags))
 
+    def check_item(self, payload: Any, options: TriggerOptions) -> tuple[dict[str, Any], list[str]]:
+        """Everything a trigger validates before storing: returns the metadata and the tags to store."""
+        self.check_size("payload", payload)
+        metadata = options.metadata or {}
+        if not isinstance(metadata, dict):
+            raise ValidationError("metadata must be an object")
+        self.check_size("metadata", metadata)
+        parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
+        return metadata, self.check_tags(options.tags)
+
     # triggering
     async def trigger(
         self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None = None
@@ -80,12 +90,7 @@ class RunEngine:
         """Stores and enqueues a run; returns (run, created). An idempotency key returns the existing run."""
         if not await self.broker.task_exists(task_id):
             raise NotFoundError(f"Task not found: no worker has registered a task with id {task_id!r}")
-        self.check_size("payload", payload)
-        metadata = options.metadata or {}
-        if not isinstance(metadata, dict):
-            raise ValidationError("metadata must be an object")
-        self.check_size("metadata", metadata)
-        tags = self.check_tags(options.tags)
+        metadata, tags = self.check_item(payload, options)
         run = Run(
             id=new_id("run_"),
             task_identifier=task_id,
@@ -116,8 +121,7 @@ class RunEngine:
         for task_id, payload, options in items:  # validate all before storing any
             if not await self.broker.task_exists(task_id):
                 raise NotFoundError(f"Task not found: {task_id!r}")
-            self.check_size("payload", payload)
-            self.check_tags(options.tags)
+            self.check_item(payload, options)
         batch_id = new_id("batch_")
         results = [await self.trigger(task_id, payload, options, batch_id) for task_id, payload, options in items]
         return batch_id, results
