@@ -26,6 +26,7 @@ from bridge.worker.registry import RunContext, TaskRegistry
 log = logging.getLogger(__name__)
 
 CLAIM_TIMEOUT_SECONDS = 1.0
+CLAIM_RETRY_SECONDS = 1.0  # pause before claiming again after the backend was unavailable
 
 
 class Worker:
@@ -62,6 +63,11 @@ class Worker:
             await self._slots.acquire()
             try:
                 delivery = await self.bridge.broker.claim(self.id, task_ids, CLAIM_TIMEOUT_SECONDS)
+            except BridgeError:  # e.g. Redis restarting: keep claiming once it is back
+                self._slots.release()
+                log.warning("worker %s: backend unavailable for claiming; retrying", self.id)
+                await asyncio.sleep(CLAIM_RETRY_SECONDS)
+                continue
             except BaseException:
                 self._slots.release()
                 raise
@@ -77,7 +83,9 @@ class Worker:
             try:
                 await self.bridge.broker.heartbeat(self.id, [d for d, _ in self._running.values()])
                 for delivery in await self.bridge.broker.reclaim_abandoned(self.id):
-                    await self._slots.acquire()
+                    if self._slots.locked():  # waiting for a slot would stop this loop's heartbeats:
+                        break  # the rest stays pending, to be reclaimed again after a lease
+                    await self._slots.acquire()  # a free slot: returns at once
                     self._spawn(delivery)
             except BridgeError:
                 log.warning("worker %s: backend unavailable for heartbeat; retrying", self.id)

@@ -1,0 +1,563 @@
+"""The Broker contract on both backends, then what only Redis can do: survive a restart or an outage.
+
+Absence of a notification is checked without sleeping: a marker is published after the change
+that must not be seen, and the next message must be the marker (one connection delivers in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import replace
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from bridge.backends import create_broker
+from bridge.backends import redis as redis_backend
+from bridge.backends.base import CANCEL_CHANNEL, Broker, Delivery, batch_channel, run_channel, tag_channel
+from bridge.backends.memory import MemoryBroker
+from bridge.backends.redis import RedisBroker
+from bridge.config import Settings
+from bridge.errors import BackendUnavailableError
+from bridge.models import Run, RunStatus, new_id, now_ms
+from tests.conftest import SECRET_KEY, start_server, stop_server
+from tests.support.redis_server import RedisServer
+
+EVENT_TIMEOUT = 10.0  # for anything awaited: generous, only reached when the test fails
+_own_prefixes = itertools.count()
+
+
+class Recorder:
+    """A broker's listener whose messages and resyncs can be awaited."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.resynced = asyncio.Event()
+        broker.set_listener(lambda channel, data: self.messages.put_nowait((channel, data)), self.resynced.set)
+
+    async def next(self) -> tuple[str, bytes]:
+        return await asyncio.wait_for(self.messages.get(), EVENT_TIMEOUT)
+
+    async def next_run(self) -> tuple[str, Run]:
+        channel, data = await self.next()
+        return channel, Run.from_storage(data)
+
+
+def make_run(
+    *, tags: Iterable[str] = (), batch_id: str | None = None, created_at: int | None = None, run_id: str | None = None
+) -> Run:
+    run = Run(id=run_id or new_id("run_"), task_identifier="contract", payload={"n": 1}, tags=list(tags))
+    run.batch_id = batch_id
+    if created_at is not None:
+        run.created_at = run.updated_at = created_at
+    return run
+
+
+def changed(run: Run, **fields: object) -> Run:
+    """The next stored state of `run`."""
+    return replace(run, version=run.version + 1, **fields)  # type: ignore[arg-type]
+
+
+async def started(settings: Settings) -> Broker:
+    broker = create_broker(settings)
+    await broker.start()
+    return broker
+
+
+@pytest.fixture
+async def broker(backend_settings: Settings) -> AsyncIterator[Broker]:
+    broker = await started(backend_settings)
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+@pytest.fixture
+async def raw_redis(backend_settings: Settings) -> AsyncIterator[Redis | None]:
+    """A plain client on the test's Redis (None on the memory backend), to look at keys directly."""
+    if not backend_settings.redis_url:
+        yield None
+        return
+    client = Redis.from_url(backend_settings.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def own_settings(redis_server: RedisServer, **fields: object) -> Settings:
+    settings = Settings(secret_key=SECRET_KEY, redis_url=redis_server.url, key_prefix=f"rbown{next(_own_prefixes)}")
+    return replace(settings, **fields)  # type: ignore[arg-type]
+
+
+# runs
+async def test_insert_get_and_compare_and_set(broker: Broker) -> None:
+    run = make_run(tags=["cas"])
+    stored, created = await broker.insert_run(run, None, 60)
+    assert created and stored.id == run.id
+    assert await broker.get_run(run.id) == run
+    assert await broker.get_run("run_missing") is None
+
+    executing = changed(run, status=RunStatus.EXECUTING)
+    assert await broker.replace_run(executing, expected_version=1)
+    assert await broker.get_run(run.id) == executing
+
+    stale = changed(run, status=RunStatus.CANCELED)  # also built on version 1: a concurrent writer lost
+    assert not await broker.replace_run(stale, expected_version=1)
+    assert not await broker.replace_run(changed(executing), expected_version=7)
+    assert not await broker.replace_run(changed(make_run()), expected_version=1)  # never inserted
+    current = await broker.get_run(run.id)
+    assert current is not None and current.version == 2 and current.status is RunStatus.EXECUTING
+
+
+async def test_idempotency_scope_returns_the_first_run(broker: Broker) -> None:
+    first = make_run()
+    assert (await broker.insert_run(first, "contract:key-1", 60)) == (first, True)
+
+    second = make_run()
+    existing, created = await broker.insert_run(second, "contract:key-1", 60)
+    assert not created and existing == first
+    assert await broker.get_run(second.id) is None  # the duplicate was not stored
+
+    third = make_run()
+    assert (await broker.insert_run(third, "contract:key-2", 60)) == (third, True)
+
+
+async def test_tag_index_has_all_tags_since_and_limit_newest_first(broker: Broker) -> None:
+    base = now_ms() - 60_000
+    a = make_run(tags=["tx", "ty"], created_at=base + 1)
+    b = make_run(tags=["tx"], created_at=base + 2)
+    c = make_run(tags=["tx", "ty", "tz"], created_at=base + 3)
+    d = make_run(tags=["ty"], created_at=base + 4)
+    for run in (a, b, c, d):
+        await broker.insert_run(run, None, 60)
+
+    async def ids(tags: list[str], since: int = 0, limit: int = 100) -> list[str]:
+        return [run.id for run in await broker.runs_with_tags(tags, since, limit)]
+
+    assert await ids(["tx"]) == [c.id, b.id, a.id]
+    assert await ids(["tx", "ty"]) == [c.id, a.id]
+    assert await ids(["ty", "tx"]) == [c.id, a.id]
+    assert await ids(["tx", "ty", "tz"]) == [c.id]
+    assert await ids(["tx", "ty"], since=base + 2) == [c.id]
+    assert await ids(["ty"], since=base + 3) == [d.id, c.id]
+    assert await ids(["tx"], limit=2) == [c.id, b.id]
+    assert await ids(["tx", "missing"]) == []
+    assert await ids([]) == []
+
+    updated = changed(a, status=RunStatus.EXECUTING)  # a change keeps the run indexed, in its new state
+    assert await broker.replace_run(updated, 1)
+    assert await broker.runs_with_tags(["tx", "ty"], 0, 100) == [c, updated]
+
+
+async def test_batch_index_keeps_insertion_order(broker: Broker) -> None:
+    batch = [make_run(batch_id="batch_one") for _ in range(3)]
+    other = make_run(batch_id="batch_two")
+    for run in [*batch, other]:
+        await broker.insert_run(run, None, 60)
+    assert await broker.runs_in_batch("batch_one") == batch
+    assert await broker.runs_in_batch("batch_two") == [other]
+    assert await broker.runs_in_batch("batch_none") == []
+
+
+# change notification
+async def test_changes_are_published_on_run_tag_and_batch_channels_only_after_listen(broker: Broker) -> None:
+    recorder = Recorder(broker)
+    run = make_run(tags=["notify"], batch_id="batch_notify")
+    await broker.insert_run(run, None, 60)  # nobody listens yet: must never be delivered
+
+    channels = [run_channel(run.id), tag_channel("notify"), batch_channel("batch_notify")]
+    await broker.listen(channels)
+    assert await broker.replace_run(changed(run, status=RunStatus.EXECUTING), 1)
+    received = [await recorder.next_run() for _ in channels]
+    assert sorted(channel for channel, _ in received) == sorted(channels)  # without the key prefix
+    assert all(r.version == 2 and r.status is RunStatus.EXECUTING for _, r in received)
+
+    fresh = make_run(tags=["notify"], batch_id="batch_notify")  # a new run reaches the tag and batch feeds
+    await broker.insert_run(fresh, None, 60)
+    received = [await recorder.next_run() for _ in range(2)]
+    assert sorted(channel for channel, _ in received) == sorted(channels[1:])
+    assert {r.id for _, r in received} == {fresh.id}
+    assert recorder.messages.empty()
+
+
+async def test_unlisten_stops_notifications(broker: Broker) -> None:
+    recorder = Recorder(broker)
+    quiet, marker = make_run(), make_run()
+    await broker.insert_run(quiet, None, 60)
+    await broker.insert_run(marker, None, 60)
+    await broker.listen([run_channel(quiet.id), run_channel(marker.id)])
+    await broker.listen([run_channel(quiet.id)])  # listened twice: one unlisten keeps it
+
+    await broker.unlisten([run_channel(quiet.id)])
+    quiet_v2 = changed(quiet)
+    assert await broker.replace_run(quiet_v2, 1)
+    assert (await recorder.next_run())[1].id == quiet.id
+
+    await broker.unlisten([run_channel(quiet.id)])
+    assert await broker.replace_run(changed(quiet_v2), 2)
+    assert await broker.replace_run(changed(marker), 1)
+    assert (await recorder.next_run())[1].id == marker.id  # the change of `quiet` never came
+
+
+async def test_publish_reaches_listeners(broker: Broker) -> None:
+    recorder = Recorder(broker)
+    await broker.listen([CANCEL_CHANNEL])
+    await broker.publish(CANCEL_CHANNEL, b"run_cancelled")
+    assert await recorder.next() == (CANCEL_CHANNEL, b"run_cancelled")
+
+
+# task queue
+async def test_claim_ack_and_claim_timeout(broker: Broker) -> None:
+    await broker.enqueue("queue-a", "run_first")
+    delivery = await broker.claim("worker_1", ["queue-a"], 5)
+    assert delivery is not None and delivery.run_id == "run_first"
+    await broker.ack(delivery)
+
+    began = time.monotonic()
+    assert await broker.claim("worker_1", ["queue-a"], 0.3) is None  # handed out once, then acknowledged
+    assert time.monotonic() - began >= 0.25
+    assert await broker.claim("worker_2", ["queue-a"], 0.1) is None
+
+
+async def test_each_run_is_handed_to_one_worker(broker: Broker) -> None:
+    runs = {f"run_{task}_{i}" for task in ("qa", "qb") for i in range(3)}
+    for run_id in sorted(runs):
+        await broker.enqueue(run_id.split("_")[1], run_id)
+    claimed: list[Delivery] = []
+    for worker in itertools.islice(itertools.cycle(["worker_1", "worker_2"]), len(runs)):
+        delivery = await broker.claim(worker, ["qa", "qb"], 5)
+        assert delivery is not None
+        claimed.append(delivery)
+    assert sorted(d.run_id for d in claimed) == sorted(runs)
+    assert await broker.claim("worker_1", ["qa", "qb"], 0.1) is None
+    assert await broker.claim("worker_2", ["qa", "qb"], 0.1) is None
+    for delivery in claimed:
+        await broker.ack(delivery)
+
+
+async def test_a_claim_waits_for_the_next_enqueue(broker: Broker) -> None:
+    waiting = asyncio.create_task(broker.claim("worker_1", ["queue-late"], EVENT_TIMEOUT))
+    # Not synchronisation (the claim returns the run either way): it makes the blocked path the one tested.
+    await asyncio.sleep(0.1)
+    await broker.enqueue("queue-late", "run_late")
+    delivery = await waiting
+    assert delivery is not None and delivery.run_id == "run_late"
+
+
+async def _reclaimed(broker: Broker, worker_id: str, deadline: float) -> list[Delivery]:
+    """Polls `reclaim_abandoned` as a worker's heartbeat loop does, until it returns something."""
+    async with asyncio.timeout(deadline):
+        while True:
+            reclaimed = await broker.reclaim_abandoned(worker_id)
+            if reclaimed:
+                return reclaimed
+            await asyncio.sleep(broker.settings.lease_seconds / 5)
+
+
+@pytest.fixture
+async def short_lease_broker(backend_settings: Settings) -> AsyncIterator[Broker]:
+    if not backend_settings.redis_url:
+        pytest.skip("the memory broker's workers share its process: reclaim_abandoned is documented to return []")
+    broker = await started(replace(backend_settings, lease_seconds=0.5))
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+async def test_a_second_worker_reclaims_a_run_after_the_lease(short_lease_broker: Broker) -> None:
+    broker, lease = short_lease_broker, short_lease_broker.settings.lease_seconds
+    assert await broker.claim("worker_2", ["queue-r"], 0.05) is None  # worker 2 polls the queue too
+    await broker.enqueue("queue-r", "run_abandoned")
+    first = await broker.claim("worker_1", ["queue-r"], 5)
+    assert first is not None
+    claimed_at = time.monotonic()
+    assert await broker.reclaim_abandoned("worker_2") == []  # worker 1 is not presumed dead yet
+
+    reclaimed = await _reclaimed(broker, "worker_2", lease * 10)  # worker 1 never heartbeats
+    assert time.monotonic() - claimed_at >= lease * 0.9
+    assert [d.run_id for d in reclaimed] == ["run_abandoned"]
+    await broker.ack(reclaimed[0])
+    await broker.heartbeat("worker_1", [first])  # too late: it may not take the run back
+    await asyncio.sleep(lease * 1.5)  # long enough for anything pending to be reclaimable again
+    assert await broker.reclaim_abandoned("worker_2") == []
+    assert await broker.claim("worker_2", ["queue-r"], 0.05) is None
+
+
+async def test_heartbeats_keep_a_run_from_being_reclaimed(short_lease_broker: Broker) -> None:
+    broker, lease = short_lease_broker, short_lease_broker.settings.lease_seconds
+    assert await broker.claim("worker_2", ["queue-h"], 0.05) is None
+    await broker.enqueue("queue-h", "run_alive")
+    delivery = await broker.claim("worker_1", ["queue-h"], 5)
+    assert delivery is not None
+
+    until = time.monotonic() + lease * 3
+    while time.monotonic() < until:  # three leases of heartbeats every third of a lease
+        await broker.heartbeat("worker_1", [delivery])
+        assert await broker.reclaim_abandoned("worker_2") == []
+        await asyncio.sleep(lease / 3)
+
+    reclaimed = await _reclaimed(broker, "worker_2", lease * 10)  # the heartbeats stop
+    assert [d.run_id for d in reclaimed] == ["run_alive"]
+
+
+async def test_a_claim_over_several_tasks_takes_one_run_and_leaves_the_others(broker: Broker) -> None:
+    await broker.enqueue("queue-m1", "run_m1")
+    await broker.enqueue("queue-m2", "run_m2")
+    first = await broker.claim("worker_1", ["queue-m1", "queue-m2"], 5)
+    second = await broker.claim("worker_2", ["queue-m1", "queue-m2"], 5)  # not held back by worker 1
+    assert first is not None and second is not None
+    assert {first.run_id, second.run_id} == {"run_m1", "run_m2"}
+
+
+async def test_cancelling_a_broker_call_always_cancels(broker: Broker) -> None:
+    """A worker's loops are stopped by cancellation: a call must never swallow it (redis-py's writes
+    under Python 3.11's wait_for did, whenever the cancel came as the write completed)."""
+    await broker.claim("worker_c", ["queue-c"], 0.01)
+    run = make_run()
+    await broker.insert_run(run, None, 60)
+
+    async def calls_forever() -> None:
+        while True:
+            await broker.get_run(run.id)
+            await broker.heartbeat("worker_c", [])
+            await broker.reclaim_abandoned("worker_c")
+            await broker.claim("worker_c", ["queue-c"], 0.001)
+
+    rng = random.Random(7)
+    for _ in range(100):
+        task = asyncio.create_task(calls_forever())
+        await asyncio.sleep(rng.uniform(0, 0.003))
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=EVENT_TIMEOUT)
+        assert done and task.cancelled(), "a cancellation was swallowed"
+
+
+# small shared state
+async def test_claim_once(broker: Broker) -> None:
+    assert await broker.claim_once("token-1", 60)
+    assert not await broker.claim_once("token-1", 60)
+    assert await broker.claim_once("token-2", 60)
+
+
+async def test_task_registry(broker: Broker) -> None:
+    assert not await broker.task_exists("registered-a")
+    await broker.register_tasks(["registered-a", "registered-b"])
+    assert await broker.task_exists("registered-a")
+    assert await broker.task_exists("registered-b")
+    assert not await broker.task_exists("registered-c")
+
+
+# retention
+async def test_retention(backend_settings: Settings, raw_redis: Redis | None) -> None:
+    retention = 60.0
+    broker = await started(replace(backend_settings, retention_seconds=retention))
+    try:
+        run = make_run(tags=["kept"], batch_id="batch_kept")
+        await broker.insert_run(run, "contract:retained", 30)
+        assert await broker.claim_once("retained-token", 20)
+
+        if isinstance(broker, MemoryBroker):
+            broker.evict_expired(time.monotonic() + retention / 2)
+            assert await broker.get_run(run.id) == run
+            broker.evict_expired(time.monotonic() + retention + 1)
+            assert await broker.get_run(run.id) is None
+            assert await broker.runs_with_tags(["kept"], 0, 10) == []
+            assert await broker.runs_in_batch("batch_kept") == []
+            fresh = make_run()
+            assert (await broker.insert_run(fresh, "contract:retained", 30)) == (fresh, True)
+            return
+
+        assert isinstance(broker, RedisBroker) and raw_redis is not None
+        prefix, limit_ms = backend_settings.key_prefix, retention * 1000
+        run_key = f"{prefix}:{{{run.id}}}:run"
+        for key, most_ms in [
+            (run_key, limit_ms),
+            (f"{prefix}:{{tag:kept}}:runs", limit_ms),
+            (f"{prefix}:{{batch:batch_kept}}:runs", limit_ms),
+            (f"{prefix}:{{idem:contract:retained}}", 30_000),
+            (f"{prefix}:{{once:retained-token}}", 20_000),
+        ]:
+            assert 0 < await raw_redis.pttl(key) <= most_ms, key
+
+        await raw_redis.pexpire(run_key, 5_000)
+        assert await broker.replace_run(changed(run), 1)
+        assert await raw_redis.pttl(run_key) > 5_000  # every write refreshes the TTL
+
+        # An index drops members created before the retention when a run is added, and reading
+        # an index skips runs that expired.
+        old = make_run(tags=["trimmed"], created_at=now_ms() - int(limit_ms) - 1_000)
+        gone, new = make_run(tags=["trimmed"]), make_run(tags=["trimmed"])
+        for each in (old, gone, new):
+            await broker.insert_run(each, None, 60)
+        assert await raw_redis.zscore(f"{prefix}:{{tag:trimmed}}:runs", old.id) is None
+        await raw_redis.delete(f"{prefix}:{{{gone.id}}}:run")  # as if it had expired
+        assert [r.id for r in await broker.runs_with_tags(["trimmed"], 0, 10)] == [new.id]
+    finally:
+        await broker.stop()
+
+
+# Redis only: outages
+async def _ping_until_ready(broker: Broker) -> None:
+    async with asyncio.timeout(EVENT_TIMEOUT):
+        while True:
+            try:
+                await broker.ping()
+                return
+            except BackendUnavailableError:
+                await asyncio.sleep(0.05)
+
+
+async def test_listeners_resync_after_a_redis_restart(redis_server: RedisServer) -> None:
+    broker = await started(own_settings(redis_server))
+    recorder = Recorder(broker)
+    try:
+        run = make_run()
+        await broker.listen([run_channel(run.id)])
+        await broker.insert_run(run, None, 60)
+        assert (await recorder.next_run())[1].id == run.id
+
+        await asyncio.to_thread(redis_server.restart)  # everything stored is gone, like a crash
+        await asyncio.wait_for(recorder.resynced.wait(), EVENT_TIMEOUT)
+
+        # resync is called once the channel is subscribed again: nothing published after it is lost
+        await broker.insert_run(run, None, 60)
+        channel, received = await recorder.next_run()
+        assert (channel, received.id) == (run_channel(run.id), run.id)
+        await broker.ping()
+    finally:
+        await broker.stop()
+
+
+async def test_every_method_fails_as_unavailable_while_redis_is_down(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_backend, "LISTEN_TIMEOUT_SECONDS", 0.5)
+    broker = await started(own_settings(redis_server))
+    recorder = Recorder(broker)
+    run = make_run()
+    await broker.insert_run(run, None, 60)
+    await broker.listen([run_channel("run_listened")])
+    await asyncio.to_thread(redis_server.stop)
+    try:
+        receipt = "1-0|rb:{queue}:task:queue-down"
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "ping": lambda: broker.ping(),
+            "get_run": lambda: broker.get_run(run.id),
+            "insert_run": lambda: broker.insert_run(make_run(tags=["down"]), "contract:down", 60),
+            "replace_run": lambda: broker.replace_run(changed(run), 1),
+            "runs_with_tags": lambda: broker.runs_with_tags(["down"], 0, 10),
+            "runs_in_batch": lambda: broker.runs_in_batch("batch_down"),
+            "listen": lambda: broker.listen([run_channel(run.id)]),
+            "publish": lambda: broker.publish(run_channel(run.id), b"x"),
+            "enqueue": lambda: broker.enqueue("queue-down", run.id),
+            "claim": lambda: broker.claim("worker_1", ["queue-down"], 0.2),
+            "ack": lambda: broker.ack(Delivery(run.id, receipt)),
+            "heartbeat": lambda: broker.heartbeat("worker_1", [Delivery(run.id, receipt)]),
+            "reclaim_abandoned": lambda: broker.reclaim_abandoned("worker_1"),
+            "claim_once": lambda: broker.claim_once("token-down", 60),
+            "register_tasks": lambda: broker.register_tasks(["down"]),
+            "task_exists": lambda: broker.task_exists("down"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(BackendUnavailableError, match="Redis"):
+                await call()
+                pytest.fail(f"{name} did not fail")
+        await broker.unlisten([run_channel("run_listened")])  # never raises: it is called while cleaning up
+    finally:
+        await asyncio.to_thread(redis_server.restart)
+    try:
+        await asyncio.wait_for(recorder.resynced.wait(), EVENT_TIMEOUT)
+        await _ping_until_ready(broker)
+        assert await broker.get_run(run.id) is None  # the restart lost it
+    finally:
+        await broker.stop()
+
+
+async def test_http_answers_503_while_redis_is_down(redis_server: RedisServer) -> None:
+    settings = own_settings(redis_server)
+    server, task = await start_server(settings, with_worker=False)
+    headers = {"Authorization": f"Bearer {SECRET_KEY}"}
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            await asyncio.to_thread(redis_server.stop)
+            try:
+                ready = await client.get("/readyz")
+                assert ready.status_code == 503 and ready.json()["ok"] is False
+                run = await client.get("/api/v3/runs/run_0123456789abcdef01234567", headers=headers)
+                assert run.status_code == 503
+            finally:
+                await asyncio.to_thread(redis_server.restart)
+            await _ping_until_ready(server.app_bridge.broker)
+            assert (await client.get("/readyz")).status_code == 200
+    finally:
+        await stop_server(server, task)
+
+
+async def test_a_silently_dead_connection_is_detected_by_ping(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen Redis keeps TCP open but answers nothing: only the PING timeout notices."""
+    monkeypatch.setattr(redis_backend, "PUBSUB_PING_INTERVAL_SECONDS", 0.2)
+    monkeypatch.setattr(redis_backend, "PUBSUB_PING_TIMEOUT_SECONDS", 0.5)
+    broker = await started(own_settings(redis_server))
+    assert isinstance(broker, RedisBroker)
+    recorder = Recorder(broker)
+    try:
+        await broker.listen([CANCEL_CHANNEL])
+        os.kill(redis_server.process.pid, signal.SIGSTOP)
+        try:
+            await asyncio.wait_for(broker._subscriptions.down.wait(), EVENT_TIMEOUT)
+        finally:
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+        await asyncio.wait_for(recorder.resynced.wait(), EVENT_TIMEOUT)
+        await broker.publish(CANCEL_CHANNEL, b"after")
+        assert await recorder.next() == (CANCEL_CHANNEL, b"after")
+    finally:
+        await broker.stop()
+
+
+async def test_a_healthy_connection_survives_its_pings(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PONG comes back in two shapes (subscribed to nothing, or to channels): both keep the connection."""
+    monkeypatch.setattr(redis_backend, "PUBSUB_PING_INTERVAL_SECONDS", 0.05)
+    broker = await started(own_settings(redis_server))
+    assert isinstance(broker, RedisBroker)
+    recorder = Recorder(broker)
+    client = Redis.from_url(redis_server.url)
+
+    async def pings_answered(count: int) -> None:
+        """Waits until the server has answered `count` more PINGs (only this broker's pinger sends any)."""
+
+        async def calls() -> int:
+            stats = await client.info("commandstats")
+            return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+        target = await calls() + count
+        async with asyncio.timeout(EVENT_TIMEOUT):
+            while True:
+                if await calls() >= target:
+                    return
+                await asyncio.sleep(0.05)  # a server counter: nothing to await
+
+    try:
+        await pings_answered(5)  # not subscribed to anything yet
+        await broker.listen([CANCEL_CHANNEL])
+        await pings_answered(5)  # subscribed
+        await broker.publish(CANCEL_CHANNEL, b"still-here")
+        assert await recorder.next() == (CANCEL_CHANNEL, b"still-here")
+        assert broker._subscriptions.live and not recorder.resynced.is_set()
+    finally:
+        await client.aclose()
+        await broker.stop()
