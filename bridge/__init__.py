@@ -3,8 +3,8 @@
 from bridge import task, tasks, runs, metadata, auth, configure
 """
 
-from bridge.sdk import auth, metadata, runs, tasks
+from bridge.sdk import auth, metadata, runs, streams, tasks
 from bridge.sdk.state import configure
 from bridge.worker.registry import RunContext, task
 
-__all__ = ["RunContext", "auth", "configure", "metadata", "runs", "task", "tasks"]
+__all__ = ["RunContext", "auth", "configure", "metadata", "runs", "streams", "task", "tasks"]

@@ -16,6 +16,8 @@ class Limits:
     """Every bound the bridge enforces; docs/limits.md lists them with their reasons."""
 
     max_payload_bytes: int = 1024 * 1024  # trigger payload, metadata and output, encoded
+    max_chunk_bytes: int = 1024 * 1024  # one output stream chunk, encoded
+    max_streams_per_run: int = 32  # output stream keys of one run
     max_request_bytes: int = 3 * 1024 * 1024  # any HTTP request body
     max_tags_per_run: int = 10
     max_tag_length: int = 128
@@ -52,6 +54,7 @@ class Settings:
             retention_seconds=parse_duration_seconds(env.get("BRIDGE_RETENTION", "7d")),
             key_prefix=env.get("BRIDGE_KEY_PREFIX", "rb"),
             worker_concurrency=int(env.get("BRIDGE_WORKER_CONCURRENCY", "10")),
+            lease_seconds=float(env.get("BRIDGE_LEASE_SECONDS", "15")),
             cors_origins=tuple(o.strip() for o in env.get("BRIDGE_CORS_ORIGINS", "*").split(",") if o.strip()),
         )
         given = {k: v for k, v in overrides.items() if v is not None}

@@ -191,6 +191,20 @@ class RunEngine:
         await self.broker.publish(CANCEL_CHANNEL, run_id.encode())
         return run
 
+    async def add_stream_key(self, run_id: str, key: str) -> None:
+        """Lists an output stream on the run (its `realtimeStreams`), once."""
+
+        def mutate(run: Run) -> None:
+            if key in run.realtime_streams:
+                return
+            if len(run.realtime_streams) >= self.limits.max_streams_per_run:
+                raise ValidationError(f"a run has at most {self.limits.max_streams_per_run} output streams")
+            run.realtime_streams = [*run.realtime_streams, key]
+
+        run = await self.retrieve(run_id)
+        if key not in run.realtime_streams:
+            await self.update(run_id, mutate)
+
     async def update_metadata(self, run_id: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         def mutate(run: Run) -> None:
             if run.status.is_final:

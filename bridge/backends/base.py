@@ -14,7 +14,7 @@ Change notification contract:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bridge.config import Settings
@@ -36,6 +36,20 @@ def tag_channel(tag: str) -> str:
 
 def batch_channel(batch_id: str) -> str:
     return f"batch:{batch_id}"
+
+
+def stream_channel(run_id: str, key: str) -> str:
+    return f"stream:{run_id}:{key}"
+
+
+def encode_chunks_message(first_index: int, chunks: Sequence[bytes]) -> bytes:
+    """The notification of chunks `first_index`, `first_index + 1`, ...: JSON text never holds a raw newline."""
+    return b"\n".join([str(first_index).encode(), *chunks])
+
+
+def decode_chunks_message(raw: bytes) -> tuple[int, list[bytes]]:
+    first, *chunks = raw.split(b"\n")
+    return int(first), chunks
 
 
 def channels_of(run: Run) -> list[str]:
@@ -93,6 +107,20 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def runs_in_batch(self, batch_id: str) -> list[Run]: ...
+
+    # output streams
+    @abc.abstractmethod
+    async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
+        """Stores JSON-encoded chunks at the next indexes of the run's stream `key` (gapless, even with
+        concurrent writers), publishes them on `stream_channel` (`encode_chunks_message`) in the same
+        step, and returns the index of the first."""
+
+    @abc.abstractmethod
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
+        """Up to `count` stored chunks from index `start` on."""
+
+    @abc.abstractmethod
+    async def stream_length(self, run_id: str, key: str) -> int: ...
 
     # change notification
     @abc.abstractmethod

@@ -12,9 +12,9 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from bridge.backends.base import Broker, Delivery, channels_of
+from bridge.backends.base import Broker, Delivery, channels_of, encode_chunks_message, stream_channel
 from bridge.config import Settings
 from bridge.models import Run
 
@@ -52,6 +52,7 @@ class MemoryBroker(Broker):
         self._expiry_heap: list[tuple[float, str]] = []
         self._by_tag: dict[str, dict[str, int]] = {}  # tag -> run id -> createdAt ms
         self._by_batch: dict[str, list[str]] = {}
+        self._streams: dict[str, dict[str, list[bytes]]] = {}  # run id -> key -> chunks
         self._idempotency = _ExpiringMap()  # scope -> run id
         self._once = _ExpiringMap()
         self._listening: dict[str, int] = {}
@@ -120,6 +121,22 @@ class MemoryBroker(Broker):
 
     async def runs_in_batch(self, batch_id: str) -> list[Run]:
         return [Run.from_storage(self._runs[rid]) for rid in self._by_batch.get(batch_id, []) if rid in self._runs]
+
+    # output streams
+    async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
+        stream = self._streams.setdefault(run_id, {}).setdefault(key, [])
+        first = len(stream)
+        stream.extend(chunks)
+        channel = stream_channel(run_id, key)
+        if channel in self._listening:
+            self._on_message(channel, encode_chunks_message(first, chunks))
+        return first
+
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
+        return self._streams.get(run_id, {}).get(key, [])[start : start + count]
+
+    async def stream_length(self, run_id: str, key: str) -> int:
+        return len(self._streams.get(run_id, {}).get(key, []))
 
     # change notification
     async def listen(self, channels: Iterable[str]) -> None:
@@ -197,6 +214,7 @@ class MemoryBroker(Broker):
                 continue  # stored again since: a later heap entry carries its deadline
             raw = self._runs.pop(run_id)
             del self._expiry[run_id]
+            self._streams.pop(run_id, None)
             run = Run.from_storage(raw)
             for tag in run.tags:
                 index = self._by_tag.get(tag)

@@ -6,6 +6,8 @@ prefix (`settings.key_prefix`):
 
     P:{run_<id>}:run          hash {version, data}: the run's `to_storage()` bytes and its version;
                               TTL = retention, refreshed on every write
+    P:{run_<id>}:stream:<key>  stream of a run's output chunks, entry id 0-<index + 1>, field d = the
+                              chunk's JSON; TTL = retention, refreshed on every append
     P:{tag:<tag>}:runs        sorted set run id -> createdAt ms; TTL = retention, refreshed and
                               trimmed to runs created within the retention on every insert
     P:{batch:<id>}:runs       list of run ids in insertion order; TTL = retention, at most
@@ -56,7 +58,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
@@ -64,7 +66,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from bridge.backends.base import Broker, Delivery, channels_of
+from bridge.backends.base import Broker, Delivery, channels_of, stream_channel
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError, BridgeError, ConflictError
 from bridge.models import Run, now_ms
@@ -125,6 +127,20 @@ for i = 5, #ARGV do
   redis.call('PUBLISH', ARGV[i], ARGV[3])
 end
 return 1
+"""
+
+# KEYS[1]: a run's output stream. ARGV: TTL ms, the (prefixed) channel, then the chunks. Entry ids
+# are `0-<index + 1>` (XADD's `0-*` picks the next sequence number), so indexes are gapless whatever
+# the number of writers, and reading from an index is one XRANGE. Stored and published atomically.
+APPEND_CHUNKS_SCRIPT = """
+local first
+for i = 3, #ARGV do
+  local id = redis.call('XADD', KEYS[1], '0-*', 'd', ARGV[i])
+  if not first then first = tonumber(string.match(id, '-(%d+)$')) - 1 end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], tostring(first) .. '\\n' .. table.concat(ARGV, '\\n', 3))
+return first
 """
 
 # KEYS[1]: the idempotency key. ARGV: run id, TTL ms, a stale owner to take over (or "").
@@ -525,6 +541,7 @@ class RedisBroker(Broker):
         )
         self._subscriptions = _Subscriptions(self._pubsub_pool, self._prefix, self._deliver, self._after_reconnect)
         self._store_script = self._redis.register_script(STORE_RUN_SCRIPT)
+        self._append_script = self._redis.register_script(APPEND_CHUNKS_SCRIPT)
         self._idempotency_script = self._redis.register_script(CLAIM_IDEMPOTENCY_SCRIPT)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
         self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
@@ -560,6 +577,9 @@ class RedisBroker(Broker):
 
     def _stream_key(self, task_id: str) -> str:
         return f"{self._prefix}:{{queue}}:task:{task_id}"
+
+    def _output_stream_key(self, run_id: str, key: str) -> str:
+        return f"{self._prefix}:{{{run_id}}}:stream:{key}"
 
     def _wire(self, channel: str) -> str:
         return f"{self._prefix}:{channel}"
@@ -713,6 +733,22 @@ class RedisBroker(Broker):
             return await self._fetch_runs([_text(i) for i in ids])
 
     # change notification
+    # output streams
+    async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
+        args: list[str | int | bytes] = [self._retention_ms, self._wire(stream_channel(run_id, key)), *chunks]
+        async with _unavailable("appending to a stream"):
+            first = await self._append_script(keys=[self._output_stream_key(run_id, key)], args=args)
+        return int(first)
+
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
+        async with _unavailable("reading a stream"):
+            entries = await self._redis.xrange(self._output_stream_key(run_id, key), f"0-{start + 1}", "+", count)
+        return [cast(bytes, fields[b"d"]) for _, fields in entries or [] if fields]
+
+    async def stream_length(self, run_id: str, key: str) -> int:
+        async with _unavailable("reading a stream's length"):
+            return int(await self._redis.xlen(self._output_stream_key(run_id, key)))
+
     async def listen(self, channels: Iterable[str]) -> None:
         await self._subscriptions.listen(channels)
 

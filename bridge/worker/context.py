@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from bridge.worker.registry import RunContext
 
+if TYPE_CHECKING:
+    from bridge.streams import RunStreams
+
 current_run: ContextVar[RunContext | None] = ContextVar("current_run", default=None)
+current_streams: ContextVar[RunStreams | None] = ContextVar("current_streams", default=None)
 
 
 def require_current_run(what: str) -> RunContext:
@@ -14,3 +19,10 @@ def require_current_run(what: str) -> RunContext:
     if context is None:
         raise RuntimeError(f"{what} can only be called from inside a running task")
     return context
+
+
+def require_run_streams(what: str) -> RunStreams:
+    streams = current_streams.get()
+    if streams is None:
+        raise RuntimeError(f"{what} can only be called from inside a running task")
+    return streams

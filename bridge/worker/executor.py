@@ -20,7 +20,8 @@ from bridge.core import Bridge
 from bridge.errors import BridgeError, RunFinishedError
 from bridge.hub import Message
 from bridge.models import RunError, RunStatus, new_id
-from bridge.worker.context import current_run
+from bridge.streams import RunStreams
+from bridge.worker.context import current_run, current_streams
 from bridge.worker.registry import RunContext, TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -126,9 +127,15 @@ class Worker:
             await self.bridge.broker.ack(delivery)
             return
         context = RunContext(run_id=run.id, task_id=run.task_identifier, tags=tuple(run.tags), batch_id=run.batch_id)
+        run_streams = RunStreams(engine, run.id)
         token = current_run.set(context)
+        streams_token = current_streams.set(run_streams)
         try:
-            output = await definition(run.payload, context)
+            try:
+                output = await definition(run.payload, context)
+            finally:
+                # Every appended chunk is stored before the run is final: readers end on "final and drained".
+                await run_streams.flush()
         except asyncio.CancelledError:
             current = await engine.broker.get_run(run.id)
             if current is None or not current.status.is_final:  # the worker is stopping, not the run cancelled
@@ -143,6 +150,7 @@ class Worker:
             await self._record(engine.complete(run.id, output))
         finally:
             current_run.reset(token)
+            current_streams.reset(streams_token)
             with contextlib.suppress(BridgeError):
                 await self.bridge.broker.ack(delivery)
 

@@ -1,0 +1,93 @@
+"""`streams`: named output streams a task writes and anyone with access reads live.
+
+ai = streams.define("ai")
+await ai.append("Hello")                      # inside a task: one chunk, any JSON value
+async for token in ai.pipe(tokens()): ...     # forward an async iterable, seeing each item too
+async for chunk in ai.read(run_id): ...       # anywhere: every chunk, once, in order
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from bridge.sdk import state
+from bridge.streams import StreamReader, check_stream_key
+from bridge.worker.context import require_run_streams
+
+DEFAULT_KEY = "default"
+
+
+class PipedStream:
+    """What `pipe` returns: iterate it to see each item as it is forwarded, or just await completion.
+
+    Pulling drives the source, so nothing is buffered without bound when nobody iterates locally.
+    """
+
+    def __init__(self, stream: OutputStream, source: AsyncIterable[Any]) -> None:
+        self._stream = stream
+        self._source = source
+        self._started = False
+        self._pending: list[Any] = []
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._forward()
+
+    async def _forward(self) -> AsyncIterator[Any]:
+        if self._started:
+            raise RuntimeError("a piped stream can be consumed once")
+        self._started = True
+        writer = await require_run_streams("streams.pipe").writer(self._stream.key)
+        async for item in self._source:
+            self._pending.append(await writer.enqueue(item))
+            yield item
+
+    async def wait_until_complete(self) -> None:
+        """Consumes what is left of the source, and returns once every chunk is stored."""
+        if not self._started:
+            async for _ in self:
+                pass
+        for stored in self._pending:
+            await stored  # raises if a chunk could not be stored
+        self._pending.clear()
+
+
+class OutputStream:
+    def __init__(self, key: str = DEFAULT_KEY) -> None:
+        self.key = check_stream_key(key)
+
+    async def append(self, value: Any) -> int:
+        """Stores one chunk for the current run; returns its index."""
+        writer = await require_run_streams(f"{self.key}.append").writer(self.key)
+        return await writer.append(value)
+
+    def pipe(self, source: AsyncIterable[Any]) -> PipedStream:
+        return PipedStream(self, source)
+
+    async def read(
+        self, run_id: str, *, start_index: int = 0, timeout_in_seconds: float | None = 60
+    ) -> AsyncIterator[Any]:
+        """Every chunk of `run_id`'s stream from `start_index`; ends when the run finished and all
+        were read, or after `timeout_in_seconds` without a new chunk."""
+        bridge = await state.current()
+        async with StreamReader(bridge.hub, bridge.broker, run_id, self.key, start_index, timeout_in_seconds) as reader:
+            async for chunk in reader.chunks():
+                yield chunk.value()
+
+
+def define(key: str = DEFAULT_KEY) -> OutputStream:
+    return OutputStream(key)
+
+
+async def append(key: str, value: Any) -> int:
+    return await OutputStream(key).append(value)
+
+
+def pipe(key: str, source: AsyncIterable[Any]) -> PipedStream:
+    return OutputStream(key).pipe(source)
+
+
+def read(
+    run_id: str, key: str = DEFAULT_KEY, *, start_index: int = 0, timeout_in_seconds: float | None = 60
+) -> AsyncIterator[Any]:
+    return OutputStream(key).read(run_id, start_index=start_index, timeout_in_seconds=timeout_in_seconds)
