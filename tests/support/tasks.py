@@ -53,3 +53,19 @@ async def slow_progress(payload: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(delay)
         await metadata.set("progress", step / 3)
     return {"done": payload.get("name", "")}
+
+
+@registry.add_task("stream-numbers")
+async def stream_numbers(payload: dict[str, Any]) -> int:
+    """Appends 0..count-1 to the "numbers" stream, in bursts (piped) so appends batch."""
+    from bridge import streams
+
+    count = int(payload["count"])
+
+    async def numbers() -> Any:
+        for number in range(count):
+            yield number
+
+    piped = streams.define("numbers").pipe(numbers())
+    await piped.wait_until_complete()
+    return count

@@ -1,0 +1,98 @@
+"""The official output-stream route: Server-Sent Events, version 1, as `useRealtimeStream` reads them.
+
+Each chunk is one event whose id is the chunk's index, so the client's `Last-Event-ID` (and
+`startIndex` N, sent as `Last-Event-ID: N-1`) resumes exactly. The response ends cleanly once
+the run has finished and every chunk was sent, or after `Timeout-Seconds` without a new chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from bridge.auth import read_run_resources
+from bridge.errors import NotFoundError, ValidationError
+from bridge.server.http import bridge_of, handles_errors, principal_of
+from bridge.streams import StreamReader, check_stream_key
+
+PING_INTERVAL_SECONDS = 10.0
+DEFAULT_IDLE_SECONDS = 60.0
+MAX_IDLE_SECONDS = 600
+SEND_QUEUE_EVENTS = 256  # events ready for one slow client; past that its reader pauses and catches up later
+PING = b": ping\n\n"
+
+
+def _start_index(request: Request) -> int | None:
+    """From `Last-Event-ID` (the last index the client has); None means "from the current tail"."""
+    last_event_id = request.headers.get("last-event-id")
+    if last_event_id is not None:
+        try:
+            last = int(last_event_id)
+        except ValueError:
+            last = -2
+        if last < -1:
+            raise ValidationError("Last-Event-ID must be the index of the last chunk received")
+        return last + 1
+    if request.headers.get("x-trigger-stream-start", "").lower() == "latest":
+        return None
+    return 0
+
+
+def _idle_seconds(request: Request) -> float:
+    value = request.headers.get("timeout-seconds")
+    if value is None:
+        return DEFAULT_IDLE_SECONDS
+    if not value.isdigit() or not 1 <= int(value) <= MAX_IDLE_SECONDS:
+        raise ValidationError(f"Timeout-Seconds must be a whole number from 1 to {MAX_IDLE_SECONDS}")
+    return float(value)
+
+
+async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(SEND_QUEUE_EVENTS)
+
+    async def pump() -> None:
+        async with reader:
+            async for chunk in reader.chunks():
+                await queue.put(b"id: %d\ndata: %s\n\n" % (chunk.index, chunk.data))
+        await queue.put(None)
+
+    pumping = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(PING_INTERVAL_SECONDS):
+                    event = await queue.get()
+            except TimeoutError:
+                yield PING
+                continue
+            if event is None:
+                break
+            yield event
+        await pumping  # re-raises what stopped the reader
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumping
+
+
+@handles_errors
+async def read_stream(request: Request) -> Response:
+    bridge = bridge_of(request)
+    principal = principal_of(request)
+    run_id = request.path_params["run_id"]
+    key = check_stream_key(request.path_params["key"])
+    run = await bridge.broker.get_run(run_id)
+    if run is None:
+        raise NotFoundError(f"Run not found: {run_id}")
+    principal.require_any("read", read_run_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+    start = _start_index(request)
+    idle = _idle_seconds(request)
+    if start is None:
+        start = await bridge.broker.stream_length(run_id, key)
+    reader = StreamReader(bridge.hub, bridge.broker, run_id, key, start, idle_timeout=idle)
+    headers = {"cache-control": "no-cache", "x-stream-version": "v1", "x-accel-buffering": "no"}
+    return StreamingResponse(_events(reader), media_type="text/event-stream", headers=headers)
