@@ -1,0 +1,108 @@
+/**
+ * The same run view, built with the UNMODIFIED official @trigger.dev/react-hooks from npm, pointed
+ * at the bridge with `baseURL`. It follows the run over the official HTTP protocol (Electric
+ * long-polls), not the bridge's WebSocket. Loaded on demand: it is the page's largest dependency.
+ */
+import { useRealtimeRun } from "@trigger.dev/react-hooks";
+import { useState, type FormEvent } from "react";
+import { baseURL, cancelRun, triggerRun, type StartedRun } from "../api";
+import { Code } from "../components/Code";
+import { RunDetails } from "../components/RunDetails";
+import type { DraftEmailOutput, DraftEmailPayload } from "../runs";
+
+function OfficialLiveRun({ started }: { started: StartedRun }) {
+  const [completions, setCompletions] = useState(0);
+  const { run, error } = useRealtimeRun(started.runId, {
+    accessToken: started.publicAccessToken,
+    baseURL,
+    onComplete: () => setCompletions((count) => count + 1),
+  });
+  const typed = run as (typeof run & { payload: DraftEmailPayload; output?: DraftEmailOutput }) | undefined;
+  return (
+    <RunDetails
+      run={typed}
+      error={error}
+      completions={completions}
+      onCancel={() => void cancelRun(started.runId)}
+    />
+  );
+}
+
+export default function OfficialPage() {
+  const [to, setTo] = useState("grace@example.com");
+  const [started, setStarted] = useState<StartedRun>();
+  const [busy, setBusy] = useState(false);
+  const [failure, setFailure] = useState<string>();
+
+  async function submit(event: FormEvent) {
+    event.preventDefault();
+    setBusy(true);
+    setFailure(undefined);
+    try {
+      setStarted(await triggerRun("draft-email", { to }));
+    } catch (error) {
+      setFailure(error instanceof Error ? error.message : String(error));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <div className="page">
+      <section className="intro">
+        <h1>The official hooks, unchanged</h1>
+        <p>
+          This page uses <code>@trigger.dev/react-hooks</code> 4.8.3 straight from npm, with{" "}
+          <code>baseURL: window.location.origin</code>. The bridge speaks the official realtime protocol, so it
+          works as it does against Trigger.dev, over HTTP long-polls instead of the WebSocket.
+        </p>
+      </section>
+
+      <div className="columns">
+        <form className="card form" onSubmit={submit} aria-label="Trigger a run">
+          <label className="field">
+            <span>Recipient</span>
+            <input
+              type="email"
+              value={to}
+              onChange={(event) => setTo(event.target.value)}
+              data-testid="recipient"
+              required
+            />
+          </label>
+          <div className="actions">
+            <button type="submit" className="button button-primary" disabled={busy} data-testid="trigger">
+              {busy ? "Starting…" : "Draft email"}
+            </button>
+          </div>
+          {failure && (
+            <div className="callout callout-error" data-testid="trigger-error">
+              {failure}
+            </div>
+          )}
+        </form>
+
+        {started ? (
+          <OfficialLiveRun key={started.runId} started={started} />
+        ) : (
+          <section className="card run-card empty" data-testid="run-empty">
+            <div className="placeholder">
+              <strong>No run yet.</strong>
+              <span>Draft an email to follow it with the official hook.</span>
+            </div>
+          </section>
+        )}
+      </div>
+
+      <Code title="What this page does">{`
+import { useRealtimeRun } from "@trigger.dev/react-hooks";   // the official package, unmodified
+
+const { run, error } = useRealtimeRun(runId, {
+  accessToken: publicAccessToken,
+  baseURL: window.location.origin,   // the bridge
+  onComplete: () => setCompletions((n) => n + 1),
+});
+`}</Code>
+    </div>
+  );
+}

@@ -1,0 +1,78 @@
+/**
+ * Browser end-to-end tests of the demo (examples/demo): `npx playwright test` (or `npm run e2e`).
+ *
+ * Debian's Chromium (/usr/bin/chromium) drives the pages; Playwright never downloads a browser.
+ * The config starts the servers itself (e2e/support/launcher.mjs), two per backend: one the
+ * tests share, and one that e2e/restart.spec.ts stops and starts (so no other test sees it go).
+ * The Redis ones each start their own redis-server on a free port.
+ *
+ * Ports: E2E_PORT_BASE (default 18790) and the next seven.
+ */
+import { defineConfig, devices } from "@playwright/test";
+import type { ServerOptions } from "./e2e/fixtures";
+
+const base = Number(process.env.E2E_PORT_BASE ?? 18790);
+const backends = ["memory", "redis"] as const;
+
+type Server = { backend: string; port: number; controlPort: number };
+
+function servers(backend: string, index: number): { shared: Server; restartable: Server } {
+  const first = base + index * 4;
+  return {
+    shared: { backend, port: first, controlPort: first + 1 },
+    restartable: { backend, port: first + 2, controlPort: first + 3 },
+  };
+}
+
+const url = (port: number) => `http://127.0.0.1:${port}`;
+
+export default defineConfig({
+  testDir: "e2e",
+  testMatch: "*.spec.ts",
+  timeout: 60_000,
+  expect: { timeout: 15_000 },
+  fullyParallel: false,
+  workers: process.env.E2E_WORKERS ? Number(process.env.E2E_WORKERS) : 2,
+  forbidOnly: !!process.env.CI,
+  retries: 0,
+  reporter: [["list"], ["html", { open: "never" }]],
+  use: {
+    ...devices["Desktop Chrome"],
+    viewport: { width: 1280, height: 900 },
+    launchOptions: {
+      executablePath: process.env.E2E_CHROMIUM ?? "/usr/bin/chromium",
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    },
+    screenshot: "only-on-failure",
+    trace: "retain-on-failure",
+    video: "off",
+  },
+  projects: backends.map((backend, index) => {
+    const { shared, restartable } = servers(backend, index);
+    return {
+      name: backend,
+      use: {
+        baseURL: url(shared.port),
+        restartable: { baseURL: url(restartable.port), controlURL: url(restartable.controlPort) },
+        backend,
+      } satisfies { baseURL: string } & ServerOptions,
+    };
+  }),
+  webServer: backends.flatMap((backend, index) =>
+    Object.values(servers(backend, index)).map((server) => ({
+      command: `node e2e/support/launcher.mjs --backend ${server.backend} --port ${server.port} --control-port ${server.controlPort}`,
+      url: `${url(server.port)}/readyz`,
+      reuseExistingServer: false,
+      timeout: 60_000,
+      stdout: "ignore" as const,
+      stderr: "pipe" as const,
+      gracefulShutdown: { signal: "SIGTERM" as const, timeout: 10_000 },
+    })),
+  ),
+});
