@@ -103,7 +103,8 @@ class FeedCursor:
         if not self._pending and not self._resync_needed:
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel of the caller
+                    await self._changed.wait()
             except TimeoutError:
                 return []
         if self._resync_needed:

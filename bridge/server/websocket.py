@@ -87,7 +87,10 @@ class Connection:
                 frame = self._outbox.pop(key)
                 self._outbox_bytes -= len(frame)
                 try:
-                    await asyncio.wait_for(self.websocket.send_text(frame), grace)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as the
+                    # send completes, and this sender would outlive its connection
+                    async with asyncio.timeout(grace):
+                        await self.websocket.send_text(frame)
                 except TimeoutError:
                     self._closing = f"slow consumer: one frame not taken in {grace:g} s"
             if self._closing:
@@ -99,7 +102,8 @@ class Connection:
         self._outbox_bytes = 0
         if self.websocket.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(TimeoutError, RuntimeError, OSError):
-                await asyncio.wait_for(self.websocket.close(code, reason), self.limits.slow_consumer_grace_seconds)
+                async with asyncio.timeout(self.limits.slow_consumer_grace_seconds):
+                    await self.websocket.close(code, reason)
         raise WebSocketDisconnect(code)
 
     # TopicFollower
@@ -195,10 +199,10 @@ class Connection:
         self.subscriptions[subscription_id] = subscription
         try:
             await self.router.follow(spec, self)  # live first, then the snapshot: nothing falls between
-        except BaseException:
+            await self._send_snapshot(subscription, initial=True)
+        except BaseException:  # not established: the id is free again and nothing is followed
             await self._drop(subscription)
             raise
-        await self._send_snapshot(subscription)
 
     async def _authorized_spec(self, frame: dict[str, Any], principal: Principal) -> FeedSpec:
         feed = frame.get("feed")
@@ -229,11 +233,13 @@ class Connection:
             return FeedSpec.for_batch(batch_id)
         raise ValidationError('feed must be "run", "tags" or "batch"')
 
-    async def _send_snapshot(self, subscription: Subscription) -> None:
+    async def _send_snapshot(self, subscription: Subscription, *, initial: bool = False) -> None:
         try:
             runs = await subscription.spec.snapshot(self.bridge.broker)
         except BridgeError as error:
-            self.send_error(subscription.id, error)
+            if initial:
+                raise  # the subscribe fails with this error
+            self.send_error(subscription.id, error)  # a resync: the subscription stays, a later one may succeed
             return
         if self.subscriptions.get(subscription.id) is not subscription:
             return  # unsubscribed meanwhile
