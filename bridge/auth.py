@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,7 @@ def create_public_token(
     }
     if one_time:
         claims["otu"] = True
+        claims["jti"] = secrets.token_hex(8)  # two one-time tokens minted in the same second must differ
     return jwt.encode(claims, secret_key, algorithm="HS256")
 
 

@@ -9,10 +9,13 @@ import os
 import signal
 import sys
 
+from starlette.applications import Starlette
+
 from bridge.config import DEV_SECRET_KEY_PREFIX, Settings
 from bridge.worker.registry import default_registry, load_tasks
 
 log = logging.getLogger("bridge")
+SHUTDOWN_GRACE_SECONDS = 5
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,30 +33,40 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="runs executed at once by this process's worker (default 10)")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env(redis_url=args.redis_url, worker_concurrency=args.concurrency)
+def warn_if_development_key(settings: Settings) -> None:
     if settings.secret_key.startswith(DEV_SECRET_KEY_PREFIX) and "BRIDGE_SECRET_KEY" not in os.environ:
         log.warning("BRIDGE_SECRET_KEY is not set: using a random development key, %s", settings.secret_key)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env(redis_url=args.redis_url, worker_concurrency=args.concurrency)
+    warn_if_development_key(settings)
     return settings
 
 
-def serve(args: argparse.Namespace) -> None:
+def run_server(app: Starlette, settings: Settings, host: str, port: int) -> None:
+    """Serves `app` with uvicorn, with the bridge's frame limit and a bounded graceful shutdown."""
     import uvicorn
 
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ws_max_size=settings.limits.max_frame_bytes,
+        log_level="info",
+        proxy_headers=False,
+        # Held long-polls and open streams would otherwise delay a restart until they end by themselves.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
+
+
+def serve(args: argparse.Namespace) -> None:
     from bridge.server.app import create_app
 
     for spec in args.tasks:
         load_tasks(spec)
     settings = _settings(args)
-    app = create_app(settings, registry=default_registry if args.tasks else None)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        ws_max_size=settings.limits.max_frame_bytes,
-        log_level="info",
-        proxy_headers=False,
-    )
+    run_server(create_app(settings, registry=default_registry if args.tasks else None), settings, args.host, args.port)
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -64,14 +64,15 @@ class RunEngine:
             tags = [tags]
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ValidationError("tags must be a string or a list of strings")
-        if len(tags) > self.limits.max_tags_per_run:
+        unique: list[str] = list(dict.fromkeys(tags))  # a repeated tag counts once
+        if len(unique) > self.limits.max_tags_per_run:
             raise ValidationError(f"a run has at most {self.limits.max_tags_per_run} tags")
-        for tag in tags:
+        for tag in unique:
             if not tag or len(tag) > self.limits.max_tag_length or any(ord(c) < 32 for c in tag):
                 raise ValidationError(
                     f"invalid tag {tag[:40]!r}: 1 to {self.limits.max_tag_length} characters, no control characters"
                 )
-        return list(dict.fromkeys(tags))
+        return unique
 
     def check_item(self, payload: Any, options: TriggerOptions) -> tuple[dict[str, Any], list[str]]:
         """Everything a trigger validates before storing: returns the metadata and the tags to store."""

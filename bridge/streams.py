@@ -26,7 +26,8 @@ from bridge.errors import PayloadTooLargeError, ValidationError
 from bridge.hub import Hub, Message
 
 READ_PAGE_CHUNKS = 1000  # chunks fetched from storage per read while catching up
-LIVE_BUFFER_CHUNKS = 1000  # live chunks a reader holds before it falls back to storage
+LIVE_BUFFER_CHUNKS = 1000  # live chunks a reader holds before it falls back to storage...
+LIVE_BUFFER_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them
 WRITE_BATCH_CHUNKS = 500  # chunks stored per append call...
 WRITE_BATCH_BYTES = 4 * 1024 * 1024  # ...and at most this many bytes (or one chunk, if larger)
 WRITE_QUEUE_CHUNKS = 10_000  # chunks a writer holds before `append` waits (backpressure)
@@ -65,17 +66,28 @@ class StreamReader:
         self.next_index = max(0, start_index)
         self._idle_timeout = idle_timeout
         self._live: deque[tuple[int, bytes]] = deque()
+        self._live_bytes = 0
         self._behind = True  # read storage before trusting the live feed
         self._run_finished = False
+        self._run_unsure = False  # run notifications may have been lost: re-read the run
+        self.timed_out = False  # the last `chunks()` ended on the idle timeout, not with the run
         self._woken = asyncio.Event()
         self._channels = (stream_channel(run_id, key), run_channel(run_id))
 
     async def __aenter__(self) -> StreamReader:
-        for channel in self._channels:
-            await self._hub.attach(channel, self._on_message)
-        run = await self._broker.get_run(self.run_id)
-        self._run_finished = run is None or run.status.is_final
+        try:
+            for channel in self._channels:
+                await self._hub.attach(channel, self._on_message)
+            await self._read_run()
+        except BaseException:
+            await self.__aexit__()  # not entered: `async with` will not exit, so detach here
+            raise
         return self
+
+    async def _read_run(self) -> None:
+        self._run_unsure = False
+        run = await self._broker.get_run(self.run_id)
+        self._run_finished = self._run_finished or run is None or run.status.is_final
 
     async def __aexit__(self, *exc: object) -> None:
         for channel in self._channels:
@@ -84,29 +96,44 @@ class StreamReader:
     def _on_message(self, channel: str, message: Message | None) -> None:
         if message is None:
             self._behind = True  # notifications may be lost: storage tells the truth
+            self._run_unsure = True
         elif channel == self._channels[1]:
-            self._run_finished = message.run.status.is_final
+            self._run_finished = self._run_finished or message.run.status.is_final
         elif not self._behind:
             first, chunks = decode_chunks_message(message.raw)
-            if len(self._live) + len(chunks) > LIVE_BUFFER_CHUNKS:
-                self._live.clear()
+            size = sum(map(len, chunks))
+            if len(self._live) + len(chunks) > LIVE_BUFFER_CHUNKS or self._live_bytes + size > LIVE_BUFFER_BYTES:
+                self._clear_live()
                 self._behind = True  # too slow for the live feed: continue from storage
             else:
                 self._live.extend(enumerate(chunks, start=first))
+                self._live_bytes += size
         self._woken.set()
 
+    def _clear_live(self) -> None:
+        self._live.clear()
+        self._live_bytes = 0
+
     async def chunks(self) -> AsyncIterator[Chunk]:
-        """Every chunk from the start index; ends when the run finished and all were read, or when idle."""
+        """Every chunk from the start index; ends when the run finished and all were read, or after
+        `idle_timeout` seconds without a new chunk (then `timed_out` is true)."""
+        loop = asyncio.get_running_loop()
+        self.timed_out = False
+        idle_since = loop.time()
         while True:
             if self._behind:
                 self._behind = False  # from now on live chunks are kept; any gap sends us back here
-                self._live.clear()
+                self._clear_live()
+                if self._run_unsure:
+                    await self._read_run()
                 while True:
                     finished_before_read = self._run_finished
                     page = await self._broker.read_chunks(self.run_id, self.key, self.next_index, READ_PAGE_CHUNKS)
                     for data in page:
                         yield Chunk(self.next_index, data)
                         self.next_index += 1
+                    if page:
+                        idle_since = loop.time()  # idle means no new chunk, not a slow consumer
                     if len(page) < READ_PAGE_CHUNKS:
                         break
                 if finished_before_read:
@@ -114,6 +141,7 @@ class StreamReader:
                 continue
             while self._live and not self._behind:
                 index, data = self._live.popleft()
+                self._live_bytes -= len(data)
                 if index < self.next_index:
                     continue  # already read from storage
                 if index > self.next_index:
@@ -121,16 +149,19 @@ class StreamReader:
                     break
                 yield Chunk(index, data)
                 self.next_index += 1
+                idle_since = loop.time()
             if self._behind or self._live:
                 continue
             if self._run_finished:
                 self._behind = True  # one last read from storage, then the end
                 continue
             self._woken.clear()
+            deadline = None if self._idle_timeout is None else idle_since + self._idle_timeout
             try:
-                async with asyncio.timeout(self._idle_timeout):
+                async with asyncio.timeout_at(deadline):  # run changes wake us too, but only chunks reset it
                     await self._woken.wait()
             except TimeoutError:
+                self.timed_out = True
                 return
 
 

@@ -62,7 +62,13 @@ async def start_server(settings: Settings, *, with_worker: bool = True) -> tuple
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # connections wait in the backlog until uvicorn has run the lifespan and serves
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", ws_max_size=settings.limits.max_frame_bytes, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        ws_max_size=settings.limits.max_frame_bytes,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     running = RunningServer(f"http://127.0.0.1:{port}", app.state.bridge, settings, server)

@@ -264,10 +264,9 @@ async def _reclaimed(broker: Broker, worker_id: str, deadline: float) -> list[De
 
 
 @pytest.fixture
-async def short_lease_broker(backend_settings: Settings) -> AsyncIterator[Broker]:
-    if not backend_settings.redis_url:
-        pytest.skip("the memory broker's workers share its process: reclaim_abandoned is documented to return []")
-    broker = await started(replace(backend_settings, lease_seconds=0.5))
+async def short_lease_broker(redis_server: RedisServer) -> AsyncIterator[Broker]:
+    """Redis only: the memory broker's workers share its process, so it never reclaims (tested below)."""
+    broker = await started(own_settings(redis_server, lease_seconds=0.5))
     try:
         yield broker
     finally:
@@ -308,6 +307,17 @@ async def test_heartbeats_keep_a_run_from_being_reclaimed(short_lease_broker: Br
 
     reclaimed = await _reclaimed(broker, "worker_2", lease * 10)  # the heartbeats stop
     assert [d.run_id for d in reclaimed] == ["run_alive"]
+
+
+async def test_the_memory_broker_never_reclaims() -> None:
+    broker = await started(Settings(secret_key=SECRET_KEY, lease_seconds=0.05))
+    try:
+        await broker.enqueue("queue-m", "run_kept")
+        assert await broker.claim("worker_1", ["queue-m"], 1) is not None
+        await asyncio.sleep(0.1)  # two leases without a heartbeat
+        assert await broker.reclaim_abandoned("worker_2") == []
+    finally:
+        await broker.stop()
 
 
 async def test_a_claim_over_several_tasks_takes_one_run_and_leaves_the_others(broker: Broker) -> None:

@@ -115,7 +115,8 @@ class MemoryBroker(Broker):
         if not indexes:
             return []
         smallest = min(indexes, key=len)
-        ids = [rid for rid, created in smallest.items() if created >= since_ms and all(rid in i for i in indexes)]
+        # Newest first; reversed insertion order keeps runs created in the same millisecond newest first too.
+        ids = [rid for rid in reversed(smallest) if smallest[rid] >= since_ms and all(rid in i for i in indexes)]
         ids.sort(key=lambda rid: smallest[rid], reverse=True)
         return [Run.from_storage(self._runs[rid]) for rid in ids[:limit] if rid in self._runs]
 
@@ -171,7 +172,8 @@ class MemoryBroker(Broker):
 
         async with self._enqueued:
             try:
-                run_id = await asyncio.wait_for(self._enqueued.wait_for(next_run_id), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow the caller's cancel
+                    run_id = await self._enqueued.wait_for(next_run_id)
             except TimeoutError:
                 return None
         if run_id is None:  # wait_for returns only a truthy predicate result; this narrows the type

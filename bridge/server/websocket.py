@@ -3,7 +3,8 @@
 Each connection has one bounded outbox drained by one sender task. Run updates coalesce in it
 per (topic, run): a slow reader gets the latest state, not every intermediate one. A reader that
 stops reading altogether — the outbox over its bounds, or one send blocked for the grace
-period — is closed with code 4008 and its memory freed.
+period — is closed with code 4008 and its memory freed. Output stream subscriptions
+(stream_subscriptions.py) never coalesce: they push only while the outbox has room.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bridge.durations import parse_duration_seconds
 from bridge.errors import BridgeError, ForbiddenError, NotFoundError, TooManyError, UnauthorizedError, ValidationError
 from bridge.feeds import FeedSpec
 from bridge.models import now_ms
+from bridge.server.stream_subscriptions import authorize_stream, pump_stream
 from bridge.server.topics import TopicRouter
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,15 @@ CLOSE_SLOW_CONSUMER = 4008
 MAX_SUBSCRIPTION_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 16_384
 DEFAULT_TAG_WINDOW = "1d"
+STREAM_QUEUE_FRAMES = 128  # a stream subscription pushes a chunk only while the outbox holds fewer frames
 
 
 @dataclass
 class Subscription:
     id: str
-    spec: FeedSpec
+    spec: FeedSpec | None  # None for an output stream, which its pump serves
     expiry: asyncio.TimerHandle | None
+    pump: asyncio.Task[None] | None = None
 
 
 class Connection:
@@ -56,6 +60,10 @@ class Connection:
         self._frame_keys = itertools.count()
         self._closing: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Stream flow control: pumps wait on `_room`, which the sender sets once the outbox is down to half.
+        self._stream_frames = max(1, min(STREAM_QUEUE_FRAMES, self.limits.send_queue_max_frames // 2))
+        self._stream_bytes = max(1, self.limits.send_queue_max_bytes // 2)
+        self._room = asyncio.Event()
 
     # outbox
     def _push(self, key: object, frame: str) -> None:
@@ -86,6 +94,12 @@ class Connection:
                 key = next(iter(self._outbox))
                 frame = self._outbox.pop(key)
                 self._outbox_bytes -= len(frame)
+                if (
+                    len(self._outbox) <= self._stream_frames // 2
+                    and self._outbox_bytes <= self._stream_bytes // 2
+                    and not self._room.is_set()
+                ):
+                    self._room.set()
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as the
                     # send completes, and this sender would outlive its connection
@@ -106,19 +120,39 @@ class Connection:
                     await self.websocket.close(code, reason)
         raise WebSocketDisconnect(code)
 
+    # StreamOutlet
+    def has_stream_room(self) -> bool:
+        return len(self._outbox) < self._stream_frames and self._outbox_bytes < self._stream_bytes
+
+    async def stream_room(self) -> None:
+        """Returns once a stream may push one more chunk frame."""
+        while not self.has_stream_room():
+            self._room.clear()
+            await self._room.wait()
+
+    def push_stream_frame(self, subscription_id: str, frame: str) -> None:
+        self._push(("stream", subscription_id, next(self._frame_keys)), frame)  # unique: never coalesced
+
+    def stream_ended(self, subscription_id: str) -> None:
+        """The pump of `subscription_id` is done: the id is free again."""
+        subscription = self.subscriptions.pop(subscription_id, None)
+        if subscription is not None and subscription.expiry:
+            subscription.expiry.cancel()
+
     # TopicFollower
     def deliver(self, topic: str, run_id: str, frame: str) -> None:
         self._push((topic, run_id), frame)
 
     def resync(self, topic: str) -> None:
         for subscription in list(self.subscriptions.values()):
-            if subscription.spec.topic == topic:
+            if subscription.spec is not None and subscription.spec.topic == topic:
                 self._spawn(self._send_snapshot(subscription))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # protocol
     async def serve(self) -> None:
@@ -190,12 +224,16 @@ class Connection:
         if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH):
             raise UnauthorizedError(INVALID_TOKEN_MESSAGE)  # malformed: like a bad token, not a bad frame
         principal = authenticate(self.bridge.settings.secret_key, token)
+        if frame.get("feed") == "stream":
+            request = await authorize_stream(self.bridge, frame, principal)
+            if subscription_id in self.subscriptions:  # taken while the run was read
+                raise ValidationError(f"subscription id {subscription_id!r} is already in use on this connection")
+            subscription = Subscription(subscription_id, None, self._expiry(principal, subscription_id))
+            self.subscriptions[subscription_id] = subscription
+            subscription.pump = self._spawn(pump_stream(self, subscription_id, request))
+            return
         spec = await self._authorized_spec(frame, principal)
-        expiry = None
-        if principal.expires_at is not None:
-            delay = max(0.0, principal.expires_at - time.time())
-            expiry = asyncio.get_running_loop().call_later(delay, self._expire, subscription_id)
-        subscription = Subscription(subscription_id, spec, expiry)
+        subscription = Subscription(subscription_id, spec, self._expiry(principal, subscription_id))
         self.subscriptions[subscription_id] = subscription
         try:
             await self.router.follow(spec, self)  # live first, then the snapshot: nothing falls between
@@ -203,6 +241,12 @@ class Connection:
         except BaseException:  # not established: the id is free again and nothing is followed
             await self._drop(subscription)
             raise
+
+    def _expiry(self, principal: Principal, subscription_id: str) -> asyncio.TimerHandle | None:
+        if principal.expires_at is None:
+            return None
+        delay = max(0.0, principal.expires_at - time.time())
+        return asyncio.get_running_loop().call_later(delay, self._expire, subscription_id)
 
     async def _authorized_spec(self, frame: dict[str, Any], principal: Principal) -> FeedSpec:
         feed = frame.get("feed")
@@ -231,9 +275,10 @@ class Connection:
             batch_id = _required_string(frame, "batchId", 128)
             principal.require_any("read", [("batch", batch_id), ("runs", None)])
             return FeedSpec.for_batch(batch_id)
-        raise ValidationError('feed must be "run", "tags" or "batch"')
+        raise ValidationError('feed must be "run", "tags", "batch" or "stream"')
 
     async def _send_snapshot(self, subscription: Subscription, *, initial: bool = False) -> None:
+        assert subscription.spec is not None
         try:
             runs = await subscription.spec.snapshot(self.bridge.broker)
         except BridgeError as error:
@@ -263,11 +308,29 @@ class Connection:
         if self.subscriptions.get(subscription.id) is not subscription:
             return
         del self.subscriptions[subscription.id]
-        self._outbox.pop(("snapshot", subscription.id), None)
         if subscription.expiry:
             subscription.expiry.cancel()
-        if not any(s.spec.topic == subscription.spec.topic for s in self.subscriptions.values()):
-            await self.router.unfollow(subscription.spec, self)
+        if subscription.pump is not None:
+            await self._stop_pump(subscription.id, subscription.pump)
+            return
+        self._unqueue(("snapshot", subscription.id))
+        spec = subscription.spec
+        assert spec is not None
+        if not any(s.spec is not None and s.spec.topic == spec.topic for s in self.subscriptions.values()):
+            await self.router.unfollow(spec, self)
+
+    async def _stop_pump(self, subscription_id: str, pump: asyncio.Task[None]) -> None:
+        """Cancels a stream's pump (its reader detaches) and takes its unsent chunk frames back."""
+        pump.cancel()
+        if pump is not asyncio.current_task():
+            await asyncio.wait({pump})
+        for key in [k for k in self._outbox if isinstance(k, tuple) and k[:2] == ("stream", subscription_id)]:
+            self._unqueue(key)
+
+    def _unqueue(self, key: object) -> None:
+        frame = self._outbox.pop(key, None)
+        if frame is not None:
+            self._outbox_bytes -= len(frame)
 
     def _expire(self, subscription_id: str) -> None:
         subscription = self.subscriptions.get(subscription_id)

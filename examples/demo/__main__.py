@@ -9,9 +9,8 @@ import argparse
 import logging
 import os
 
-import uvicorn
-
-from bridge.config import DEV_SECRET_KEY_PREFIX, Settings
+from bridge.cli import run_server, warn_if_development_key
+from bridge.config import Settings
 from examples.demo.app import create_demo_app
 
 log = logging.getLogger("demo")
@@ -25,18 +24,10 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings.from_env()
-    if settings.secret_key.startswith(DEV_SECRET_KEY_PREFIX) and "BRIDGE_SECRET_KEY" not in os.environ:
-        log.warning("BRIDGE_SECRET_KEY is not set: using a random development key, %s", settings.secret_key)
+    warn_if_development_key(settings)
     log.info("backend: %s", "redis" if settings.redis_url else "in-memory")
     log.info("the demo: http://%s:%d/", args.host, args.port)
-    uvicorn.run(
-        create_demo_app(settings),
-        host=args.host,
-        port=args.port,
-        ws_max_size=settings.limits.max_frame_bytes,
-        log_level="info",
-        proxy_headers=False,
-    )
+    run_server(create_demo_app(settings), settings, args.host, args.port)
 
 
 if __name__ == "__main__":
