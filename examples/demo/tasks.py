@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge import metadata, task
+from bridge import metadata, streams, task
 
 
 @task(id="draft-email")
@@ -27,3 +30,92 @@ async def always_fails(payload: dict[str, Any]) -> None:
     await metadata.set("progress", 0.5)
     await asyncio.sleep(float(payload.get("seconds", 0.5)))
     raise RuntimeError("the demo task failed on purpose")
+
+
+# ---- chat: a reply streamed token by token ---------------------------------------------------
+
+ai = streams.define("ai")
+
+#: The fake model's replies: deterministic, so the end-to-end tests know the exact text.
+FAKE_REPLIES: dict[str, str] = {
+    "hello": "Hello! I am a pretend model living in examples/demo/tasks.py. "
+    "Every word you see arrived as its own chunk of the run's output stream.",
+    "what is realtime-bridge?": "realtime-bridge runs your Python tasks and streams their progress and output "
+    "to React pages over one WebSocket, with the same hooks as Trigger.dev.",
+}
+FAKE_DEFAULT = (
+    "You said: {prompt}. I am a fake model, so I only echo it back, one word at a time, "
+    "about every forty milliseconds, and the page shows each word as it arrives."
+)
+
+
+def fake_reply(prompt: str) -> str:
+    """The fake model's whole reply to `prompt` (the same every time)."""
+    clean = " ".join(prompt.split())
+    return FAKE_REPLIES.get(clean.lower()) or FAKE_DEFAULT.format(prompt=clean or "nothing")
+
+
+def split_tokens(text: str) -> list[str]:
+    """Word tokens that join back into `text` exactly: each word keeps the space before it."""
+    words = text.split(" ")
+    return [words[0]] + [" " + word for word in words[1:]] if words else []
+
+
+async def fake_model(prompt: str, token_seconds: float) -> AsyncIterator[str]:
+    for token in split_tokens(fake_reply(prompt)):
+        await asyncio.sleep(token_seconds)  # stands in for the model thinking
+        yield token
+
+
+async def openai_model(prompt: str) -> AsyncIterator[str]:
+    """Streams a reply from an OpenAI-compatible chat completions endpoint (SSE)."""
+    import httpx  # a dependency of the bridge
+
+    base = os.environ["OPENAI_BASE_URL"].rstrip("/")
+    body = {
+        "model": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    headers = {"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"}
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as client,
+        client.stream("POST", f"{base}/chat/completions", json=body, headers=headers) as response,
+    ):
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            choices = json.loads(data).get("choices") or []
+            delta = (choices[0].get("delta") or {}).get("content") if choices else None
+            if delta:
+                yield delta
+
+
+def use_openai(payload: dict[str, Any]) -> bool:
+    configured = bool(os.environ.get("OPENAI_BASE_URL") and os.environ.get("OPENAI_API_KEY"))
+    return configured and payload.get("model") != "fake"
+
+
+@task(id="chat")
+async def chat(payload: dict[str, Any]) -> dict[str, Any]:
+    """Answers `prompt`, streaming the reply to the run's stream "ai" one token per chunk.
+
+    The model is a deterministic fake (a fixed reply per prompt, one word every `tokenSeconds`,
+    0.045 s by default), or an OpenAI-compatible model when OPENAI_BASE_URL and OPENAI_API_KEY
+    are set (OPENAI_MODEL picks the model; `{"model": "fake"}` in the payload forces the fake).
+    """
+    prompt = str(payload.get("prompt") or "")[:2000]
+    token_seconds = min(max(float(payload.get("tokenSeconds", 0.045)), 0.0), 2.0)
+    model = "openai" if use_openai(payload) else "fake"
+    await metadata.set("model", model)
+    source = openai_model(prompt) if model == "openai" else fake_model(prompt, token_seconds)
+    parts: list[str] = []
+    piped = ai.pipe(source)
+    async for token in piped:  # every token is stored and sent to readers as it is seen here
+        parts.append(token)
+    await piped.wait_until_complete()
+    return {"text": "".join(parts), "tokens": len(parts), "model": model}

@@ -7,6 +7,8 @@ export * from "./hooks/useRealtimeBatch.js";
 export * from "./hooks/useRun.js";
 export * from "./hooks/useTaskTrigger.js";
 export * from "./hooks/useRealtimeTaskTrigger.js";
+export * from "./hooks/useRealtimeStream.js";
+export * from "./hooks/useRealtimeRunWithStreams.js";
 export { ApiError, RealtimeError } from "./client/errors.js";
 export {
   RealtimeClient,
@@ -14,6 +16,9 @@ export {
   type FeedState,
   type FeedSubscription,
   type RealtimeClientOptions,
+  type StreamListener,
+  type StreamState,
+  type StreamSubscription,
   type SubscribeOptions,
   type WebSocketConstructor,
   type WebSocketLike,
@@ -24,4 +29,4 @@ export {
   resetRealtimeClients,
   toWebSocketURL,
 } from "./client/registry.js";
-export type { FeedSpec, WireRun, ErrorCode } from "./client/protocol.js";
+export type { FeedSpec, StreamSpec, WireRun, ErrorCode } from "./client/protocol.js";

@@ -69,3 +69,31 @@ async def stream_numbers(payload: dict[str, Any]) -> int:
     piped = streams.define("numbers").pipe(numbers())
     await piped.wait_until_complete()
     return count
+
+
+@registry.add_task("stream-chunks")
+async def stream_chunks(payload: dict[str, Any]) -> int:
+    """Pipes 0..count-1 to the stream `key` (default "numbers") in bursts of `burst` chunks.
+
+    Between bursts it sleeps `pause` seconds (simulated work, so readers see a live stream). With
+    a `gate`, it writes the first `gate_at` chunks (default 0), then waits until the test opens
+    `gates[payload["gate"]]`, so readers can connect at a known point of the stream.
+    """
+    from bridge import streams
+
+    count = int(payload["count"])
+    burst = int(payload.get("burst", count or 1))
+    pause = float(payload.get("pause", 0))
+    gate_at = int(payload.get("gate_at", 0)) if "gate" in payload else -1
+
+    async def numbers() -> Any:
+        for number in range(count):
+            if number == gate_at:
+                await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+            if number and number % burst == 0 and pause:
+                await asyncio.sleep(pause)
+            yield number
+
+    piped = streams.define(payload.get("key", "numbers")).pipe(numbers())
+    await piped.wait_until_complete()
+    return count

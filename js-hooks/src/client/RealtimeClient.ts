@@ -19,13 +19,17 @@ import {
   type ErrorFrame,
   type FeedSpec,
   type ServerFrame,
+  type ChunkFrame,
+  type EndFrame,
   type SnapshotFrame,
+  type StreamSpec,
   type SubscribeFrame,
   type UpdateFrame,
   type WireRun,
   feedKey,
   isWireRun,
   normalizeTags,
+  streamKey,
   topicOf,
 } from "./protocol.js";
 
@@ -45,6 +49,37 @@ export type FeedSubscription = {
   /** The feed's current state (also right after subscribing, when the feed was already live). */
   getState(): FeedState;
   /** Stops delivering to this listener; the feed itself goes after a short linger. Idempotent. */
+  unsubscribe(): void;
+};
+
+/** What a stream subscription holds, handed to its listeners on every change. Immutable. */
+export type StreamState = {
+  /** The index of `chunks[0]`: the subscription's start index. */
+  readonly startIndex: number;
+  /**
+   * The chunks received, in index order, each exactly once: `chunks[i]` is chunk
+   * `startIndex + i`. This is the subscription's own append-only array (not copied on every
+   * chunk): the first `count` entries are this state's; copy them to keep them.
+   */
+  readonly chunks: readonly unknown[];
+  /** When each chunk was received (ms since the epoch), parallel to `chunks`. */
+  readonly receivedAt: readonly number[];
+  /** How many chunks this state holds: `nextIndex - startIndex`. */
+  readonly count: number;
+  /** The next index wanted: `startIndex + chunks.length`. */
+  readonly nextIndex: number;
+  /** True once the server ended the subscription (`end` frame). */
+  readonly done: boolean;
+  /** Why it ended: `finished` (the run finished, every chunk sent) or `timeout`. */
+  readonly endReason: string | undefined;
+  /** The last error of the subscription. */
+  readonly error: Error | undefined;
+};
+
+export type StreamListener = (state: StreamState) => void;
+
+export type StreamSubscription = {
+  getState(): StreamState;
   unsubscribe(): void;
 };
 
@@ -107,7 +142,9 @@ type Phase =
   /** `backend_unavailable`: will subscribe again after a delay. */
   | "retrying"
   /** Ended by an error; no longer subscribed. */
-  | "failed";
+  | "failed"
+  /** A stream subscription the server ended (`end` frame); no longer subscribed. */
+  | "ended";
 
 const AUTH_ERROR_CODES = new Set(["token_expired", "unauthorized", "forbidden"]);
 const OPEN = 1;
@@ -118,31 +155,72 @@ const EMPTY_STATE: FeedState = Object.freeze({
   synced: false,
 });
 
-class Feed {
-  readonly listeners = new Set<FeedListener>();
+/** What run feeds and stream subscriptions have in common: a server subscription and its lifecycle. */
+abstract class BaseFeed {
   phase: Phase = "idle";
   sid: string | undefined;
-  /** The topic updates of this feed arrive on: computed, then as the snapshot names it. */
-  topic: string;
-  runs = new Map<string, WireRun>();
-  /** Runs from updates since the last snapshot (or subscribe): merged into the next snapshot. */
-  readonly sinceSnapshot = new Map<string, WireRun>();
   error: Error | undefined;
   synced = false;
-  /** Tags feeds: runs created before this instant are outside the window. */
-  cutoffMs: number | undefined;
-  state: FeedState = EMPTY_STATE;
   releaseTimer: ReturnType<typeof setTimeout> | undefined;
   retryTimer: ReturnType<typeof setTimeout> | undefined;
   retryAttempt = 0;
   authRefreshed = false;
   refreshAccessToken: (() => Promise<string>) | undefined;
+  abstract readonly key: string;
+  abstract token: string;
+  abstract readonly listeners: Set<unknown>;
+}
+
+class StreamFeed extends BaseFeed {
+  readonly listeners = new Set<StreamListener>();
+  readonly startIndex: number;
+  readonly chunks: unknown[] = [];
+  readonly receivedAt: number[] = [];
+  done = false;
+  endReason: string | undefined;
+  state: StreamState;
+
+  constructor(
+    readonly key: string,
+    readonly spec: StreamSpec,
+    public token: string,
+  ) {
+    super();
+    this.startIndex = Math.max(0, Math.floor(spec.startIndex ?? 0));
+    this.state = Object.freeze({
+      startIndex: this.startIndex,
+      chunks: this.chunks,
+      receivedAt: this.receivedAt,
+      count: 0,
+      nextIndex: this.startIndex,
+      done: false,
+      endReason: undefined,
+      error: undefined,
+    });
+  }
+
+  get nextIndex(): number {
+    return this.startIndex + this.chunks.length;
+  }
+}
+
+class Feed extends BaseFeed {
+  readonly listeners = new Set<FeedListener>();
+  /** The topic updates of this feed arrive on: computed, then as the snapshot names it. */
+  topic: string;
+  runs = new Map<string, WireRun>();
+  /** Runs from updates since the last snapshot (or subscribe): merged into the next snapshot. */
+  readonly sinceSnapshot = new Map<string, WireRun>();
+  /** Tags feeds: runs created before this instant are outside the window. */
+  cutoffMs: number | undefined;
+  state: FeedState = EMPTY_STATE;
 
   constructor(
     readonly key: string,
     readonly spec: FeedSpec,
     public token: string,
   ) {
+    super();
     this.topic = topicOf(spec);
   }
 }
@@ -186,7 +264,8 @@ export class RealtimeClient {
   private nextPing = 1;
   private closed = false;
   private readonly feeds = new Map<string, Feed>();
-  private readonly bySid = new Map<string, Feed>();
+  private readonly streams = new Map<string, StreamFeed>();
+  private readonly bySid = new Map<string, Feed | StreamFeed>();
   private readonly byTopic = new Map<string, Set<Feed>>();
   private onlineListener: (() => void) | undefined;
 
@@ -256,6 +335,62 @@ export class RealtimeClient {
     };
   }
 
+  /**
+   * Reads an output stream of a run: every chunk from `spec.startIndex`, once and in index order,
+   * across reconnects (the subscription resumes at its next index). Listeners of the same stream
+   * (same run, key, start index, timeout and token) share one server subscription and its chunks.
+   * On the server side of SSR this does nothing.
+   */
+  subscribeStream(
+    spec: StreamSpec,
+    token: string,
+    listener: StreamListener,
+    options: SubscribeOptions = {},
+  ): StreamSubscription {
+    if (typeof window === "undefined" || this.closed) {
+      const empty = new StreamFeed("", spec, token).state;
+      return { getState: () => empty, unsubscribe: () => {} };
+    }
+    const key = `${streamKey(spec)}\n${token}`;
+    let feed = this.streams.get(key);
+    if (!feed) {
+      feed = new StreamFeed(key, { ...spec }, token);
+      this.streams.set(key, feed);
+    }
+    if (feed.releaseTimer !== undefined) {
+      clearTimeout(feed.releaseTimer);
+      feed.releaseTimer = undefined;
+    }
+    if (options.refreshAccessToken) feed.refreshAccessToken = options.refreshAccessToken;
+    feed.listeners.add(listener);
+    this.cancelLinger();
+    if (feed.phase === "idle") {
+      if (this.wsOpen) this.sendSubscribe(feed);
+      else this.ensureConnected();
+    }
+    const current = feed;
+    let active = true;
+    return {
+      getState: () => current.state,
+      unsubscribe: () => {
+        if (!active) return;
+        active = false;
+        current.listeners.delete(listener);
+        if (current.listeners.size === 0 && this.streams.get(current.key) === current) {
+          current.releaseTimer = setTimeout(
+            () => this.release(current),
+            this.options.subscriptionLingerMs,
+          );
+        }
+      },
+    };
+  }
+
+  /** Number of stream subscriptions this client holds. */
+  get streamCount(): number {
+    return this.streams.size;
+  }
+
   /** Number of feeds (server subscriptions, live or being set up) this client holds. */
   get feedCount(): number {
     return this.feeds.size;
@@ -264,8 +399,9 @@ export class RealtimeClient {
   /** Closes the socket and forgets every feed. The client can't be used afterwards. */
   close(): void {
     this.closed = true;
-    for (const feed of this.feeds.values()) this.clearFeedTimers(feed);
+    for (const feed of this.allFeeds()) this.clearFeedTimers(feed);
     this.feeds.clear();
+    this.streams.clear();
     this.bySid.clear();
     this.byTopic.clear();
     this.cancelLinger();
@@ -275,10 +411,21 @@ export class RealtimeClient {
 
   // ---- feeds -------------------------------------------------------------------------------
 
-  private release(feed: Feed): void {
+  private allFeeds(): Array<Feed | StreamFeed> {
+    return [...this.feeds.values(), ...this.streams.values()];
+  }
+
+  private isHeld(feed: Feed | StreamFeed): boolean {
+    return feed instanceof StreamFeed
+      ? this.streams.get(feed.key) === feed
+      : this.feeds.get(feed.key) === feed;
+  }
+
+  private release(feed: Feed | StreamFeed): void {
     feed.releaseTimer = undefined;
-    if (feed.listeners.size > 0 || this.feeds.get(feed.key) !== feed) return;
-    this.feeds.delete(feed.key);
+    if (feed.listeners.size > 0 || !this.isHeld(feed)) return;
+    if (feed instanceof StreamFeed) this.streams.delete(feed.key);
+    else this.feeds.delete(feed.key);
     this.clearFeedTimers(feed);
     if (feed.sid !== undefined) {
       const sid = feed.sid;
@@ -287,22 +434,42 @@ export class RealtimeClient {
         this.send({ type: "unsubscribe", id: sid });
       }
     }
-    this.unindexTopic(feed);
+    if (feed instanceof Feed) this.unindexTopic(feed);
     feed.phase = "failed";
-    if (this.feeds.size === 0) this.scheduleLinger();
+    if (this.feeds.size === 0 && this.streams.size === 0) this.scheduleLinger();
   }
 
-  private clearFeedTimers(feed: Feed): void {
+  private clearFeedTimers(feed: BaseFeed): void {
     if (feed.releaseTimer !== undefined) clearTimeout(feed.releaseTimer);
     if (feed.retryTimer !== undefined) clearTimeout(feed.retryTimer);
     feed.releaseTimer = undefined;
     feed.retryTimer = undefined;
   }
 
-  private sendSubscribe(feed: Feed): void {
+  private sendSubscribe(feed: Feed | StreamFeed): void {
     this.unbind(feed);
     if (!this.wsOpen) {
       feed.phase = "idle";
+      return;
+    }
+    if (feed instanceof StreamFeed) {
+      const sid = `s${this.nextSid++}`;
+      feed.sid = sid;
+      // No acknowledgement comes for a stream subscription: chunks (or an error) do.
+      feed.phase = "live";
+      this.bySid.set(sid, feed);
+      const frame: SubscribeFrame = {
+        type: "subscribe",
+        id: sid,
+        feed: "stream",
+        runId: feed.spec.runId,
+        key: feed.spec.key,
+        // Resume after the last chunk received: never a duplicate, never a gap.
+        startIndex: feed.nextIndex,
+        token: feed.token,
+      };
+      if (feed.spec.timeoutInSeconds !== undefined) frame.timeoutInSeconds = feed.spec.timeoutInSeconds;
+      this.send(frame);
       return;
     }
     const sid = `s${this.nextSid++}`;
@@ -326,7 +493,7 @@ export class RealtimeClient {
     this.send(frame);
   }
 
-  private unbind(feed: Feed): void {
+  private unbind(feed: Feed | StreamFeed): void {
     if (feed.sid !== undefined) {
       if (this.bySid.get(feed.sid) === feed) this.bySid.delete(feed.sid);
       feed.sid = undefined;
@@ -352,7 +519,11 @@ export class RealtimeClient {
     }
   }
 
-  private emit(feed: Feed): void {
+  private emit(feed: Feed | StreamFeed): void {
+    if (feed instanceof StreamFeed) {
+      this.emitStream(feed);
+      return;
+    }
     feed.state = Object.freeze({
       runs: Object.freeze(Array.from(feed.runs.values())),
       error: feed.error,
@@ -368,6 +539,66 @@ export class RealtimeClient {
     }
   }
 
+  private emitStream(feed: StreamFeed): void {
+    feed.state = Object.freeze({
+      startIndex: feed.startIndex,
+      chunks: feed.chunks,
+      receivedAt: feed.receivedAt,
+      count: feed.chunks.length,
+      nextIndex: feed.nextIndex,
+      done: feed.done,
+      endReason: feed.endReason,
+      error: feed.error,
+    });
+    for (const listener of Array.from(feed.listeners)) {
+      if (!feed.listeners.has(listener)) continue;
+      try {
+        listener(feed.state);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
+  }
+
+  private onChunk(frame: ChunkFrame): void {
+    const feed = typeof frame.id === "string" ? this.bySid.get(frame.id) : undefined;
+    if (!(feed instanceof StreamFeed) || feed.phase !== "live") return;
+    const index = frame.index;
+    if (typeof index !== "number" || !Number.isInteger(index)) return;
+    if (index < feed.nextIndex) return; // already have it: dedupe by index
+    if (index > feed.nextIndex) {
+      // A hole (the protocol promises none): read again from the first missing index.
+      const sid = feed.sid;
+      this.unbind(feed);
+      if (sid !== undefined) this.send({ type: "unsubscribe", id: sid });
+      this.sendSubscribe(feed);
+      return;
+    }
+    feed.chunks.push(frame.data);
+    feed.receivedAt.push(Date.now());
+    feed.synced = true;
+    feed.error = undefined;
+    feed.retryAttempt = 0;
+    feed.authRefreshed = false;
+    this.emitStream(feed);
+  }
+
+  private onEnd(frame: EndFrame): void {
+    const feed = typeof frame.id === "string" ? this.bySid.get(frame.id) : undefined;
+    if (!(feed instanceof StreamFeed) || feed.phase !== "live") return;
+    this.unbind(feed);
+    if (typeof frame.nextIndex === "number" && frame.nextIndex > feed.nextIndex) {
+      // Ended past what we hold (should not happen): fetch the rest first.
+      this.sendSubscribe(feed);
+      return;
+    }
+    feed.phase = "ended";
+    feed.done = true;
+    feed.synced = true;
+    feed.endReason = typeof frame.reason === "string" ? frame.reason : "finished";
+    this.emitStream(feed);
+  }
+
   private inWindow(feed: Feed, run: WireRun): boolean {
     if (feed.cutoffMs === undefined) return true;
     const created = Date.parse(run.createdAt);
@@ -376,7 +607,7 @@ export class RealtimeClient {
 
   private onSnapshot(frame: SnapshotFrame): void {
     const feed = typeof frame.id === "string" ? this.bySid.get(frame.id) : undefined;
-    if (!feed || (feed.phase !== "pending" && feed.phase !== "live")) return;
+    if (!(feed instanceof Feed) || (feed.phase !== "pending" && feed.phase !== "live")) return;
     if (typeof frame.topic === "string" && frame.topic !== feed.topic) {
       this.indexTopic(feed, frame.topic);
     }
@@ -430,7 +661,7 @@ export class RealtimeClient {
     if (!feed) return; // e.g. an unsubscribe we no longer track
     // Every error about a subscription means it is not (or no longer) established.
     this.unbind(feed);
-    this.unindexTopic(feed);
+    if (feed instanceof Feed) this.unindexTopic(feed);
     const error = new RealtimeError(String(frame.code), String(frame.message ?? frame.code));
     if (AUTH_ERROR_CODES.has(frame.code) && feed.refreshAccessToken && !feed.authRefreshed) {
       this.refreshToken(feed, feed.refreshAccessToken);
@@ -442,7 +673,7 @@ export class RealtimeClient {
       const delay = this.backoffDelay(feed.retryAttempt++);
       feed.retryTimer = setTimeout(() => {
         feed.retryTimer = undefined;
-        if (this.feeds.get(feed.key) === feed && feed.phase === "retrying") {
+        if (this.isHeld(feed) && feed.phase === "retrying") {
           if (this.wsOpen) this.sendSubscribe(feed);
           else feed.phase = "idle";
         }
@@ -453,12 +684,12 @@ export class RealtimeClient {
     this.emit(feed);
   }
 
-  private refreshToken(feed: Feed, refresh: () => Promise<string>): void {
+  private refreshToken(feed: Feed | StreamFeed, refresh: () => Promise<string>): void {
     feed.phase = "refreshing";
     feed.authRefreshed = true;
     refreshOnce(refresh).then(
       (token) => {
-        if (this.feeds.get(feed.key) !== feed || feed.phase !== "refreshing") return;
+        if (!this.isHeld(feed) || feed.phase !== "refreshing") return;
         feed.token = token;
         if (this.wsOpen) this.sendSubscribe(feed);
         else {
@@ -467,7 +698,7 @@ export class RealtimeClient {
         }
       },
       (reason: unknown) => {
-        if (this.feeds.get(feed.key) !== feed || feed.phase !== "refreshing") return;
+        if (!this.isHeld(feed) || feed.phase !== "refreshing") return;
         feed.phase = "failed";
         feed.error = reason instanceof Error ? reason : new Error(String(reason));
         this.emit(feed);
@@ -478,8 +709,8 @@ export class RealtimeClient {
   // ---- connection --------------------------------------------------------------------------
 
   private needsSocket(): boolean {
-    for (const feed of this.feeds.values()) {
-      if (feed.phase !== "failed") return true;
+    for (const feed of this.allFeeds()) {
+      if (feed.phase !== "failed" && feed.phase !== "ended") return true;
     }
     return false;
   }
@@ -532,8 +763,8 @@ export class RealtimeClient {
   }
 
   private failFeeds(error: RealtimeError): void {
-    for (const feed of this.feeds.values()) {
-      if (feed.phase === "failed") continue;
+    for (const feed of this.allFeeds()) {
+      if (feed.phase === "failed" || feed.phase === "ended") continue;
       this.unbind(feed);
       feed.phase = "failed";
       feed.error = error;
@@ -546,7 +777,7 @@ export class RealtimeClient {
     this.openedAt = Date.now();
     this.failedAttempts = 0;
     this.startPing();
-    for (const feed of Array.from(this.feeds.values())) {
+    for (const feed of this.allFeeds()) {
       if (feed.phase === "idle" || feed.phase === "retrying") {
         if (feed.retryTimer !== undefined) {
           clearTimeout(feed.retryTimer);
@@ -555,7 +786,7 @@ export class RealtimeClient {
         this.sendSubscribe(feed);
       }
     }
-    if (this.feeds.size === 0) this.scheduleLinger();
+    if (this.feeds.size === 0 && this.streams.size === 0) this.scheduleLinger();
   }
 
   private onMessage(data: unknown): void {
@@ -579,6 +810,12 @@ export class RealtimeClient {
       case "update":
         this.onUpdate(frame);
         break;
+      case "chunk":
+        this.onChunk(frame);
+        break;
+      case "end":
+        this.onEnd(frame);
+        break;
       case "error":
         this.onErrorFrame(frame);
         break;
@@ -595,10 +832,10 @@ export class RealtimeClient {
     this.stopPing();
     if (wasOpen && Date.now() - this.openedAt >= this.options.stableConnectionMs) this.attempt = 0;
     if (!wasOpen) this.failedAttempts++;
-    for (const feed of this.feeds.values()) {
+    for (const feed of this.allFeeds()) {
       if (feed.phase === "pending" || feed.phase === "live") {
         this.unbind(feed);
-        this.unindexTopic(feed);
+        if (feed instanceof Feed) this.unindexTopic(feed);
         feed.phase = "idle";
       }
     }
@@ -607,7 +844,7 @@ export class RealtimeClient {
         "connection_failed",
         `cannot connect to ${this.url}; retrying`,
       );
-      for (const feed of this.feeds.values()) {
+      for (const feed of this.allFeeds()) {
         if (!feed.synced && feed.phase === "idle" && feed.error === undefined) {
           feed.error = error;
           this.emit(feed);
@@ -661,7 +898,7 @@ export class RealtimeClient {
     this.cancelLinger();
     this.lingerTimer = setTimeout(() => {
       this.lingerTimer = undefined;
-      if (this.feeds.size > 0) return;
+      if (this.feeds.size > 0 || this.streams.size > 0) return;
       this.cancelReconnect();
       this.closeSocket(1000, "no subscriptions");
     }, this.options.socketLingerMs);

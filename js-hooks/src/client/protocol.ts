@@ -50,6 +50,15 @@ export type TagsFeedSpec = { feed: "tags"; tags: string[]; createdAt?: string | 
 export type BatchFeedSpec = { feed: "batch"; batchId: string };
 export type FeedSpec = RunFeedSpec | TagsFeedSpec | BatchFeedSpec;
 
+/** An output stream of a run, read from `startIndex` (default 0). */
+export type StreamSpec = {
+  runId: string;
+  key: string;
+  startIndex?: number;
+  /** End the subscription after this many seconds without a new chunk (1 to 600). */
+  timeoutInSeconds?: number;
+};
+
 export type SubscribeFrame =
   | { type: "subscribe"; id: string; token: string; feed: "run"; runId: string }
   | {
@@ -60,7 +69,17 @@ export type SubscribeFrame =
       tags: string[];
       createdAt?: string | number;
     }
-  | { type: "subscribe"; id: string; token: string; feed: "batch"; batchId: string };
+  | { type: "subscribe"; id: string; token: string; feed: "batch"; batchId: string }
+  | {
+      type: "subscribe";
+      id: string;
+      token: string;
+      feed: "stream";
+      runId: string;
+      key: string;
+      startIndex: number;
+      timeoutInSeconds?: number;
+    };
 
 export type ClientFrame =
   | SubscribeFrame
@@ -75,6 +94,13 @@ export type WelcomeFrame = {
 export type SnapshotFrame = { type: "snapshot"; id: string; topic: string; runs: WireRun[] };
 export type UpdateFrame = { type: "update"; topic: string; run: WireRun };
 export type ErrorFrame = { type: "error"; id: string | null; code: string; message: string };
+export type ChunkFrame = { type: "chunk"; id: string; index: number; data: unknown };
+export type EndFrame = {
+  type: "end";
+  id: string;
+  nextIndex: number;
+  reason: "finished" | "timeout" | string;
+};
 export type PongFrame = { type: "pong"; id?: string | null };
 export type UnsubscribedFrame = { type: "unsubscribed"; id: string };
 
@@ -82,6 +108,8 @@ export type ServerFrame =
   | WelcomeFrame
   | SnapshotFrame
   | UpdateFrame
+  | ChunkFrame
+  | EndFrame
   | ErrorFrame
   | PongFrame
   | UnsubscribedFrame;
@@ -124,6 +152,17 @@ export function feedKey(spec: FeedSpec): string {
     case "batch":
       return JSON.stringify(["batch", spec.batchId]);
   }
+}
+
+/** A stable key for a stream subscription (not including the token). */
+export function streamKey(spec: StreamSpec): string {
+  return JSON.stringify([
+    "stream",
+    spec.runId,
+    spec.key,
+    spec.startIndex ?? 0,
+    spec.timeoutInSeconds ?? null,
+  ]);
 }
 
 /** True when the run has finished: `finishedAt` is set (the protocol sets it exactly then). */

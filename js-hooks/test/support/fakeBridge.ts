@@ -16,6 +16,8 @@ export type Subscription = {
   topic: string;
   token: string;
   frame: ClientFrame;
+  /** Stream subscriptions: the next chunk index this subscription will be sent. */
+  next?: number;
 };
 
 export type Connection = {
@@ -73,6 +75,10 @@ export class FakeBridge {
   readonly events = new EventEmitter();
   readonly connections: Connection[] = [];
   readonly runs = new Map<string, WireRun>();
+  /** Output streams: `${runId}\n${key}` -> chunks (index = position). */
+  readonly streams = new Map<string, unknown[]>();
+  /** Streams that are over (their run finished): subscribers get `end` after the last chunk. */
+  readonly endedStreams = new Set<string>();
   /** Decides the reply to each subscribe frame. */
   onSubscribe: (frame: ClientFrame, connection: Connection) => SubscribeReply = () => ({
     kind: "snapshot",
@@ -233,7 +239,90 @@ export class FakeBridge {
       frame,
     };
     connection.subscriptions.set(frame.id, subscription);
+    if (frame.feed === "stream") {
+      subscription.next = typeof frame.startIndex === "number" ? frame.startIndex : 0;
+      // "hold": subscribed, nothing sent yet (a test sends chunks itself, or calls catchUp).
+      if (reply.kind === "snapshot") this.catchUp(connection, subscription);
+      return;
+    }
     if (reply.kind === "snapshot") this.sendSnapshot(connection, frame.id);
+  }
+
+  // ---- output streams ----------------------------------------------------------------------
+
+  /** The chunks of a stream so far. */
+  chunks(runId: string, key: string): unknown[] {
+    return this.streams.get(`${runId}\n${key}`) ?? [];
+  }
+
+  /** Stream subscriptions over every open connection. */
+  streamSubscriptions(runId?: string, key?: string): Array<Subscription & { connection: Connection }> {
+    return this.openConnections.flatMap((connection) =>
+      [...connection.subscriptions.values()]
+        .filter(
+          (s) =>
+            s.frame.feed === "stream" &&
+            (runId === undefined || s.frame.runId === runId) &&
+            (key === undefined || s.frame.key === key),
+        )
+        .map((s) => ({ ...s, connection })),
+    );
+  }
+
+  /**
+   * Stores a chunk and sends it to every subscription that is caught up; the run (if stored)
+   * lists the key in `realtimeStreams` from its first chunk. Returns the chunk's index.
+   */
+  append(runId: string, key: string, data: unknown): number {
+    const id = `${runId}\n${key}`;
+    let list = this.streams.get(id);
+    if (!list) {
+      list = [];
+      this.streams.set(id, list);
+      const run = this.runs.get(runId);
+      if (run && !(run.realtimeStreams ?? []).includes(key)) {
+        this.change(runId, { realtimeStreams: [...(run.realtimeStreams ?? []), key] });
+      }
+    }
+    list.push(data);
+    for (const connection of this.openConnections) {
+      for (const subscription of connection.subscriptions.values()) {
+        if (subscription.frame.feed === "stream" && subscription.frame.runId === runId && subscription.frame.key === key) {
+          this.catchUp(connection, subscription);
+        }
+      }
+    }
+    this.emit();
+    return list.length - 1;
+  }
+
+  /** Ends a stream: every subscriber gets `end` (reason finished) once it has every chunk. */
+  endStream(runId: string, key: string): void {
+    this.endedStreams.add(`${runId}\n${key}`);
+    for (const connection of this.openConnections) {
+      for (const subscription of [...connection.subscriptions.values()]) {
+        if (subscription.frame.feed === "stream" && subscription.frame.runId === runId && subscription.frame.key === key) {
+          this.catchUp(connection, subscription);
+        }
+      }
+    }
+    this.emit();
+  }
+
+  /** Sends a subscription every chunk it has not had yet, then `end` if the stream is over. */
+  catchUp(connection: Connection, subscription: Subscription): void {
+    const { runId, key } = subscription.frame;
+    const list = this.chunks(runId, key);
+    let next = subscription.next ?? 0;
+    while (next < list.length) {
+      this.send(connection, { type: "chunk", id: subscription.id, index: next, data: list[next] });
+      next += 1;
+    }
+    subscription.next = next;
+    if (this.endedStreams.has(`${runId}\n${key}`)) {
+      connection.subscriptions.delete(subscription.id);
+      this.send(connection, { type: "end", id: subscription.id, nextIndex: next, reason: "finished" });
+    }
   }
 
   /** Sends the current snapshot of a subscription (also a later, "resync" one). */
@@ -330,6 +419,7 @@ export class FakeBridge {
 
 function topicOf(frame: ClientFrame): string {
   if (frame.feed === "run") return `run:${frame.runId}`;
+  if (frame.feed === "stream") return `stream:${frame.runId}:${frame.key}`;
   if (frame.feed === "batch") return `batch:${frame.batchId}`;
   return `tags:${JSON.stringify([...new Set(frame.tags as string[])].sort())}`;
 }

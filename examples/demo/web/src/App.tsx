@@ -1,4 +1,5 @@
 import { lazy, Suspense, useEffect, useState } from "react";
+import { ChatPage } from "./pages/ChatPage";
 import { DashboardPage } from "./pages/DashboardPage";
 import { RunPage } from "./pages/RunPage";
 import { TenHooksPage } from "./pages/TenHooksPage";
@@ -11,12 +12,13 @@ const PAGES = [
   { path: "run", label: "Run" },
   { path: "dashboard", label: "Dashboard" },
   { path: "ten", label: "Ten hooks" },
+  { path: "chat", label: "Chat" },
   { path: "official", label: "Official hooks" },
 ] as const;
 
 type Route = { path: string; params: URLSearchParams };
 
-/** "#/dashboard?tag=demo" -> { path: "dashboard", params: tag=demo }. No router needed for four pages. */
+/** "#/dashboard?tag=demo" -> { path: "dashboard", params: tag=demo }. No router needed for five pages. */
 function readRoute(): Route {
   const hash = window.location.hash.replace(/^#\/?/, "");
   const [path, query = ""] = hash.split("?", 2);
@@ -102,9 +104,10 @@ export function App() {
         {route.path === "run" && <RunPage />}
         {route.path === "dashboard" && <DashboardPage tag={route.params.get("tag") || "demo"} />}
         {route.path === "ten" && <TenHooksPage />}
+        {route.path === "chat" && <ChatPage runId={route.params.get("run")} token={route.params.get("token")} />}
         {route.path === "official" && (
           <Suspense fallback={<div className="page placeholder">Loading the official hooks…</div>}>
-            <OfficialPage />
+            <OfficialPage chatRunId={route.params.get("run")} chatToken={route.params.get("token")} />
           </Suspense>
         )}
       </main>

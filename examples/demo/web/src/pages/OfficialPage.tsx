@@ -3,10 +3,11 @@
  * at the bridge with `baseURL`. It follows the run over the official HTTP protocol (Electric
  * long-polls), not the bridge's WebSocket. Loaded on demand: it is the page's largest dependency.
  */
-import { useRealtimeRun } from "@trigger.dev/react-hooks";
+import { useRealtimeRun, useRealtimeStream } from "@trigger.dev/react-hooks";
 import { useState, type FormEvent } from "react";
 import { baseURL, cancelRun, triggerRun, type StartedRun } from "../api";
 import { Code } from "../components/Code";
+import { ChatReply, type ChatOutput, type ChatPayload } from "../components/ChatReply";
 import { RunDetails } from "../components/RunDetails";
 import type { DraftEmailOutput, DraftEmailPayload } from "../runs";
 
@@ -28,7 +29,91 @@ function OfficialLiveRun({ started }: { started: StartedRun }) {
   );
 }
 
-export default function OfficialPage() {
+/** The chat task's reply, read with the official useRealtimeStream (SSE from /realtime/v1/streams). */
+function OfficialChatReply({ runId, token }: { runId: string; token: string }) {
+  const { parts, error: streamError } = useRealtimeStream<string>(runId, "ai", { accessToken: token, baseURL });
+  const { run, error: runError } = useRealtimeRun(runId, { accessToken: token, baseURL });
+  const payload = run?.payload as ChatPayload | undefined;
+  return (
+    <ChatReply
+      testId="official-chat"
+      hook="useRealtimeStream (@trigger.dev/react-hooks)"
+      prompt={payload?.prompt}
+      parts={parts}
+      status={run?.status}
+      output={run?.output as ChatOutput | undefined}
+      error={streamError ?? runError}
+    />
+  );
+}
+
+function OfficialChat({ runId, token }: { runId: string | null; token: string | null }) {
+  const [prompt, setPrompt] = useState("Hello");
+  const [busy, setBusy] = useState(false);
+  const [failure, setFailure] = useState<string>();
+
+  async function submit(event: FormEvent) {
+    event.preventDefault();
+    setBusy(true);
+    setFailure(undefined);
+    try {
+      const started = await triggerRun("chat", { prompt });
+      window.location.hash = `#/official?${new URLSearchParams({ run: started.runId, token: started.publicAccessToken })}`;
+    } catch (error) {
+      setFailure(error instanceof Error ? error.message : String(error));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <>
+      <section className="intro">
+        <h2>Streams: the official useRealtimeStream</h2>
+        <p>
+          The chat task's reply (its output stream <code>"ai"</code>), read by the official hook over the bridge's
+          SSE route <code>/realtime/v1/streams/:runId/ai</code>.
+        </p>
+      </section>
+      <div className="columns">
+        <form className="card form" onSubmit={submit} aria-label="Ask the chat task">
+          <label className="field">
+            <span>Prompt</span>
+            <textarea
+              className="chat-prompt"
+              value={prompt}
+              onChange={(event) => setPrompt(event.target.value)}
+              data-testid="official-chat-prompt"
+              required
+            />
+          </label>
+          <div className="actions">
+            <button type="submit" className="button button-primary" disabled={busy} data-testid="official-chat-send">
+              {busy ? "Sending…" : "Send"}
+            </button>
+          </div>
+          {failure && (
+            <div className="callout callout-error" data-testid="official-chat-trigger-error">
+              {failure}
+            </div>
+          )}
+        </form>
+        {runId && token ? (
+          <OfficialChatReply key={`${runId}\n${token}`} runId={runId} token={token} />
+        ) : (
+          <section className="card run-card empty" data-testid="official-chat-empty">
+            <div className="placeholder">
+              <strong>No reply yet.</strong>
+              <span>Send a prompt to read its stream with the official hook.</span>
+            </div>
+          </section>
+        )}
+      </div>
+    </>
+  );
+}
+
+export default function OfficialPage({ chatRunId = null, chatToken = null }: { chatRunId?: string | null; chatToken?: string | null }) {
   const [to, setTo] = useState("grace@example.com");
   const [started, setStarted] = useState<StartedRun>();
   const [busy, setBusy] = useState(false);
@@ -94,14 +179,19 @@ export default function OfficialPage() {
         )}
       </div>
 
+      <OfficialChat runId={chatRunId} token={chatToken} />
+
       <Code title="What this page does">{`
-import { useRealtimeRun } from "@trigger.dev/react-hooks";   // the official package, unmodified
+import { useRealtimeRun, useRealtimeStream } from "@trigger.dev/react-hooks";   // the official package, unmodified
 
 const { run, error } = useRealtimeRun(runId, {
   accessToken: publicAccessToken,
   baseURL: window.location.origin,   // the bridge
   onComplete: () => setCompletions((n) => n + 1),
 });
+
+const { parts } = useRealtimeStream<string>(chatRunId, "ai", { accessToken, baseURL: window.location.origin });
+parts.join("");   // the chat task's reply so far
 `}</Code>
     </div>
   );

@@ -1,0 +1,156 @@
+import { useRealtimeRun, useRealtimeStream } from "@realtime-bridge/react-hooks";
+import { useState, type FormEvent } from "react";
+import { triggerRun } from "../api";
+import { ChatReply, type Chat, type ChatOutput } from "../components/ChatReply";
+import { Code } from "../components/Code";
+
+const SUGGESTIONS = ["Hello", "What is realtime-bridge?", "Tell me about streams"];
+
+/** The run the page shows lives in the URL hash (#/chat?run=…&token=…): a reload re-attaches to it. */
+export function chatHash(page: "chat" | "official", runId: string, token: string): string {
+  return `#/${page}?${new URLSearchParams({ run: runId, token }).toString()}`;
+}
+
+/** The reply of one run, read with the bridge's hooks over the WebSocket. */
+function LiveReply({ runId, token }: { runId: string; token: string }) {
+  // Every token of the "ai" stream, once and in order, from index 0 (also after a reload).
+  const { parts, error: streamError } = useRealtimeStream<string>(runId, "ai", { accessToken: token });
+  const { run, error: runError } = useRealtimeRun<Chat>(runId, { accessToken: token });
+  return (
+    <ChatReply
+      testId="chat"
+      hook="useRealtimeStream (@realtime-bridge/react-hooks)"
+      prompt={run?.payload?.prompt}
+      parts={parts}
+      status={run?.status}
+      output={run?.output as ChatOutput | undefined}
+      error={streamError ?? runError}
+    />
+  );
+}
+
+export function ChatPage({ runId, token }: { runId: string | null; token: string | null }) {
+  const [prompt, setPrompt] = useState("Hello");
+  const [delayMs, setDelayMs] = useState(45);
+  const [busy, setBusy] = useState(false);
+  const [failure, setFailure] = useState<string>();
+
+  async function send(event?: FormEvent, text = prompt) {
+    event?.preventDefault();
+    setBusy(true);
+    setFailure(undefined);
+    try {
+      const started = await triggerRun("chat", { prompt: text, tokenSeconds: delayMs / 1000 });
+      window.location.hash = chatHash("chat", started.runId, started.publicAccessToken);
+    } catch (error) {
+      setFailure(error instanceof Error ? error.message : String(error));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <div className="page">
+      <section className="intro">
+        <h1>Chat</h1>
+        <p>
+          A Python task answers with a pretend model that writes one word every few dozen milliseconds
+          (an OpenAI-compatible model when <code>OPENAI_BASE_URL</code> and <code>OPENAI_API_KEY</code> are set),
+          appending each token to the run's output stream <code>"ai"</code>. This page renders the reply as it
+          arrives with <code>useRealtimeStream</code>. Reload mid-reply: the run is in the URL, so the page reads
+          the stream again from its first chunk, and shows each word once.
+        </p>
+      </section>
+
+      <div className="columns">
+        <form className="card form" onSubmit={(event) => void send(event)} aria-label="Ask the chat task">
+          <label className="field">
+            <span>Prompt</span>
+            <textarea
+              className="chat-prompt"
+              value={prompt}
+              onChange={(event) => setPrompt(event.target.value)}
+              data-testid="chat-prompt"
+              required
+            />
+          </label>
+          <div className="chat-suggestions">
+            {SUGGESTIONS.map((text) => (
+              <button
+                key={text}
+                type="button"
+                className="button button-quiet"
+                disabled={busy}
+                onClick={() => {
+                  setPrompt(text);
+                  void send(undefined, text);
+                }}
+              >
+                {text}
+              </button>
+            ))}
+          </div>
+          <label className="field">
+            <span>Delay per token (ms)</span>
+            <input
+              type="number"
+              min={0}
+              max={2000}
+              step={5}
+              value={delayMs}
+              onChange={(event) => setDelayMs(Number(event.target.value) || 0)}
+              data-testid="chat-delay"
+            />
+          </label>
+          <div className="actions">
+            <button type="submit" className="button button-primary" disabled={busy} data-testid="chat-send">
+              {busy ? "Sending…" : "Send"}
+            </button>
+          </div>
+          {failure && (
+            <div className="callout callout-error" data-testid="chat-trigger-error">
+              {failure}
+            </div>
+          )}
+          {runId && token && (
+            <p className="chat-links">
+              Same run in the{" "}
+              <a href={chatHash("official", runId, token)} data-testid="chat-open-official">
+                official useRealtimeStream
+              </a>
+              .
+            </p>
+          )}
+        </form>
+
+        {runId && token ? (
+          <LiveReply key={`${runId}\n${token}`} runId={runId} token={token} />
+        ) : (
+          <section className="card run-card empty" data-testid="chat-empty">
+            <div className="placeholder">
+              <strong>No conversation yet.</strong>
+              <span>Send a prompt to watch the reply stream in, token by token.</span>
+            </div>
+          </section>
+        )}
+      </div>
+
+      <Code title="What this page does">{`
+# examples/demo/tasks.py
+ai = streams.define("ai")
+
+@task(id="chat")
+async def chat(payload):
+    piped = ai.pipe(model(payload["prompt"]))   # each token becomes one chunk of the stream
+    async for token in piped: ...
+    await piped.wait_until_complete()
+
+// ChatPage.tsx
+import { useRealtimeStream } from "@realtime-bridge/react-hooks";
+
+const { parts, error } = useRealtimeStream<string>(runId, "ai", { accessToken: publicAccessToken });
+parts.join("");   // the reply so far; re-rendered at most every 16 ms (throttleInMs)
+`}</Code>
+    </div>
+  );
+}

@@ -1,0 +1,531 @@
+"""Output streams end to end, on both backends: the SDK, WebSocket stream subscriptions, the official
+SSE route and the official client. Every reader must get each chunk exactly once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import orjson
+
+from bridge import runs, streams, tasks
+from bridge.auth import create_public_token
+from bridge.config import Settings
+from bridge.errors import PayloadTooLargeError, ValidationError
+from bridge.models import Run
+from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
+from tests.support.official_client import run_script
+from tests.support.tasks import gates, registry
+from tests.support.ws_client import Frame, WsClient, connect, error, of_type
+
+TIMEOUT = 30.0
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def token(*scopes: str) -> str:
+    return create_public_token(SECRET_KEY, list(scopes), "15m")
+
+
+def open_gate(gate: str) -> None:
+    gates.setdefault(gate, asyncio.Event()).set()
+
+
+async def until_final(run_id: str) -> Run:
+    async with asyncio.timeout(TIMEOUT), contextlib.aclosing(runs.subscribe_to_run(run_id)) as states:
+        async for run in states:
+            if run.status.is_final:
+                return run
+    raise AssertionError(f"run {run_id} ended its feed before it finished")
+
+
+# Tasks for the SDK tests
+
+
+@registry.add_task("streams-several")
+async def several_streams(payload: dict[str, Any]) -> dict[str, Any]:
+    """Writes to several keys; with a `gate`, waits after the first chunk of "a" so a test can look at the run."""
+    ai = streams.define("a")
+    await ai.append({"n": 0})
+    if "gate" in payload:
+        await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+    concurrent = await asyncio.gather(*(ai.append({"n": i}) for i in range(1, 201)))
+    await streams.append("b", "only")
+    refused: dict[str, str] = {}
+    try:
+        await ai.append("x" * payload["too_big"])
+    except PayloadTooLargeError as exc:
+        refused["big"] = exc.code
+    for bad in ("", "k" * 65, "bad\nkey"):
+        try:
+            await streams.append(bad, 1)
+        except ValidationError as exc:
+            refused[repr(bad)] = exc.code
+
+    async def words() -> AsyncIterator[str]:
+        for word in ("one", "two", "three"):
+            yield word
+
+    local = [word async for word in streams.pipe("words", words())]
+    piped = streams.define("numbers").pipe(_count(300))
+    await piped.wait_until_complete()  # nobody iterated it: it consumed the source itself
+    return {"concurrent": sorted(concurrent), "refused": refused, "local": local}
+
+
+async def _count(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+async def sdk_read(run_id: str, key: str, start_index: int = 0, timeout: float | None = 60) -> list[Any]:
+    async with asyncio.timeout(TIMEOUT):
+        return [c async for c in streams.read(run_id, key, start_index=start_index, timeout_in_seconds=timeout)]
+
+
+async def test_sdk_append_pipe_and_read_with_several_named_streams(server: RunningServer) -> None:
+    gate = unique("gate")
+    too_big = server.settings.limits.max_chunk_bytes
+    handle = await tasks.trigger("streams-several", {"gate": gate, "too_big": too_big})
+    async with asyncio.timeout(TIMEOUT), contextlib.aclosing(runs.subscribe_to_run(handle.id)) as states:
+        async for run in states:  # "a" is listed as soon as it has its first chunk; the others not yet
+            if run.realtime_streams:
+                assert run.realtime_streams == ["a"]
+                break
+    first = [c async for c in _take(streams.read(handle.id, "a"), 1)]
+    assert first == [{"n": 0}]
+    open_gate(gate)
+    final = await until_final(handle.id)
+    assert final.status.value == "COMPLETED", final.error
+    assert final.realtime_streams == ["a", "b", "words", "numbers"]
+    output = final.output
+    assert output["concurrent"] == list(range(1, 201))  # 201 chunks, no hole, each writer got its own index
+    assert output["refused"] == {
+        "big": "payload_too_large",
+        "''": "invalid_request",
+        repr("k" * 65): "invalid_request",
+        "'bad\\nkey'": "invalid_request",
+    }
+    assert output["local"] == ["one", "two", "three"]
+    a = await sdk_read(handle.id, "a")
+    assert [c["n"] for c in a] == list(range(201))  # the refused chunk left no trace
+    assert await sdk_read(handle.id, "b") == ["only"]
+    assert await sdk_read(handle.id, "words") == ["one", "two", "three"]
+    assert await sdk_read(handle.id, "numbers") == list(range(300))  # wait_until_complete: all stored
+    assert await sdk_read(handle.id, "numbers", start_index=295) == [295, 296, 297, 298, 299]
+    assert await sdk_read(handle.id, "never-written") == []  # the run finished: an empty stream ends
+
+
+async def _take(source: AsyncIterator[Any], n: int) -> AsyncIterator[Any]:
+    async with contextlib.aclosing(source) as items:
+        async for item in items:
+            yield item
+            n -= 1
+            if n == 0:
+                return
+
+
+# Readers that drop and resume by index
+
+
+class Progress:
+    """How far a reader got; others may wait for it to pass an index."""
+
+    def __init__(self) -> None:
+        self.last = -1
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def advance(self, index: int) -> None:
+        self.last = index
+        if self._waiters:
+            still = []
+            for threshold, waiter in self._waiters:
+                if index >= threshold:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    still.append((threshold, waiter))
+            self._waiters = still
+
+    async def reached(self, index: int) -> None:
+        if self.last >= index:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((index, waiter))
+        await waiter
+
+
+@dataclass
+class Reader:
+    """One reader's view: every chunk it got, checked to be the next index (so: in order, once)."""
+
+    name: str
+    drops: list[int]
+    received: int = 0
+    connections: int = 0
+    progress: Progress = field(default_factory=Progress)
+
+    def take(self, index: int, data: Any) -> None:
+        assert index == self.received, f"{self.name}: got index {index}, expected {self.received}"
+        assert data == index, f"{self.name}: chunk {index} holds {data!r}"
+        self.received += 1
+        self.progress.advance(index)
+
+    def should_drop(self) -> bool:
+        if self.drops and self.received > self.drops[0]:
+            self.drops.pop(0)
+            return True
+        return False
+
+
+async def read_sdk(reader: Reader, run_id: str, key: str) -> None:
+    while True:
+        reader.connections += 1
+        dropped = False
+        async with contextlib.aclosing(streams.read(run_id, key, start_index=reader.received)) as chunks:
+            async for value in chunks:
+                reader.take(reader.received, value)
+                if reader.should_drop():
+                    dropped = True
+                    break
+        if not dropped:
+            return
+
+
+async def next_frame(client: WsClient) -> Frame:
+    if client.pending:
+        return client.pending.popleft()
+    frame: Frame = orjson.loads(await client.connection.recv())
+    return frame
+
+
+def stream_subscribe(sub_id: str, run_id: str, key: str, tok: str, start: int, **extra: Any) -> Frame:
+    return {"type": "subscribe", "id": sub_id, "feed": "stream", "runId": run_id, "key": key,
+            "startIndex": start, "token": tok, **extra}  # fmt: skip
+
+
+async def read_ws(reader: Reader, server: RunningServer, run_id: str, key: str, tok: str) -> Frame:
+    """Reads with WebSocket stream subscriptions; drops alternate between closing the connection and
+    unsubscribing on it. Returns the final `end` frame."""
+    while True:
+        async with connect(server.ws_url, max_size=None) as client:
+            while True:
+                reader.connections += 1
+                sub_id = f"s{reader.connections}"
+                await client.send(stream_subscribe(sub_id, run_id, key, tok, reader.received))
+                while True:
+                    frame = await next_frame(client)
+                    if frame.get("id") != sub_id:
+                        continue  # a chunk of an earlier subscription of this connection, or its `unsubscribed`
+                    if frame["type"] == "end":
+                        assert frame == {"type": "end", "id": sub_id, "nextIndex": reader.received,
+                                         "reason": "finished"}  # fmt: skip
+                        return frame
+                    assert frame["type"] == "chunk", frame
+                    reader.take(frame["index"], frame["data"])
+                    if reader.should_drop():
+                        break
+                if reader.connections % 2:
+                    break  # close the connection
+                await client.send({"type": "unsubscribe", "id": sub_id})
+
+
+async def read_sse(reader: Reader, http: httpx.AsyncClient, run_id: str, key: str, tok: str) -> None:
+    while True:
+        reader.connections += 1
+        headers = {"Authorization": f"Bearer {tok}", "Last-Event-ID": str(reader.received - 1)}
+        dropped = False
+        async with http.stream("GET", f"/realtime/v1/streams/{run_id}/{key}", headers=headers) as response:
+            assert response.status_code == 200
+            index = None
+            async for line in response.aiter_lines():
+                if line.startswith("id: "):
+                    index = int(line[4:])
+                elif line.startswith("data: "):
+                    assert index is not None
+                    reader.take(index, orjson.loads(line[6:]))
+                    index = None
+                    if reader.should_drop():
+                        dropped = True
+                        break
+        if not dropped:
+            return
+
+
+def drop_points(rng: random.Random, n: int, count: int) -> list[int]:
+    return sorted(rng.sample(range(n - 1), count))
+
+
+BIG_N = 100_000
+
+
+async def test_every_reader_gets_100k_chunks_exactly_once_through_random_drops(server: RunningServer) -> None:
+    n = BIG_N
+    rng = random.Random(20240917)
+    gate = unique("gate")
+    handle = await tasks.trigger(
+        "stream-chunks", {"count": n, "burst": 2000, "pause": 0.005, "gate": gate, "gate_at": 1000}
+    )
+    tok = handle.public_access_token
+    key = "numbers"
+    readers = [Reader(name, drop_points(rng, n, 5)) for name in ("sdk", "ws1", "ws2", "sse", "late-ws", "late-sse")]
+    sdk, ws1, ws2, sse, late_ws, late_sse = readers
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http, asyncio.timeout(150):
+
+        async def late(reader: Reader, after: Reader, at: int, read: Any) -> None:
+            await after.progress.reached(at)  # joins mid-stream, at a random point of another reader
+            await read
+
+        jobs = [
+            read_sdk(sdk, handle.id, key),
+            read_ws(ws1, server, handle.id, key, tok),
+            read_ws(ws2, server, handle.id, key, tok),
+            read_sse(sse, http, handle.id, key, tok),
+            late(late_ws, ws1, rng.randrange(2000, n // 2), read_ws(late_ws, server, handle.id, key, tok)),
+            late(late_sse, sse, rng.randrange(2000, n // 2), read_sse(late_sse, http, handle.id, key, tok)),
+        ]
+        running = [asyncio.ensure_future(job) for job in jobs]
+        await ws1.progress.reached(999)  # the first 1,000 chunks were written before the gate
+        open_gate(gate)
+        await asyncio.gather(*running)
+    elapsed = time.monotonic() - started
+    print(f"\n100k stream on {'redis' if server.settings.redis_url else 'memory'}: {elapsed:.1f} s")
+    for reader in readers:
+        assert reader.received == n, reader.name
+        assert reader.connections == 6, (reader.name, reader.connections)  # 5 drops, each resumed
+    final = await until_final(handle.id)
+    assert final.output == n
+
+
+async def test_reader_after_the_run_finished_gets_the_whole_stream_and_an_end(server: RunningServer) -> None:
+    handle = await tasks.trigger("stream-chunks", {"count": 2500, "burst": 700})
+    await until_final(handle.id)
+    tok = handle.public_access_token
+    assert await sdk_read(handle.id, "numbers") == list(range(2500))
+    reader = Reader("ws", [])
+    async with asyncio.timeout(TIMEOUT):
+        end = await read_ws(reader, server, handle.id, "numbers", tok)
+    assert reader.received == 2500 and end["nextIndex"] == 2500
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        sse = Reader("sse", [])
+        await read_sse(sse, http, handle.id, "numbers", tok)
+    assert sse.received == 2500
+
+
+async def test_stream_of_a_run_that_finished_without_chunks_ends_at_zero(server: RunningServer) -> None:
+    gate = unique("gate")
+    handle = await tasks.trigger("wait-for-gate", {"gate": gate})
+    async with connect(server.ws_url) as client:
+        await client.send(stream_subscribe("s", handle.id, "ai", handle.public_access_token, 0))
+        await client.sync()  # subscribed: nothing to send yet
+        open_gate(gate)
+        frames = await client.frames_until(of_type("end", "s"))
+    assert frames == [{"type": "end", "id": "s", "nextIndex": 0, "reason": "finished"}]
+
+
+async def test_resume_from_the_middle_and_beyond_the_end(server: RunningServer) -> None:
+    handle = await tasks.trigger("stream-chunks", {"count": 50})
+    await until_final(handle.id)
+    async with connect(server.ws_url) as client:
+        await client.send(stream_subscribe("mid", handle.id, "numbers", handle.public_access_token, 42))
+        frames = await client.frames_until(of_type("end", "mid"))
+        await client.send(stream_subscribe("past", handle.id, "numbers", handle.public_access_token, 70))
+        past = await client.frames_until(of_type("end", "past"))
+    assert [(f["index"], f["data"]) for f in frames[:-1]] == [(i, i) for i in range(42, 50)]
+    assert frames[-1] == {"type": "end", "id": "mid", "nextIndex": 50, "reason": "finished"}
+    assert past == [{"type": "end", "id": "past", "nextIndex": 70, "reason": "finished"}]
+
+
+@contextlib.asynccontextmanager
+async def server_with(settings: Settings, **limits: Any) -> AsyncIterator[RunningServer]:
+    running, task = await start_server(replace(settings, limits=replace(settings.limits, **limits)))
+    try:
+        yield running
+    finally:
+        await stop_server(running, task)
+
+
+async def test_slow_ws_reader_is_paused_and_then_gets_every_chunk_once(backend_settings: Settings) -> None:
+    from tests.test_websocket import stalled_client
+
+    n = 6000
+    async with server_with(backend_settings, slow_consumer_grace_seconds=10) as server:
+        gate = unique("gate")
+        handle = await tasks.trigger("stream-chunks", {"count": n, "key": "big", "gate": gate, "gate_at": 0})
+        async with stalled_client(server) as slow:
+            await slow.send(stream_subscribe("s", handle.id, "big", handle.public_access_token, 0))
+            await slow.sync()
+            open_gate(gate)
+            await until_final(handle.id)  # every chunk written while `slow` read nothing
+            got = []
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    frame = await next_frame(slow)
+                    if frame["type"] == "end":
+                        break
+                    assert frame["type"] == "chunk" and frame["id"] == "s", frame
+                    got.append((frame["index"], frame["data"]))
+            await slow.sync()  # still open: no 4008
+    assert got == [(i, i) for i in range(n)]
+    assert frame == {"type": "end", "id": "s", "nextIndex": n, "reason": "finished"}
+
+
+async def test_unsubscribe_stops_the_stream_and_frees_the_subscription(server: RunningServer) -> None:
+    gate = unique("gate")
+    handle = await tasks.trigger("stream-chunks", {"count": 20, "gate": gate, "gate_at": 10})
+    tok = handle.public_access_token
+    async with connect(server.ws_url) as client:
+        await client.send(stream_subscribe("s", handle.id, "numbers", tok, 0))
+        frames = [await client.expect(of_type("chunk", "s")) for _ in range(10)]
+        assert [f["index"] for f in frames] == list(range(10))
+        await client.unsubscribe("s")
+        await client.expect(of_type("unsubscribed", "s"))
+        open_gate(gate)
+        await until_final(handle.id)
+        assert [f for f in await client.sync() if f.get("id") == "s"] == []
+        await client.send(stream_subscribe("s", handle.id, "numbers", tok, 18))  # the id is free again
+        frames = await client.frames_until(of_type("end", "s"))
+    assert [f.get("index") for f in frames] == [18, 19, None]
+
+
+async def test_stream_subscriptions_count_toward_the_connection_limit(backend_settings: Settings) -> None:
+    async with server_with(backend_settings, max_subscriptions_per_connection=2) as server:
+        gate = unique("gate")
+        handle = await tasks.trigger("wait-for-gate", {"gate": gate})
+        tok = handle.public_access_token
+        async with connect(server.ws_url) as client:
+            await client.send(stream_subscribe("a", handle.id, "x", tok, 0))
+            await client.subscribe_run("b", handle.id, tok)
+            await client.expect(of_type("snapshot", "b"))
+            await client.send(stream_subscribe("c", handle.id, "y", tok, 0))
+            await client.expect(error("too_many", "c"))
+            open_gate(gate)
+            await client.expect(of_type("end", "a"))  # an ended stream frees its place
+            await client.send(stream_subscribe("c", handle.id, "y", tok, 0))
+            await client.expect(of_type("end", "c"))
+
+
+async def test_ws_stream_errors(server: RunningServer) -> None:
+    handle = await tasks.trigger("stream-chunks", {"count": 3})
+    other = await tasks.trigger("echo", 1)
+    tok = handle.public_access_token
+    async with connect(server.ws_url) as client:
+        await client.send(stream_subscribe("nf", "run_000000000000000000000000", "numbers", SECRET_KEY, 0))
+        await client.expect(error("not_found", "nf"))
+        await client.send(stream_subscribe("fb", handle.id, "numbers", other.public_access_token, 0))
+        await client.expect(error("forbidden", "fb"))
+        await client.send(stream_subscribe("ua", handle.id, "numbers", "not-a-token", 0))
+        await client.expect(error("unauthorized", "ua"))
+        bad: list[dict[str, Any]] = [
+            {"startIndex": -1},
+            {"startIndex": 1.5},
+            {"startIndex": "0"},
+            {"startIndex": True},
+            {"key": ""},
+            {"key": "k" * 65},
+            {"key": "a\nb"},
+            {"key": 7},
+            {"timeoutInSeconds": 0},
+            {"timeoutInSeconds": 601},
+            {"timeoutInSeconds": "60"},
+        ]
+        for i, fields in enumerate(bad):
+            await client.send({**stream_subscribe(f"bad{i}", handle.id, "numbers", tok, 0), **fields})
+            await client.expect(error("invalid_request", f"bad{i}"))
+        await until_final(handle.id)
+        await client.send(stream_subscribe("ok", handle.id, "numbers", tok, 0))
+        frames = await client.frames_until(of_type("end", "ok"))
+    assert [f.get("index") for f in frames] == [0, 1, 2, None]
+
+
+async def test_ws_stream_ends_with_timeout_when_idle(server: RunningServer) -> None:
+    gate = unique("gate")
+    handle = await tasks.trigger("stream-chunks", {"count": 5, "gate": gate, "gate_at": 2})
+    async with connect(server.ws_url) as client:
+        await client.send(
+            stream_subscribe("s", handle.id, "numbers", handle.public_access_token, 0, timeoutInSeconds=1)
+        )
+        frames = await client.frames_until(of_type("end", "s"))
+        open_gate(gate)
+    assert [f.get("index") for f in frames] == [0, 1, None]
+    assert frames[-1] == {"type": "end", "id": "s", "nextIndex": 2, "reason": "timeout"}
+
+
+# SSE
+
+
+async def sse_lines(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[int, list[str]]:
+    async with http.stream("GET", path, headers=headers) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return response.status_code, []
+        return 200, [line async for line in response.aiter_lines()]
+
+
+def events(lines: list[str]) -> list[tuple[int, Any]]:
+    ids = [int(line[4:]) for line in lines if line.startswith("id: ")]
+    data = [orjson.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    return list(zip(ids, data, strict=True))
+
+
+async def test_sse_route(server: RunningServer) -> None:
+    gate = unique("gate")
+    handle = await tasks.trigger("stream-chunks", {"count": 30, "gate": gate, "gate_at": 10})
+    other = await tasks.trigger("echo", 1)
+    tok = handle.public_access_token
+    path = f"/realtime/v1/streams/{handle.id}/numbers"
+    auth = {"Authorization": f"Bearer {tok}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        # idle end while the task waits at its gate, from the start, then from Last-Event-ID
+        status, lines = await sse_lines(http, path, {**auth, "Timeout-Seconds": "1"})
+        assert status == 200 and events(lines) == [(i, i) for i in range(10)]
+        status, lines = await sse_lines(http, path, {**auth, "Timeout-Seconds": "1", "Last-Event-ID": "6"})
+        assert events(lines) == [(i, i) for i in range(7, 10)]
+        status, lines = await sse_lines(
+            http, path, {**auth, "Timeout-Seconds": "1", "X-Trigger-Stream-Start": "latest"}
+        )
+        assert status == 200 and events(lines) == []
+        for bad in ("0", "601", "x", "1.5"):
+            status, _ = await sse_lines(http, path, {**auth, "Timeout-Seconds": bad})
+            assert status == 400, bad
+        assert (await sse_lines(http, path, {}))[0] == 401
+        assert (await sse_lines(http, path, {"Authorization": f"Bearer {other.public_access_token}"}))[0] == 403
+        unknown = "/realtime/v1/streams/run_000000000000000000000000/numbers"
+        assert (await sse_lines(http, unknown, {"Authorization": f"Bearer {SECRET_KEY}"}))[0] == 404
+
+        async def latest() -> list[tuple[int, Any]]:
+            return events((await sse_lines(http, path, {**auth, "X-Trigger-Stream-Start": "latest"}))[1])
+
+        tail = asyncio.ensure_future(latest())
+        open_gate(gate)
+        await until_final(handle.id)
+        async with asyncio.timeout(TIMEOUT):
+            got = await tail
+        assert got == [(i, i) for i in range(got[0][0] if got else 30, 30)] and all(i >= 10 for i, _ in got)
+        # after the run finished and the stream drained: a clean end, no timeout needed
+        status, lines = await sse_lines(http, path, {**auth, "Last-Event-ID": "24"})
+        assert events(lines) == [(i, i) for i in range(25, 30)]
+
+
+# The official client
+
+
+async def test_official_client_reads_the_stream_from_the_start_and_from_the_middle(server: RunningServer) -> None:
+    handle = await tasks.trigger("stream-chunks", {"count": 40, "burst": 7, "pause": 0.01})
+    tok = handle.public_access_token
+    result = await run_script(server, "stream-read.mjs", handle.id, "numbers", tok, "0")
+    assert result.ok, result.explain()
+    assert result["chunks"] == list(range(40))
+    assert result["ids"] == [str(i) for i in range(40)]  # event ids are the indexes
+    result = await run_script(server, "stream-read.mjs", handle.id, "numbers", tok, "23")
+    assert result.ok, result.explain()
+    assert result["chunks"] == list(range(23, 40))
