@@ -19,6 +19,7 @@ import jwt
 
 from bridge.durations import deadline_from
 from bridge.errors import ForbiddenError, UnauthorizedError
+from bridge.models import Run
 
 ISSUER = "https://id.trigger.dev"
 AUDIENCE = "https://api.trigger.dev"
@@ -140,7 +141,12 @@ def bearer_from_header(value: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def read_run_resources(
+def require_run_read(principal: Principal, run: Run) -> None:
+    """What reading a run needs: `read` on the run, its task, any of its tags, or its batch."""
+    principal.require_any("read", _run_read_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+
+
+def _run_read_resources(
     run_id: str, task_id: str, tags: Iterable[str], batch_id: str | None
 ) -> list[tuple[str, str | None]]:
     """What a run-read route accepts: the run, its task, any of its tags, or its batch."""

@@ -17,11 +17,12 @@ from bridge.auth import (
     authenticate,
     bearer_from_header,
     create_public_token,
-    read_run_resources,
+    require_run_read,
     run_access_token,
     scope_strings,
 )
 from bridge.errors import ForbiddenError, UnauthorizedError, ValidationError
+from bridge.models import Run
 
 SECRET = "tr_dev_auth_test_secret_" + "0123456789abcdef" * 3  # 72 bytes: long enough for HS512 too
 
@@ -113,20 +114,16 @@ def test_no_scopes_allow_nothing_and_the_backend_everything() -> None:
     assert Principal(is_backend=True).allows("write", "anything", "at_all")
 
 
-def test_require_any_accepts_one_matching_resource_and_refuses_with_forbidden() -> None:
-    resources = read_run_resources("run_1", "echo", ["user:1", "team:a"], "batch_1")
-    assert resources == [
-        ("runs", "run_1"),
-        ("tasks", "echo"),
-        ("tags", "user:1"),
-        ("tags", "team:a"),
-        ("batch", "batch_1"),
-    ]
-    for scope in ("read:runs:run_1", "read:tasks:echo", "read:tags:team:a", "read:batch:batch_1"):
-        principal(scope).require_any("read", resources)
+def test_reading_a_run_needs_read_on_the_run_its_task_one_of_its_tags_or_its_batch() -> None:
+    run = Run(id="run_1", task_identifier="echo", tags=["user:1", "team:a"], batch_id="batch_1")
+    for scope in ("read:runs:run_1", "read:tasks:echo", "read:tags:team:a", "read:batch:batch_1", "read:runs"):
+        require_run_read(principal(scope), run)
+    for scopes in (("read:tags:team:b", "write:runs:run_1"), ("read:runs:run_2",), ("read:batch:batch_2",)):
+        with pytest.raises(ForbiddenError):
+            require_run_read(principal(*scopes), run)
+    untagged = Run(id="run_2", task_identifier="echo")
     with pytest.raises(ForbiddenError):
-        principal("read:tags:team:b", "write:runs:run_1").require_any("read", resources)
-    assert read_run_resources("run_1", "echo", [], None) == [("runs", "run_1"), ("tasks", "echo")]
+        require_run_read(principal("read:tags:user:1"), untagged)
 
 
 def test_scope_strings_from_the_official_object_form() -> None:

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from bridge.auth import Principal, read_run_resources
+from bridge.auth import Principal, require_run_read
 from bridge.core import Bridge
-from bridge.errors import BridgeError, NotFoundError, ValidationError
+from bridge.errors import BridgeError, ValidationError
 from bridge.streams import StreamReader, check_stream_key
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,8 @@ async def authorize_stream(bridge: Bridge, frame: dict[str, Any], principal: Pri
         not isinstance(idle, (int, float)) or isinstance(idle, bool) or not 1 <= idle <= MAX_IDLE_SECONDS
     ):
         raise ValidationError(f"timeoutInSeconds must be a number from 1 to {MAX_IDLE_SECONDS}")
-    run = await bridge.broker.get_run(run_id)
-    if run is None:
-        raise NotFoundError(f"Run not found: {run_id}")
-    principal.require_any("read", read_run_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+    run = await bridge.engine.retrieve(run_id)
+    require_run_read(principal, run)
     return StreamRequest(run_id, key, start_index, None if idle is None else float(idle))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from bridge.auth import INVALID_TOKEN_MESSAGE, Principal, authenticate, read_run_resources
+from bridge.auth import INVALID_TOKEN_MESSAGE, Principal, authenticate, require_run_read
 from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
 from bridge.errors import BridgeError, ForbiddenError, NotFoundError, TooManyError, UnauthorizedError, ValidationError
@@ -252,10 +252,8 @@ class Connection:
         feed = frame.get("feed")
         if feed == "run":
             run_id = _required_string(frame, "runId", 128)
-            run = await self.bridge.broker.get_run(run_id)
-            if run is None:
-                raise NotFoundError(f"Run not found: {run_id}")
-            principal.require_any("read", read_run_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+            run = await self.bridge.engine.retrieve(run_id)
+            require_run_read(principal, run)
             return FeedSpec.for_run(run_id)
         if feed == "tags":
             tags = frame.get("tags")

@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.auth import Principal, create_public_token, read_run_resources, run_access_token
+from bridge.auth import Principal, create_public_token, require_run_read, run_access_token
 from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
 from bridge.engine import TriggerOptions
@@ -234,10 +234,8 @@ def retrieve_body(run: Run) -> dict[str, Any]:
 async def retrieve_run(request: Request) -> Response:
     bridge = bridge_of(request)
     principal = principal_of(request)
-    run = await bridge.broker.get_run(request.path_params["run_id"])
-    if run is None:
-        raise NotFoundError("Run not found")
-    principal.require_any("read", read_run_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+    run = await bridge.engine.retrieve(request.path_params["run_id"])
+    require_run_read(principal, run)
     return json_response(retrieve_body(run))
 
 
@@ -245,9 +243,7 @@ async def retrieve_run(request: Request) -> Response:
 async def cancel_run(request: Request) -> Response:
     bridge = bridge_of(request)
     principal = principal_of(request)
-    run = await bridge.broker.get_run(request.path_params["run_id"])
-    if run is None:
-        raise NotFoundError("Run not found")
+    run = await bridge.engine.retrieve(request.path_params["run_id"])
     principal.require_any("write", [("runs", run.id), ("tasks", run.task_identifier)])
     await bridge.engine.cancel(run.id)
     return json_response({"id": run.id})

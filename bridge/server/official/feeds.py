@@ -22,11 +22,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.auth import read_run_resources
+from bridge.auth import require_run_read
 from bridge.config import Limits
 from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
-from bridge.errors import ForbiddenError, NotFoundError, TooManyError, ValidationError
+from bridge.errors import ForbiddenError, TooManyError, ValidationError
 from bridge.feeds import FeedCursor, FeedSpec
 from bridge.models import Run, new_id, now_ms
 from bridge.server.http import bridge_of, handles_errors, principal_of
@@ -203,10 +203,8 @@ async def _next_changes_unless_gone(request: Request, session: FeedSession, hold
 async def run_feed(request: Request) -> Response:
     principal = principal_of(request)
     run_id = request.path_params["run_id"]
-    run = await bridge_of(request).broker.get_run(run_id)
-    if run is None:
-        raise NotFoundError(f"Run not found: {run_id}")
-    principal.require_any("read", read_run_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+    run = await bridge_of(request).engine.retrieve(run_id)
+    require_run_read(principal, run)
     return await _serve_feed(request, FeedSpec.for_run(run_id))
 
 

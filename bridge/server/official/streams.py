@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from bridge.auth import read_run_resources
-from bridge.errors import NotFoundError, ValidationError
+from bridge.auth import require_run_read
+from bridge.errors import ValidationError
 from bridge.server.http import bridge_of, handles_errors, principal_of
 from bridge.streams import StreamReader, check_stream_key
 
@@ -85,10 +85,8 @@ async def read_stream(request: Request) -> Response:
     principal = principal_of(request)
     run_id = request.path_params["run_id"]
     key = check_stream_key(request.path_params["key"])
-    run = await bridge.broker.get_run(run_id)
-    if run is None:
-        raise NotFoundError(f"Run not found: {run_id}")
-    principal.require_any("read", read_run_resources(run.id, run.task_identifier, run.tags, run.batch_id))
+    run = await bridge.engine.retrieve(run_id)
+    require_run_read(principal, run)
     start = _start_index(request)
     idle = _idle_seconds(request)
     if start is None:
