@@ -37,6 +37,8 @@ MAX_STREAM_KEY_LENGTH = 64
 def check_stream_key(key: str) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_STREAM_KEY_LENGTH or not key.isprintable():
         raise ValidationError(f"a stream key is 1 to {MAX_STREAM_KEY_LENGTH} printable characters")
+    if key.startswith("$"):
+        raise ValidationError("a stream key cannot start with $ (reserved for input streams)")
     return key
 
 

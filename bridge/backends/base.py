@@ -116,6 +116,11 @@ class Broker(abc.ABC):
         step, and returns the index of the first."""
 
     @abc.abstractmethod
+    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
+        """Like `append_chunks` for one value, atomically refused for an unknown run (NotFoundError) or a
+        finished one (RunFinishedError): a value the run can no longer take is never accepted."""
+
+    @abc.abstractmethod
     async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
         """Up to `count` stored chunks from index `start` on."""
 

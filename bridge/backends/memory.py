@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from bridge.backends.base import Broker, Delivery, channels_of, encode_chunks_message, stream_channel
 from bridge.config import Settings
+from bridge.errors import NotFoundError, RunFinishedError
 from bridge.models import Run
 
 SWEEP_INTERVAL_SECONDS = 1.0
@@ -132,6 +133,14 @@ class MemoryBroker(Broker):
         if channel in self._listening:
             self._on_message(channel, encode_chunks_message(first, chunks))
         return first
+
+    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
+        raw = self._runs.get(run_id)
+        if raw is None:
+            raise NotFoundError(f"Run not found: {run_id}")
+        if Run.from_storage(raw).status.is_final:
+            raise RunFinishedError("Cannot send to input stream on a completed run")
+        return await self.append_chunks(run_id, key, [data])
 
     async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
         return self._streams.get(run_id, {}).get(key, [])[start : start + count]

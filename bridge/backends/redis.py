@@ -68,7 +68,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bridge.backends.base import Broker, Delivery, channels_of, stream_channel
 from bridge.config import Settings
-from bridge.errors import BackendUnavailableError, BridgeError, ConflictError
+from bridge.errors import BackendUnavailableError, BridgeError, ConflictError, NotFoundError, RunFinishedError
 from bridge.models import Run, now_ms
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ IDEMPOTENCY_POLL_SECONDS = 0.02
 IDEMPOTENCY_ATTEMPTS = 3
 
 # KEYS[1]: the run hash. ARGV: expected version ("0": must not exist), new version, data, TTL ms,
-# then the (prefixed) channels to publish the data on. Compare-and-set, expiry and notification
+# "1" if the status is final else "0" (read by SEND_INPUT_SCRIPT), then the (prefixed) channels to
+# publish the data on. Compare-and-set, expiry and notification
 # happen atomically, so a change is never stored without being published nor published unstored.
 STORE_RUN_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'version')
@@ -121,9 +122,9 @@ if ARGV[1] == '0' then
 elseif current ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'data', ARGV[3])
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'data', ARGV[3], 'final', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   redis.call('PUBLISH', ARGV[i], ARGV[3])
 end
 return 1
@@ -141,6 +142,20 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], tostring(first) .. '\\n' .. table.concat(ARGV, '\\n', 3))
 return first
+"""
+
+# KEYS[1]: the run hash, KEYS[2]: one of its input streams (stored like an output stream). ARGV: TTL
+# ms, the (prefixed) channel, the value. Refuses an unknown (-1) or finished (-2) run in the same
+# atomic step as the append, so a value is never accepted by a run that can no longer take it.
+SEND_INPUT_SCRIPT = """
+local final = redis.call('HGET', KEYS[1], 'final')
+if not final then return -1 end
+if final == '1' then return -2 end
+local id = redis.call('XADD', KEYS[2], '0-*', 'd', ARGV[3])
+local index = tonumber(string.match(id, '-(%d+)$')) - 1
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], tostring(index) .. '\\n' .. ARGV[3])
+return index
 """
 
 # KEYS[1]: the idempotency key. ARGV: run id, TTL ms, a stale owner to take over (or "").
@@ -542,6 +557,7 @@ class RedisBroker(Broker):
         self._subscriptions = _Subscriptions(self._pubsub_pool, self._prefix, self._deliver, self._after_reconnect)
         self._store_script = self._redis.register_script(STORE_RUN_SCRIPT)
         self._append_script = self._redis.register_script(APPEND_CHUNKS_SCRIPT)
+        self._send_input_script = self._redis.register_script(SEND_INPUT_SCRIPT)
         self._idempotency_script = self._redis.register_script(CLAIM_IDEMPOTENCY_SCRIPT)
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
         self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
@@ -669,6 +685,7 @@ class RedisBroker(Broker):
             run.version,
             run.to_storage(),
             self._retention_ms,
+            "1" if run.status.is_final else "0",
             *(self._wire(c) for c in channels_of(run)),
         ]
         return bool(await self._store_script(keys=[self._run_key(run.id)], args=args))
@@ -739,6 +756,17 @@ class RedisBroker(Broker):
         async with _unavailable("appending to a stream"):
             first = await self._append_script(keys=[self._output_stream_key(run_id, key)], args=args)
         return int(first)
+
+    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
+        args: list[str | int | bytes] = [self._retention_ms, self._wire(stream_channel(run_id, key)), data]
+        keys = [self._run_key(run_id), self._output_stream_key(run_id, key)]
+        async with _unavailable("sending to an input stream"):
+            index = int(await self._send_input_script(keys=keys, args=args))
+        if index == -1:
+            raise NotFoundError(f"Run not found: {run_id}")
+        if index == -2:
+            raise RunFinishedError("Cannot send to input stream on a completed run")
+        return index
 
     async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
         async with _unavailable("reading a stream"):

@@ -11,11 +11,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+from bridge.durations import parse_duration_seconds
+from bridge.inputs import Handler, InputChannel, InputStreamTimeoutError, Subscription, input_key, send_input
 from bridge.sdk import state
 from bridge.streams import StreamReader, check_stream_key
-from bridge.worker.context import require_run_streams
+from bridge.worker.context import require_run_inputs, require_run_streams, require_suspend
 
 DEFAULT_KEY = "default"
+__all__ = [
+    "InputStream",
+    "InputStreamTimeoutError",
+    "OutputStream",
+    "PipedStream",
+    "append",
+    "define",
+    "input",
+    "pipe",
+    "read",
+]
 
 
 class PipedStream:
@@ -91,3 +104,55 @@ def read(
     run_id: str, key: str = DEFAULT_KEY, *, start_index: int = 0, timeout_in_seconds: float | None = 60
 ) -> AsyncIterator[Any]:
     return OutputStream(key).read(run_id, start_index=start_index, timeout_in_seconds=timeout_in_seconds)
+
+
+class InputStream:
+    """A named input stream: values sent into a running task.
+
+    approval = streams.input("approval")
+    data = await approval.wait(timeout="5m")   # in the task: WAITING, worker slot freed meanwhile
+    data = await approval.once(timeout=30)     # in the task: stays EXECUTING
+    sub = approval.on(handler)                 # in the task: every value; sub.off() when done
+    latest = approval.peek()                   # in the task: oldest buffered value, not consumed
+    await approval.send(run_id, {"ok": True})  # anywhere: returns once the value is stored
+    """
+
+    def __init__(self, stream_id: str) -> None:
+        input_key(stream_id)  # validates
+        self.id = stream_id
+
+    async def send(self, run_id: str, data: Any) -> None:
+        """Refused with NotFoundError for an unknown run, RunFinishedError for a finished one,
+        PayloadTooLargeError over 1 MiB."""
+        await send_input((await state.current()).engine, run_id, self.id, data)
+
+    def _channel(self, what: str) -> InputChannel:
+        return require_run_inputs(f"{self.id}.{what}").channel(self.id)
+
+    async def once(self, *, timeout: Duration | None = None) -> Any:
+        """The next value (buffered ones first); InputStreamTimeoutError after `timeout`."""
+        return await self._channel("once").once(_seconds(timeout))
+
+    async def wait(self, *, timeout: Duration | None = None) -> Any:
+        """Like `once`, but the run shows WAITING and gives its worker slot to other runs meanwhile."""
+        channel = self._channel("wait")
+        async with require_suspend(f"{self.id}.wait")():
+            return await channel.once(_seconds(timeout))
+
+    def on(self, handler: Handler) -> Subscription:
+        """Calls `handler` (sync or async) with every value, buffered ones first."""
+        return self._channel("on").on(handler)
+
+    def peek(self) -> Any:
+        return self._channel("peek").peek()
+
+
+Duration = str | int | float
+
+
+def _seconds(timeout: Duration | None) -> float | None:
+    return None if timeout is None else parse_duration_seconds(timeout)
+
+
+def input(stream_id: str) -> InputStream:  # noqa: A001 - the official name
+    return InputStream(stream_id)

@@ -13,15 +13,16 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 from bridge.backends.base import CANCEL_CHANNEL, Delivery
 from bridge.core import Bridge
 from bridge.errors import BridgeError, RunFinishedError
 from bridge.hub import Message
+from bridge.inputs import RunInputs
 from bridge.models import RunError, RunStatus, new_id
 from bridge.streams import RunStreams
-from bridge.worker.context import current_run, current_streams
+from bridge.worker.context import current_inputs, current_run, current_streams, current_suspend
 from bridge.worker.registry import RunContext, TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Worker:
         self._running: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}  # run id -> delivery, execution
         self._loops: list[asyncio.Task[None]] = []
         self._checks: set[asyncio.Task[None]] = set()
+        self._waiting: set[str] = set()  # runs suspended in `wait()`: they hold no slot
 
     async def start(self) -> None:
         await self.bridge.broker.register_tasks(self.registry.ids)
@@ -94,10 +96,14 @@ class Worker:
     def _spawn(self, delivery: Delivery) -> None:
         execution = asyncio.create_task(self._execute(delivery))
         self._running[delivery.run_id] = (delivery, execution)
+        self._waiting.discard(delivery.run_id)
 
         def finished(_: asyncio.Task[None]) -> None:
             self._running.pop(delivery.run_id, None)
-            self._slots.release()
+            if delivery.run_id in self._waiting:
+                self._waiting.discard(delivery.run_id)  # it gave its slot back while waiting
+            else:
+                self._slots.release()
 
         execution.add_done_callback(finished)
 
@@ -128,8 +134,11 @@ class Worker:
             return
         context = RunContext(run_id=run.id, task_id=run.task_identifier, tags=tuple(run.tags), batch_id=run.batch_id)
         run_streams = RunStreams(engine, run.id)
+        run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
         token = current_run.set(context)
         streams_token = current_streams.set(run_streams)
+        inputs_token = current_inputs.set(run_inputs)
+        suspend_token = current_suspend.set(lambda: self._suspended(run.id))
         try:
             try:
                 output = await definition(run.payload, context)
@@ -151,8 +160,24 @@ class Worker:
         finally:
             current_run.reset(token)
             current_streams.reset(streams_token)
+            current_inputs.reset(inputs_token)
+            current_suspend.reset(suspend_token)
+            await run_inputs.close()
             with contextlib.suppress(BridgeError):
                 await self.bridge.broker.ack(delivery)
+
+    @contextlib.asynccontextmanager
+    async def _suspended(self, run_id: str) -> AsyncIterator[None]:
+        """While a task waits (`InputStream.wait`): the run is WAITING and its worker slot is free."""
+        await self.bridge.engine.transition(run_id, RunStatus.WAITING)
+        self._waiting.add(run_id)
+        self._slots.release()
+        try:
+            yield
+        finally:
+            await self._slots.acquire()  # cancelled here, it holds no slot: `finished` knows by _waiting
+            self._waiting.discard(run_id)
+            await self.bridge.engine.transition(run_id, RunStatus.EXECUTING)
 
     @staticmethod
     async def _record(outcome: Awaitable[object]) -> None:

@@ -97,3 +97,27 @@ async def stream_chunks(payload: dict[str, Any]) -> int:
     piped = streams.define(payload.get("key", "numbers")).pipe(numbers())
     await piped.wait_until_complete()
     return count
+
+
+@registry.add_task("await-approval")
+async def await_approval(payload: dict[str, Any]) -> Any:
+    """Waits (WAITING, slot freed) for one value on "approval" and returns it."""
+    from bridge import streams
+
+    return await streams.input("approval").wait(timeout=payload.get("timeout", 30))
+
+
+@registry.add_task("collect-inputs")
+async def collect_inputs(payload: dict[str, Any]) -> list[Any]:
+    """Collects every value sent on "items" (handlers and once together) until one is "stop"."""
+    from bridge import streams
+
+    items = streams.input("items")
+    seen: list[Any] = []
+    subscription = items.on(seen.append)
+    try:
+        while (await items.once(timeout=payload.get("timeout", 30))) != "stop":
+            pass
+    finally:
+        subscription.off()
+    return seen
