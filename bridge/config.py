@@ -23,7 +23,10 @@ class Limits:
     max_tag_length: int = 128
     max_batch_items: int = 500
     max_tag_feed_runs: int = 1000
-    max_frame_bytes: int = 64 * 1024  # one client WebSocket frame (input values come in their own frames later)
+    # One client WebSocket frame (uvicorn's ws_max_size): a `send` frame carries an input value of up
+    # to max_payload_bytes plus its envelope. Larger frames close the connection with 1009.
+    max_frame_bytes: int = 1024 * 1024 + 16 * 1024
+    max_control_frame_bytes: int = 64 * 1024  # a subscribe / unsubscribe frame: refused (an error frame) past this
     max_subscriptions_per_connection: int = 100
     send_queue_max_frames: int = 1000  # distinct pending frames per connection after coalescing
     send_queue_max_bytes: int = 8 * 1024 * 1024

@@ -11,26 +11,35 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from bridge.backends.base import Broker
+from bridge.backends.base import Broker, decode_chunks_message
 from bridge.models import Run
 
 log = logging.getLogger(__name__)
 
 
 class Message:
-    """One published message; its run is decoded at most once, by the first listener that asks."""
+    """One published message, decoded at most once per process, by the first listener that asks."""
 
-    __slots__ = ("_run", "raw")
+    __slots__ = ("_chunks", "_run", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self._run: Run | None = None
+        self._chunks: tuple[int, list[bytes]] | None = None
 
     @property
     def run(self) -> Run:
+        """A run channel's message: the stored run."""
         if self._run is None:
             self._run = Run.from_storage(self.raw)
         return self._run
+
+    @property
+    def chunks(self) -> tuple[int, list[bytes]]:
+        """A stream channel's message: the first chunk's index and the chunks' JSON."""
+        if self._chunks is None:
+            self._chunks = decode_chunks_message(self.raw)
+        return self._chunks
 
 
 # A listener gets (channel, message); `None` means "messages may have been lost: re-read state".

@@ -30,6 +30,7 @@ from bridge.streams import MAX_STREAM_KEY_LENGTH, StreamReader
 
 log = logging.getLogger(__name__)
 
+DRAIN_SECONDS = 2.0  # at most this long after the run ended, values accepted before are still dispatched
 INPUT_KEY_PREFIX = "$in:"  # output stream keys cannot start with "$", so the names never collide
 Handler = Callable[[Any], Awaitable[None] | None]
 
@@ -74,7 +75,12 @@ class InputChannel:
         # Started at once, in the background: values stored before it attaches are read from storage.
         self._pump = asyncio.create_task(self._follow())
 
-    async def close(self) -> None:
+    async def close(self, drain_seconds: float = 0) -> None:
+        """Stops following. With `drain_seconds`, first lets the reader run to its natural end (the run is
+        final and every stored value was read), so `on` handlers still attached see every value that was
+        accepted before the run finished."""
+        if drain_seconds > 0 and not self._pump.done():
+            await asyncio.wait({self._pump}, timeout=drain_seconds)
         self._pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._pump
@@ -154,9 +160,9 @@ class RunInputs:
             channel = self._channels[stream_id] = InputChannel(self._hub, self._broker, self.run_id, stream_id)
         return channel
 
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
+    async def close(self, drain_seconds: float = 0) -> None:
+        """See `InputChannel.close`: the executor drains once the run's final status is stored."""
+        await asyncio.gather(*(channel.close(drain_seconds) for channel in self._channels.values()))
 
 
 async def send_input(engine: RunEngine, run_id: str, stream_id: str, value: Any) -> int:

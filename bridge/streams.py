@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from bridge.backends.base import Broker, decode_chunks_message, run_channel, stream_channel
+from bridge.backends.base import Broker, run_channel, stream_channel
 from bridge.engine import RunEngine
 from bridge.errors import PayloadTooLargeError, ValidationError
 from bridge.hub import Hub, Message
@@ -102,7 +102,7 @@ class StreamReader:
         elif channel == self._channels[1]:
             self._run_finished = self._run_finished or message.run.status.is_final
         elif not self._behind:
-            first, chunks = decode_chunks_message(message.raw)
+            first, chunks = message.chunks
             size = sum(map(len, chunks))
             if len(self._live) + len(chunks) > LIVE_BUFFER_CHUNKS or self._live_bytes + size > LIVE_BUFFER_BYTES:
                 self._clear_live()

@@ -140,6 +140,7 @@ async def test_welcome_is_the_first_frame_and_states_the_limits(server: RunningS
             "limits": {
                 "maxSubscriptions": server.settings.limits.max_subscriptions_per_connection,
                 "maxFrameBytes": server.settings.limits.max_frame_bytes,
+                "maxSubscribeFrameBytes": server.settings.limits.max_control_frame_bytes,
             },
         }
     ]

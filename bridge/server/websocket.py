@@ -23,8 +23,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from bridge.auth import INVALID_TOKEN_MESSAGE, Principal, authenticate, require_run_read
 from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
-from bridge.errors import BridgeError, ForbiddenError, NotFoundError, TooManyError, UnauthorizedError, ValidationError
+from bridge.errors import (
+    BridgeError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    TooManyError,
+    UnauthorizedError,
+    ValidationError,
+)
 from bridge.feeds import FeedSpec
+from bridge.inputs import send_input
 from bridge.models import now_ms
 from bridge.server.stream_subscriptions import authorize_stream, pump_stream
 from bridge.server.topics import TopicRouter
@@ -164,6 +173,7 @@ class Connection:
                 "limits": {
                     "maxSubscriptions": self.limits.max_subscriptions_per_connection,
                     "maxFrameBytes": self.limits.max_frame_bytes,
+                    "maxSubscribeFrameBytes": self.limits.max_control_frame_bytes,
                 },
             }
         )
@@ -202,10 +212,12 @@ class Connection:
         try:
             if kind == "ping":
                 self.send({"type": "pong", "id": subscription_id})
-            elif kind == "subscribe":
-                await self._subscribe(frame)
-            elif kind == "unsubscribe":
-                await self._unsubscribe(frame)
+            elif kind == "send":
+                await self._send_input(frame)
+            elif kind in ("subscribe", "unsubscribe"):
+                if len(raw) > self.limits.max_control_frame_bytes:  # only `send` frames carry big values
+                    raise PayloadTooLargeError(f"a {kind} frame is at most {self.limits.max_control_frame_bytes} bytes")
+                await (self._subscribe(frame) if kind == "subscribe" else self._unsubscribe(frame))
             else:
                 raise ValidationError(f"unknown frame type {str(kind)[:40]!r}")
         except BridgeError as error:
@@ -220,10 +232,7 @@ class Connection:
             raise ValidationError(f"subscription id {subscription_id!r} is already in use on this connection")
         if len(self.subscriptions) >= self.limits.max_subscriptions_per_connection:
             raise TooManyError(f"at most {self.limits.max_subscriptions_per_connection} subscriptions per connection")
-        token = frame.get("token")
-        if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH):
-            raise UnauthorizedError(INVALID_TOKEN_MESSAGE)  # malformed: like a bad token, not a bad frame
-        principal = authenticate(self.bridge.settings.secret_key, token)
+        principal = self._principal(frame)
         if frame.get("feed") == "stream":
             request = await authorize_stream(self.bridge, frame, principal)
             if subscription_id in self.subscriptions:  # taken while the run was read
@@ -241,6 +250,24 @@ class Connection:
         except BaseException:  # not established: the id is free again and nothing is followed
             await self._drop(subscription)
             raise
+
+    async def _send_input(self, frame: dict[str, Any]) -> None:
+        """A value for a run's input stream: acknowledged with its index once stored."""
+        request_id = _required_string(frame, "id", MAX_SUBSCRIPTION_ID_LENGTH)
+        run_id = _required_string(frame, "runId", 128)
+        stream_id = _required_string(frame, "streamId", 128)
+        if "data" not in frame:
+            raise ValidationError("a send frame needs a data field")
+        principal = self._principal(frame)
+        principal.require_any("write", [("inputStreams", run_id)])
+        index = await send_input(self.bridge.engine, run_id, stream_id, frame["data"])
+        self.send({"type": "ack", "id": request_id, "index": index})
+
+    def _principal(self, frame: dict[str, Any]) -> Principal:
+        token = frame.get("token")
+        if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH):
+            raise UnauthorizedError(INVALID_TOKEN_MESSAGE)  # malformed: like a bad token, not a bad frame
+        return authenticate(self.bridge.settings.secret_key, token)
 
     def _expiry(self, principal: Principal, subscription_id: str) -> asyncio.TimerHandle | None:
         if principal.expires_at is None:

@@ -19,7 +19,7 @@ from bridge.backends.base import CANCEL_CHANNEL, Delivery
 from bridge.core import Bridge
 from bridge.errors import BridgeError, RunFinishedError
 from bridge.hub import Message
-from bridge.inputs import RunInputs
+from bridge.inputs import DRAIN_SECONDS, RunInputs
 from bridge.models import RunError, RunStatus, new_id
 from bridge.streams import RunStreams
 from bridge.worker.context import current_inputs, current_run, current_streams, current_suspend
@@ -162,7 +162,7 @@ class Worker:
             current_streams.reset(streams_token)
             current_inputs.reset(inputs_token)
             current_suspend.reset(suspend_token)
-            await run_inputs.close()
+            await run_inputs.close(DRAIN_SECONDS)
             with contextlib.suppress(BridgeError):
                 await self.bridge.broker.ack(delivery)
 
@@ -174,9 +174,20 @@ class Worker:
         self._slots.release()
         try:
             yield
-        finally:
-            await self._slots.acquire()  # cancelled here, it holds no slot: `finished` knows by _waiting
-            self._waiting.discard(run_id)
+        except asyncio.CancelledError:
+            # Cancelled (the run was, or the worker stops): it ends now and takes no slot back, else it
+            # would wait for one while every slot is busy. `finished` knows by _waiting.
+            raise
+        except BaseException:
+            await self._resume(run_id)  # e.g. InputStreamTimeoutError, which the task may catch
+            raise
+        else:
+            await self._resume(run_id)
+
+    async def _resume(self, run_id: str) -> None:
+        await self._slots.acquire()  # cancelled here, it holds no slot: `finished` knows by _waiting
+        self._waiting.discard(run_id)
+        with contextlib.suppress(RunFinishedError):  # cancelled meanwhile: the cancel wins
             await self.bridge.engine.transition(run_id, RunStatus.EXECUTING)
 
     @staticmethod

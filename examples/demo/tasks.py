@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -100,6 +101,40 @@ def use_openai(payload: dict[str, Any]) -> bool:
     return configured and payload.get("model") != "fake"
 
 
+#: The chat page's Stop button sends any value here: the task stops generating.
+cancel = streams.input("cancel")
+
+
+class Stopped:
+    """Whether a stop cut the generation short (a stop after the last token changes nothing)."""
+
+    cut = False
+
+
+async def until_stopped(source: AsyncIterator[str], stop: asyncio.Event, stopped: Stopped) -> AsyncIterator[str]:
+    """The tokens of `source` until `stop` is set: the model call is abandoned at once (not after
+    its next token), and no token is yielded once `stop` is set."""
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            pending = asyncio.ensure_future(anext(source))
+            await asyncio.wait({pending, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():  # the stop wins, even over a token that came at the same moment
+                stopped.cut = True
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await pending
+                return
+            try:
+                token = pending.result()
+            except StopAsyncIteration:
+                return
+            yield token
+    finally:
+        stopper.cancel()
+        await source.aclose()  # closes the model's HTTP stream too
+
+
 @task(id="chat")
 async def chat(payload: dict[str, Any]) -> dict[str, Any]:
     """Answers `prompt`, streaming the reply to the run's stream "ai" one token per chunk.
@@ -107,15 +142,54 @@ async def chat(payload: dict[str, Any]) -> dict[str, Any]:
     The model is a deterministic fake (a fixed reply per prompt, one word every `tokenSeconds`,
     0.045 s by default), or an OpenAI-compatible model when OPENAI_BASE_URL and OPENAI_API_KEY
     are set (OPENAI_MODEL picks the model; `{"model": "fake"}` in the payload forces the fake).
+
+    A value on the input stream "cancel" (the page's Stop button) aborts the generation: no token
+    is appended after the task sees it, and the run COMPLETES with the partial reply and
+    `"stopped": true` (not CANCELED: the text so far is the run's output).
     """
     prompt = str(payload.get("prompt") or "")[:2000]
     token_seconds = min(max(float(payload.get("tokenSeconds", 0.045)), 0.0), 2.0)
     model = "openai" if use_openai(payload) else "fake"
     await metadata.set("model", model)
     source = openai_model(prompt) if model == "openai" else fake_model(prompt, token_seconds)
+    stop = asyncio.Event()
+    stopped = Stopped()
+    subscription = cancel.on(lambda _value: stop.set())
     parts: list[str] = []
-    piped = ai.pipe(source)
-    async for token in piped:  # every token is stored and sent to readers as it is seen here
-        parts.append(token)
-    await piped.wait_until_complete()
-    return {"text": "".join(parts), "tokens": len(parts), "model": model}
+    try:
+        piped = ai.pipe(until_stopped(source, stop, stopped))
+        async for token in piped:  # every token is stored and sent to readers as it is seen here
+            parts.append(token)
+        await piped.wait_until_complete()
+    finally:
+        subscription.off()
+    if stopped.cut:
+        await metadata.set("stopped", True)
+    return {"text": "".join(parts), "tokens": len(parts), "model": model, "stopped": stopped.cut}
+
+
+# ---- approval: a run that waits for a person -------------------------------------------------
+
+#: The approval page's Approve / Reject buttons send `{"approved": true | false}` here.
+approval = streams.input("approval")
+
+
+def draft_text(topic: str) -> str:
+    return f"Hi team, a short note on {topic}: everything is on track, and the details follow next week."
+
+
+@task(id="draft-approval")
+async def draft_approval(payload: dict[str, Any]) -> dict[str, Any]:
+    """Drafts a short text (metadata `draft`), then waits (WAITING, worker slot freed) for a value
+    on the input stream "approval"; completes with `{"approved": bool, "text": draft}`. No
+    decision within `timeout` (default "5m"): the run FAILS with InputStreamTimeoutError."""
+    topic = " ".join(str(payload.get("topic") or "the launch").split())[:200]
+    await metadata.set("step", "drafting")
+    await asyncio.sleep(min(max(float(payload.get("draftSeconds", 0.3)), 0.0), 5.0))
+    draft = draft_text(topic)
+    await metadata.set("draft", draft)
+    await metadata.set("step", "waiting for approval")
+    decision = await approval.wait(timeout=payload.get("timeout") or "5m")
+    approved = isinstance(decision, dict) and decision.get("approved") is True
+    await metadata.set("step", "approved" if approved else "rejected")
+    return {"approved": approved, "text": draft}

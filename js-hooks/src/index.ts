@@ -16,6 +16,7 @@ export {
   type FeedState,
   type FeedSubscription,
   type RealtimeClientOptions,
+  type SendInputResult,
   type StreamListener,
   type StreamState,
   type StreamSubscription,
@@ -30,3 +31,4 @@ export {
   toWebSocketURL,
 } from "./client/registry.js";
 export type { FeedSpec, StreamSpec, WireRun, ErrorCode } from "./client/protocol.js";
+export * from "./hooks/useInputStreamSend.js";

@@ -121,3 +121,90 @@ async def collect_inputs(payload: dict[str, Any]) -> list[Any]:
     finally:
         subscription.off()
     return seen
+
+
+# Input streams (tests/test_inputs.py)
+
+inputs_seen: dict[str, list[Any]] = {}  # run id -> values its `on` handler received (kept after the run ends)
+inputs_changed = asyncio.Event()  # set whenever `inputs_seen` grows
+
+
+def _record_input(run_id: str) -> Any:
+    seen = inputs_seen.setdefault(run_id, [])
+
+    def record(value: Any) -> None:
+        seen.append(value)
+        inputs_changed.set()
+
+    return record
+
+
+@registry.add_task("input-semantics")
+async def input_semantics(payload: dict[str, Any]) -> dict[str, Any]:
+    """Walks through the dispatch rules, one phase at a time (the phase is in metadata; the test sends).
+
+    Before the gate opens the test sent "a", "b": buffered until this attaches.
+    """
+    from bridge import streams
+
+    items = streams.input("items")
+    out: dict[str, Any] = {}
+    await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+    out["first"] = await items.once(timeout=10)  # "a": sent before anything listened
+    out["peeked"] = [items.peek(), items.peek()]  # "b" twice: peek does not consume
+    out["second"] = await items.once(timeout=10)  # "b", from the buffer
+    seen: list[Any] = []
+    got = asyncio.Event()
+
+    def handler(value: Any) -> None:
+        seen.append(value)
+        got.set()
+
+    subscription = items.on(handler)
+    await metadata.set("phase", "waiter")  # the test sends "c": to the oldest waiter AND the handler
+    out["third"] = await items.once(timeout=10)
+    await metadata.set("phase", "handlers")  # the test sends "d": no waiter, so the handler only
+    async with asyncio.timeout(10):
+        while len(seen) < 2:
+            got.clear()
+            await got.wait()
+    subscription.off()
+    await metadata.set("phase", "buffer")  # the test sends "e", "f": nobody listens, so buffered
+    async with asyncio.timeout(10):  # bounded: until the reader has dispatched them into the buffer
+        while items.peek() is None:  # noqa: ASYNC110 - nothing to await: buffering is silent
+            await asyncio.sleep(0.005)
+    out["peeked_buffer"] = items.peek()
+    drained: list[Any] = []
+    items.on(drained.append).off()  # `on` drains the buffer into the new handler at once
+    out["drained"] = drained
+    out["peek_after_drain"] = items.peek()
+    out["seen"] = seen
+    return out
+
+
+@registry.add_task("input-timeout")
+async def input_timeout(payload: dict[str, Any]) -> str:
+    """once/wait on "never" with a short timeout; with `catch`, returns the error's name instead of failing."""
+    from bridge import streams
+    from bridge.sdk.streams import InputStreamTimeoutError
+
+    never = streams.input("never")
+    call = never.wait if payload.get("mode") == "wait" else never.once
+    try:
+        await call(timeout=payload.get("timeout", 0.2))
+    except InputStreamTimeoutError as exc:
+        if not payload.get("catch"):
+            raise
+        await metadata.set("caught", type(exc).__name__)
+        return "timed out"
+    return "unexpected value"
+
+
+@registry.add_task("first-input-then-finish")
+async def first_input_then_finish(payload: Any, context: RunContext) -> Any:
+    """Records every value on "items" with an `on` handler it never removes, and returns after the first."""
+    from bridge import streams
+
+    items = streams.input("items")
+    items.on(_record_input(context.run_id))
+    return await items.once(timeout=30)

@@ -6,12 +6,14 @@ from starlette.routing import BaseRoute, Route
 
 from bridge.server.official.api import add_batch_items, cancel_run, create_batch, jwt_claims, retrieve_run, trigger_task
 from bridge.server.official.feeds import batch_feed, run_feed, tag_feed
+from bridge.server.official.inputs import send_input_stream
 from bridge.server.official.streams import read_stream
 
 routes: list[BaseRoute] = [
     Route("/realtime/v1/runs", tag_feed),
     Route("/realtime/v1/runs/{run_id}", run_feed),
     Route("/realtime/v1/batches/{batch_id}", batch_feed),
+    Route("/realtime/v1/streams/{run_id}/input/{stream_id}", send_input_stream, methods=["POST"]),
     Route("/realtime/v1/streams/{run_id}/{key}", read_stream),
     Route("/api/v1/tasks/{task_id}/trigger", trigger_task, methods=["POST"]),
     Route("/api/v3/batches", create_batch, methods=["POST"]),

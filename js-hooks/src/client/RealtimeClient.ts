@@ -15,6 +15,7 @@
 import { parseDurationSeconds, DEFAULT_TAG_WINDOW } from "./duration.js";
 import { RealtimeError } from "./errors.js";
 import {
+  type AckFrame,
   type ClientFrame,
   type ErrorFrame,
   type FeedSpec,
@@ -23,6 +24,7 @@ import {
   type EndFrame,
   type SnapshotFrame,
   type StreamSpec,
+  type SendFrame,
   type SubscribeFrame,
   type UpdateFrame,
   type WireRun,
@@ -90,6 +92,24 @@ export type SubscribeOptions = {
    */
   refreshAccessToken?: () => Promise<string>;
 };
+
+/** What the bridge answered to an input-stream `send`: the value is stored at `index`. */
+export type SendInputResult = { index: number };
+
+/** A `send` frame waiting for its `ack`. */
+type PendingSend = {
+  frame: SendFrame;
+  /** True once the frame went out on a socket: from then on it is never sent again. */
+  sent: boolean;
+  resolve: (result: SendInputResult) => void;
+  reject: (error: Error) => void;
+};
+
+/**
+ * The bridge's limit on a client frame (a `send` frame carries a value of up to 1 MiB), until
+ * its `welcome` frame says otherwise. A larger frame would close the whole connection (1009).
+ */
+const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024 + 16 * 1024;
 
 /** The constructor of a WHATWG WebSocket (the browser's, jsdom's, undici's or the `ws` package's). */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
@@ -267,6 +287,9 @@ export class RealtimeClient {
   private readonly streams = new Map<string, StreamFeed>();
   private readonly bySid = new Map<string, Feed | StreamFeed>();
   private readonly byTopic = new Map<string, Set<Feed>>();
+  private readonly sends = new Map<string, PendingSend>();
+  private nextSend = 1;
+  private maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
   private onlineListener: (() => void) | undefined;
 
   constructor(url: string, options: RealtimeClientOptions = {}) {
@@ -386,6 +409,88 @@ export class RealtimeClient {
     };
   }
 
+  /**
+   * Sends `data` to input stream `streamId` of run `runId` (a `send` frame with `token`).
+   * Resolves once the bridge acknowledged it (the value is stored); rejects with a
+   * `RealtimeError` carrying the bridge's code (`unauthorized`, `forbidden`, `not_found`,
+   * `run_finished`, `payload_too_large`, `invalid_request`, ...).
+   *
+   * A send waits for the socket if it is not open yet. A send already written to a socket that
+   * then closes before the `ack` is NOT sent again (the bridge may or may not have stored it):
+   * it rejects with code `connection_lost`, and the caller decides whether to send again.
+   */
+  sendInput(runId: string, streamId: string, data: unknown, token: string): Promise<SendInputResult> {
+    if (typeof window === "undefined" || this.closed) {
+      return Promise.reject(
+        new RealtimeError("connection_failed", "cannot send to an input stream: no realtime client here"),
+      );
+    }
+    const frame: SendFrame = { type: "send", id: `x${this.nextSend++}`, runId, streamId, data, token };
+    let text: string;
+    try {
+      text = JSON.stringify(frame);
+    } catch (error) {
+      return Promise.reject(
+        new RealtimeError("invalid_request", `the value is not JSON: ${error instanceof Error ? error.message : String(error)}`),
+      );
+    }
+    if (text === undefined || utf8Length(text) > this.maxFrameBytes) {
+      return Promise.reject(
+        new RealtimeError(
+          "payload_too_large",
+          `the send frame is over the bridge's ${this.maxFrameBytes} byte frame limit (values are at most 1 MiB)`,
+        ),
+      );
+    }
+    return new Promise<SendInputResult>((resolve, reject) => {
+      const pending: PendingSend = { frame, sent: false, resolve, reject };
+      this.sends.set(frame.id, pending);
+      this.cancelLinger();
+      if (this.wsOpen) this.writeSend(pending);
+      else this.ensureConnected();
+    });
+  }
+
+  /** Number of input-stream sends waiting for their acknowledgement. */
+  get pendingSendCount(): number {
+    return this.sends.size;
+  }
+
+  private writeSend(pending: PendingSend): void {
+    const ws = this.ws;
+    if (!ws || !this.wsOpen || ws.readyState !== OPEN) return;
+    pending.sent = true;
+    try {
+      ws.send(JSON.stringify(pending.frame));
+    } catch {
+      // The close event follows and rejects it (it may have gone out).
+    }
+  }
+
+  private settleSend(id: string): PendingSend | undefined {
+    const pending = this.sends.get(id);
+    if (!pending) return undefined;
+    this.sends.delete(id);
+    if (this.feeds.size === 0 && this.streams.size === 0 && this.sends.size === 0 && this.ws) {
+      this.scheduleLinger();
+    }
+    return pending;
+  }
+
+  private onAck(frame: AckFrame): void {
+    if (typeof frame.id !== "string") return;
+    const pending = this.settleSend(frame.id);
+    pending?.resolve({ index: typeof frame.index === "number" ? frame.index : -1 });
+  }
+
+  private rejectSends(error: RealtimeError, which: (pending: PendingSend) => boolean): void {
+    for (const [id, pending] of Array.from(this.sends)) {
+      if (!which(pending)) continue;
+      this.sends.delete(id);
+      pending.reject(error);
+    }
+  }
+
   /** Number of stream subscriptions this client holds. */
   get streamCount(): number {
     return this.streams.size;
@@ -403,6 +508,7 @@ export class RealtimeClient {
     this.feeds.clear();
     this.streams.clear();
     this.bySid.clear();
+    this.rejectSends(new RealtimeError("connection_failed", "the realtime client was closed"), () => true);
     this.byTopic.clear();
     this.cancelLinger();
     this.cancelReconnect();
@@ -657,6 +763,11 @@ export class RealtimeClient {
 
   private onErrorFrame(frame: ErrorFrame): void {
     if (typeof frame.id !== "string") return; // about a frame that could not be read: no subscription to tell
+    const send = this.settleSend(frame.id);
+    if (send) {
+      send.reject(new RealtimeError(String(frame.code), String(frame.message ?? frame.code)));
+      return;
+    }
     const feed = this.bySid.get(frame.id);
     if (!feed) return; // e.g. an unsubscribe we no longer track
     // Every error about a subscription means it is not (or no longer) established.
@@ -709,6 +820,7 @@ export class RealtimeClient {
   // ---- connection --------------------------------------------------------------------------
 
   private needsSocket(): boolean {
+    if (this.sends.size > 0) return true;
     for (const feed of this.allFeeds()) {
       if (feed.phase !== "failed" && feed.phase !== "ended") return true;
     }
@@ -763,6 +875,7 @@ export class RealtimeClient {
   }
 
   private failFeeds(error: RealtimeError): void {
+    this.rejectSends(error, () => true);
     for (const feed of this.allFeeds()) {
       if (feed.phase === "failed" || feed.phase === "ended") continue;
       this.unbind(feed);
@@ -786,7 +899,11 @@ export class RealtimeClient {
         this.sendSubscribe(feed);
       }
     }
-    if (this.feeds.size === 0 && this.streams.size === 0) this.scheduleLinger();
+    // Sends that never went out (the socket was not open yet) go now; sent ones never go twice.
+    for (const pending of Array.from(this.sends.values())) {
+      if (!pending.sent) this.writeSend(pending);
+    }
+    if (this.feeds.size === 0 && this.streams.size === 0 && this.sends.size === 0) this.scheduleLinger();
   }
 
   private onMessage(data: unknown): void {
@@ -819,6 +936,14 @@ export class RealtimeClient {
       case "error":
         this.onErrorFrame(frame);
         break;
+      case "ack":
+        this.onAck(frame);
+        break;
+      case "welcome": {
+        const limit = frame.limits?.maxFrameBytes;
+        if (typeof limit === "number" && Number.isFinite(limit) && limit > 0) this.maxFrameBytes = limit;
+        break;
+      }
       default:
         // welcome, pong, unsubscribed: nothing to do.
         break;
@@ -832,6 +957,14 @@ export class RealtimeClient {
     this.stopPing();
     if (wasOpen && Date.now() - this.openedAt >= this.options.stableConnectionMs) this.attempt = 0;
     if (!wasOpen) this.failedAttempts++;
+    // A send written to this socket may or may not have been stored: never sent again blindly.
+    this.rejectSends(
+      new RealtimeError(
+        "connection_lost",
+        "the connection closed before the bridge acknowledged the value: it may or may not have been stored",
+      ),
+      (pending) => pending.sent,
+    );
     for (const feed of this.allFeeds()) {
       if (feed.phase === "pending" || feed.phase === "live") {
         this.unbind(feed);
@@ -850,6 +983,8 @@ export class RealtimeClient {
           this.emit(feed);
         }
       }
+      // Sends that never went out fail too (nothing was stored): the caller may try again.
+      this.rejectSends(error, () => true);
     }
     if (this.needsSocket()) this.scheduleReconnect();
   }
@@ -898,7 +1033,7 @@ export class RealtimeClient {
     this.cancelLinger();
     this.lingerTimer = setTimeout(() => {
       this.lingerTimer = undefined;
-      if (this.feeds.size > 0 || this.streams.size > 0) return;
+      if (this.feeds.size > 0 || this.streams.size > 0 || this.sends.size > 0) return;
       this.cancelReconnect();
       this.closeSocket(1000, "no subscriptions");
     }, this.options.socketLingerMs);
@@ -971,4 +1106,8 @@ export class RealtimeClient {
 function normalizeSpec(spec: FeedSpec): FeedSpec {
   if (spec.feed === "tags") return { ...spec, tags: normalizeTags(spec.tags) };
   return { ...spec };
+}
+
+function utf8Length(text: string): number {
+  return typeof TextEncoder !== "undefined" ? new TextEncoder().encode(text).length : text.length * 3;
 }

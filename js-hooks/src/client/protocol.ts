@@ -81,8 +81,19 @@ export type SubscribeFrame =
       timeoutInSeconds?: number;
     };
 
+/** A value for an input stream of a running run: answered by `ack` or an `error` with this id. */
+export type SendFrame = {
+  type: "send";
+  id: string;
+  runId: string;
+  streamId: string;
+  data: unknown;
+  token: string;
+};
+
 export type ClientFrame =
   | SubscribeFrame
+  | SendFrame
   | { type: "unsubscribe"; id: string }
   | { type: "ping"; id?: string };
 
@@ -101,6 +112,8 @@ export type EndFrame = {
   nextIndex: number;
   reason: "finished" | "timeout" | string;
 };
+/** The value of `send` frame `id` is stored, at `index` of the run's input stream. */
+export type AckFrame = { type: "ack"; id: string; index: number };
 export type PongFrame = { type: "pong"; id?: string | null };
 export type UnsubscribedFrame = { type: "unsubscribed"; id: string };
 
@@ -111,6 +124,7 @@ export type ServerFrame =
   | ChunkFrame
   | EndFrame
   | ErrorFrame
+  | AckFrame
   | PongFrame
   | UnsubscribedFrame;
 
@@ -123,7 +137,9 @@ export type ErrorCode =
   | "too_many"
   | "token_expired"
   | "backend_unavailable"
-  | "internal";
+  | "internal"
+  | "run_finished"
+  | "payload_too_large";
 
 /** The topic the server will name a feed by: lets updates that beat the snapshot be kept. */
 export function topicOf(spec: FeedSpec): string {

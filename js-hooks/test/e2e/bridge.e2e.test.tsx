@@ -7,6 +7,8 @@
 import { act, renderHook, waitFor } from "@testing-library/react";
 import { describe, expect, test, vi } from "vitest";
 import {
+  RealtimeError,
+  useInputStreamSend,
   useRealtimeRun,
   useRealtimeRunsWithTag,
   useRealtimeTaskTrigger,
@@ -79,5 +81,33 @@ describe.skipIf(!baseURL)("against a real bridge", () => {
     await waitFor(() => expect(result.current.error).toMatchObject({ code: "forbidden" }), { timeout: 10_000 });
     const echo = renderHook(() => useRealtimeRun(trigger.result.current.handle!.id, { accessToken: secretKey, baseURL }));
     await waitFor(() => expect(echo.result.current.run?.output).toEqual({ echo: "a string payload" }), { timeout: 10_000 });
+  });
+
+  test("useInputStreamSend releases a WAITING run; a send to the finished run is refused", { timeout: 30_000 }, async () => {
+    const trigger = renderHook(() => useTaskTrigger("await-approval", { accessToken: secretKey, baseURL }));
+    act(() => trigger.result.current.submit({ timeout: 20 }));
+    await waitFor(() => expect(trigger.result.current.handle).toBeDefined(), { timeout: 10_000 });
+    const { id: runId, publicAccessToken } = trigger.result.current.handle!;
+    const { result } = renderHook(() => ({
+      run: useRealtimeRun(runId, { accessToken: publicAccessToken, baseURL, stopOnCompletion: false }),
+      approval: useInputStreamSend<{ approved: boolean }>("approval", runId, { accessToken: publicAccessToken, baseURL }),
+    }));
+    await waitFor(() => expect(result.current.run.run?.status).toBe("WAITING"), { timeout: 10_000 });
+    expect(result.current.approval.isReady).toBe(true);
+    let ack: { index: number } | undefined;
+    await act(async () => {
+      ack = await result.current.approval.sendAsync({ approved: true });
+    });
+    expect(ack).toEqual({ index: 0 });
+    await waitFor(() => expect(result.current.run.run?.status).toBe("COMPLETED"), { timeout: 10_000 });
+    expect(result.current.run.run!.output).toEqual({ approved: true });
+
+    let refused: unknown;
+    await act(async () => {
+      refused = await result.current.approval.sendAsync({ approved: false }).catch((error: unknown) => error);
+    });
+    expect(refused).toBeInstanceOf(RealtimeError);
+    expect((refused as RealtimeError).code).toBe("run_finished");
+    await waitFor(() => expect(result.current.approval.error).toMatchObject({ code: "run_finished" }));
   });
 });

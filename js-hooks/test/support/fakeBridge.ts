@@ -40,6 +40,12 @@ export type SubscribeReply =
   | { kind: "error"; code: string; message?: string }
   | { kind: "hold" };
 
+/** What the server answers to an input-stream `send`: store and `ack` (default), an error, or nothing yet. */
+export type SendReply =
+  | { kind: "ack" }
+  | { kind: "error"; code: string; message?: string }
+  | { kind: "hold" };
+
 let counter = 0;
 
 /** A run with every field the protocol defines; override what the test needs. */
@@ -83,6 +89,10 @@ export class FakeBridge {
   onSubscribe: (frame: ClientFrame, connection: Connection) => SubscribeReply = () => ({
     kind: "snapshot",
   });
+  /** Input streams: `${runId}\n${streamId}` -> the values stored (index = position). */
+  readonly inputs = new Map<string, unknown[]>();
+  /** Decides the reply to each `send` frame. */
+  onSend: (frame: ClientFrame, connection: Connection) => SendReply = () => ({ kind: "ack" });
   /** Handles HTTP requests (other than the WebSocket upgrade). */
   onHttp: HttpHandler = (_req, res) => {
     res.writeHead(404, { "content-type": "application/json" });
@@ -215,6 +225,12 @@ export class FakeBridge {
           message: "no such subscription",
         });
       }
+    } else if (frame.type === "send") {
+      const reply = this.onSend(frame, connection);
+      if (reply.kind === "ack") this.ackSend(connection, frame);
+      else if (reply.kind === "error") {
+        this.send(connection, { type: "error", id: frame.id, code: reply.code, message: reply.message ?? reply.code });
+      }
     } else if (frame.type === "ping") {
       this.send(connection, { type: "pong", id: frame.id ?? null });
     }
@@ -246,6 +262,28 @@ export class FakeBridge {
       return;
     }
     if (reply.kind === "snapshot") this.sendSnapshot(connection, frame.id);
+  }
+
+  // ---- input streams -----------------------------------------------------------------------
+
+  /** The values stored on an input stream so far. */
+  inputValues(runId: string, streamId: string): unknown[] {
+    return this.inputs.get(`${runId}\n${streamId}`) ?? [];
+  }
+
+  /** Stores the value of a `send` frame and answers `ack` with its index (for held sends too). */
+  ackSend(connection: Connection, frame: ClientFrame): number {
+    const key = `${frame.runId}\n${frame.streamId}`;
+    let list = this.inputs.get(key);
+    if (!list) {
+      list = [];
+      this.inputs.set(key, list);
+    }
+    list.push(frame.data);
+    const index = list.length - 1;
+    this.send(connection, { type: "ack", id: frame.id, index });
+    this.emit();
+    return index;
   }
 
   // ---- output streams ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import { lazy, Suspense, useEffect, useState } from "react";
+import { ApprovalPage } from "./pages/ApprovalPage";
 import { ChatPage } from "./pages/ChatPage";
 import { DashboardPage } from "./pages/DashboardPage";
 import { RunPage } from "./pages/RunPage";
@@ -13,12 +14,13 @@ const PAGES = [
   { path: "dashboard", label: "Dashboard" },
   { path: "ten", label: "Ten hooks" },
   { path: "chat", label: "Chat" },
+  { path: "approval", label: "Approval" },
   { path: "official", label: "Official hooks" },
 ] as const;
 
 type Route = { path: string; params: URLSearchParams };
 
-/** "#/dashboard?tag=demo" -> { path: "dashboard", params: tag=demo }. No router needed for five pages. */
+/** "#/dashboard?tag=demo" -> { path: "dashboard", params: tag=demo }. No router needed for a handful of pages. */
 function readRoute(): Route {
   const hash = window.location.hash.replace(/^#\/?/, "");
   const [path, query = ""] = hash.split("?", 2);
@@ -105,6 +107,9 @@ export function App() {
         {route.path === "dashboard" && <DashboardPage tag={route.params.get("tag") || "demo"} />}
         {route.path === "ten" && <TenHooksPage />}
         {route.path === "chat" && <ChatPage runId={route.params.get("run")} token={route.params.get("token")} />}
+        {route.path === "approval" && (
+          <ApprovalPage runId={route.params.get("run")} token={route.params.get("token")} />
+        )}
         {route.path === "official" && (
           <Suspense fallback={<div className="page placeholder">Loading the official hooks…</div>}>
             <OfficialPage chatRunId={route.params.get("run")} chatToken={route.params.get("token")} />

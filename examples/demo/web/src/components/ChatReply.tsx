@@ -1,10 +1,11 @@
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useRef, useState, type ReactNode } from "react";
 import { isFinal } from "../runs";
 import { StatusBadge } from "./StatusBadge";
 
 /** What the chat task (examples/demo/tasks.py, `chat`) takes and returns. */
 export type ChatPayload = { prompt: string; tokenSeconds?: number; model?: "fake" };
-export type ChatOutput = { text: string; tokens: number; model: string };
+/** `stopped`: the page's Stop button ended the reply early; `text` is what was generated until then. */
+export type ChatOutput = { text: string; tokens: number; model: string; stopped?: boolean };
 export type Chat = { taskIdentifier: "chat"; payload: ChatPayload; output: ChatOutput; metadata: { model?: string } };
 
 /**
@@ -31,10 +32,12 @@ type Props = {
   output: ChatOutput | undefined;
   error: Error | undefined;
   hook: string;
+  /** Controls shown under the reply (the Chat page's Stop button). */
+  children?: ReactNode;
 };
 
 /** A prompt and its reply, rendered as the chunks of the run's "ai" stream arrive. */
-export function ChatReply({ testId, prompt, parts, status, output, error, hook }: Props) {
+export function ChatReply({ testId, prompt, parts, status, output, error, hook, children }: Props) {
   const text = parts.join("");
   const log = usePartsLog(parts.length);
   const streaming = !!status && !isFinal(status);
@@ -44,7 +47,14 @@ export function ChatReply({ testId, prompt, parts, status, output, error, hook }
         <div>
           <div className="eyebrow">Reply, via {hook}</div>
         </div>
-        {status && <StatusBadge status={status} testId={`${testId}-status`} />}
+        <div className="chat-badges">
+          {output?.stopped && (
+            <span className="badge badge-stopped" data-testid={`${testId}-stopped`}>
+              stopped
+            </span>
+          )}
+          {status && <StatusBadge status={status} testId={`${testId}-status`} />}
+        </div>
       </header>
       {prompt !== undefined && (
         <div className="chat-bubble chat-user" data-testid={`${testId}-prompt-shown`}>
@@ -61,6 +71,7 @@ export function ChatReply({ testId, prompt, parts, status, output, error, hook }
         {streaming && <span className="chat-caret" aria-hidden="true" />}
         {!text && !streaming && !error && <span className="muted">Waiting for the first token…</span>}
       </div>
+      {children}
       {error && (
         <div className="callout callout-error" data-testid={`${testId}-error`}>
           {error.message}

@@ -1,6 +1,7 @@
-import { useRealtimeRun, useRealtimeStream } from "@realtime-bridge/react-hooks";
-import { useState, type FormEvent } from "react";
-import { triggerRun } from "../api";
+import { useInputStreamSend, useRealtimeRun, useRealtimeStream } from "@realtime-bridge/react-hooks";
+import { useCallback, useRef, useState, type FormEvent } from "react";
+import { baseURL, triggerRun } from "../api";
+import { isFinal } from "../runs";
 import { ChatReply, type Chat, type ChatOutput } from "../components/ChatReply";
 import { Code } from "../components/Code";
 
@@ -11,11 +12,41 @@ export function chatHash(page: "chat" | "official", runId: string, token: string
   return `#/${page}?${new URLSearchParams({ run: runId, token }).toString()}`;
 }
 
-/** The reply of one run, read with the bridge's hooks over the WebSocket. */
+/**
+ * What the Stop button measured, on the page's clock (performance.now()): when it was clicked,
+ * when the bridge acknowledged the cancel value, and when each chunk of the reply arrived.
+ * The end-to-end test reads it from the data attributes of `chat-stop-timing`.
+ */
+type StopTiming = { clickedAt: number; ackAt?: number; ackIndex?: number; chunksAtAck?: number; error?: string };
+
+/** The reply of one run, read with the bridge's hooks over the WebSocket, and its Stop button. */
 function LiveReply({ runId, token }: { runId: string; token: string }) {
+  // Every chunk as it arrives (not throttled): its index and when it came.
+  const chunkTimes = useRef<number[]>([]);
+  const onData = useCallback(() => {
+    chunkTimes.current.push(performance.now());
+  }, []);
   // Every token of the "ai" stream, once and in order, from index 0 (also after a reload).
-  const { parts, error: streamError } = useRealtimeStream<string>(runId, "ai", { accessToken: token });
+  const { parts, error: streamError } = useRealtimeStream<string>(runId, "ai", { accessToken: token, onData });
   const { run, error: runError } = useRealtimeRun<Chat>(runId, { accessToken: token });
+  // The Stop button: a value on the run's input stream "cancel", over the same WebSocket.
+  const cancel = useInputStreamSend<{ reason: string }>("cancel", runId, { accessToken: token, baseURL });
+  const [stop, setStop] = useState<StopTiming>();
+
+  function onStop() {
+    const clickedAt = performance.now();
+    setStop({ clickedAt });
+    cancel.sendAsync({ reason: "the user pressed Stop" }).then(
+      ({ index }) => {
+        // Runs right after the ack frame is handled, before any frame that came after it.
+        const ackAt = performance.now();
+        setStop({ clickedAt, ackAt, ackIndex: index, chunksAtAck: chunkTimes.current.length });
+      },
+      (error: unknown) => setStop({ clickedAt, error: error instanceof Error ? error.message : String(error) }),
+    );
+  }
+
+  const streaming = !!run && !isFinal(run.status);
   return (
     <ChatReply
       testId="chat"
@@ -25,7 +56,40 @@ function LiveReply({ runId, token }: { runId: string; token: string }) {
       status={run?.status}
       output={run?.output as ChatOutput | undefined}
       error={streamError ?? runError}
-    />
+    >
+      {(streaming || stop) && (
+        <div className="stop-row">
+          {streaming && (
+            <button
+              type="button"
+              className="button"
+              onClick={onStop}
+              disabled={!cancel.isReady || cancel.isLoading || stop?.ackAt !== undefined}
+              data-testid="chat-stop"
+            >
+              {cancel.isLoading ? "Stopping…" : "Stop"}
+            </button>
+          )}
+          {stop && (
+            <span
+              className="muted"
+              data-testid="chat-stop-timing"
+              data-clicked-at={stop.clickedAt}
+              data-ack-at={stop.ackAt ?? ""}
+              data-ack-index={stop.ackIndex ?? ""}
+              data-chunks-at-ack={stop.chunksAtAck ?? ""}
+              data-chunk-times={JSON.stringify(chunkTimes.current)}
+            >
+              {stop.error
+                ? `Stop failed: ${stop.error}`
+                : stop.ackAt === undefined
+                  ? "Sending stop…"
+                  : `Stop acknowledged in ${Math.round(stop.ackAt - stop.clickedAt)} ms, after ${stop.chunksAtAck} chunks`}
+            </span>
+          )}
+        </div>
+      )}
+    </ChatReply>
   );
 }
 

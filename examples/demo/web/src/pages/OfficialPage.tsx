@@ -3,12 +3,13 @@
  * at the bridge with `baseURL`. It follows the run over the official HTTP protocol (Electric
  * long-polls), not the bridge's WebSocket. Loaded on demand: it is the page's largest dependency.
  */
-import { useRealtimeRun, useRealtimeStream } from "@trigger.dev/react-hooks";
+import { useInputStreamSend, useRealtimeRun, useRealtimeStream } from "@trigger.dev/react-hooks";
 import { useState, type FormEvent } from "react";
 import { baseURL, cancelRun, triggerRun, type StartedRun } from "../api";
 import { Code } from "../components/Code";
 import { ChatReply, type ChatOutput, type ChatPayload } from "../components/ChatReply";
 import { RunDetails } from "../components/RunDetails";
+import { StatusBadge } from "../components/StatusBadge";
 import type { DraftEmailOutput, DraftEmailPayload } from "../runs";
 
 function OfficialLiveRun({ started }: { started: StartedRun }) {
@@ -113,6 +114,118 @@ function OfficialChat({ runId, token }: { runId: string | null; token: string | 
   );
 }
 
+/** An approval run followed by the official useRealtimeRun, approved with the official useInputStreamSend. */
+function OfficialApprovalRun({ started }: { started: StartedRun }) {
+  const options = { accessToken: started.publicAccessToken, baseURL };
+  const { run, error } = useRealtimeRun(started.runId, options);
+  // POST /realtime/v1/streams/{runId}/input/approval, answered by the bridge.
+  const { send, isLoading, isReady, error: sendError } = useInputStreamSend<{ approved: boolean }>(
+    "approval",
+    started.runId,
+    options,
+  );
+  const [sent, setSent] = useState(false);
+  const draft = (run?.metadata as { draft?: string } | undefined)?.draft;
+  const output = run?.status === "COMPLETED" ? (run.output as { approved: boolean; text: string }) : undefined;
+  return (
+    <section className="card run-card" data-testid="official-approval-card">
+      <header className="run-head">
+        <div>
+          <div className="eyebrow">Run {started.runId}, via useInputStreamSend (@trigger.dev/react-hooks)</div>
+        </div>
+        {run && <StatusBadge status={run.status} testId="official-approval-status" />}
+      </header>
+      <div className="chat-bubble chat-assistant approval-draft" data-testid="official-approval-draft">
+        {draft ?? <span className="muted">Drafting…</span>}
+      </div>
+      <div className="actions">
+        <button
+          type="button"
+          className="button button-primary"
+          disabled={!isReady || !draft || isLoading || sent || !!output}
+          onClick={() => {
+            setSent(true);
+            send({ approved: true });
+          }}
+          data-testid="official-approval-approve"
+        >
+          Approve
+        </button>
+      </div>
+      {(sendError ?? error) && (
+        <div className="callout callout-error" data-testid="official-approval-error">
+          {(sendError ?? error)!.message}
+        </div>
+      )}
+      {output && (
+        <pre className="json" data-testid="official-approval-output" data-approved={String(output.approved)}>
+          {JSON.stringify(output, null, 2)}
+        </pre>
+      )}
+    </section>
+  );
+}
+
+function OfficialApproval() {
+  const [started, setStarted] = useState<StartedRun>();
+  const [busy, setBusy] = useState(false);
+  const [failure, setFailure] = useState<string>();
+
+  async function start() {
+    setBusy(true);
+    setFailure(undefined);
+    try {
+      setStarted(await triggerRun("draft-approval", { topic: "the official hooks" }));
+    } catch (error) {
+      setFailure(error instanceof Error ? error.message : String(error));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <>
+      <section className="intro">
+        <h2>Input streams: the official useInputStreamSend</h2>
+        <p>
+          A <code>draft-approval</code> run waits on its input stream <code>"approval"</code>; the official hook sends
+          the approval to the bridge's <code>POST /realtime/v1/streams/:runId/input/approval</code>.
+        </p>
+      </section>
+      <div className="columns">
+        <div className="card form">
+          <div className="actions">
+            <button
+              type="button"
+              className="button button-primary"
+              disabled={busy}
+              onClick={() => void start()}
+              data-testid="official-approval-start"
+            >
+              {busy ? "Starting…" : "Draft for approval"}
+            </button>
+          </div>
+          {failure && (
+            <div className="callout callout-error" data-testid="official-approval-trigger-error">
+              {failure}
+            </div>
+          )}
+        </div>
+        {started ? (
+          <OfficialApprovalRun key={started.runId} started={started} />
+        ) : (
+          <section className="card run-card empty" data-testid="official-approval-empty">
+            <div className="placeholder">
+              <strong>No approval run yet.</strong>
+              <span>Start one, then approve it with the official hook.</span>
+            </div>
+          </section>
+        )}
+      </div>
+    </>
+  );
+}
+
 export default function OfficialPage({ chatRunId = null, chatToken = null }: { chatRunId?: string | null; chatToken?: string | null }) {
   const [to, setTo] = useState("grace@example.com");
   const [started, setStarted] = useState<StartedRun>();
@@ -181,6 +294,8 @@ export default function OfficialPage({ chatRunId = null, chatToken = null }: { c
 
       <OfficialChat runId={chatRunId} token={chatToken} />
 
+      <OfficialApproval />
+
       <Code title="What this page does">{`
 import { useRealtimeRun, useRealtimeStream } from "@trigger.dev/react-hooks";   // the official package, unmodified
 
@@ -192,6 +307,9 @@ const { run, error } = useRealtimeRun(runId, {
 
 const { parts } = useRealtimeStream<string>(chatRunId, "ai", { accessToken, baseURL: window.location.origin });
 parts.join("");   // the chat task's reply so far
+
+const { send } = useInputStreamSend<{ approved: boolean }>("approval", approvalRunId, { accessToken, baseURL: window.location.origin });
+send({ approved: true });   // POST /realtime/v1/streams/{runId}/input/approval
 `}</Code>
     </div>
   );

@@ -1,0 +1,193 @@
+import { act, renderHook, waitFor } from "@testing-library/react";
+import { afterEach, beforeEach, describe, expect, expectTypeOf, test } from "vitest";
+import {
+  defineInputStream,
+  getRealtimeClient,
+  RealtimeError,
+  useInputStreamSend,
+  useRealtimeStream,
+} from "../src/index.js";
+import { FakeBridge, type ClientFrame, type Connection } from "./support/fakeBridge.js";
+
+let bridge: FakeBridge;
+beforeEach(async () => {
+  bridge = await FakeBridge.start();
+});
+afterEach(async () => {
+  await bridge.close();
+});
+
+const RUN = "run_000000000000000000000abc";
+
+describe("useInputStreamSend", () => {
+  test("sends a `send` frame with the token and resolves on the ack; isLoading while in flight", async () => {
+    const held: Array<{ connection: Connection; frame: ClientFrame }> = [];
+    bridge.onSend = (frame, connection) => {
+      held.push({ connection, frame });
+      return { kind: "hold" };
+    };
+    const { result } = renderHook(() =>
+      useInputStreamSend<{ approved: boolean }>("approval", RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    expect(result.current.isReady).toBe(true);
+    expect(result.current.isLoading).toBe(false);
+
+    let promise!: Promise<{ index: number }>;
+    act(() => {
+      promise = result.current.sendAsync({ approved: true });
+    });
+    await waitFor(() => expect(held).toHaveLength(1));
+    expect(result.current.isLoading).toBe(true);
+    expect(held[0]!.frame).toMatchObject({
+      type: "send",
+      runId: RUN,
+      streamId: "approval",
+      data: { approved: true },
+      token: "tok",
+    });
+    expect(typeof held[0]!.frame.id).toBe("string");
+
+    bridge.ackSend(held[0]!.connection, held[0]!.frame);
+    await expect(promise).resolves.toEqual({ index: 0 });
+    await waitFor(() => expect(result.current.isLoading).toBe(false));
+    expect(result.current.error).toBeUndefined();
+    expect(bridge.inputValues(RUN, "approval")).toEqual([{ approved: true }]);
+  });
+
+  test("send() is fire and forget: values are stored in order, over the one shared socket", async () => {
+    const { result } = renderHook(() => ({
+      cancel: useInputStreamSend<string>("cancel", RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
+      stream: useRealtimeStream<string>(RUN, "ai", { accessToken: "tok", baseURL: bridge.baseURL }),
+    }));
+    act(() => {
+      for (const value of ["a", "b", "c"]) result.current.cancel.send(value);
+    });
+    await waitFor(() => expect(bridge.inputValues(RUN, "cancel")).toEqual(["a", "b", "c"]));
+    await waitFor(() => expect(result.current.cancel.isLoading).toBe(false));
+    expect(bridge.connections).toHaveLength(1);
+    expect(bridge.framesOfType("send").map((frame) => frame.data)).toEqual(["a", "b", "c"]);
+  });
+
+  test("an error frame rejects the send and sets `error` with the bridge's code; a later success clears it", async () => {
+    bridge.onSend = () => ({ kind: "error", code: "run_finished", message: "the run is COMPLETED" });
+    const { result } = renderHook(() =>
+      useInputStreamSend<string>("cancel", RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    let promise!: Promise<unknown>;
+    act(() => {
+      promise = result.current.sendAsync("stop");
+    });
+    const error = await promise.catch((reason: unknown) => reason);
+    expect(error).toBeInstanceOf(RealtimeError);
+    expect((error as RealtimeError).code).toBe("run_finished");
+    await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe("run_finished"));
+    expect(result.current.isLoading).toBe(false);
+
+    // send() never leaves an unhandled rejection: the error shows in `error`.
+    bridge.onSend = () => ({ kind: "error", code: "forbidden" });
+    act(() => result.current.send("stop"));
+    await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe("forbidden"));
+
+    bridge.onSend = () => ({ kind: "ack" });
+    act(() => result.current.send("stop"));
+    await waitFor(() => expect(result.current.error).toBeUndefined());
+    expect(bridge.inputValues(RUN, "cancel")).toEqual(["stop"]);
+  });
+
+  test("a send in flight when the socket drops is not re-sent: it fails with connection_lost", async () => {
+    bridge.onSend = () => ({ kind: "hold" });
+    const { result } = renderHook(() =>
+      useInputStreamSend<string>("cancel", RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    let promise!: Promise<unknown>;
+    act(() => {
+      promise = result.current.sendAsync("stop");
+    });
+    await bridge.until(() => bridge.framesOfType("send").length === 1, 5000, "the send frame");
+    bridge.dropAll();
+    const error = await promise.catch((reason: unknown) => reason);
+    expect((error as RealtimeError).code).toBe("connection_lost");
+    await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe("connection_lost"));
+    expect(result.current.isLoading).toBe(false);
+
+    // The client reconnects (or not) without sending it again.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(bridge.framesOfType("send")).toHaveLength(1);
+
+    // The caller decides: sending again works on a new connection.
+    bridge.onSend = () => ({ kind: "ack" });
+    await act(async () => {
+      await expect(result.current.sendAsync("stop")).resolves.toEqual({ index: 0 });
+    });
+    expect(bridge.framesOfType("send")).toHaveLength(2);
+  });
+
+  test("a send made before the socket is open waits for it and goes out once", async () => {
+    const client = getRealtimeClient(bridge.baseURL);
+    const first = client.sendInput(RUN, "cancel", 1, "tok");
+    const second = client.sendInput(RUN, "cancel", 2, "tok");
+    await expect(first).resolves.toEqual({ index: 0 });
+    await expect(second).resolves.toEqual({ index: 1 });
+    expect(bridge.framesOfType("send")).toHaveLength(2);
+    expect(client.pendingSendCount).toBe(0);
+    // No subscription and no send left: the socket closes after its linger.
+    await bridge.until(() => bridge.openConnections.length === 0, 5000, "the socket to close");
+  });
+
+  test("a frame over the bridge's frame limit is refused locally with payload_too_large (the connection stays)", async () => {
+    const client = getRealtimeClient(bridge.baseURL);
+    // Before any welcome: the bridge's default limit (1 MiB + 16 KiB).
+    let error = await client.sendInput(RUN, "cancel", "x".repeat(1100 * 1024), "tok").catch((reason) => reason);
+    expect((error as RealtimeError).code).toBe("payload_too_large");
+    // The fake bridge's welcome announces 64 KiB: the client keeps to it.
+    await expect(client.sendInput(RUN, "cancel", "small", "tok")).resolves.toEqual({ index: 0 });
+    error = await client.sendInput(RUN, "cancel", "x".repeat(70 * 1024), "tok").catch((reason) => reason);
+    expect((error as RealtimeError).code).toBe("payload_too_large");
+    expect(bridge.framesOfType("send")).toHaveLength(1);
+  });
+
+  test("an unauthorized send is retried once with a refreshed token", async () => {
+    bridge.onSend = (frame) => (frame.token === "fresh" ? { kind: "ack" } : { kind: "error", code: "unauthorized" });
+    const { result } = renderHook(() =>
+      useInputStreamSend<string>("cancel", RUN, {
+        accessToken: "old",
+        baseURL: bridge.baseURL,
+        refreshAccessToken: async () => "fresh",
+      }),
+    );
+    await act(async () => {
+      await expect(result.current.sendAsync("stop")).resolves.toEqual({ index: 0 });
+    });
+    expect(bridge.framesOfType("send").map((frame) => frame.token)).toEqual(["old", "fresh"]);
+  });
+
+  test("not ready without a run id or when disabled; sending then sets an error and sends nothing", async () => {
+    const { result, rerender } = renderHook(
+      ({ runId, enabled }: { runId?: string; enabled?: boolean }) =>
+        useInputStreamSend<string>("cancel", runId, { accessToken: "tok", baseURL: bridge.baseURL, enabled }),
+      { initialProps: {} as { runId?: string; enabled?: boolean } },
+    );
+    expect(result.current.isReady).toBe(false);
+    act(() => result.current.send("stop"));
+    await waitFor(() => expect(result.current.error?.message).toMatch(/Missing run ID/));
+    rerender({ runId: RUN, enabled: false });
+    expect(result.current.isReady).toBe(false);
+    rerender({ runId: RUN, enabled: true });
+    expect(result.current.isReady).toBe(true);
+    expect(bridge.framesOfType("send")).toHaveLength(0);
+  });
+
+  test("a defined input stream gives the id and the value type", async () => {
+    const approval = defineInputStream<{ approved: boolean; reviewer?: string }>("approval");
+    expect(approval.id).toBe("approval");
+    const { result } = renderHook(() =>
+      useInputStreamSend(approval, RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    expectTypeOf(result.current.send).parameter(0).toEqualTypeOf<{ approved: boolean; reviewer?: string }>();
+    await act(async () => {
+      await result.current.sendAsync({ approved: false });
+    });
+    expect(bridge.inputValues(RUN, "approval")).toEqual([{ approved: false }]);
+    expect(() => defineInputStream("")).toThrow();
+  });
+});

@@ -1,0 +1,320 @@
+"""Input streams end to end, on both backends: the SDK's dispatch rules, waiting without a worker slot,
+refusals, ordering under concurrency, the official HTTP route, the WebSocket `send` frame and the
+official Node client. Tests synchronise on run states (the run feed), never on sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+
+import httpx
+import orjson
+import pytest
+
+from bridge import runs, streams, tasks
+from bridge.auth import create_public_token
+from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError
+from bridge.inputs import input_key
+from bridge.models import Run, RunStatus
+from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
+from tests.support.official_client import run_script
+from tests.support.tasks import gates, inputs_changed, inputs_seen
+from tests.support.ws_client import connect, error, of_type
+
+TIMEOUT = 30.0
+MIB = 1024 * 1024
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def token(*scopes: str) -> str:
+    return create_public_token(SECRET_KEY, list(scopes), "15m")
+
+
+async def until_run(run_id: str, condition: Callable[[Run], bool], timeout: float = TIMEOUT) -> Run:
+    async with asyncio.timeout(timeout):
+        async with contextlib.aclosing(runs.subscribe_to_run(run_id, stop_on_completion=False)) as states:
+            async for run in states:
+                if condition(run):
+                    return run
+    raise AssertionError(f"run {run_id} ended its feed without reaching the condition")
+
+
+async def until_final(run_id: str) -> Run:
+    return await until_run(run_id, lambda run: run.status.is_final)
+
+
+async def until_status(run_id: str, status: RunStatus) -> Run:
+    return await until_run(run_id, lambda run: run.status is status or run.status.is_final)
+
+
+async def finished_run() -> str:
+    handle = await tasks.trigger("echo", {"x": 1})
+    assert (await until_final(handle.id)).status is RunStatus.COMPLETED
+    return handle.id
+
+
+# SDK semantics
+
+
+async def test_dispatch_rules_buffer_waiter_handlers_peek_and_drain(server: RunningServer) -> None:
+    items = streams.input("items")
+    gate = unique("gate")
+    handle = await tasks.trigger("input-semantics", {"gate": gate})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    await items.send(handle.id, "a")  # before anything listens: stored, delivered on attach
+    await items.send(handle.id, "b")
+    gates.setdefault(gate, asyncio.Event()).set()
+    await until_run(handle.id, lambda run: run.metadata.get("phase") == "waiter")
+    await items.send(handle.id, "c")
+    await until_run(handle.id, lambda run: run.metadata.get("phase") == "handlers")
+    await items.send(handle.id, "d")
+    await until_run(handle.id, lambda run: run.metadata.get("phase") == "buffer")
+    await items.send(handle.id, "e")
+    await items.send(handle.id, "f")
+    run = await until_final(handle.id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.output == {
+        "first": "a",
+        "peeked": ["b", "b"],
+        "second": "b",
+        "third": "c",
+        "seen": ["c", "d"],  # the waiter's value reached the handler too; with no waiter, the handler alone
+        "peeked_buffer": "e",
+        "drained": ["e", "f"],
+        "peek_after_drain": None,
+    }
+
+
+@pytest.mark.parametrize("mode", ["once", "wait"])
+async def test_timeout_raises_input_stream_timeout_error_and_fails_the_run_unless_caught(
+    server: RunningServer, mode: str
+) -> None:
+    failed = await until_final((await tasks.trigger("input-timeout", {"mode": mode})).id)
+    assert failed.status is RunStatus.FAILED
+    assert failed.error is not None and failed.error.name == "InputStreamTimeoutError"
+    caught = await until_final((await tasks.trigger("input-timeout", {"mode": mode, "catch": True})).id)
+    assert caught.status is RunStatus.COMPLETED and caught.output == "timed out"
+    assert caught.metadata["caught"] == "InputStreamTimeoutError"
+
+
+async def test_wait_shows_waiting_and_frees_the_only_worker_slot(server: RunningServer) -> None:
+    one_slot, serving = await start_server(replace(server.settings, worker_concurrency=1))
+    try:
+        waiting = await tasks.trigger("await-approval", {"timeout": 30})
+        await until_status(waiting.id, RunStatus.WAITING)
+        other = await tasks.trigger("echo", {"n": 2})  # runs on the only slot while the first waits
+        assert (await until_final(other.id)).output == {"echo": {"n": 2}}
+        assert (await runs.retrieve(waiting.id)).status is RunStatus.WAITING
+        await streams.input("approval").send(waiting.id, {"approved": True})
+        resumed = await until_final(waiting.id)
+        assert resumed.status is RunStatus.COMPLETED and resumed.output == {"approved": True}
+        after = await tasks.trigger("echo", {"n": 3})  # the slot came back exactly once
+        assert (await until_final(after.id)).status is RunStatus.COMPLETED
+    finally:
+        await stop_server(one_slot, serving)
+
+
+async def test_cancelling_a_waiting_run_ends_it_canceled(server: RunningServer) -> None:
+    handle = await tasks.trigger("await-approval", {"timeout": 30})
+    await until_status(handle.id, RunStatus.WAITING)
+    await runs.cancel(handle.id)
+    assert (await until_final(handle.id)).status is RunStatus.CANCELED
+    with pytest.raises(RunFinishedError):
+        await streams.input("approval").send(handle.id, "late")
+
+
+# Refusals
+
+
+async def test_send_is_refused_for_unknown_finished_and_oversized(server: RunningServer) -> None:
+    approval = streams.input("approval")
+    with pytest.raises(NotFoundError):
+        await approval.send("run_doesnotexist", 1)
+    with pytest.raises(RunFinishedError):
+        await approval.send(await finished_run(), 1)
+    handle = await tasks.trigger("await-approval", {"timeout": 30})
+    with pytest.raises(PayloadTooLargeError):
+        await approval.send(handle.id, "x" * MIB)
+    await approval.send(handle.id, "fits")
+    assert (await until_final(handle.id)).output == "fits"
+
+
+async def test_a_send_racing_completion_is_delivered_or_refused_never_lost(server: RunningServer) -> None:
+    items = streams.input("items")
+    for _ in range(3):
+        handle = await tasks.trigger("first-input-then-finish", {})
+        await until_status(handle.id, RunStatus.EXECUTING)
+        results = await asyncio.gather(*(items.send(handle.id, i) for i in range(20)), return_exceptions=True)
+        accepted = sorted(i for i, r in enumerate(results) if r is None)
+        refused = [r for r in results if r is not None]
+        assert all(isinstance(r, RunFinishedError) for r in refused), refused
+        assert accepted, "the first value is always accepted: the run waits for it"
+        run = await until_final(handle.id)
+        assert run.status is RunStatus.COMPLETED and run.output in accepted
+        seen = inputs_seen.setdefault(handle.id, [])
+        async with asyncio.timeout(10):  # values accepted before the end are still dispatched (drain)
+            while len(seen) < len(accepted):
+                inputs_changed.clear()
+                await inputs_changed.wait()
+        assert sorted(seen) == accepted
+        stored = await server.app_bridge.broker.read_chunks(handle.id, input_key("items"), 0, 100)
+        assert sorted(orjson.loads(v) for v in stored) == accepted  # nothing refused was stored
+
+
+# Ordering under concurrency
+
+
+async def test_a_thousand_values_from_several_senders_arrive_once_each_in_per_sender_order(
+    server: RunningServer,
+) -> None:
+    handle = await tasks.trigger("collect-inputs", {"timeout": 60})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    write = token(f"write:inputStreams:{handle.id}")
+    counts = {"ws1": 300, "ws2": 200, "http1": 150, "http2": 150, "sdk": 200}
+    assert sum(counts.values()) == 1000
+
+    async def over_ws(sender: str) -> None:
+        async with connect(server.ws_url) as client:
+            for i in range(counts[sender]):  # pipelined: the connection handles its frames in order
+                frame = {"type": "send", "id": f"{sender}-{i}", "runId": handle.id, "streamId": "items"}
+                await client.send({**frame, "data": {"s": sender, "i": i}, "token": write})
+            for i in range(counts[sender]):
+                await client.expect(of_type("ack", f"{sender}-{i}"))
+
+    async def over_http(sender: str) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+            for i in range(counts[sender]):
+                response = await http.post(
+                    f"/realtime/v1/streams/{handle.id}/input/items",
+                    json={"data": {"s": sender, "i": i}},
+                    headers={"Authorization": f"Bearer {write}"},
+                )
+                assert response.status_code == 200 and response.json() == {"ok": True}, response.text
+
+    async def over_sdk(sender: str) -> None:
+        items = streams.input("items")
+        for i in range(counts[sender]):
+            await items.send(handle.id, {"s": sender, "i": i})
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(over_ws("ws1"), over_ws("ws2"), over_http("http1"), over_http("http2"), over_sdk("sdk"))
+    await streams.input("items").send(handle.id, "stop")
+    run = await until_final(handle.id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    received = run.output
+    assert received[-1] == "stop"
+    for sender, count in counts.items():
+        assert [v["i"] for v in received[:-1] if v["s"] == sender] == list(range(count)), sender
+    assert len(received) == 1001
+
+
+# The official HTTP route
+
+
+async def test_http_route_statuses_and_bodies(server: RunningServer, http: httpx.AsyncClient) -> None:
+    handle = await tasks.trigger("await-approval", {"timeout": 30})
+    path = f"/realtime/v1/streams/{handle.id}/input/approval"
+    write = {"Authorization": f"Bearer {token(f'write:inputStreams:{handle.id}')}"}
+
+    bad = await http.post(path, json={"data": 1}, headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401
+    read_only = {"Authorization": f"Bearer {token(f'read:runs:{handle.id}')}"}
+    forbidden = await http.post(path, json={"data": 1}, headers=read_only)
+    assert forbidden.status_code == 403 and forbidden.json()["code"] == "unauthorized"
+    other_run = {"Authorization": f"Bearer {token('write:inputStreams:run_other')}"}
+    assert (await http.post(path, json={"data": 1}, headers=other_run)).status_code == 403
+
+    too_big = await http.post(path, content=b'{"data":"' + b"x" * MIB + b'"}', headers=write)
+    assert too_big.status_code == 413 and too_big.json()["error"] == "Request body too large"
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b'{"data": 1}'
+
+    no_length = await http.post(path, content=chunked(), headers=write)  # Transfer-Encoding: chunked
+    assert no_length.status_code == 413 and no_length.json()["error"] == "Request body too large"
+
+    for body in (b"not json", b"[1]", b'{"value": 1}'):
+        invalid = await http.post(path, content=body, headers={**write, "content-type": "application/json"})
+        assert invalid.status_code == 400 and invalid.json()["ok"] is False, body
+
+    missing = await http.post(
+        "/realtime/v1/streams/run_doesnotexist/input/approval",
+        json={"data": 1},
+        headers={"Authorization": f"Bearer {SECRET_KEY}"},
+    )
+    assert missing.status_code == 404
+    assert missing.json()["ok"] is False and missing.json()["error"] == "Run not found"
+
+    ok = await http.post(path, json={"data": {"approved": True}}, headers=write)
+    assert ok.status_code == 200 and ok.json() == {"ok": True}
+    assert (await until_final(handle.id)).output == {"approved": True}
+
+    finished = await http.post(path, json={"data": 2}, headers=write)
+    assert finished.status_code == 400
+    assert finished.json()["ok"] is False
+    assert finished.json()["error"] == "Cannot send to input stream on a completed run"
+
+
+# The WebSocket send frame
+
+
+async def test_ws_send_frame_ack_and_every_error_code(server: RunningServer) -> None:
+    handle = await tasks.trigger("collect-inputs", {"timeout": 30})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    write = token(f"write:inputStreams:{handle.id}")
+    base = {"type": "send", "runId": handle.id, "streamId": "items"}
+    async with connect(server.ws_url) as client:
+        await client.send({**base, "id": "a0", "data": {"n": 0}, "token": write})
+        assert await client.expect(of_type("ack", "a0")) == {"type": "ack", "id": "a0", "index": 0}
+        await client.send({**base, "id": "a1", "data": "x", "token": SECRET_KEY})
+        assert (await client.expect(of_type("ack", "a1")))["index"] == 1
+
+        await client.send({**base, "id": "e1", "data": 1, "token": "bad"})
+        await client.expect(error("unauthorized", "e1"))
+        await client.send({**base, "id": "e2", "data": 1, "token": token(f"read:runs:{handle.id}")})
+        await client.expect(error("forbidden", "e2"))
+        await client.send({**base, "id": "e3", "data": 1})  # no token: anonymous
+        await client.expect(error("unauthorized", "e3"))
+        await client.send({**base, "id": "e4", "runId": "run_doesnotexist", "data": 1, "token": SECRET_KEY})
+        await client.expect(error("not_found", "e4"))
+        await client.send({**base, "id": "e5", "data": "x" * MIB, "token": write})  # the frame fits, the value not
+        await client.expect(error("payload_too_large", "e5"))
+        await client.send({**base, "id": "e6", "token": write})  # no data
+        await client.expect(error("invalid_request", "e6"))
+        await client.send({**base, "id": "e7", "streamId": "", "data": 1, "token": write})
+        await client.expect(error("invalid_request", "e7"))
+        big_subscribe = {"type": "subscribe", "id": "s", "feed": "run", "runId": handle.id, "pad": "x" * 70_000}
+        await client.send(big_subscribe)  # subscribe frames keep their tighter bound
+        await client.expect(error("payload_too_large", "s"))
+
+        await client.send({**base, "id": "a2", "data": "stop", "token": write})
+        await client.expect(of_type("ack", "a2"))
+        assert (await until_final(handle.id)).output == [{"n": 0}, "x", "stop"]
+        await client.send({**base, "id": "e8", "data": 1, "token": write})
+        await client.expect(error("run_finished", "e8"))
+
+
+# The official Node client
+
+
+async def test_official_sdk_input_send_delivers_and_surfaces_errors(server: RunningServer) -> None:
+    handle = await tasks.trigger("await-approval", {"timeout": 30})
+    await until_status(handle.id, RunStatus.WAITING)
+    sent = await run_script(server, "input-send.mjs", handle.id, "approval", '{"approved": true, "by": "node"}')
+    assert sent.ok, sent.explain()
+    assert (await until_final(handle.id)).output == {"approved": True, "by": "node"}
+
+    again = await run_script(server, "input-send.mjs", handle.id, "approval", "1")  # now finished
+    assert not again.ok and again.exit_code == 1, again.explain()
+    assert again["error"]["status"] == 400, again.explain()
+    missing = await run_script(server, "input-send.mjs", "run_doesnotexist", "approval", "1")
+    assert not missing.ok and missing["error"]["status"] == 404, missing.explain()
+    scoped = token(f"write:inputStreams:{handle.id}")
+    with_token = await run_script(server, "input-send.mjs", handle.id, "approval", "1", scoped)
+    assert with_token["error"]["status"] == 400, with_token.explain()  # the public token is accepted, run finished
