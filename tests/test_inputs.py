@@ -16,11 +16,15 @@ import pytest
 
 from bridge import runs, streams, tasks
 from bridge.auth import create_public_token
+from bridge.backends.base import run_channel
+from bridge.config import Settings
 from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError
+from bridge.hub import Message
 from bridge.inputs import input_key
 from bridge.models import Run, RunStatus
 from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
 from tests.support.official_client import run_script
+from tests.support.redis_server import start_redis_server
 from tests.support.tasks import gates, inputs_changed, inputs_seen
 from tests.support.ws_client import connect, error, of_type
 
@@ -318,3 +322,31 @@ async def test_official_sdk_input_send_delivers_and_surfaces_errors(server: Runn
     scoped = token(f"write:inputStreams:{handle.id}")
     with_token = await run_script(server, "input-send.mjs", handle.id, "approval", "1", scoped)
     assert with_token["error"]["status"] == 400, with_token.explain()  # the public token is accepted, run finished
+
+
+async def test_a_value_sent_after_redis_restarted_reaches_the_waiting_task() -> None:
+    """The failure peers had: a restart silently killed the cancel listener. Here the task's listener
+    resubscribes and re-reads storage, so the value arrives (Redis keeping its data: AOF, fsync always)."""
+    redis_server = start_redis_server(persistent=True)
+    settings = Settings(secret_key=SECRET_KEY, redis_url=redis_server.url, key_prefix=unique("restart"))
+    server, serving = await start_server(settings)
+    try:
+        handle = await tasks.trigger("await-approval", {"timeout": 120})
+        await until_status(handle.id, RunStatus.WAITING)
+        resynced = asyncio.Event()  # the broker signals it once reconnected and resubscribed
+
+        def on_message(channel: str, message: Message | None) -> None:
+            if message is None:
+                resynced.set()
+
+        await server.app_bridge.hub.attach(run_channel(handle.id), on_message)
+        await asyncio.to_thread(redis_server.restart)
+        async with asyncio.timeout(30):
+            await resynced.wait()
+        await streams.input("approval").send(handle.id, {"approved": True})
+        final = await until_final(handle.id)
+        assert final.status is RunStatus.COMPLETED
+        assert final.output == {"approved": True}
+    finally:
+        await stop_server(server, serving)
+        redis_server.stop()

@@ -23,12 +23,13 @@ class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
     directory: str
+    persistent: bool = False  # append-only file, fsync on every write: a restart keeps every acknowledged write
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def stop(self) -> None:
+    def _end_process(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -36,27 +37,38 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self._end_process()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def restart(self) -> None:
-        """Stops and starts the server on the same port, with nothing kept (like a crash without persistence)."""
-        self.stop()
-        replacement = start_redis_server(self.port)
+        """Stops and starts the server on the same port. Without persistence nothing is kept (like a crash);
+        a persistent server comes back with every write it acknowledged."""
+        if self.persistent:
+            self._end_process()
+            replacement = start_redis_server(self.port, persistent=True, directory=self.directory)
+        else:
+            self.stop()
+            replacement = start_redis_server(self.port)
         self.process, self.directory = replacement.process, replacement.directory
 
 
-def start_redis_server(port: int | None = None) -> RedisServer:
+def start_redis_server(
+    port: int | None = None, *, persistent: bool = False, directory: str | None = None
+) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run scripts/install (the test command does)")
     port = port or free_port()
-    directory = tempfile.mkdtemp(prefix="rb-redis-")
+    directory = directory or tempfile.mkdtemp(prefix="rb-redis-")
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence, "--dir", directory],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = RedisServer(port, process, directory)
+    server = RedisServer(port, process, directory, persistent)
     client = redis.Redis(port=port, socket_connect_timeout=0.2)
     deadline = time.monotonic() + 10
     while True:
