@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from bridge.aio import cancel_and_wait
 from bridge.backends.base import Broker
 from bridge.engine import RunEngine
 from bridge.errors import BridgeError, ValidationError
@@ -81,9 +82,7 @@ class InputChannel:
         accepted before the run finished."""
         if drain_seconds > 0 and not self._pump.done():
             await asyncio.wait({self._pump}, timeout=drain_seconds)
-        self._pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._pump
+        await cancel_and_wait(self._pump)
         for waiter in self._waiters:
             waiter.cancel()
 

@@ -7,13 +7,13 @@ Notifications are delivered synchronously from the storing call, so none is ever
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 
+from bridge.aio import cancel_and_wait
 from bridge.backends.base import Broker, Delivery, channels_of, encode_chunks_message, stream_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, RunFinishedError
@@ -67,10 +67,7 @@ class MemoryBroker(Broker):
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await cancel_and_wait(self._sweeper)
 
     async def ping(self) -> None:
         return None

@@ -66,6 +66,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from bridge.aio import cancel_and_wait
 from bridge.backends.base import Broker, Delivery, channels_of, stream_channel
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError, BridgeError, ConflictError, NotFoundError, RunFinishedError
@@ -293,11 +294,8 @@ class _Subscriptions:
         await self._first_attempt.wait()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         stopped = BackendUnavailableError("the Redis broker stopped")
         for waiters in self._deferred.values():
             for waiter in waiters:

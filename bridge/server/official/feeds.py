@@ -12,7 +12,6 @@ or served by another bridge process) gets 409 and the client starts over with a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.aio import cancel_and_wait
 from bridge.auth import require_run_read
 from bridge.config import Limits
 from bridge.core import Bridge
@@ -65,10 +65,7 @@ class FeedSessions:
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await cancel_and_wait(self._sweeper)
         for session in list(self._sessions.values()):
             await _close_quietly(session.cursor)
         self._sessions.clear()
@@ -193,9 +190,7 @@ async def _next_changes_unless_gone(request: Request, session: FeedSession, hold
     done, _ = await asyncio.wait({changes, gone}, return_when=asyncio.FIRST_COMPLETED)
     for task in (changes, gone):
         if task not in done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
     return changes.result() if changes in done else None
 
 

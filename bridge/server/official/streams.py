@@ -8,12 +8,12 @@ the run has finished and every chunk was sent, or after `Timeout-Seconds` withou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from bridge.aio import cancel_and_wait
 from bridge.auth import require_run_read
 from bridge.errors import ValidationError
 from bridge.server.http import bridge_of, handles_errors, principal_of
@@ -74,9 +74,7 @@ async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
             yield event
         await pumping  # re-raises what stopped the reader
     finally:
-        pumping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pumping
+        await cancel_and_wait(pumping)
 
 
 @handles_errors
