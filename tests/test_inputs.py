@@ -350,3 +350,21 @@ async def test_a_value_sent_after_redis_restarted_reaches_the_waiting_task() -> 
     finally:
         await stop_server(server, serving)
         redis_server.stop()
+
+
+async def test_a_send_ack_comes_after_every_chunk_the_run_stored_before_it(server: RunningServer) -> None:
+    """A Stop button must see no token after its ack that the task wrote before the stop was stored."""
+    count = 3000
+    handle = await tasks.trigger("write-then-await-stop", {"count": count})
+    await until_run(handle.id, lambda run: run.metadata.get("written") == count)
+    tok = handle.public_access_token
+    async with connect(server.ws_url) as client:
+        await client.send({"type": "subscribe", "id": "ai", "feed": "stream", "runId": handle.id, "key": "ai",
+                           "token": tok})  # fmt: skip
+        first = await client.expect(of_type("chunk", "ai"))  # streaming: the outbox fills while we do not read
+        await client.send({"type": "send", "id": "stop", "runId": handle.id, "streamId": "stop", "data": True,
+                           "token": tok})  # fmt: skip
+        frames = await client.frames_until(of_type("ack", "stop"))
+    indexes = [first["index"], *(frame["index"] for frame in frames if frame["type"] == "chunk")]
+    assert indexes == list(range(count))
+    assert (await until_final(handle.id)).output == count

@@ -47,7 +47,7 @@ class StreamOutlet(Protocol):
 
     def stream_room(self) -> Awaitable[None]: ...
 
-    def push_stream_frame(self, subscription_id: str, frame: str) -> None: ...
+    def push_stream_frame(self, subscription_id: str, frame: str, next_index: int) -> None: ...
 
     def stream_ended(self, subscription_id: str) -> None: ...
 
@@ -90,7 +90,9 @@ async def pump_stream(connection: StreamOutlet, subscription_id: str, request: S
             async for chunk in reader.chunks():
                 if not connection.has_stream_room():
                     await connection.stream_room()
-                connection.push_stream_frame(subscription_id, f'{prefix}{chunk.index},"data":{chunk.data.decode()}}}')
+                connection.push_stream_frame(
+                    subscription_id, f'{prefix}{chunk.index},"data":{chunk.data.decode()}}}', chunk.index + 1
+                )
     except BridgeError as error:  # the backend failed: the subscription ends; resubscribe from the next index
         connection.stream_ended(subscription_id)
         connection.send_error(subscription_id, error)

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -35,7 +35,7 @@ from bridge.errors import (
 from bridge.feeds import FeedSpec
 from bridge.inputs import send_input
 from bridge.models import now_ms
-from bridge.server.stream_subscriptions import authorize_stream, pump_stream
+from bridge.server.stream_subscriptions import StreamRequest, authorize_stream, pump_stream
 from bridge.server.topics import TopicRouter
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 CLOSE_SLOW_CONSUMER = 4008
 MAX_SUBSCRIPTION_ID_LENGTH = 64
+ACK_FLUSH_SECONDS = 2.0  # at most this long an input ack waits for the connection's streams of that run
 MAX_TOKEN_LENGTH = 16_384
 DEFAULT_TAG_WINDOW = "1d"
 STREAM_QUEUE_FRAMES = 128  # a stream subscription pushes a chunk only while the outbox holds fewer frames
@@ -54,6 +55,9 @@ class Subscription:
     spec: FeedSpec | None  # None for an output stream, which its pump serves
     expiry: asyncio.TimerHandle | None
     pump: asyncio.Task[None] | None = None
+    stream: StreamRequest | None = None
+    pushed: int = 0  # an output stream: the next chunk index its pump will push
+    progress: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever `pushed` moves or the pump ends
 
 
 class Connection:
@@ -139,14 +143,20 @@ class Connection:
             self._room.clear()
             await self._room.wait()
 
-    def push_stream_frame(self, subscription_id: str, frame: str) -> None:
+    def push_stream_frame(self, subscription_id: str, frame: str, next_index: int) -> None:
         self._push(("stream", subscription_id, next(self._frame_keys)), frame)  # unique: never coalesced
+        subscription = self.subscriptions.get(subscription_id)
+        if subscription is not None:
+            subscription.pushed = next_index
+            subscription.progress.set()
 
     def stream_ended(self, subscription_id: str) -> None:
         """The pump of `subscription_id` is done: the id is free again."""
         subscription = self.subscriptions.pop(subscription_id, None)
-        if subscription is not None and subscription.expiry:
-            subscription.expiry.cancel()
+        if subscription is not None:
+            subscription.progress.set()
+            if subscription.expiry:
+                subscription.expiry.cancel()
 
     # TopicFollower
     def deliver(self, topic: str, run_id: str, frame: str) -> None:
@@ -238,6 +248,7 @@ class Connection:
             if subscription_id in self.subscriptions:  # taken while the run was read
                 raise ValidationError(f"subscription id {subscription_id!r} is already in use on this connection")
             subscription = Subscription(subscription_id, None, self._expiry(principal, subscription_id))
+            subscription.stream, subscription.pushed = request, request.start_index
             self.subscriptions[subscription_id] = subscription
             subscription.pump = self._spawn(pump_stream(self, subscription_id, request))
             return
@@ -261,7 +272,23 @@ class Connection:
         principal = self._principal(frame)
         principal.require_any("write", [("inputStreams", run_id)])
         index = await send_input(self.bridge.engine, run_id, stream_id, frame["data"])
+        await self._flush_run_streams(run_id)
         self.send({"type": "ack", "id": request_id, "index": index})
+
+    async def _flush_run_streams(self, run_id: str) -> None:
+        """Before a `send` is acknowledged, this connection's output streams of the same run push every
+        chunk stored until now: a Stop button sees no token after its ack that the task wrote before
+        the stop arrived. Bounded: a paused (slow) stream does not hold the ack past ACK_FLUSH_SECONDS."""
+        followed = [(s, s.stream) for s in self.subscriptions.values() if s.stream and s.stream.run_id == run_id]
+        try:
+            async with asyncio.timeout(ACK_FLUSH_SECONDS):
+                for subscription, stream in followed:
+                    stored = await self.bridge.broker.stream_length(run_id, stream.key)
+                    while subscription.pushed < stored and self.subscriptions.get(subscription.id) is subscription:
+                        subscription.progress.clear()
+                        await subscription.progress.wait()
+        except TimeoutError:
+            pass
 
     def _principal(self, frame: dict[str, Any]) -> Principal:
         token = frame.get("token")

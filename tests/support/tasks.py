@@ -208,3 +208,20 @@ async def first_input_then_finish(payload: Any, context: RunContext) -> Any:
     items = streams.input("items")
     items.on(_record_input(context.run_id))
     return await items.once(timeout=30)
+
+
+@registry.add_task("write-then-await-stop")
+async def write_then_await_stop(payload: dict[str, Any]) -> int:
+    """Writes `count` chunks to "ai", says so in metadata, then waits for a value on "stop"."""
+    from bridge import streams
+
+    count = int(payload["count"])
+
+    async def numbers() -> Any:
+        for number in range(count):
+            yield number
+
+    await streams.define("ai").pipe(numbers()).wait_until_complete()
+    await metadata.set("written", count)
+    await streams.input("stop").once(timeout=60)
+    return count
