@@ -323,39 +323,13 @@ export class RealtimeClient {
       return { getState: () => EMPTY_STATE, unsubscribe: () => {} };
     }
     const key = `${feedKey(spec)}\n${token}`;
-    let feed = this.feeds.get(key);
-    if (!feed) {
-      feed = new Feed(key, normalizeSpec(spec), token);
-      this.feeds.set(key, feed);
-    }
-    if (feed.releaseTimer !== undefined) {
-      clearTimeout(feed.releaseTimer);
-      feed.releaseTimer = undefined;
-    }
-    if (options.refreshAccessToken) feed.refreshAccessToken = options.refreshAccessToken;
-    feed.listeners.add(listener);
-    this.cancelLinger();
-    if (feed.phase === "idle") {
-      if (this.wsOpen) this.sendSubscribe(feed);
-      else this.ensureConnected();
-    }
-
-    const current = feed;
-    let active = true;
-    return {
-      getState: () => current.state,
-      unsubscribe: () => {
-        if (!active) return;
-        active = false;
-        current.listeners.delete(listener);
-        if (current.listeners.size === 0 && this.feeds.get(current.key) === current) {
-          current.releaseTimer = setTimeout(
-            () => this.release(current),
-            this.options.subscriptionLingerMs,
-          );
-        }
-      },
-    };
+    return this.attach(
+      this.feeds,
+      key,
+      () => new Feed(key, normalizeSpec(spec), token),
+      listener,
+      options,
+    );
   }
 
   /**
@@ -375,22 +349,45 @@ export class RealtimeClient {
       return { getState: () => empty, unsubscribe: () => {} };
     }
     const key = `${streamKey(spec)}\n${token}`;
-    let feed = this.streams.get(key);
+    return this.attach(
+      this.streams,
+      key,
+      () => new StreamFeed(key, { ...spec }, token),
+      listener,
+      options,
+    );
+  }
+
+  /**
+   * Adds `listener` to the feed or stream `key` of `registry` (created by `create` if absent):
+   * cancels its pending release and the socket's linger, and subscribes it if idle. The returned
+   * subscription's `unsubscribe` releases the feed after `subscriptionLingerMs` once its last
+   * listener went.
+   */
+  private attach<F extends Feed | StreamFeed>(
+    registry: Map<string, F>,
+    key: string,
+    create: () => F,
+    listener: (state: F["state"]) => void,
+    options: SubscribeOptions,
+  ): { getState(): F["state"]; unsubscribe(): void } {
+    let feed = registry.get(key);
     if (!feed) {
-      feed = new StreamFeed(key, { ...spec }, token);
-      this.streams.set(key, feed);
+      feed = create();
+      registry.set(key, feed);
     }
     if (feed.releaseTimer !== undefined) {
       clearTimeout(feed.releaseTimer);
       feed.releaseTimer = undefined;
     }
     if (options.refreshAccessToken) feed.refreshAccessToken = options.refreshAccessToken;
-    feed.listeners.add(listener);
+    (feed.listeners as Set<(state: F["state"]) => void>).add(listener);
     this.cancelLinger();
     if (feed.phase === "idle") {
       if (this.wsOpen) this.sendSubscribe(feed);
       else this.ensureConnected();
     }
+
     const current = feed;
     let active = true;
     return {
@@ -398,8 +395,8 @@ export class RealtimeClient {
       unsubscribe: () => {
         if (!active) return;
         active = false;
-        current.listeners.delete(listener);
-        if (current.listeners.size === 0 && this.streams.get(current.key) === current) {
+        (current.listeners as Set<(state: F["state"]) => void>).delete(listener);
+        if (current.listeners.size === 0 && registry.get(current.key) === current) {
           current.releaseTimer = setTimeout(
             () => this.release(current),
             this.options.subscriptionLingerMs,

@@ -2,8 +2,10 @@ import { defineInputStream, useInputStreamSend, useRealtimeRun } from "@realtime
 import { useState, type FormEvent } from "react";
 import { triggerRun } from "../api";
 import { Code } from "../components/Code";
+import { EmptyRunCard, ErrorCallout } from "../components/Placeholders";
 import { StatusBadge } from "../components/StatusBadge";
 import { isFinal } from "../runs";
+import { useAction } from "../components/useAction";
 
 /** What the draft-approval task (examples/demo/tasks.py) takes, sets and returns. */
 export type ApprovalPayload = { topic?: string; draftSeconds?: number; timeout?: string };
@@ -90,21 +92,14 @@ function Decision({ runId, token }: { runId: string; token: string }) {
 
 export function ApprovalPage({ runId, token }: { runId: string | null; token: string | null }) {
   const [topic, setTopic] = useState("the launch");
-  const [busy, setBusy] = useState(false);
-  const [failure, setFailure] = useState<string>();
+  const { busy, failure, run } = useAction();
 
   async function submit(event: FormEvent) {
     event.preventDefault();
-    setBusy(true);
-    setFailure(undefined);
-    try {
+    await run(async () => {
       const started = await triggerRun("draft-approval", { topic });
       window.location.hash = approvalHash(started.runId, started.publicAccessToken);
-    } catch (error) {
-      setFailure(error instanceof Error ? error.message : String(error));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (
@@ -129,21 +124,14 @@ export function ApprovalPage({ runId, token }: { runId: string | null; token: st
               {busy ? "Starting…" : "Draft"}
             </button>
           </div>
-          {failure && (
-            <div className="callout callout-error" data-testid="approval-trigger-error">
-              {failure}
-            </div>
-          )}
+          <ErrorCallout message={failure} testId="approval-trigger-error" />
         </form>
         {runId && token ? (
           <Decision key={`${runId}\n${token}`} runId={runId} token={token} />
         ) : (
-          <section className="card run-card empty" data-testid="approval-empty">
-            <div className="placeholder">
-              <strong>No draft yet.</strong>
-              <span>Start one: the task drafts, then waits for your decision.</span>
-            </div>
-          </section>
+          <EmptyRunCard testId="approval-empty" title="No draft yet.">
+            Start one: the task drafts, then waits for your decision.
+          </EmptyRunCard>
         )}
       </div>
       <Code title="What this page does">{`

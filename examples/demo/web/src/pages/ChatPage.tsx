@@ -4,6 +4,8 @@ import { baseURL, triggerRun } from "../api";
 import { isFinal } from "../runs";
 import { ChatReply, type Chat, type ChatOutput } from "../components/ChatReply";
 import { Code } from "../components/Code";
+import { EmptyRunCard, ErrorCallout } from "../components/Placeholders";
+import { useAction } from "../components/useAction";
 
 const SUGGESTIONS = ["Hello", "What is realtime-bridge?", "Tell me about streams"];
 
@@ -96,21 +98,14 @@ function LiveReply({ runId, token }: { runId: string; token: string }) {
 export function ChatPage({ runId, token }: { runId: string | null; token: string | null }) {
   const [prompt, setPrompt] = useState("Hello");
   const [delayMs, setDelayMs] = useState(45);
-  const [busy, setBusy] = useState(false);
-  const [failure, setFailure] = useState<string>();
+  const { busy, failure, run } = useAction();
 
   async function send(event?: FormEvent, text = prompt) {
     event?.preventDefault();
-    setBusy(true);
-    setFailure(undefined);
-    try {
+    await run(async () => {
       const started = await triggerRun("chat", { prompt: text, tokenSeconds: delayMs / 1000 });
       window.location.hash = chatHash("chat", started.runId, started.publicAccessToken);
-    } catch (error) {
-      setFailure(error instanceof Error ? error.message : String(error));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (
@@ -171,11 +166,7 @@ export function ChatPage({ runId, token }: { runId: string | null; token: string
               {busy ? "Sending…" : "Send"}
             </button>
           </div>
-          {failure && (
-            <div className="callout callout-error" data-testid="chat-trigger-error">
-              {failure}
-            </div>
-          )}
+          <ErrorCallout message={failure} testId="chat-trigger-error" />
           {runId && token && (
             <p className="chat-links">
               Same run in the{" "}
@@ -190,12 +181,9 @@ export function ChatPage({ runId, token }: { runId: string | null; token: string
         {runId && token ? (
           <LiveReply key={`${runId}\n${token}`} runId={runId} token={token} />
         ) : (
-          <section className="card run-card empty" data-testid="chat-empty">
-            <div className="placeholder">
-              <strong>No conversation yet.</strong>
-              <span>Send a prompt to watch the reply stream in, token by token.</span>
-            </div>
-          </section>
+          <EmptyRunCard testId="chat-empty" title="No conversation yet.">
+            Send a prompt to watch the reply stream in, token by token.
+          </EmptyRunCard>
         )}
       </div>
 

@@ -2,9 +2,11 @@ import { useRealtimeRunsWithTag } from "@realtime-bridge/react-hooks";
 import { useEffect, useMemo, useState } from "react";
 import { tagsToken, triggerBatch, triggerRun } from "../api";
 import { Code } from "../components/Code";
+import { ErrorCallout } from "../components/Placeholders";
 import { ProgressBar } from "../components/ProgressBar";
 import { StatusBadge } from "../components/StatusBadge";
 import { useNow } from "../components/useNow";
+import { useAction } from "../components/useAction";
 import {
   demoPayloads,
   elapsedOf,
@@ -110,8 +112,7 @@ function Row({ run, now }: { run: RunLike; now: number }) {
 
 export function DashboardPage({ tag }: { tag: string }) {
   const [token, setToken] = useState<string>();
-  const [failure, setFailure] = useState<string>();
-  const [busy, setBusy] = useState(false);
+  const { busy, failure, setFailure, run } = useAction();
   // Runs triggered here carry the dashboard's tag (and "demo", which every demo run has).
   const tags = tag === "demo" ? ["demo"] : ["demo", tag];
 
@@ -126,18 +127,6 @@ export function DashboardPage({ tag }: { tag: string }) {
       current = false;
     };
   }, [tag]);
-
-  async function run(action: () => Promise<unknown>) {
-    setBusy(true);
-    setFailure(undefined);
-    try {
-      await action();
-    } catch (error) {
-      setFailure(error instanceof Error ? error.message : String(error));
-    } finally {
-      setBusy(false);
-    }
-  }
 
   return (
     <div className="page">
@@ -173,11 +162,7 @@ export function DashboardPage({ tag }: { tag: string }) {
         </div>
       </section>
 
-      {failure && (
-        <div className="callout callout-error" data-testid="trigger-error">
-          {failure}
-        </div>
-      )}
+      <ErrorCallout message={failure} testId="trigger-error" />
       {token ? (
         <RunsTable tag={tag} token={token} />
       ) : (

@@ -7,10 +7,12 @@ import { useInputStreamSend, useRealtimeRun, useRealtimeStream } from "@trigger.
 import { useState, type FormEvent } from "react";
 import { baseURL, cancelRun, triggerRun, type StartedRun } from "../api";
 import { Code } from "../components/Code";
+import { EmptyRunCard, ErrorCallout } from "../components/Placeholders";
 import { ChatReply, type ChatOutput, type ChatPayload } from "../components/ChatReply";
 import { RunDetails } from "../components/RunDetails";
 import { StatusBadge } from "../components/StatusBadge";
 import type { DraftEmailOutput, DraftEmailPayload } from "../runs";
+import { useAction } from "../components/useAction";
 
 function OfficialLiveRun({ started }: { started: StartedRun }) {
   const [completions, setCompletions] = useState(0);
@@ -50,21 +52,14 @@ function OfficialChatReply({ runId, token }: { runId: string; token: string }) {
 
 function OfficialChat({ runId, token }: { runId: string | null; token: string | null }) {
   const [prompt, setPrompt] = useState("Hello");
-  const [busy, setBusy] = useState(false);
-  const [failure, setFailure] = useState<string>();
+  const { busy, failure, run } = useAction();
 
   async function submit(event: FormEvent) {
     event.preventDefault();
-    setBusy(true);
-    setFailure(undefined);
-    try {
+    await run(async () => {
       const started = await triggerRun("chat", { prompt });
       window.location.hash = `#/official?${new URLSearchParams({ run: started.runId, token: started.publicAccessToken })}`;
-    } catch (error) {
-      setFailure(error instanceof Error ? error.message : String(error));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (
@@ -93,21 +88,14 @@ function OfficialChat({ runId, token }: { runId: string | null; token: string | 
               {busy ? "Sending…" : "Send"}
             </button>
           </div>
-          {failure && (
-            <div className="callout callout-error" data-testid="official-chat-trigger-error">
-              {failure}
-            </div>
-          )}
+          <ErrorCallout message={failure} testId="official-chat-trigger-error" />
         </form>
         {runId && token ? (
           <OfficialChatReply key={`${runId}\n${token}`} runId={runId} token={token} />
         ) : (
-          <section className="card run-card empty" data-testid="official-chat-empty">
-            <div className="placeholder">
-              <strong>No reply yet.</strong>
-              <span>Send a prompt to read its stream with the official hook.</span>
-            </div>
-          </section>
+          <EmptyRunCard testId="official-chat-empty" title="No reply yet.">
+            Send a prompt to read its stream with the official hook.
+          </EmptyRunCard>
         )}
       </div>
     </>
@@ -168,19 +156,12 @@ function OfficialApprovalRun({ started }: { started: StartedRun }) {
 
 function OfficialApproval() {
   const [started, setStarted] = useState<StartedRun>();
-  const [busy, setBusy] = useState(false);
-  const [failure, setFailure] = useState<string>();
+  const { busy, failure, run } = useAction();
 
   async function start() {
-    setBusy(true);
-    setFailure(undefined);
-    try {
+    await run(async () => {
       setStarted(await triggerRun("draft-approval", { topic: "the official hooks" }));
-    } catch (error) {
-      setFailure(error instanceof Error ? error.message : String(error));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (
@@ -205,21 +186,14 @@ function OfficialApproval() {
               {busy ? "Starting…" : "Draft for approval"}
             </button>
           </div>
-          {failure && (
-            <div className="callout callout-error" data-testid="official-approval-trigger-error">
-              {failure}
-            </div>
-          )}
+          <ErrorCallout message={failure} testId="official-approval-trigger-error" />
         </div>
         {started ? (
           <OfficialApprovalRun key={started.runId} started={started} />
         ) : (
-          <section className="card run-card empty" data-testid="official-approval-empty">
-            <div className="placeholder">
-              <strong>No approval run yet.</strong>
-              <span>Start one, then approve it with the official hook.</span>
-            </div>
-          </section>
+          <EmptyRunCard testId="official-approval-empty" title="No approval run yet.">
+            Start one, then approve it with the official hook.
+          </EmptyRunCard>
         )}
       </div>
     </>
@@ -229,20 +203,13 @@ function OfficialApproval() {
 export default function OfficialPage({ chatRunId = null, chatToken = null }: { chatRunId?: string | null; chatToken?: string | null }) {
   const [to, setTo] = useState("grace@example.com");
   const [started, setStarted] = useState<StartedRun>();
-  const [busy, setBusy] = useState(false);
-  const [failure, setFailure] = useState<string>();
+  const { busy, failure, run } = useAction();
 
   async function submit(event: FormEvent) {
     event.preventDefault();
-    setBusy(true);
-    setFailure(undefined);
-    try {
+    await run(async () => {
       setStarted(await triggerRun("draft-email", { to }));
-    } catch (error) {
-      setFailure(error instanceof Error ? error.message : String(error));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (
@@ -273,22 +240,15 @@ export default function OfficialPage({ chatRunId = null, chatToken = null }: { c
               {busy ? "Starting…" : "Draft email"}
             </button>
           </div>
-          {failure && (
-            <div className="callout callout-error" data-testid="trigger-error">
-              {failure}
-            </div>
-          )}
+          <ErrorCallout message={failure} testId="trigger-error" />
         </form>
 
         {started ? (
           <OfficialLiveRun key={started.runId} started={started} />
         ) : (
-          <section className="card run-card empty" data-testid="run-empty">
-            <div className="placeholder">
-              <strong>No run yet.</strong>
-              <span>Draft an email to follow it with the official hook.</span>
-            </div>
-          </section>
+          <EmptyRunCard testId="run-empty" title="No run yet.">
+            Draft an email to follow it with the official hook.
+          </EmptyRunCard>
         )}
       </div>
 

@@ -2,8 +2,10 @@ import { useRealtimeRun, useTaskTrigger } from "@realtime-bridge/react-hooks";
 import { useEffect, useState, type FormEvent } from "react";
 import { cancelRun, triggerRun, triggerToken, type StartedRun } from "../api";
 import { Code } from "../components/Code";
+import { EmptyRunCard, ErrorCallout } from "../components/Placeholders";
 import { RunDetails } from "../components/RunDetails";
 import type { DraftEmail, DraftEmailPayload } from "../runs";
+import { useAction } from "../components/useAction";
 
 type Mode = "backend" | "browser";
 
@@ -28,8 +30,7 @@ export function RunPage() {
   const [to, setTo] = useState("ada@example.com");
   const [mode, setMode] = useState<Mode>("backend");
   const [started, setStarted] = useState<StartedRun>();
-  const [busy, setBusy] = useState(false);
-  const [failure, setFailure] = useState<string>();
+  const { busy, failure, setFailure, run } = useAction();
 
   // The browser path: on click, the backend mints a one-time trigger token; useTaskTrigger then
   // sends the trigger from the page with it. A one-time token is good for one trigger only.
@@ -49,15 +50,9 @@ export function RunPage() {
   }, [handle]);
 
   async function start(task: string, payload: unknown) {
-    setBusy(true);
-    setFailure(undefined);
-    try {
+    await run(async () => {
       setStarted(await triggerRun(task, payload));
-    } catch (error) {
-      setFailure(error instanceof Error ? error.message : String(error));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   function submit(event: FormEvent) {
@@ -143,22 +138,15 @@ export function RunPage() {
               Trigger a failing run
             </button>
           </div>
-          {error && (
-            <div className="callout callout-error" data-testid="trigger-error">
-              {error}
-            </div>
-          )}
+          <ErrorCallout message={error} testId="trigger-error" />
         </form>
 
         {started ? (
           <LiveRun key={started.runId} started={started} />
         ) : (
-          <section className="card run-card empty" data-testid="run-empty">
-            <div className="placeholder">
-              <strong>No run yet.</strong>
-              <span>Draft an email to watch its run here, live.</span>
-            </div>
-          </section>
+          <EmptyRunCard testId="run-empty" title="No run yet.">
+            Draft an email to watch its run here, live.
+          </EmptyRunCard>
         )}
       </div>
 

@@ -2,10 +2,12 @@ import { useRealtimeRun } from "@realtime-bridge/react-hooks";
 import { useState } from "react";
 import { triggerBatch, type StartedRun } from "../api";
 import { Code } from "../components/Code";
+import { ErrorCallout } from "../components/Placeholders";
 import { ProgressBar } from "../components/ProgressBar";
 import { StatusBadge } from "../components/StatusBadge";
 import { demoPayloads, progressOf, stepOf, type DraftEmail } from "../runs";
 import { useSocketStats } from "../socketMonitor";
+import { useAction } from "../components/useAction";
 
 /** One component, one hook, one token: nothing is shared between the cards but the socket. */
 function HookCard({ index, started }: { index: number; started: StartedRun }) {
@@ -27,20 +29,13 @@ function HookCard({ index, started }: { index: number; started: StartedRun }) {
 
 export function TenHooksPage() {
   const [runs, setRuns] = useState<StartedRun[]>([]);
-  const [busy, setBusy] = useState(false);
-  const [failure, setFailure] = useState<string>();
+  const { busy, failure, run } = useAction();
   const sockets = useSocketStats();
 
   async function start() {
-    setBusy(true);
-    setFailure(undefined);
-    try {
+    await run(async () => {
       setRuns((await triggerBatch("draft-email", demoPayloads(10))).runs);
-    } catch (error) {
-      setFailure(error instanceof Error ? error.message : String(error));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (
@@ -85,11 +80,7 @@ export function TenHooksPage() {
         </div>
       </div>
 
-      {failure && (
-        <div className="callout callout-error" data-testid="trigger-error">
-          {failure}
-        </div>
-      )}
+      <ErrorCallout message={failure} testId="trigger-error" />
 
       {runs.length ? (
         <div className="hook-grid">
