@@ -266,6 +266,18 @@ function reportListenerError(error: unknown): void {
   }, 0);
 }
 
+/** Hands a new state to each listener still attached; one failing listener stops no other. */
+function notifyListeners<S>(listeners: Set<(state: S) => void>, state: S): void {
+  for (const listener of Array.from(listeners)) {
+    if (!listeners.has(listener)) continue;
+    try {
+      listener(state);
+    } catch (error) {
+      reportListenerError(error);
+    }
+  }
+}
+
 export class RealtimeClient {
   readonly url: string;
   private readonly options: Required<Omit<RealtimeClientOptions, "WebSocket">> & {
@@ -632,14 +644,7 @@ export class RealtimeClient {
       error: feed.error,
       synced: feed.synced,
     });
-    for (const listener of Array.from(feed.listeners)) {
-      if (!feed.listeners.has(listener)) continue;
-      try {
-        listener(feed.state);
-      } catch (error) {
-        reportListenerError(error);
-      }
-    }
+    notifyListeners(feed.listeners, feed.state);
   }
 
   private emitStream(feed: StreamFeed): void {
@@ -653,14 +658,7 @@ export class RealtimeClient {
       endReason: feed.endReason,
       error: feed.error,
     });
-    for (const listener of Array.from(feed.listeners)) {
-      if (!feed.listeners.has(listener)) continue;
-      try {
-        listener(feed.state);
-      } catch (error) {
-        reportListenerError(error);
-      }
-    }
+    notifyListeners(feed.listeners, feed.state);
   }
 
   private onChunk(frame: ChunkFrame): void {
