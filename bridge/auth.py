@@ -113,6 +113,11 @@ def run_access_token(secret_key: str, run_id: str) -> str:
     return create_public_token(secret_key, [f"read:runs:{run_id}", f"write:inputStreams:{run_id}"], "1h")
 
 
+def waitpoint_access_token(secret_key: str, token_id: str) -> str:
+    """What creating a wait token hands back: complete that token, for 24 hours (as the official)."""
+    return create_public_token(secret_key, [f"write:waitpoints:{token_id}"], "24h")
+
+
 def authenticate(secret_key: str, bearer: str | None) -> Principal:
     """The principal behind `Authorization: Bearer <token>`; raises UnauthorizedError."""
     if not bearer:

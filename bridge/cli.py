@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 
 from starlette.applications import Starlette
 
@@ -44,6 +45,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def with_public_url(settings: Settings, host: str, port: int) -> Settings:
+    """Without BRIDGE_PUBLIC_URL, callback URLs point at the address this process serves on."""
+    if "BRIDGE_PUBLIC_URL" in os.environ:
+        return settings
+    return replace(settings, public_url=f"http://{host}:{port}")
+
+
 def run_server(app: Starlette, settings: Settings, host: str, port: int) -> None:
     """Serves `app` with uvicorn, with the bridge's frame limit and a bounded graceful shutdown."""
     import uvicorn
@@ -65,7 +73,7 @@ def serve(args: argparse.Namespace) -> None:
 
     for spec in args.tasks:
         load_tasks(spec)
-    settings = _settings(args)
+    settings = with_public_url(_settings(args), args.host, args.port)
     run_server(create_app(settings, registry=default_registry if args.tasks else None), settings, args.host, args.port)
 
 

@@ -46,6 +46,8 @@ class Settings:
     worker_concurrency: int = 10
     lease_seconds: float = 15.0  # a worker that stops heartbeating for this long is presumed dead
     cors_origins: tuple[str, ...] = ("*",)
+    # Where browsers and webhooks reach the bridge: the base of wait tokens' callback URLs.
+    public_url: str = "http://127.0.0.1:8787"
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -59,6 +61,7 @@ class Settings:
             worker_concurrency=int(env.get("BRIDGE_WORKER_CONCURRENCY", "10")),
             lease_seconds=float(env.get("BRIDGE_LEASE_SECONDS", "15")),
             cors_origins=tuple(o.strip() for o in env.get("BRIDGE_CORS_ORIGINS", "*").split(",") if o.strip()),
+            public_url=env.get("BRIDGE_PUBLIC_URL", "http://127.0.0.1:8787").rstrip("/"),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""`Bridge`: the parts one process needs — settings, broker, hub and run engine — started together."""
+"""`Bridge`: the parts one process needs — settings, broker, hub, run engine and wait tokens — started together."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from bridge.backends import create_broker
 from bridge.config import Settings
 from bridge.engine import RunEngine
 from bridge.hub import Hub
+from bridge.waitpoints import Waitpoints
 
 
 class Bridge:
@@ -14,9 +15,12 @@ class Bridge:
         self.broker = create_broker(settings)
         self.hub = Hub(self.broker)
         self.engine = RunEngine(self.broker, settings)
+        self.waitpoints = Waitpoints(self.broker, self.hub, settings)
 
     async def start(self) -> None:
         await self.broker.start()
+        self.waitpoints.timer.start()
 
     async def stop(self) -> None:
+        await self.waitpoints.timer.stop()
         await self.broker.stop()

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from bridge.backends.base import CANCEL_CHANNEL, Broker
-from bridge.config import Settings
+from bridge.config import Limits, Settings
 from bridge.durations import parse_duration_seconds
 from bridge.errors import (
     BridgeError,
@@ -47,6 +47,31 @@ def encoded_size(value: Any) -> int:
         raise ValidationError(f"value is not JSON-serialisable: {exc}") from exc
 
 
+def check_size(what: str, value: Any, limit: int) -> None:
+    size = encoded_size(value)
+    if size > limit:
+        raise PayloadTooLargeError(f"{what} is {size} bytes encoded; the limit is {limit}")
+
+
+def validate_tags(tags: Any, limits: Limits, owner: str = "a run") -> list[str]:
+    """Tags as stored: a string or a list of strings, each counted once, within the limits."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = [tags]
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValidationError("tags must be a string or a list of strings")
+    unique: list[str] = list(dict.fromkeys(tags))  # a repeated tag counts once
+    if len(unique) > limits.max_tags_per_run:
+        raise ValidationError(f"{owner} has at most {limits.max_tags_per_run} tags")
+    for tag in unique:
+        if not tag or len(tag) > limits.max_tag_length or any(ord(c) < 32 for c in tag):
+            raise ValidationError(
+                f"invalid tag {tag[:40]!r}: 1 to {limits.max_tag_length} characters, no control characters"
+            )
+    return unique
+
+
 class RunEngine:
     def __init__(self, broker: Broker, settings: Settings) -> None:
         self.broker = broker
@@ -55,24 +80,10 @@ class RunEngine:
 
     # validation
     def check_size(self, what: str, value: Any) -> None:
-        size = encoded_size(value)
-        if size > self.limits.max_payload_bytes:
-            raise PayloadTooLargeError(f"{what} is {size} bytes encoded; the limit is {self.limits.max_payload_bytes}")
+        check_size(what, value, self.limits.max_payload_bytes)
 
     def check_tags(self, tags: Any) -> list[str]:
-        if isinstance(tags, str):
-            tags = [tags]
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ValidationError("tags must be a string or a list of strings")
-        unique: list[str] = list(dict.fromkeys(tags))  # a repeated tag counts once
-        if len(unique) > self.limits.max_tags_per_run:
-            raise ValidationError(f"a run has at most {self.limits.max_tags_per_run} tags")
-        for tag in unique:
-            if not tag or len(tag) > self.limits.max_tag_length or any(ord(c) < 32 for c in tag):
-                raise ValidationError(
-                    f"invalid tag {tag[:40]!r}: 1 to {self.limits.max_tag_length} characters, no control characters"
-                )
-        return unique
+        return validate_tags(tags, self.limits)
 
     def check_item(self, payload: Any, options: TriggerOptions) -> tuple[dict[str, Any], list[str]]:
         """Everything a trigger validates before storing: returns the metadata and the tags to store."""

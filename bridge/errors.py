@@ -46,6 +46,16 @@ class ConflictError(BridgeError):
     status = 409
 
 
+class LengthRequiredError(BridgeError):
+    code = "length_required"
+    status = 411
+
+
+class UnprocessableError(BridgeError):
+    code = "unprocessable"
+    status = 422
+
+
 class TooManyError(BridgeError):
     code = "too_many"
     status = 429

@@ -56,12 +56,13 @@ class RunningServer:
 
 
 async def start_server(settings: Settings, *, with_worker: bool = True) -> tuple[RunningServer, asyncio.Task[None]]:
-    app = create_app(settings, registry=registry if with_worker else None)
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms per keep-alive request)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # connections wait in the backlog until uvicorn has run the lifespan and serves
     port = sock.getsockname()[1]
+    settings = replace(settings, public_url=f"http://127.0.0.1:{port}")  # wait tokens' callback URLs
+    app = create_app(settings, registry=registry if with_worker else None)
     config = uvicorn.Config(
         app,
         log_level="warning",

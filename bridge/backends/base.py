@@ -42,6 +42,10 @@ def stream_channel(run_id: str, key: str) -> str:
     return f"stream:{run_id}:{key}"
 
 
+def waitpoint_channel(token_id: str) -> str:
+    return f"waitpoint:{token_id}"
+
+
 def encode_chunks_message(first_index: int, chunks: Sequence[bytes]) -> bytes:
     """The notification of chunks `first_index`, `first_index + 1`, ...: JSON text never holds a raw newline."""
     return b"\n".join([str(first_index).encode(), *chunks])
@@ -155,6 +159,40 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
         """Deliveries whose worker stopped heartbeating for a lease, now owned by `worker_id`."""
+
+    # wait tokens
+    @abc.abstractmethod
+    async def insert_waitpoint(
+        self,
+        token_id: str,
+        spec: bytes,
+        timeout_at_ms: int | None,
+        ttl: float,
+        idempotency_scope: str | None,
+        idempotency_ttl: float,
+    ) -> tuple[str, bool]:
+        """Stores a new token's creation record for `ttl` seconds and indexes its deadline; with an
+        idempotency scope already taken, returns the id of the token owning it and False instead."""
+
+    @abc.abstractmethod
+    async def get_waitpoint(self, token_id: str) -> tuple[bytes, bytes | None] | None:
+        """(creation record, result or None while it waits), or None for an unknown token."""
+
+    @abc.abstractmethod
+    async def complete_waitpoint(self, token_id: str, result: bytes, ttl: float) -> bytes | None:
+        """Stores `result` unless the token has one (first wins), publishing it on `waitpoint_channel`
+        in the same step, and keeps the token `ttl` seconds more; returns the stored result, or None
+        for an unknown token."""
+
+    @abc.abstractmethod
+    async def due_waitpoints(self, now_ms: int, limit: int) -> list[str]:
+        """Ids of tokens whose indexed deadline is at or before `now_ms`, earliest first."""
+
+    @abc.abstractmethod
+    async def next_waitpoint_deadline(self) -> int | None: ...
+
+    @abc.abstractmethod
+    async def forget_waitpoint_deadline(self, token_id: str) -> None: ...
 
     # small shared state
     @abc.abstractmethod

@@ -12,28 +12,37 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import Broker, Delivery, channels_of, encode_chunks_message, stream_channel
+from bridge.backends.base import (
+    Broker,
+    Delivery,
+    channels_of,
+    encode_chunks_message,
+    stream_channel,
+    waitpoint_channel,
+)
 from bridge.config import Settings
 from bridge.errors import NotFoundError, RunFinishedError
 from bridge.models import Run
 
 SWEEP_INTERVAL_SECONDS = 1.0
+V = TypeVar("V")
 
 
-class _ExpiringMap:
+class _ExpiringMap(Generic[V]):
     """Keys that vanish at a monotonic deadline: read lazily, swept in deadline order."""
 
     def __init__(self) -> None:
-        self._values: dict[str, tuple[str, float]] = {}
+        self._values: dict[str, tuple[V, float]] = {}
         self._deadlines: list[tuple[float, str]] = []
 
-    def get(self, key: str, now: float) -> str | None:
+    def get(self, key: str, now: float) -> V | None:
         entry = self._values.get(key)
         return entry[0] if entry and entry[1] > now else None
 
-    def set(self, key: str, value: str, deadline: float) -> None:
+    def set(self, key: str, value: V, deadline: float) -> None:
         self._values[key] = (value, deadline)
         heapq.heappush(self._deadlines, (deadline, key))
 
@@ -54,8 +63,11 @@ class MemoryBroker(Broker):
         self._by_tag: dict[str, dict[str, int]] = {}  # tag -> run id -> createdAt ms
         self._by_batch: dict[str, list[str]] = {}
         self._streams: dict[str, dict[str, list[bytes]]] = {}  # run id -> key -> chunks
-        self._idempotency = _ExpiringMap()  # scope -> run id
-        self._once = _ExpiringMap()
+        self._idempotency: _ExpiringMap[str] = _ExpiringMap()  # scope -> run or token id
+        self._once: _ExpiringMap[str] = _ExpiringMap()
+        self._waitpoints: _ExpiringMap[tuple[bytes, bytes | None]] = _ExpiringMap()  # id -> (spec, result)
+        self._deadlines: dict[str, int] = {}  # token id -> its deadline (ms), until fired
+        self._deadline_heap: list[tuple[int, str]] = []
         self._listening: dict[str, int] = {}
         self._queues: dict[str, deque[str]] = {}
         self._enqueued = asyncio.Condition()
@@ -195,6 +207,61 @@ class MemoryBroker(Broker):
     async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
         return []  # workers live in this process: none can die without the broker
 
+    # wait tokens
+    async def insert_waitpoint(
+        self,
+        token_id: str,
+        spec: bytes,
+        timeout_at_ms: int | None,
+        ttl: float,
+        idempotency_scope: str | None,
+        idempotency_ttl: float,
+    ) -> tuple[str, bool]:
+        now = time.monotonic()
+        if idempotency_scope:
+            existing = self._idempotency.get(idempotency_scope, now)
+            if existing is not None and self._waitpoints.get(existing, now) is not None:
+                return existing, False
+            self._idempotency.set(idempotency_scope, token_id, now + idempotency_ttl)
+        self._waitpoints.set(token_id, (spec, None), now + ttl)
+        if timeout_at_ms is not None:
+            self._deadlines[token_id] = timeout_at_ms
+            heapq.heappush(self._deadline_heap, (timeout_at_ms, token_id))
+        return token_id, True
+
+    async def get_waitpoint(self, token_id: str) -> tuple[bytes, bytes | None] | None:
+        return self._waitpoints.get(token_id, time.monotonic())
+
+    async def complete_waitpoint(self, token_id: str, result: bytes, ttl: float) -> bytes | None:
+        now = time.monotonic()
+        stored = self._waitpoints.get(token_id, now)
+        if stored is None:
+            return None
+        spec, existing = stored
+        if existing is not None:
+            return existing
+        self._waitpoints.set(token_id, (spec, result), now + ttl)
+        await self.publish(waitpoint_channel(token_id), result)
+        return result
+
+    async def due_waitpoints(self, now_ms: int, limit: int) -> list[str]:
+        self._drop_stale_deadlines()
+        due = (entry for entry in heapq.nsmallest(limit, self._deadline_heap) if entry[0] <= now_ms)
+        return [token_id for deadline, token_id in due if self._deadlines.get(token_id) == deadline]
+
+    async def next_waitpoint_deadline(self) -> int | None:
+        self._drop_stale_deadlines()
+        return self._deadline_heap[0][0] if self._deadline_heap else None
+
+    async def forget_waitpoint_deadline(self, token_id: str) -> None:
+        self._deadlines.pop(token_id, None)
+        self._drop_stale_deadlines()
+
+    def _drop_stale_deadlines(self) -> None:
+        heap = self._deadline_heap
+        while heap and self._deadlines.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+
     # small shared state
     async def claim_once(self, key: str, ttl: float) -> bool:
         now = time.monotonic()
@@ -236,3 +303,4 @@ class MemoryBroker(Broker):
                     del self._by_batch[run.batch_id]
         self._idempotency.evict(now)
         self._once.evict(now)
+        self._waitpoints.evict(now)

@@ -14,6 +14,10 @@ prefix (`settings.key_prefix`):
                               BATCH_INDEX_MAX_RUNS ids
     P:{idem:<scope>}          string: the run id owning an idempotency scope; TTL = the key's TTL
     P:{once:<key>}            string: a one-time key (`claim_once`); TTL = the given ttl
+    P:{waitpoint_<id>}:waitpoint  hash {spec, result}: a wait token's creation record and, once done, its
+                              result; TTL = retention after the deadline, then retention after the result
+    P:{waitpoints}:deadlines  sorted set token id -> deadline ms, until the timer fired it (one key:
+                              every process's timer reads it; a member is ~40 bytes)
     P:{tasks}                 set of registered task ids; no TTL (tiny), and re-added by this
                               process after every reconnection, in case Redis lost its data
     P:{queue}:task:<task_id>  stream of queued run ids with the consumer group "workers"; every
@@ -21,7 +25,8 @@ prefix (`settings.key_prefix`):
                               streams, and one heartbeat script, work in Cluster
 
 Pub/sub channels on the wire are `P:<channel>` (`P:run:<id>`, `P:tag:<tag>`, `P:batch:<id>`,
-`P:control:cancel`); the prefix is stripped before a message reaches `on_message`.
+`P:stream:<run>:<key>`, `P:waitpoint:<id>`, `P:control:cancel`); the prefix is stripped before a
+message reaches `on_message`.
 
 Connections: one command pool (BlockingConnectionPool, bounded), one pool for blocking
 XREADGROUP calls (so a blocked read never holds a connection other commands need), and ONE
@@ -67,7 +72,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import Broker, Delivery, channels_of, stream_channel
+from bridge.backends.base import Broker, Delivery, channels_of, stream_channel, waitpoint_channel
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError, BridgeError, ConflictError, NotFoundError, RunFinishedError
 from bridge.models import Run, now_ms
@@ -168,6 +173,18 @@ if current and current ~= ARGV[3] then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
+"""
+
+# KEYS[1]: a wait token's hash. ARGV: the result, TTL ms, the (prefixed) channel. The first result
+# wins: a later one is not stored, and the stored one is returned (false for an unknown token).
+COMPLETE_WAITPOINT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local existing = redis.call('HGET', KEYS[1], 'result')
+if existing then return existing end
+redis.call('HSET', KEYS[1], 'result', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return ARGV[1]
 """
 
 # KEYS: task streams, in the order to try. ARGV: group, consumer. Reads at most one entry:
@@ -560,6 +577,7 @@ class RedisBroker(Broker):
         self._heartbeat_script = self._redis.register_script(HEARTBEAT_SCRIPT)
         self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
         self._requeue_script = self._redis.register_script(REQUEUE_SCRIPT)
+        self._complete_waitpoint_script = self._redis.register_script(COMPLETE_WAITPOINT_SCRIPT)
         self._retention_ms = max(1, int(settings.retention_seconds * 1000))
         self._registered: set[str] = set()  # task ids registered through this broker
         self._groups: set[str] = set()  # streams known to have the consumer group
@@ -594,6 +612,12 @@ class RedisBroker(Broker):
 
     def _output_stream_key(self, run_id: str, key: str) -> str:
         return f"{self._prefix}:{{{run_id}}}:stream:{key}"
+
+    def _waitpoint_key(self, token_id: str) -> str:
+        return f"{self._prefix}:{{{token_id}}}:waitpoint"
+
+    def _deadlines_key(self) -> str:
+        return f"{self._prefix}:{{waitpoints}}:deadlines"
 
     def _wire(self, channel: str) -> str:
         return f"{self._prefix}:{channel}"
@@ -634,7 +658,7 @@ class RedisBroker(Broker):
     async def insert_run(self, run: Run, idempotency_scope: str | None, idempotency_ttl: float) -> tuple[Run, bool]:
         async with _unavailable("storing a run"):
             if idempotency_scope:
-                existing = await self._take_idempotency_scope(idempotency_scope, run.id, idempotency_ttl)
+                existing = await self._take_idempotency_scope(idempotency_scope, run.id, idempotency_ttl, self.get_run)
                 if existing is not None:
                     return existing, False
             # Index first: a listener that attached and then reads an index never misses the run.
@@ -656,25 +680,27 @@ class RedisBroker(Broker):
                 raise ConflictError(f"run {run.id} already exists")
             return run, True
 
-    async def _take_idempotency_scope(self, scope: str, run_id: str, ttl: float) -> Run | None:
-        """None once the scope is this run's; else the run that owns it."""
+    async def _take_idempotency_scope(
+        self, scope: str, owner_id: str, ttl: float, load: Callable[[str], Awaitable[T | None]]
+    ) -> T | None:
+        """None once the scope is `owner_id`'s; else what `load` finds of the run or token owning it."""
         key = self._idempotency_key(scope)
         ttl_ms = max(1, int(ttl * 1000))
         stale = ""
         for _ in range(IDEMPOTENCY_ATTEMPTS):
-            owner = await self._idempotency_script(keys=[key], args=[run_id, ttl_ms, stale])
+            owner = await self._idempotency_script(keys=[key], args=[owner_id, ttl_ms, stale])
             if owner is None:
                 return None
-            owner_id = _text(owner)
+            current_owner = _text(owner)
             deadline = time.monotonic() + IDEMPOTENCY_SETTLE_SECONDS
-            while True:  # a concurrent insert stores its run right after taking the scope
-                existing = await self.get_run(owner_id)
+            while True:  # a concurrent insert stores its run or token right after taking the scope
+                existing = await load(current_owner)
                 if existing is not None:
                     return existing
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(IDEMPOTENCY_POLL_SECONDS)
-            stale = owner_id  # its insert failed (or its run expired): take the scope over
+            stale = current_owner  # its insert failed (or it expired): take the scope over
         raise ConflictError(f"idempotency key {scope!r} is contended; try again")
 
     async def _store(self, run: Run, expected_version: int) -> bool:
@@ -911,6 +937,60 @@ class RedisBroker(Broker):
                 name = _text(consumer["name"])
                 if name != worker_id and int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms:
                     await self._redis.xgroup_delconsumer(stream, CONSUMER_GROUP, name)
+
+    # wait tokens
+    async def insert_waitpoint(
+        self,
+        token_id: str,
+        spec: bytes,
+        timeout_at_ms: int | None,
+        ttl: float,
+        idempotency_scope: str | None,
+        idempotency_ttl: float,
+    ) -> tuple[str, bool]:
+        async with _unavailable("storing a wait token"):
+            if idempotency_scope:
+                existing = await self._take_idempotency_scope(
+                    idempotency_scope, token_id, idempotency_ttl, self._stored_waitpoint_id
+                )
+                if existing is not None:
+                    return existing, False
+            key = self._waitpoint_key(token_id)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, "spec", spec)
+                pipe.pexpire(key, max(1, int(ttl * 1000)))
+                await pipe.execute()
+            if timeout_at_ms is not None:  # after the token: the index only names stored tokens
+                await self._redis.zadd(self._deadlines_key(), {token_id: timeout_at_ms})
+            return token_id, True
+
+    async def _stored_waitpoint_id(self, token_id: str) -> str | None:
+        return token_id if await self._redis.exists(self._waitpoint_key(token_id)) else None
+
+    async def get_waitpoint(self, token_id: str) -> tuple[bytes, bytes | None] | None:
+        async with _unavailable("reading a wait token"):
+            spec, result = await self._redis.hmget(self._waitpoint_key(token_id), ["spec", "result"])
+        return (cast(bytes, spec), cast(bytes | None, result)) if spec is not None else None
+
+    async def complete_waitpoint(self, token_id: str, result: bytes, ttl: float) -> bytes | None:
+        args: list[str | int | bytes] = [result, max(1, int(ttl * 1000)), self._wire(waitpoint_channel(token_id))]
+        async with _unavailable("completing a wait token"):
+            stored = await self._complete_waitpoint_script(keys=[self._waitpoint_key(token_id)], args=args)
+        return cast(bytes | None, stored)
+
+    async def due_waitpoints(self, now_ms: int, limit: int) -> list[str]:
+        async with _unavailable("reading wait token deadlines"):
+            ids = await self._redis.zrangebyscore(self._deadlines_key(), "-inf", now_ms, start=0, num=limit)
+        return [_text(i) for i in ids]
+
+    async def next_waitpoint_deadline(self) -> int | None:
+        async with _unavailable("reading wait token deadlines"):
+            first = await self._redis.zrange(self._deadlines_key(), 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def forget_waitpoint_deadline(self, token_id: str) -> None:
+        async with _unavailable("removing a wait token deadline"):
+            await self._redis.zrem(self._deadlines_key(), token_id)
 
     # small shared state
     async def claim_once(self, key: str, ttl: float) -> bool:

@@ -1,1 +1,1 @@
-"""The Python SDK, named after the official one: `tasks`, `runs`, `metadata`, `auth`."""
+"""The Python SDK, named after the official one: `tasks`, `runs`, `metadata`, `streams`, `wait`, `auth`."""

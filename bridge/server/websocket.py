@@ -224,6 +224,8 @@ class Connection:
                 self.send({"type": "pong", "id": subscription_id})
             elif kind == "send":
                 await self._send_input(frame)
+            elif kind == "complete":
+                await self._complete_token(frame)
             elif kind in ("subscribe", "unsubscribe"):
                 if len(raw) > self.limits.max_control_frame_bytes:  # only `send` frames carry big values
                     raise PayloadTooLargeError(f"a {kind} frame is at most {self.limits.max_control_frame_bytes} bytes")
@@ -274,6 +276,16 @@ class Connection:
         index = await send_input(self.bridge.engine, run_id, stream_id, frame["data"])
         await self._flush_run_streams(run_id)
         self.send({"type": "ack", "id": request_id, "index": index})
+
+    async def _complete_token(self, frame: dict[str, Any]) -> None:
+        """Completes a wait token: acknowledged once stored (also when it was done already)."""
+        request_id = _required_string(frame, "id", MAX_SUBSCRIPTION_ID_LENGTH)
+        token_id = _required_string(frame, "tokenId", 128)
+        if "data" not in frame:
+            raise ValidationError('a complete frame needs a data field ("data": null completes without a value)')
+        self._principal(frame).require_any("write", [("waitpoints", token_id)])
+        await self.bridge.waitpoints.complete(token_id, frame["data"])
+        self.send({"type": "ack", "id": request_id})
 
     async def _flush_run_streams(self, run_id: str) -> None:
         """Before a `send` is acknowledged, this connection's output streams of the same run push every

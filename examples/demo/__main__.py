@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 
-from bridge.cli import run_server, warn_if_development_key
+from bridge.cli import run_server, warn_if_development_key, with_public_url
 from bridge.config import Settings
 from examples.demo.app import create_demo_app
 
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8787")))
     args = parser.parse_args()
 
-    settings = Settings.from_env()
+    settings = with_public_url(Settings.from_env(), args.host, args.port)
     warn_if_development_key(settings)
     log.info("backend: %s", "redis" if settings.redis_url else "in-memory")
     log.info("the demo: http://%s:%d/", args.host, args.port)

@@ -225,3 +225,23 @@ async def write_then_await_stop(payload: dict[str, Any]) -> int:
     await metadata.set("written", count)
     await streams.input("stop").once(timeout=60)
     return count
+
+
+@registry.add_task("await-token")
+async def await_token(payload: dict[str, Any]) -> dict[str, Any]:
+    """Creates a wait token (options from the payload), shows its id in metadata, waits for it.
+
+    With `tokenId` in the payload it waits for that token instead of creating one."""
+    from bridge import wait
+
+    token_id = payload.get("tokenId")
+    if token_id is None:
+        token = await wait.create_token(
+            timeout=payload.get("timeout"), idempotency_key=payload.get("idempotencyKey"), tags=payload.get("tags")
+        )
+        token_id = token.id
+    await metadata.set("tokenId", token_id)
+    result = await wait.for_token(token_id)
+    if result.ok:
+        return {"ok": True, "output": result.output}
+    return {"ok": False, "error": str(result.error)}

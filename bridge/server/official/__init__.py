@@ -8,6 +8,7 @@ from bridge.server.official.api import add_batch_items, cancel_run, create_batch
 from bridge.server.official.feeds import batch_feed, run_feed, tag_feed
 from bridge.server.official.inputs import send_input_stream
 from bridge.server.official.streams import read_stream
+from bridge.server.official.waitpoints import complete_by_callback, complete_token, create_token, retrieve_token
 
 routes: list[BaseRoute] = [
     Route("/realtime/v1/runs", tag_feed),
@@ -21,4 +22,8 @@ routes: list[BaseRoute] = [
     Route("/api/v3/runs/{run_id}", retrieve_run),
     Route("/api/v2/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
     Route("/api/v1/auth/jwt/claims", jwt_claims, methods=["POST"]),
+    Route("/api/v1/waitpoints/tokens", create_token, methods=["POST"]),
+    Route("/api/v1/waitpoints/tokens/{token_id}", retrieve_token),
+    Route("/api/v1/waitpoints/tokens/{token_id}/complete", complete_token, methods=["POST"]),
+    Route("/api/v1/waitpoints/tokens/{token_id}/callback/{signature}", complete_by_callback, methods=["POST"]),
 ]

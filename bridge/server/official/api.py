@@ -17,17 +17,12 @@ from bridge.auth import Principal, create_public_token, require_run_read, run_ac
 from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
 from bridge.engine import TriggerOptions
-from bridge.errors import BridgeError, NotFoundError, UnauthorizedError, ValidationError
+from bridge.errors import NotFoundError, UnauthorizedError, UnprocessableError, ValidationError
 from bridge.models import Run, RunStatus, new_id
 from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
 
 TOKEN_CLAIMS_SUBJECT = "bridge"
 _RETRIEVE_COMPLETED = frozenset({RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.FAILED, RunStatus.CRASHED})
-
-
-class UnprocessableError(BridgeError):
-    code = "unprocessable"
-    status = 422
 
 
 def decode_payload(payload: Any, payload_type: Any) -> Any:
@@ -76,7 +71,7 @@ def _trigger_options(options: Any, request_key: str | None) -> TriggerOptions:
     )
 
 
-def _claims_headers(bridge: Bridge, scopes: list[str], token: str) -> dict[str, str]:
+def claims_headers(scopes: list[str], token: str) -> dict[str, str]:
     claims = {"sub": TOKEN_CLAIMS_SUBJECT, "pub": True, "scopes": scopes}
     return {"x-trigger-jwt": token, "x-trigger-jwt-claims": orjson.dumps(claims).decode()}
 
@@ -115,7 +110,7 @@ async def trigger_task(request: Request) -> Response:
     await _consume_one_time(bridge, principal, task_id)
     run, created = await bridge.engine.trigger(task_id, payload, trigger_options)
     scopes = [f"read:runs:{run.id}", f"write:inputStreams:{run.id}"]
-    headers = _claims_headers(bridge, scopes, run_access_token(bridge.settings.secret_key, run.id))
+    headers = claims_headers(scopes, run_access_token(bridge.settings.secret_key, run.id))
     return json_response(
         {"id": run.id, "isCached": not created and trigger_options.idempotency_key is not None}, headers=headers
     )
@@ -143,7 +138,7 @@ async def create_batch(request: Request) -> Response:
     return json_response(
         {"id": batch_id, "runCount": run_count, "isCached": False},
         status=202,
-        headers=_claims_headers(bridge, scopes, token),
+        headers=claims_headers(scopes, token),
     )
 
 

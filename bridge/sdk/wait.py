@@ -1,0 +1,147 @@
+"""`wait`: wait tokens, named after the official SDK's.
+
+token = await wait.create_token(timeout="10m", idempotency_key="review-42", tags=["doc:42"])
+result = await wait.for_token(token)           # in a task: WAITING, worker slot freed meanwhile
+if result.ok: ...                              # result.output; result.unwrap() raises on timeout
+await wait.complete_token(token_id, {"approved": True})   # anywhere: a backend, a script
+await wait.retrieve_token(token_id)            # status WAITING / COMPLETED / TIMED_OUT, output, times
+
+A page completes a token with the token's `public_access_token` (the `useWaitToken` hook), and a
+webhook by POSTing JSON to its `url`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from bridge.auth import waitpoint_access_token
+from bridge.sdk import state
+from bridge.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken, callback_path
+from bridge.worker.context import require_suspend
+
+T = TypeVar("T")
+__all__ = [
+    "CreatedToken",
+    "RetrievedToken",
+    "TokenResult",
+    "TokenStatus",
+    "WaitpointTimeoutError",
+    "complete_token",
+    "create_token",
+    "for_token",
+    "retrieve_token",
+]
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    id: str
+    url: str  # POST JSON here to complete the token (a webhook's target); it carries its own signature
+    public_access_token: str  # completes this token only (`write:waitpoints:<id>`), for 24 hours
+    is_cached: bool  # True when an idempotency key returned an existing token
+
+
+@dataclass(frozen=True)
+class TokenResult(Generic[T]):
+    """What `for_token` returns: `ok` with the completion's `output`, or not ok with the timeout `error`."""
+
+    ok: bool
+    output: T | None = None
+    error: WaitpointTimeoutError | None = None
+
+    def unwrap(self) -> T:
+        """The output; raises the WaitpointTimeoutError when the token timed out."""
+        if self.error is not None:
+            raise self.error
+        return self.output  # type: ignore[return-value]  # None is a valid completion value
+
+
+@dataclass(frozen=True)
+class RetrievedToken:
+    id: str
+    url: str
+    status: TokenStatus
+    created_at: datetime
+    tags: list[str]
+    timeout_at: datetime | None = None
+    completed_at: datetime | None = None
+    idempotency_key: str | None = None
+    idempotency_key_expires_at: datetime | None = None
+    output: Any = None  # the completion's data when COMPLETED
+    error: WaitpointTimeoutError | None = None  # set when TIMED_OUT
+
+
+TokenRef = str | CreatedToken | RetrievedToken
+
+
+def _token_id(token: TokenRef) -> str:
+    return token if isinstance(token, str) else token.id
+
+
+def _datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+async def create_token(
+    *,
+    timeout: Timeout | None = None,
+    idempotency_key: str | None = None,
+    idempotency_key_ttl: str | int | float | None = None,
+    tags: str | list[str] | None = None,
+) -> CreatedToken:
+    """A new token. `timeout`: "30s", "10m", "2h", "3d", "4w", seconds, or a datetime; without one it
+    waits until completed (or the retention ends). The same `idempotency_key` within its TTL (default:
+    the retention) returns the same token with `is_cached=True`."""
+    bridge = await state.current()
+    token, created = await bridge.waitpoints.create(
+        timeout=timeout, idempotency_key=idempotency_key, idempotency_key_ttl=idempotency_key_ttl, tags=tags
+    )
+    secret = bridge.settings.secret_key
+    return CreatedToken(
+        id=token.id,
+        url=bridge.settings.public_url + callback_path(secret, token.id),
+        public_access_token=waitpoint_access_token(secret, token.id),
+        is_cached=not created,
+    )
+
+
+async def for_token(token: TokenRef) -> TokenResult[Any]:
+    """Inside a task: waits until the token is completed or times out. Meanwhile the run shows
+    WAITING and its worker slot runs other runs. A token already done returns at once."""
+    suspend = require_suspend("wait.for_token")
+    bridge = await state.current()
+    done = await bridge.waitpoints.wait(_token_id(token), suspend)
+    if done.status is TokenStatus.TIMED_OUT:
+        return TokenResult(ok=False, error=done.timeout_error())
+    return TokenResult(ok=True, output=done.output)
+
+
+async def complete_token(token: TokenRef, data: Any = None) -> None:
+    """Completes the token with `data` (any JSON value, at most 1 MiB encoded). Completing a token that
+    is already done succeeds and keeps its first output. NotFoundError for an unknown token."""
+    await (await state.current()).waitpoints.complete(_token_id(token), data)
+
+
+async def retrieve_token(token: TokenRef) -> RetrievedToken:
+    bridge = await state.current()
+    found = await bridge.waitpoints.retrieve(_token_id(token))
+    return _retrieved(found, bridge.settings.public_url + callback_path(bridge.settings.secret_key, found.id))
+
+
+def _retrieved(token: WaitToken, url: str) -> RetrievedToken:
+    timed_out = token.status is TokenStatus.TIMED_OUT
+    return RetrievedToken(
+        id=token.id,
+        url=url,
+        status=token.status,
+        created_at=datetime.fromtimestamp(token.created_at / 1000, tz=UTC),
+        tags=list(token.tags),
+        timeout_at=_datetime(token.timeout_at),
+        completed_at=_datetime(token.completed_at),
+        idempotency_key=token.idempotency_key,
+        idempotency_key_expires_at=_datetime(token.idempotency_key_expires_at),
+        output=None if timed_out else token.output,
+        error=token.timeout_error() if timed_out else None,
+    )

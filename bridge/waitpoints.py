@@ -1,0 +1,330 @@
+"""Wait tokens: a task pauses until a person, a page or a webhook completes its token.
+
+A token is stored in the broker in two parts: its creation record (id, deadline, idempotency key,
+tags), written once, and its result (COMPLETED with the output, or TIMED_OUT), written once by
+whoever comes first — `complete`, or the timer at the deadline. Later completions succeed and keep
+the first result, so a doubled click or a retried webhook is harmless.
+
+Timeouts: every process's `WaitpointTimer` fires the deadlines that passed, from the broker's
+deadline index, so a deadline that passed while every process was down fires when one comes back.
+Reads never depend on the timer having run: a token past its deadline reads (and is stored) as
+TIMED_OUT, and a completion arriving after the deadline finds it timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from bridge.aio import cancel_and_wait
+from bridge.backends.base import Broker, waitpoint_channel
+from bridge.config import Settings
+from bridge.durations import deadline_from, parse_duration_seconds
+from bridge.engine import check_size, validate_tags
+from bridge.errors import BridgeError, NotFoundError, ValidationError
+from bridge.hub import Hub, Message
+from bridge.models import iso_from_ms, new_id, now_ms
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_ERROR_CODE = "TRIGGER_WAITPOINT_TIMEOUT"  # the official code, in a timed-out token's output
+MAX_IDEMPOTENCY_KEY_LENGTH = 2048
+TIMER_POLL_SECONDS = 1.0  # deadlines set by other processes are noticed within this long
+TIMER_BATCH = 100  # deadlines fired per broker round trip
+TIMER_RETRY_SECONDS = 1.0  # pause after the backend was unavailable
+Timeout = str | int | float | timedelta | datetime
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+class TokenStatus(StrEnum):
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+class WaitpointTimeoutError(BridgeError):
+    """A token reached its timeout before anyone completed it."""
+
+    code = "waitpoint_timeout"
+    status = 408
+
+
+@dataclass
+class WaitToken:
+    id: str
+    created_at: int  # ms since the epoch, like every time below
+    timeout_at: int | None = None
+    idempotency_key: str | None = None
+    idempotency_key_expires_at: int | None = None
+    tags: list[str] = field(default_factory=list)
+    status: TokenStatus = TokenStatus.WAITING
+    output: Any = None  # the completion's data; for TIMED_OUT, the official timeout error object
+    completed_at: int | None = None
+
+    @property
+    def is_done(self) -> bool:
+        return self.status is not TokenStatus.WAITING
+
+    def spec_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "createdAt": self.created_at,
+                "timeoutAt": self.timeout_at,
+                "idempotencyKey": self.idempotency_key,
+                "idempotencyKeyExpiresAt": self.idempotency_key_expires_at,
+                "tags": self.tags,
+            }
+        )
+
+    @classmethod
+    def from_storage(cls, spec: bytes, result: bytes | None) -> WaitToken:
+        data = orjson.loads(spec)
+        token = cls(
+            id=data["id"],
+            created_at=data["createdAt"],
+            timeout_at=data["timeoutAt"],
+            idempotency_key=data["idempotencyKey"],
+            idempotency_key_expires_at=data["idempotencyKeyExpiresAt"],
+            tags=data["tags"],
+        )
+        if result is not None:
+            token.apply_result(result)
+        return token
+
+    def apply_result(self, result: bytes) -> None:
+        data = orjson.loads(result)
+        self.status = TokenStatus(data["status"])
+        self.output = data["output"]
+        self.completed_at = data["completedAt"]
+
+    def timeout_error(self) -> WaitpointTimeoutError:
+        message = self.output.get("message") if isinstance(self.output, dict) else None
+        return WaitpointTimeoutError(message or f"Waitpoint {self.id} timed out")
+
+
+def result_bytes(status: TokenStatus, output: Any, completed_at: int) -> bytes:
+    return orjson.dumps({"status": status.value, "output": output, "completedAt": completed_at})
+
+
+def timeout_result(timeout_at: int) -> bytes:
+    message = f"Waitpoint timed out at {iso_from_ms(timeout_at)}"
+    return result_bytes(TokenStatus.TIMED_OUT, {"code": TIMEOUT_ERROR_CODE, "message": message}, timeout_at)
+
+
+def callback_signature(secret_key: str, token_id: str) -> str:
+    """The hex HMAC-SHA256 of the token id, keyed with the secret key: the callback URL's last segment."""
+    return hmac.new(secret_key.encode(), token_id.encode(), hashlib.sha256).hexdigest()
+
+
+def callback_path(secret_key: str, token_id: str) -> str:
+    return f"/api/v1/waitpoints/tokens/{token_id}/callback/{callback_signature(secret_key, token_id)}"
+
+
+def valid_callback_signature(secret_key: str, token_id: str, signature: str) -> bool:
+    return hmac.compare_digest(callback_signature(secret_key, token_id), signature)
+
+
+class Waitpoints:
+    """Creating, completing, reading and waiting for wait tokens, over any broker."""
+
+    def __init__(self, broker: Broker, hub: Hub, settings: Settings) -> None:
+        self.broker = broker
+        self.hub = hub
+        self.settings = settings
+        self.timer = WaitpointTimer(self)
+
+    # validation
+    @staticmethod
+    def _timeout_at(timeout: Timeout | None, now: int) -> int | None:
+        if timeout is None:
+            return None
+        if isinstance(timeout, str) and _ISO_DATE.match(timeout):  # the official clients send a Date this way
+            try:
+                timeout = datetime.fromisoformat(timeout)
+            except ValueError as exc:
+                raise ValidationError(f'invalid timeout {timeout!r}: a duration like "10m" or an ISO date') from exc
+        if not isinstance(timeout, (str, int, float, timedelta, datetime)) or isinstance(timeout, bool):
+            raise ValidationError('timeout is a duration like "10m", seconds, or a date')
+        start = datetime.fromtimestamp(now / 1000, tz=UTC)
+        return int(deadline_from(timeout, start).timestamp() * 1000)
+
+    def check_output(self, output: Any) -> None:
+        check_size("the completion data", output, self.settings.limits.max_payload_bytes)
+
+    # operations
+    async def create(
+        self,
+        *,
+        timeout: Timeout | None = None,
+        idempotency_key: str | None = None,
+        idempotency_key_ttl: str | int | float | None = None,
+        tags: Any = None,
+    ) -> tuple[WaitToken, bool]:
+        """Stores a new token; returns (token, created). A live idempotency key returns its token instead."""
+        now = now_ms()
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+        ):
+            raise ValidationError(f"idempotencyKey is a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        retention = self.settings.retention_seconds
+        timeout_at = self._timeout_at(timeout, now)
+        # Kept for the retention after its deadline at least, so a late reader still sees TIMED_OUT.
+        ttl = retention + max(0.0, ((timeout_at or now) - now) / 1000)
+        key_ttl = min(parse_duration_seconds(idempotency_key_ttl), ttl) if idempotency_key_ttl is not None else ttl
+        token = WaitToken(
+            id=new_id("waitpoint_"),
+            created_at=now,
+            timeout_at=timeout_at,
+            idempotency_key=idempotency_key,
+            idempotency_key_expires_at=now + int(key_ttl * 1000) if idempotency_key else None,
+            tags=validate_tags(tags, self.settings.limits, "a wait token"),
+        )
+        scope = f"waitpoint:{idempotency_key}" if idempotency_key else None
+        stored_id, created = await self.broker.insert_waitpoint(
+            token.id, token.spec_bytes(), timeout_at, ttl, scope, key_ttl
+        )
+        if created:
+            if timeout_at is not None:
+                self.timer.wake()
+            return token, True
+        return await self.retrieve(stored_id), False
+
+    async def retrieve(self, token_id: str) -> WaitToken:
+        """The token as it is now; one past its deadline is timed out first, whatever the timer did."""
+        stored = await self.broker.get_waitpoint(token_id)
+        if stored is None:
+            raise NotFoundError(f"Waitpoint not found: {token_id}")
+        token = WaitToken.from_storage(*stored)
+        if not token.is_done and token.timeout_at is not None and now_ms() >= token.timeout_at:
+            await self._store_result(token, timeout_result(token.timeout_at))
+        return token
+
+    async def complete(self, token_id: str, output: Any) -> WaitToken:
+        """Completes the token with `output`, unless it is done already: then it keeps its first result."""
+        self.check_output(output)
+        token = await self.retrieve(token_id)
+        if not token.is_done:
+            await self._store_result(token, result_bytes(TokenStatus.COMPLETED, output, now_ms()))
+        return token
+
+    async def time_out(self, token_id: str) -> None:
+        """The timer's step for one due deadline (a token that expired meanwhile is only forgotten)."""
+        try:
+            done = (await self.retrieve(token_id)).is_done
+        except NotFoundError:
+            done = True
+        if done:  # else this clock is a little behind the deadline's: it is due again in a moment
+            await self.broker.forget_waitpoint_deadline(token_id)
+
+    async def _store_result(self, token: WaitToken, result: bytes) -> None:
+        """Stores `result` unless another one won; `token` ends up holding the winner."""
+        stored = await self.broker.complete_waitpoint(token.id, result, self.settings.retention_seconds)
+        if stored is None:
+            raise NotFoundError(f"Waitpoint not found: {token.id}")
+        token.apply_result(stored)
+
+    async def wait(self, token_id: str, suspend: Callable[[], AbstractAsyncContextManager[None]]) -> WaitToken:
+        """Returns the token once it is done; while it waits, `suspend` is entered (the run shows
+        WAITING and its worker slot is free). A token already done returns at once."""
+        async with self._watch(token_id) as done:
+            token = await self.retrieve(token_id)
+            if token.is_done:
+                return token
+            async with suspend():
+                result = await done
+            token.apply_result(result)
+            return token
+
+    @contextlib.asynccontextmanager
+    async def _watch(self, token_id: str) -> AsyncIterator[asyncio.Future[bytes]]:
+        """A future of the token's result, attached before the caller reads the token (live first, then
+        the stored state: nothing falls between). On a resync it re-reads the stored state."""
+        done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        rereads: set[asyncio.Task[None]] = set()
+
+        async def reread() -> None:
+            try:
+                stored = await self.broker.get_waitpoint(token_id)
+            except BridgeError as exc:
+                log.warning("wait token %s: could not re-read after a resync: %s", token_id, exc.message)
+                return
+            if stored is not None and stored[1] is not None and not done.done():
+                done.set_result(stored[1])
+
+        def on_message(_: str, message: Message | None) -> None:
+            if done.done():
+                return
+            if message is not None:
+                done.set_result(message.raw)
+                return
+            task = asyncio.create_task(reread())
+            rereads.add(task)
+            task.add_done_callback(rereads.discard)
+
+        channel = waitpoint_channel(token_id)
+        await self.hub.attach(channel, on_message)
+        try:
+            yield done
+        finally:
+            for task in list(rereads):
+                await cancel_and_wait(task)
+            await self.hub.detach(channel, on_message)
+
+
+class WaitpointTimer:
+    """Fires passed deadlines: sleeps until the nearest one (at most TIMER_POLL_SECONDS), fires, repeats."""
+
+    def __init__(self, waitpoints: Waitpoints) -> None:
+        self._waitpoints = waitpoints
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._fire_forever())
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._loop)
+        self._loop = None
+
+    def wake(self) -> None:
+        """A deadline was added: it may be nearer than the one being slept on."""
+        self._wake.set()
+
+    async def fire_due(self) -> float:
+        """Fires every passed deadline; returns how long to sleep until the next one."""
+        broker = self._waitpoints.broker
+        while True:
+            due = await broker.due_waitpoints(now_ms(), TIMER_BATCH)
+            for token_id in due:
+                await self._waitpoints.time_out(token_id)
+            if len(due) < TIMER_BATCH:
+                break
+        nearest = await broker.next_waitpoint_deadline()
+        if nearest is None:
+            return TIMER_POLL_SECONDS
+        return min(TIMER_POLL_SECONDS, max(0.0, (nearest - now_ms()) / 1000))
+
+    async def _fire_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                delay = await self.fire_due()
+            except BridgeError as exc:
+                log.warning("wait token timer: backend unavailable (%s); retrying", exc.message)
+                delay = TIMER_RETRY_SECONDS
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
