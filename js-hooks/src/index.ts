@@ -32,3 +32,4 @@ export {
 } from "./client/registry.js";
 export type { FeedSpec, StreamSpec, WireRun, ErrorCode } from "./client/protocol.js";
 export * from "./hooks/useInputStreamSend.js";
+export * from "./hooks/useWaitToken.js";

@@ -10,6 +10,7 @@ import {
   useRealtimeRunsWithTag,
   useRealtimeTaskTrigger,
   useRun,
+  useWaitToken,
 } from "../src/index.js";
 import { FakeBridge, makeRun } from "./support/fakeBridge.js";
 
@@ -31,12 +32,14 @@ describe("server-side rendering", () => {
       const batch = useRealtimeBatch("batch_1");
       const fetched = useRun(run.id);
       const trigger = useRealtimeTaskTrigger("resize-image");
+      const wait = useWaitToken("waitpoint_1");
       const text = [
         single.run?.status ?? "none",
         tagged.runs.length,
         batch.runs.length,
         fetched.isLoading ? "loading" : "idle",
         trigger.isLoading ? "busy" : "ready",
+        wait.isLoading || wait.isCompleted ? "completing" : "open",
       ].join("|");
       return <p>{text}</p>;
     }
@@ -45,7 +48,7 @@ describe("server-side rendering", () => {
         <Page />
       </TriggerAuthContext.Provider>,
     );
-    expect(html).toBe("<p>none|0|0|loading|ready</p>");
+    expect(html).toBe("<p>none|0|0|loading|ready|open</p>");
 
     // The client itself does nothing without a window either.
     const subscription = getRealtimeClient(bridge.baseURL).subscribe(
@@ -55,6 +58,8 @@ describe("server-side rendering", () => {
     );
     expect(subscription.getState()).toMatchObject({ runs: [], synced: false });
     subscription.unsubscribe();
+    const completion = getRealtimeClient(bridge.baseURL).completeToken("waitpoint_1", true, "t");
+    await expect(completion).rejects.toMatchObject({ code: "connection_failed" });
 
     // Give a socket every chance to show up: the server answers a request made after all that.
     const response = await fetch(`${bridge.baseURL}/anything`);

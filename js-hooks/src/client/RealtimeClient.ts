@@ -11,6 +11,8 @@
  *   subscribes again; the new `snapshot` replaces what the feed held.
  * - Per run, the state with the highest `version` wins; updates that arrive before a snapshot
  *   (the protocol allows it) are kept and merged into it.
+ * - Requests (`send`, `complete`) ride the same socket and settle with the `ack` or `error` of
+ *   their id; only an idempotent one (`complete`) is written again after a lost connection.
  */
 import { parseDurationSeconds, DEFAULT_TAG_WINDOW } from "./duration.js";
 import { RealtimeError } from "./errors.js";
@@ -21,6 +23,7 @@ import {
   type FeedSpec,
   type ServerFrame,
   type ChunkFrame,
+  type CompleteFrame,
   type EndFrame,
   type SnapshotFrame,
   type StreamSpec,
@@ -96,17 +99,29 @@ export type SubscribeOptions = {
 /** What the bridge answered to an input-stream `send`: the value is stored at `index`. */
 export type SendInputResult = { index: number };
 
-/** A `send` frame waiting for its `ack`. */
-type PendingSend = {
-  frame: SendFrame;
-  /** True once the frame went out on a socket: from then on it is never sent again. */
+/** A request frame (`send`, `complete`) waiting for its `ack` or `error`. */
+type PendingRequest = {
+  frame: SendFrame | CompleteFrame;
+  /** True once the frame went out on the current socket. */
   sent: boolean;
-  resolve: (result: SendInputResult) => void;
+  /** How many sockets the frame went out on. */
+  writes: number;
+  /**
+   * Idempotent requests (`complete`) go out again on the next socket when theirs closes before
+   * the answer, up to `MAX_REQUEST_WRITES` times; others fail with `connection_lost`.
+   */
+  resend: boolean;
+  /** The `connection_lost` message: what the caller may have lost. */
+  lostMessage: string;
+  resolve: (ack: AckFrame) => void;
   reject: (error: Error) => void;
 };
 
+/** A request that goes out again after a lost connection stops after this many writes. */
+const MAX_REQUEST_WRITES = 3;
+
 /**
- * The bridge's limit on a client frame (a `send` frame carries a value of up to 1 MiB), until
+ * The bridge's limit on a client frame (a `send` or `complete` frame carries a value of up to 1 MiB), until
  * its `welcome` frame says otherwise. A larger frame would close the whole connection (1009).
  */
 const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024 + 16 * 1024;
@@ -299,8 +314,8 @@ export class RealtimeClient {
   private readonly streams = new Map<string, StreamFeed>();
   private readonly bySid = new Map<string, Feed | StreamFeed>();
   private readonly byTopic = new Map<string, Set<Feed>>();
-  private readonly sends = new Map<string, PendingSend>();
-  private nextSend = 1;
+  private readonly requests = new Map<string, PendingRequest>();
+  private nextRequest = 1;
   private maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
   private onlineListener: (() => void) | undefined;
 
@@ -429,12 +444,52 @@ export class RealtimeClient {
    * it rejects with code `connection_lost`, and the caller decides whether to send again.
    */
   sendInput(runId: string, streamId: string, data: unknown, token: string): Promise<SendInputResult> {
+    const frame: SendFrame = { type: "send", id: `x${this.nextRequest++}`, runId, streamId, data, token };
+    return this.request(
+      frame,
+      false,
+      "the connection closed before the bridge acknowledged the value: it may or may not have been stored",
+    ).then((ack) => ({ index: typeof ack.index === "number" ? ack.index : -1 }));
+  }
+
+  /**
+   * Completes wait token `tokenId` with `data` (a `complete` frame with `token`, which needs
+   * `write:waitpoints:<tokenId>`); `undefined` goes as `null`, since the frame must carry `data`.
+   * Resolves once the bridge stored the completion; rejects with a `RealtimeError` carrying the
+   * bridge's code (`unauthorized`, `forbidden`, `not_found`, `payload_too_large`,
+   * `invalid_request`, ...).
+   *
+   * Completing is idempotent on the bridge (a completed token answers `ack` again and keeps its
+   * first output), so unlike a send, a completion whose socket closes before the `ack` goes out
+   * again on the next one. After `MAX_REQUEST_WRITES` lost connections it rejects with
+   * `connection_lost`.
+   */
+  completeToken(tokenId: string, data: unknown, token: string): Promise<void> {
+    const frame: CompleteFrame = {
+      type: "complete",
+      id: `c${this.nextRequest++}`,
+      tokenId,
+      data: data === undefined ? null : data,
+      token,
+    };
+    return this.request(
+      frame,
+      true,
+      `the connection closed ${MAX_REQUEST_WRITES} times before the bridge acknowledged the completion`,
+    ).then(() => undefined);
+  }
+
+  /**
+   * Writes a request frame (now, or once the socket is open) and settles with its answer: the
+   * `ack` frame, or a `RealtimeError` with the `error` frame's code. A frame that is not JSON or
+   * is over the bridge's frame limit is refused here: sent, it would close the whole connection.
+   */
+  private request(frame: SendFrame | CompleteFrame, resend: boolean, lostMessage: string): Promise<AckFrame> {
     if (typeof window === "undefined" || this.closed) {
       return Promise.reject(
-        new RealtimeError("connection_failed", "cannot send to an input stream: no realtime client here"),
+        new RealtimeError("connection_failed", `cannot send a ${frame.type} frame: no realtime client here`),
       );
     }
-    const frame: SendFrame = { type: "send", id: `x${this.nextSend++}`, runId, streamId, data, token };
     let text: string;
     try {
       text = JSON.stringify(frame);
@@ -447,40 +502,41 @@ export class RealtimeClient {
       return Promise.reject(
         new RealtimeError(
           "payload_too_large",
-          `the send frame is over the bridge's ${this.maxFrameBytes} byte frame limit (values are at most 1 MiB)`,
+          `the ${frame.type} frame is over the bridge's ${this.maxFrameBytes} byte frame limit (values are at most 1 MiB)`,
         ),
       );
     }
-    return new Promise<SendInputResult>((resolve, reject) => {
-      const pending: PendingSend = { frame, sent: false, resolve, reject };
-      this.sends.set(frame.id, pending);
+    return new Promise<AckFrame>((resolve, reject) => {
+      const pending: PendingRequest = { frame, sent: false, writes: 0, resend, lostMessage, resolve, reject };
+      this.requests.set(frame.id, pending);
       this.cancelLinger();
-      if (this.wsOpen) this.writeSend(pending);
+      if (this.wsOpen) this.writeRequest(pending);
       else this.ensureConnected();
     });
   }
 
-  /** Number of input-stream sends waiting for their acknowledgement. */
+  /** Number of requests (input-stream sends, token completions) waiting for their answer. */
   get pendingSendCount(): number {
-    return this.sends.size;
+    return this.requests.size;
   }
 
-  private writeSend(pending: PendingSend): void {
+  private writeRequest(pending: PendingRequest): void {
     const ws = this.ws;
     if (!ws || !this.wsOpen || ws.readyState !== OPEN) return;
     pending.sent = true;
+    pending.writes++;
     try {
       ws.send(JSON.stringify(pending.frame));
     } catch {
-      // The close event follows and rejects it (it may have gone out).
+      // The close event follows and deals with it (it may have gone out).
     }
   }
 
-  private settleSend(id: string): PendingSend | undefined {
-    const pending = this.sends.get(id);
+  private settleRequest(id: string): PendingRequest | undefined {
+    const pending = this.requests.get(id);
     if (!pending) return undefined;
-    this.sends.delete(id);
-    if (this.feeds.size === 0 && this.streams.size === 0 && this.sends.size === 0 && this.ws) {
+    this.requests.delete(id);
+    if (this.feeds.size === 0 && this.streams.size === 0 && this.requests.size === 0 && this.ws) {
       this.scheduleLinger();
     }
     return pending;
@@ -488,14 +544,13 @@ export class RealtimeClient {
 
   private onAck(frame: AckFrame): void {
     if (typeof frame.id !== "string") return;
-    const pending = this.settleSend(frame.id);
-    pending?.resolve({ index: typeof frame.index === "number" ? frame.index : -1 });
+    this.settleRequest(frame.id)?.resolve(frame);
   }
 
-  private rejectSends(error: RealtimeError, which: (pending: PendingSend) => boolean): void {
-    for (const [id, pending] of Array.from(this.sends)) {
+  private rejectRequests(error: RealtimeError, which: (pending: PendingRequest) => boolean): void {
+    for (const [id, pending] of Array.from(this.requests)) {
       if (!which(pending)) continue;
-      this.sends.delete(id);
+      this.requests.delete(id);
       pending.reject(error);
     }
   }
@@ -517,7 +572,7 @@ export class RealtimeClient {
     this.feeds.clear();
     this.streams.clear();
     this.bySid.clear();
-    this.rejectSends(new RealtimeError("connection_failed", "the realtime client was closed"), () => true);
+    this.rejectRequests(new RealtimeError("connection_failed", "the realtime client was closed"), () => true);
     this.byTopic.clear();
     this.cancelLinger();
     this.cancelReconnect();
@@ -758,9 +813,9 @@ export class RealtimeClient {
 
   private onErrorFrame(frame: ErrorFrame): void {
     if (typeof frame.id !== "string") return; // about a frame that could not be read: no subscription to tell
-    const send = this.settleSend(frame.id);
-    if (send) {
-      send.reject(new RealtimeError(String(frame.code), String(frame.message ?? frame.code)));
+    const request = this.settleRequest(frame.id);
+    if (request) {
+      request.reject(new RealtimeError(String(frame.code), String(frame.message ?? frame.code)));
       return;
     }
     const feed = this.bySid.get(frame.id);
@@ -815,7 +870,7 @@ export class RealtimeClient {
   // ---- connection --------------------------------------------------------------------------
 
   private needsSocket(): boolean {
-    if (this.sends.size > 0) return true;
+    if (this.requests.size > 0) return true;
     for (const feed of this.allFeeds()) {
       if (feed.phase !== "failed" && feed.phase !== "ended") return true;
     }
@@ -870,7 +925,7 @@ export class RealtimeClient {
   }
 
   private failFeeds(error: RealtimeError): void {
-    this.rejectSends(error, () => true);
+    this.rejectRequests(error, () => true);
     for (const feed of this.allFeeds()) {
       if (feed.phase === "failed" || feed.phase === "ended") continue;
       this.unbind(feed);
@@ -894,11 +949,11 @@ export class RealtimeClient {
         this.sendSubscribe(feed);
       }
     }
-    // Sends that never went out (the socket was not open yet) go now; sent ones never go twice.
-    for (const pending of Array.from(this.sends.values())) {
-      if (!pending.sent) this.writeSend(pending);
+    // Requests not out on a socket go now: new ones, and completions whose socket closed.
+    for (const pending of Array.from(this.requests.values())) {
+      if (!pending.sent) this.writeRequest(pending);
     }
-    if (this.feeds.size === 0 && this.streams.size === 0 && this.sends.size === 0) this.scheduleLinger();
+    if (this.feeds.size === 0 && this.streams.size === 0 && this.requests.size === 0) this.scheduleLinger();
   }
 
   private onMessage(data: unknown): void {
@@ -952,14 +1007,15 @@ export class RealtimeClient {
     this.stopPing();
     if (wasOpen && Date.now() - this.openedAt >= this.options.stableConnectionMs) this.attempt = 0;
     if (!wasOpen) this.failedAttempts++;
-    // A send written to this socket may or may not have been stored: never sent again blindly.
-    this.rejectSends(
-      new RealtimeError(
-        "connection_lost",
-        "the connection closed before the bridge acknowledged the value: it may or may not have been stored",
-      ),
-      (pending) => pending.sent,
-    );
+    // A request written to this socket may or may not have been stored: a send is never sent
+    // again blindly; a completion (idempotent) goes again on the next socket, a few times.
+    for (const [id, pending] of Array.from(this.requests)) {
+      if (!pending.sent) continue;
+      pending.sent = false;
+      if (pending.resend && pending.writes < MAX_REQUEST_WRITES) continue;
+      this.requests.delete(id);
+      pending.reject(new RealtimeError("connection_lost", pending.lostMessage));
+    }
     for (const feed of this.allFeeds()) {
       if (feed.phase === "pending" || feed.phase === "live") {
         this.unbind(feed);
@@ -978,8 +1034,8 @@ export class RealtimeClient {
           this.emit(feed);
         }
       }
-      // Sends that never went out fail too (nothing was stored): the caller may try again.
-      this.rejectSends(error, () => true);
+      // Requests waiting for a socket fail too: the caller may try again.
+      this.rejectRequests(error, () => true);
     }
     if (this.needsSocket()) this.scheduleReconnect();
   }
@@ -1028,7 +1084,7 @@ export class RealtimeClient {
     this.cancelLinger();
     this.lingerTimer = setTimeout(() => {
       this.lingerTimer = undefined;
-      if (this.feeds.size > 0 || this.streams.size > 0 || this.sends.size > 0) return;
+      if (this.feeds.size > 0 || this.streams.size > 0 || this.requests.size > 0) return;
       this.cancelReconnect();
       this.closeSocket(1000, "no subscriptions");
     }, this.options.socketLingerMs);

@@ -91,9 +91,19 @@ export type SendFrame = {
   token: string;
 };
 
+/** Completes wait token `tokenId` with `data` (`null` for no value): answered by `ack` or an `error` with this id. */
+export type CompleteFrame = {
+  type: "complete";
+  id: string;
+  tokenId: string;
+  data: unknown;
+  token: string;
+};
+
 export type ClientFrame =
   | SubscribeFrame
   | SendFrame
+  | CompleteFrame
   | { type: "unsubscribe"; id: string }
   | { type: "ping"; id?: string };
 
@@ -112,8 +122,11 @@ export type EndFrame = {
   nextIndex: number;
   reason: "finished" | "timeout" | string;
 };
-/** The value of `send` frame `id` is stored, at `index` of the run's input stream. */
-export type AckFrame = { type: "ack"; id: string; index: number };
+/**
+ * Request `id` is stored: a `send` frame's value at `index` of the run's input stream, or a
+ * `complete` frame's completion (no `index`).
+ */
+export type AckFrame = { type: "ack"; id: string; index?: number };
 export type PongFrame = { type: "pong"; id?: string | null };
 export type UnsubscribedFrame = { type: "unsubscribed"; id: string };
 

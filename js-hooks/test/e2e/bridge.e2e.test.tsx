@@ -14,10 +14,26 @@ import {
   useRealtimeTaskTrigger,
   useRun,
   useTaskTrigger,
+  useWaitToken,
 } from "../../src/index.js";
 
 const baseURL = process.env.BRIDGE_URL;
 const secretKey = process.env.BRIDGE_SECRET_KEY ?? "";
+
+/** Creates a wait token with the secret key: its id and its public access token (`x-trigger-jwt`). */
+async function createWaitToken(): Promise<{ id: string; publicAccessToken: string }> {
+  const response = await fetch(`${baseURL}/api/v1/waitpoints/tokens`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${secretKey}`, "content-type": "application/json" },
+    body: JSON.stringify({ timeout: "10m" }),
+  });
+  expect(response.status).toBe(200);
+  const body = (await response.json()) as { id: string; isCached: boolean; url: string };
+  expect(body).toMatchObject({ id: expect.any(String), isCached: false, url: expect.any(String) });
+  const publicAccessToken = response.headers.get("x-trigger-jwt");
+  expect(publicAccessToken).toBeTruthy();
+  return { id: body.id, publicAccessToken: publicAccessToken! };
+}
 
 describe.skipIf(!baseURL)("against a real bridge", () => {
   test("trigger, then watch the run to completion over the shared socket", { timeout: 30_000 }, async () => {
@@ -109,5 +125,42 @@ describe.skipIf(!baseURL)("against a real bridge", () => {
     expect(refused).toBeInstanceOf(RealtimeError);
     expect((refused as RealtimeError).code).toBe("run_finished");
     await waitFor(() => expect(result.current.approval.error).toMatchObject({ code: "run_finished" }));
+  });
+
+  test("useWaitToken completes a wait token; a token for another wait token is forbidden", { timeout: 20_000 }, async () => {
+    const token = await createWaitToken();
+    const other = await createWaitToken();
+
+    // The other token's public access token has write:waitpoints:<other id> only.
+    const wrong = renderHook(() => useWaitToken<{ approved: boolean }>(token.id, { accessToken: other.publicAccessToken, baseURL }));
+    let refused: unknown;
+    await act(async () => {
+      refused = await wrong.result.current.completeAsync({ approved: false }).catch((error: unknown) => error);
+    });
+    expect(refused).toBeInstanceOf(RealtimeError);
+    expect((refused as RealtimeError).code).toBe("forbidden");
+    await waitFor(() => expect(wrong.result.current.error).toMatchObject({ code: "forbidden" }));
+    expect(wrong.result.current.isCompleted).toBe(false);
+
+    const { result } = renderHook(() =>
+      useWaitToken<{ approved: boolean }>(token.id, { accessToken: token.publicAccessToken, baseURL }),
+    );
+    expect(result.current.isReady).toBe(true);
+    act(() => result.current.complete({ approved: true }));
+    await waitFor(() => expect(result.current.isCompleted).toBe(true), { timeout: 10_000 });
+    expect(result.current).toMatchObject({ isLoading: false, error: undefined });
+
+    // Completing again is acknowledged and keeps the first output.
+    await act(async () => {
+      await result.current.completeAsync({ approved: false });
+    });
+
+    const response = await fetch(`${baseURL}/api/v1/waitpoints/tokens/${token.id}`, {
+      headers: { Authorization: `Bearer ${secretKey}` },
+    });
+    expect(response.status).toBe(200);
+    const retrieved = (await response.json()) as { status: string; output: string; outputType: string };
+    expect(retrieved).toMatchObject({ status: "COMPLETED", outputType: "application/json" });
+    expect(JSON.parse(retrieved.output)).toEqual({ approved: true });
   });
 });

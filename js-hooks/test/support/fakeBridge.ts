@@ -40,7 +40,7 @@ export type SubscribeReply =
   | { kind: "error"; code: string; message?: string }
   | { kind: "hold" };
 
-/** What the server answers to an input-stream `send`: store and `ack` (default), an error, or nothing yet. */
+/** What the server answers to a `send` or `complete`: store and `ack` (default), an error, or nothing yet. */
 export type SendReply =
   | { kind: "ack" }
   | { kind: "error"; code: string; message?: string }
@@ -93,6 +93,10 @@ export class FakeBridge {
   readonly inputs = new Map<string, unknown[]>();
   /** Decides the reply to each `send` frame. */
   onSend: (frame: ClientFrame, connection: Connection) => SendReply = () => ({ kind: "ack" });
+  /** Wait tokens completed so far: token id -> the first output (later completions keep it). */
+  readonly completions = new Map<string, unknown>();
+  /** Decides the reply to each `complete` frame. */
+  onComplete: (frame: ClientFrame, connection: Connection) => SendReply = () => ({ kind: "ack" });
   /** Handles HTTP requests (other than the WebSocket upgrade). */
   onHttp: HttpHandler = (_req, res) => {
     res.writeHead(404, { "content-type": "application/json" });
@@ -231,6 +235,12 @@ export class FakeBridge {
       else if (reply.kind === "error") {
         this.send(connection, { type: "error", id: frame.id, code: reply.code, message: reply.message ?? reply.code });
       }
+    } else if (frame.type === "complete") {
+      const reply = this.onComplete(frame, connection);
+      if (reply.kind === "ack") this.ackComplete(connection, frame);
+      else if (reply.kind === "error") {
+        this.send(connection, { type: "error", id: frame.id, code: reply.code, message: reply.message ?? reply.code });
+      }
     } else if (frame.type === "ping") {
       this.send(connection, { type: "pong", id: frame.id ?? null });
     }
@@ -284,6 +294,15 @@ export class FakeBridge {
     this.send(connection, { type: "ack", id: frame.id, index });
     this.emit();
     return index;
+  }
+
+  // ---- wait tokens -------------------------------------------------------------------------
+
+  /** Completes the token of a `complete` frame (the first output stays, as on the bridge) and answers `ack`, without index. */
+  ackComplete(connection: Connection, frame: ClientFrame): void {
+    if (!this.completions.has(frame.tokenId)) this.completions.set(frame.tokenId, frame.data);
+    this.send(connection, { type: "ack", id: frame.id });
+    this.emit();
   }
 
   // ---- output streams ----------------------------------------------------------------------
