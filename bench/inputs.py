@@ -17,13 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.harness import percentile, redis_and_bridge  # noqa: E402
 from bridge import streams, task  # noqa: E402
 
 TASK_ID = "bench-inputs"
@@ -56,28 +52,6 @@ async def bench_inputs(payload: Any) -> list[float]:
     finally:
         sub.off()
     return latencies
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 async def load(redis_url: str, rate: int, seconds: float) -> tuple[list[float], float]:
@@ -123,54 +97,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     args = parser.parse_args()
     seconds = 3.0 if args.quick else 10.0
-    redis_bin = shutil.which("redis-server")
-    if not redis_bin:
-        sys.exit("bench/inputs.py needs redis-server on PATH")
-    redis_port, http_port = free_port(), free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = subprocess.Popen(
-            [
-                redis_bin,
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        bridge: subprocess.Popen[bytes] | None = None
-        try:
-            redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            bridge = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bridge.cli",
-                    "serve",
-                    "--port",
-                    str(http_port),
-                    "--redis-url",
-                    redis_url,
-                    "--tasks",
-                    str(Path(__file__).resolve()),
-                ],
-                env={**os.environ, "BRIDGE_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT)},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            wait_http(f"http://127.0.0.1:{http_port}/healthz", 30)
-            latencies, achieved = asyncio.run(load(redis_url, args.rate, seconds))
-        finally:
-            for process in (bridge, redis):
-                if process is not None:
-                    process.terminate()
-                    process.wait(10)
+    with redis_and_bridge(str(Path(__file__).resolve()), SECRET) as redis_url:
+        latencies, achieved = asyncio.run(load(redis_url, args.rate, seconds))
     p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
     print(f"send -> handler latency at {achieved:.0f} sends/s (target {args.rate}), {len(latencies)} measured:")
     print(f"  p50 {p50:.2f} ms   p99 {p99:.2f} ms   max {max(latencies) * 1000:.2f} ms   (target p99 <= 20 ms)")

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 TIMEOUT_ERROR_CODE = "TRIGGER_WAITPOINT_TIMEOUT"  # the official code, in a timed-out token's output
 MAX_IDEMPOTENCY_KEY_LENGTH = 2048
 TIMER_POLL_SECONDS = 1.0  # deadlines set by other processes are noticed within this long
-TIMER_BATCH = 100  # deadlines fired per broker round trip
+TIMER_BATCH = 100  # deadlines read per broker round trip, then fired concurrently
 TIMER_RETRY_SECONDS = 1.0  # pause after the backend was unavailable
 Timeout = str | int | float | timedelta | datetime
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -218,6 +218,8 @@ class Waitpoints:
         token = await self.retrieve(token_id)
         if not token.is_done:
             await self._store_result(token, result_bytes(TokenStatus.COMPLETED, output, now_ms()))
+            if token.timeout_at is not None:  # done: nothing left for the timer
+                await self.broker.forget_waitpoint_deadline(token.id)
         return token
 
     async def time_out(self, token_id: str) -> None:
@@ -308,8 +310,7 @@ class WaitpointTimer:
         broker = self._waitpoints.broker
         while True:
             due = await broker.due_waitpoints(now_ms(), TIMER_BATCH)
-            for token_id in due:
-                await self._waitpoints.time_out(token_id)
+            await asyncio.gather(*(self._waitpoints.time_out(token_id) for token_id in due))
             if len(due) < TIMER_BATCH:
                 break
         nearest = await broker.next_waitpoint_deadline()

@@ -22,9 +22,9 @@ from bridge.config import Settings
 from bridge.core import Bridge
 from bridge.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from bridge.hub import Message
-from bridge.models import RunStatus
+from bridge.models import RunStatus, now_ms
 from bridge.sdk import state
-from bridge.waitpoints import WaitpointTimeoutError, callback_signature
+from bridge.waitpoints import TIMER_BATCH, WaitpointTimeoutError, callback_signature
 from bridge.worker.executor import Worker
 from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
 from tests.support.official_client import run_script
@@ -130,6 +130,30 @@ async def test_timed_out_token_keeps_its_timeout_even_if_completed_later(server:
     retrieved = await wait.retrieve_token(created)
     assert retrieved.status == "TIMED_OUT" and retrieved.output is None
     assert isinstance(retrieved.error, WaitpointTimeoutError) and "timed out at" in retrieved.error.message
+
+
+async def test_the_timer_fires_every_passed_deadline_in_batches(server: RunningServer) -> None:
+    """More deadlines passing at once than the timer fires per round trip (100): every one fires,
+    without anyone reading the tokens (each waiter hears its token's published result)."""
+    bridge = await state.current()
+    created = [await wait.create_token(timeout="0.5s") for _ in range(TIMER_BATCH + 50)]
+    fired: dict[str, asyncio.Future[bytes]] = {t.id: asyncio.get_running_loop().create_future() for t in created}
+
+    def on_message(channel: str, message: Message | None) -> None:
+        future = fired[channel.removeprefix("waitpoint:")]
+        if message is not None and not future.done():
+            future.set_result(message.raw)
+
+    for created_token in created:
+        await bridge.hub.attach(waitpoint_channel(created_token.id), on_message)
+    try:
+        async with asyncio.timeout(15):
+            results = [orjson.loads(r) for r in await asyncio.gather(*fired.values())]
+        assert {r["status"] for r in results} == {"TIMED_OUT"}
+        assert await bridge.broker.due_waitpoints(now_ms(), 10) == []  # every one left the index
+    finally:
+        for created_token in created:
+            await bridge.hub.detach(waitpoint_channel(created_token.id), on_message)
 
 
 # a task waiting for a token
@@ -305,6 +329,8 @@ async def test_http_refusals(server: RunningServer, http: httpx.AsyncClient) -> 
         await http.post("/api/v1/waitpoints/tokens", json={"idempotencyKey": 5}, headers=secret_headers())
     ).status_code == 400
     assert (await http.post("/api/v1/waitpoints/tokens", json={}, headers=own)).status_code == 403
+    oversized = {"tags": ["t"], "idempotencyKey": "k" * (10 * 1024)}  # the create body is at most 10 KiB
+    assert (await http.post("/api/v1/waitpoints/tokens", json=oversized, headers=secret_headers())).status_code == 413
 
 
 async def test_http_create_accepts_an_iso_date_timeout(server: RunningServer, http: httpx.AsyncClient) -> None:
