@@ -8,7 +8,8 @@ One process on the in-memory backend (or Redis, with BRIDGE_REDIS_URL) serves th
   worker running the tasks of examples/demo/tasks.py;
 - the routes a real application would have in its own backend: trigger a task with the Python
   SDK and hand the page the run's public access token, mint a token that reads runs by tag, mint
-  a one-time token that lets the browser trigger a task itself;
+  a one-time token that lets the browser trigger a task itself, hand a reviewer the access that
+  completes a review run's wait token;
 - the built web app (examples/demo/web/dist), which talks to both.
 """
 
@@ -24,9 +25,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from bridge import auth, runs, tasks
+from bridge import auth, runs, tasks, wait
 from bridge.config import Settings
-from bridge.errors import ValidationError
+from bridge.errors import ConflictError, NotFoundError, ValidationError
 from bridge.server.app import create_app
 from bridge.server.http import handles_errors, json_response, read_json_object
 from bridge.worker.registry import default_registry
@@ -100,6 +101,29 @@ async def cancel_run(request: Request) -> Response:
 
 
 @handles_errors
+async def review_access(request: Request) -> Response:
+    """`POST /demo/api/runs/{run_id}/review-access` -> `{tokenId, accessToken, callbackUrl}`: what a
+    reviewer needs to complete the wait token a `review` run waits on. Your backend decides who may
+    review (the demo lets anyone); the access token completes that one token only.
+
+    404 when the run is unknown or not a `review` run; 409 when it has not created its token (yet)."""
+    run_id = request.path_params["run_id"]
+    run = await runs.retrieve(run_id)
+    if run.task_identifier != "review":
+        raise NotFoundError(f"run {run_id} is not a review run")
+    token_id = run.metadata.get("tokenId")
+    if not isinstance(token_id, str) or not token_id:
+        if run.status.is_final:
+            raise ConflictError(f"run {run_id} ended ({run.status.value}) without creating a wait token")
+        raise ConflictError(f"run {run_id} has not created its wait token yet; retry once it is WAITING")
+    token = await wait.retrieve_token(token_id)
+    access = auth.create_public_token(scopes={"write": {"waitpoints": [token.id]}}, expiration_time=TOKEN_EXPIRATION)
+    return json_response(
+        {"tokenId": token.id, "accessToken": access, "callbackUrl": token.url, "tokenStatus": token.status.value}
+    )
+
+
+@handles_errors
 async def tags_token(request: Request) -> Response:
     """`GET /demo/api/tokens/tags?tag=demo` -> a token that reads the runs with that tag, for the dashboard."""
     tag = _demo_tag(request.query_params.get("tag", DEMO_TAG))
@@ -129,6 +153,7 @@ def demo_routes() -> list[BaseRoute]:
         Route("/demo/api/runs", trigger_run, methods=["POST"]),
         Route("/demo/api/batches", trigger_batch, methods=["POST"]),
         Route("/demo/api/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
+        Route("/demo/api/runs/{run_id}/review-access", review_access, methods=["POST"]),
         Route("/demo/api/tokens/tags", tags_token),
         Route("/demo/api/tokens/trigger", trigger_token),
     ]

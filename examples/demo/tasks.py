@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge import metadata, streams, task
+from bridge import metadata, streams, task, wait
 
 
 @task(id="draft-email")
@@ -193,3 +193,43 @@ async def draft_approval(payload: dict[str, Any]) -> dict[str, Any]:
     approved = isinstance(decision, dict) and decision.get("approved") is True
     await metadata.set("step", "approved" if approved else "rejected")
     return {"approved": approved, "text": draft}
+
+
+# ---- review: a run that waits on a wait token ------------------------------------------------
+
+
+def review_decision(output: Any) -> dict[str, Any]:
+    """The review's result from the token's output: whoever completes it (a page, a webhook, a
+    script) may send any JSON, so only `approved: true` approves."""
+    fields = output if isinstance(output, dict) else {}
+    comment = fields.get("comment")
+    via = fields.get("via")
+    return {
+        "approved": fields.get("approved") is True,
+        "comment": comment[:500] if isinstance(comment, str) else None,
+        "via": via[:50] if isinstance(via, str) else None,
+    }
+
+
+@task(id="review")
+async def review(payload: dict[str, Any]) -> dict[str, Any]:
+    """Creates a wait token (metadata `tokenId`), then waits on it (WAITING, worker slot freed)
+    until a reviewer completes it: with `useWaitToken` on a page (the token's id and an access
+    token with `write:waitpoints:<id>` come from the demo's backend), or by POSTing JSON to the
+    token's callback URL (a webhook). Completes with `{"approved": bool, "comment", "via"}`, or
+    `{"timedOut": true}` when nobody completed the token within `timeout` (default "10m").
+    `idempotencyKey`: the same key returns the same token (one already completed resumes at once)."""
+    token = await wait.create_token(
+        timeout=payload.get("timeout") or "10m",
+        idempotency_key=payload.get("idempotencyKey") or None,
+        tags=["review"],
+    )
+    await metadata.set("tokenId", token.id)
+    await metadata.set("step", "waiting for review")
+    result = await wait.for_token(token)
+    if not result.ok:
+        await metadata.set("step", "timed out")
+        return {"timedOut": True}
+    decision = review_decision(result.output)
+    await metadata.set("step", "approved" if decision["approved"] else "rejected")
+    return decision

@@ -2,6 +2,7 @@ import { lazy, Suspense, useEffect, useState } from "react";
 import { ApprovalPage } from "./pages/ApprovalPage";
 import { ChatPage } from "./pages/ChatPage";
 import { DashboardPage } from "./pages/DashboardPage";
+import { ReviewPage } from "./pages/ReviewPage";
 import { RunPage } from "./pages/RunPage";
 import { TenHooksPage } from "./pages/TenHooksPage";
 import { useSocketStats, type ConnectionState } from "./socketMonitor";
@@ -15,6 +16,7 @@ const PAGES = [
   { path: "ten", label: "Ten hooks" },
   { path: "chat", label: "Chat" },
   { path: "approval", label: "Approval" },
+  { path: "review", label: "Review" },
   { path: "official", label: "Official hooks" },
 ] as const;
 
@@ -109,6 +111,9 @@ export function App() {
         {route.path === "chat" && <ChatPage runId={route.params.get("run")} token={route.params.get("token")} />}
         {route.path === "approval" && (
           <ApprovalPage runId={route.params.get("run")} token={route.params.get("token")} />
+        )}
+        {route.path === "review" && (
+          <ReviewPage runId={route.params.get("run")} token={route.params.get("token")} />
         )}
         {route.path === "official" && (
           <Suspense fallback={<div className="page placeholder">Loading the official hooks…</div>}>

@@ -44,3 +44,18 @@ export async function tagsToken(tag: string): Promise<string> {
 export async function triggerToken(task: string): Promise<string> {
   return (await call<{ token: string }>(`/demo/api/tokens/trigger?task=${encodeURIComponent(task)}`)).token;
 }
+
+/** What a reviewer needs to complete a review run's wait token (see `review_access` in app.py). */
+export type ReviewAccess = {
+  tokenId: string;
+  /** Completes that one token (`write:waitpoints:<tokenId>`); your backend decides who gets it. */
+  accessToken: string;
+  /** The token's callback URL: POSTing JSON to it completes the token (what a webhook would do). */
+  callbackUrl: string;
+  tokenStatus: "WAITING" | "COMPLETED" | "TIMED_OUT";
+};
+
+/** Asks "your backend" for the right to complete the wait token the review run `runId` waits on. */
+export function reviewAccess(runId: string): Promise<ReviewAccess> {
+  return post(`/demo/api/runs/${encodeURIComponent(runId)}/review-access`, {});
+}

@@ -3,15 +3,16 @@
  * at the bridge with `baseURL`. It follows the run over the official HTTP protocol (Electric
  * long-polls), not the bridge's WebSocket. Loaded on demand: it is the page's largest dependency.
  */
-import { useInputStreamSend, useRealtimeRun, useRealtimeStream } from "@trigger.dev/react-hooks";
+import { useInputStreamSend, useRealtimeRun, useRealtimeStream, useWaitToken } from "@trigger.dev/react-hooks";
 import { useState, type FormEvent } from "react";
-import { baseURL, cancelRun, triggerRun, type StartedRun } from "../api";
+import { baseURL, cancelRun, triggerRun, type ReviewAccess, type StartedRun } from "../api";
 import { Code } from "../components/Code";
 import { EmptyRunCard, ErrorCallout } from "../components/Placeholders";
 import { ChatReply, type ChatOutput, type ChatPayload } from "../components/ChatReply";
 import { RunDetails } from "../components/RunDetails";
 import { StatusBadge } from "../components/StatusBadge";
-import type { DraftEmailOutput, DraftEmailPayload } from "../runs";
+import { tokenIdOf, useReviewAccess, type ReviewDecision, type ReviewOutput } from "../review";
+import { isFinal, type DraftEmailOutput, type DraftEmailPayload } from "../runs";
 import { useAction } from "../components/useAction";
 
 function OfficialLiveRun({ started }: { started: StartedRun }) {
@@ -200,6 +201,156 @@ function OfficialApproval() {
   );
 }
 
+/** Completes the review run's wait token with the official useWaitToken (POST /api/v1/waitpoints/tokens/:id/complete). */
+function OfficialReviewer({ access, runFinished }: { access: ReviewAccess; runFinished: boolean }) {
+  const { complete, isLoading, isCompleted, isReady, error } = useWaitToken<ReviewDecision>(access.tokenId, {
+    accessToken: access.accessToken,
+    baseURL,
+  });
+  const [sent, setSent] = useState(false);
+  return (
+    <>
+      <div className="actions">
+        <button
+          type="button"
+          className="button button-primary"
+          disabled={!isReady || isLoading || isCompleted || sent || runFinished}
+          onClick={() => {
+            setSent(true);
+            complete({ approved: true, comment: "Approved with the official hook.", via: "official-hook" });
+          }}
+          data-testid="official-review-approve"
+        >
+          Approve
+        </button>
+      </div>
+      <dl
+        className="facts"
+        data-testid="official-review-hook-state"
+        data-loading={String(isLoading)}
+        data-completed={String(isCompleted)}
+      >
+        <div>
+          <dt>isReady</dt>
+          <dd>{isReady ? "yes" : "no"}</dd>
+        </div>
+        <div>
+          <dt>isLoading</dt>
+          <dd>{isLoading ? "yes" : "no"}</dd>
+        </div>
+        <div>
+          <dt>isCompleted</dt>
+          <dd data-testid="official-review-hook-completed">{isCompleted ? "yes" : "no"}</dd>
+        </div>
+        <div>
+          <dt>Token</dt>
+          <dd className="review-url">{access.tokenId}</dd>
+        </div>
+      </dl>
+      {error && (
+        <div className="callout callout-error" data-testid="official-review-hook-error">
+          {error.message}
+        </div>
+      )}
+    </>
+  );
+}
+
+/** A review run followed by the official useRealtimeRun; its wait token completed by the official useWaitToken. */
+function OfficialReviewRun({ started }: { started: StartedRun }) {
+  const { run, error } = useRealtimeRun(started.runId, { accessToken: started.publicAccessToken, baseURL });
+  const tokenId = tokenIdOf(run?.metadata);
+  const { access, error: accessError } = useReviewAccess(started.runId, run?.status, tokenId);
+  const finished = isFinal(run?.status);
+  const output = run?.status === "COMPLETED" ? (run.output as ReviewOutput | undefined) : undefined;
+  const decision = output && "approved" in output ? output : undefined;
+  return (
+    <section className="card run-card" data-testid="official-review-card">
+      <header className="run-head">
+        <div>
+          <div className="eyebrow">Run {started.runId}, via useWaitToken (@trigger.dev/react-hooks)</div>
+          <div className="muted" data-testid="official-review-step">
+            {(run?.metadata as { step?: string } | undefined)?.step ?? "…"}
+          </div>
+        </div>
+        {run && <StatusBadge status={run.status} testId="official-review-status" />}
+      </header>
+      {access ? (
+        <OfficialReviewer key={access.tokenId} access={access} runFinished={finished} />
+      ) : (
+        !finished && (
+          <div className="placeholder" data-testid="official-review-access-pending">
+            <span className="spinner" aria-hidden="true" /> Waiting for the run's wait token…
+          </div>
+        )
+      )}
+      <ErrorCallout message={accessError} testId="official-review-access-error" />
+      {error && (
+        <div className="callout callout-error" data-testid="official-review-error">
+          {error.message}
+        </div>
+      )}
+      {output && (
+        <pre
+          className="json"
+          data-testid="official-review-output"
+          data-approved={decision ? String(decision.approved) : undefined}
+          data-via={decision?.via ?? undefined}
+        >
+          {JSON.stringify(output, null, 2)}
+        </pre>
+      )}
+    </section>
+  );
+}
+
+function OfficialReview() {
+  const [started, setStarted] = useState<StartedRun>();
+  const { busy, failure, run } = useAction();
+
+  async function start() {
+    await run(async () => {
+      setStarted(await triggerRun("review", { timeout: "10m" }));
+    });
+  }
+
+  return (
+    <>
+      <section className="intro">
+        <h2>Wait tokens: the official useWaitToken</h2>
+        <p>
+          A <code>review</code> run waits on a wait token (<code>wait.for_token</code>); the demo's backend hands this
+          page an access token for it, and the official hook completes it through the bridge's{" "}
+          <code>POST /api/v1/waitpoints/tokens/:id/complete</code>.
+        </p>
+      </section>
+      <div className="columns">
+        <div className="card form">
+          <div className="actions">
+            <button
+              type="button"
+              className="button button-primary"
+              disabled={busy}
+              onClick={() => void start()}
+              data-testid="official-review-start"
+            >
+              {busy ? "Starting…" : "Start a review"}
+            </button>
+          </div>
+          <ErrorCallout message={failure} testId="official-review-trigger-error" />
+        </div>
+        {started ? (
+          <OfficialReviewRun key={started.runId} started={started} />
+        ) : (
+          <EmptyRunCard testId="official-review-empty" title="No review run yet.">
+            Start one, then complete its wait token with the official hook.
+          </EmptyRunCard>
+        )}
+      </div>
+    </>
+  );
+}
+
 export default function OfficialPage({ chatRunId = null, chatToken = null }: { chatRunId?: string | null; chatToken?: string | null }) {
   const [to, setTo] = useState("grace@example.com");
   const [started, setStarted] = useState<StartedRun>();
@@ -256,8 +407,10 @@ export default function OfficialPage({ chatRunId = null, chatToken = null }: { c
 
       <OfficialApproval />
 
+      <OfficialReview />
+
       <Code title="What this page does">{`
-import { useRealtimeRun, useRealtimeStream } from "@trigger.dev/react-hooks";   // the official package, unmodified
+import { useInputStreamSend, useRealtimeRun, useRealtimeStream, useWaitToken } from "@trigger.dev/react-hooks";   // the official package, unmodified
 
 const { run, error } = useRealtimeRun(runId, {
   accessToken: publicAccessToken,
@@ -270,6 +423,9 @@ parts.join("");   // the chat task's reply so far
 
 const { send } = useInputStreamSend<{ approved: boolean }>("approval", approvalRunId, { accessToken, baseURL: window.location.origin });
 send({ approved: true });   // POST /realtime/v1/streams/{runId}/input/approval
+
+const { complete, isCompleted } = useWaitToken(tokenId, { accessToken: reviewAccessToken, baseURL: window.location.origin });
+complete({ approved: true, via: "official-hook" });   // POST /api/v1/waitpoints/tokens/{tokenId}/complete
 `}</Code>
     </div>
   );
