@@ -49,6 +49,11 @@ def with_public_url(settings: Settings, host: str, port: int) -> Settings:
     """Without BRIDGE_PUBLIC_URL, callback URLs point at the address this process serves on."""
     if "BRIDGE_PUBLIC_URL" in os.environ:
         return settings
+    if host in ("0.0.0.0", "::", ""):  # every interface: the loopback one is the address that surely works here
+        log.warning("BRIDGE_PUBLIC_URL is not set: wait token callback URLs will point at 127.0.0.1:%d", port)
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
     return replace(settings, public_url=f"http://{host}:{port}")
 
 

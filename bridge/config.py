@@ -35,6 +35,8 @@ class Limits:
     feed_session_idle_seconds: float = 60.0
     live_poll_hold_seconds: float = 20.0
     update_retries: int = 50  # optimistic-concurrency retries for one run update
+    max_wait_token_timeout_seconds: float = 365 * 24 * 3600.0  # a wait token's deadline is at most this far ahead
+    max_waiting_runs_per_worker: int = 10_000  # runs suspended in a wait that gave their slot back, per worker
 
 
 @dataclass(frozen=True)

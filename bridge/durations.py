@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -23,8 +24,8 @@ def parse_duration_seconds(value: str | int | float | timedelta) -> float:
         if not match:
             raise ValidationError(f"invalid duration {value!r}: use a number and one of s, m, h, d, w (e.g. '15m')")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValidationError(f"invalid duration {value!r}: must not be negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValidationError(f"invalid duration {value!r}: must be finite and not negative")
     return seconds
 
 
@@ -33,4 +34,7 @@ def deadline_from(value: str | int | float | timedelta | datetime, now: datetime
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     start = now or datetime.now(UTC)
-    return start + timedelta(seconds=parse_duration_seconds(value))
+    try:
+        return start + timedelta(seconds=parse_duration_seconds(value))
+    except OverflowError as exc:
+        raise ValidationError(f"invalid duration {value!r}: too far in the future") from exc

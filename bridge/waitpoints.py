@@ -44,6 +44,8 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 2048
 TIMER_POLL_SECONDS = 1.0  # deadlines set by other processes are noticed within this long
 TIMER_BATCH = 100  # deadlines read per broker round trip, then fired concurrently
 TIMER_RETRY_SECONDS = 1.0  # pause after the backend was unavailable
+DEADLINE_GRACE_SECONDS = 0.5  # a waiter reads its token itself this long after the deadline, if not woken
+WAIT_RECHECK_SECONDS = 60.0  # ...and at least this often: a lost notification delays a wait by at most this
 Timeout = str | int | float | timedelta | datetime
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
@@ -65,7 +67,7 @@ class WaitpointTimeoutError(BridgeError):
 class WaitToken:
     id: str
     created_at: int  # ms since the epoch, like every time below
-    timeout_at: int | None = None
+    timeout_at: int  # without a timeout given: when the retention ends
     idempotency_key: str | None = None
     idempotency_key_expires_at: int | None = None
     tags: list[str] = field(default_factory=list)
@@ -134,7 +136,8 @@ def callback_path(secret_key: str, token_id: str) -> str:
 
 
 def valid_callback_signature(secret_key: str, token_id: str, signature: str) -> bool:
-    return hmac.compare_digest(callback_signature(secret_key, token_id), signature)
+    # bytes: compare_digest refuses non-ASCII str, and a URL may carry anything
+    return hmac.compare_digest(callback_signature(secret_key, token_id).encode(), signature.encode())
 
 
 class Waitpoints:
@@ -147,10 +150,12 @@ class Waitpoints:
         self.timer = WaitpointTimer(self)
 
     # validation
-    @staticmethod
-    def _timeout_at(timeout: Timeout | None, now: int) -> int | None:
+    def _timeout_at(self, timeout: Timeout | None, now: int) -> int:
+        """The deadline in ms: the given one (a past date means now), or the retention's end without one:
+        a token is deleted then, so nothing waits for it longer."""
+        limit = self.settings.limits.max_wait_token_timeout_seconds
         if timeout is None:
-            return None
+            return now + int(min(self.settings.retention_seconds, limit) * 1000)
         if isinstance(timeout, str) and _ISO_DATE.match(timeout):  # the official clients send a Date this way
             try:
                 timeout = datetime.fromisoformat(timeout)
@@ -159,7 +164,13 @@ class Waitpoints:
         if not isinstance(timeout, (str, int, float, timedelta, datetime)) or isinstance(timeout, bool):
             raise ValidationError('timeout is a duration like "10m", seconds, or a date')
         start = datetime.fromtimestamp(now / 1000, tz=UTC)
-        return int(deadline_from(timeout, start).timestamp() * 1000)
+        try:
+            deadline = int(deadline_from(timeout, start).timestamp() * 1000)
+        except (OverflowError, ValueError) as exc:  # a datetime out of range
+            raise ValidationError(f"invalid timeout {str(timeout)[:40]!r}") from exc
+        if deadline - now > limit * 1000:
+            raise ValidationError(f"a wait token's timeout is at most {limit / 86400:g} days")
+        return max(deadline, now)
 
     def check_output(self, output: Any) -> None:
         check_size("the completion data", output, self.settings.limits.max_payload_bytes)
@@ -179,10 +190,9 @@ class Waitpoints:
             not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
         ):
             raise ValidationError(f"idempotencyKey is a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-        retention = self.settings.retention_seconds
         timeout_at = self._timeout_at(timeout, now)
-        # Kept for the retention after its deadline at least, so a late reader still sees TIMED_OUT.
-        ttl = retention + max(0.0, ((timeout_at or now) - now) / 1000)
+        # Kept for the retention after its deadline, so a late reader still sees TIMED_OUT.
+        ttl = self.settings.retention_seconds + (timeout_at - now) / 1000
         key_ttl = min(parse_duration_seconds(idempotency_key_ttl), ttl) if idempotency_key_ttl is not None else ttl
         token = WaitToken(
             id=new_id("waitpoint_"),
@@ -197,8 +207,7 @@ class Waitpoints:
             token.id, token.spec_bytes(), timeout_at, ttl, scope, key_ttl
         )
         if created:
-            if timeout_at is not None:
-                self.timer.wake()
+            self.timer.wake()
             return token, True
         return await self.retrieve(stored_id), False
 
@@ -206,9 +215,9 @@ class Waitpoints:
         """The token as it is now; one past its deadline is timed out first, whatever the timer did."""
         stored = await self.broker.get_waitpoint(token_id)
         if stored is None:
-            raise NotFoundError(f"Waitpoint not found: {token_id}")
+            raise NotFoundError(f"Waitpoint not found: {token_id[:80]}")
         token = WaitToken.from_storage(*stored)
-        if not token.is_done and token.timeout_at is not None and now_ms() >= token.timeout_at:
+        if not token.is_done and now_ms() >= token.timeout_at:
             await self._store_result(token, timeout_result(token.timeout_at))
         return token
 
@@ -218,8 +227,7 @@ class Waitpoints:
         token = await self.retrieve(token_id)
         if not token.is_done:
             await self._store_result(token, result_bytes(TokenStatus.COMPLETED, output, now_ms()))
-            if token.timeout_at is not None:  # done: nothing left for the timer
-                await self.broker.forget_waitpoint_deadline(token.id)
+            await self.broker.forget_waitpoint_deadline(token.id)  # done: nothing left for the timer
         return token
 
     async def time_out(self, token_id: str) -> None:
@@ -227,6 +235,11 @@ class Waitpoints:
         try:
             done = (await self.retrieve(token_id)).is_done
         except NotFoundError:
+            done = True
+        except BridgeError:
+            raise  # the backend is unavailable: the deadline stays indexed, the timer retries
+        except Exception:  # a stored record this code cannot read: fired never, retried never
+            log.exception("wait token %s: could not time it out; dropping its deadline", token_id)
             done = True
         if done:  # else this clock is a little behind the deadline's: it is due again in a moment
             await self.broker.forget_waitpoint_deadline(token_id)
@@ -240,14 +253,24 @@ class Waitpoints:
 
     async def wait(self, token_id: str, suspend: Callable[[], AbstractAsyncContextManager[None]]) -> WaitToken:
         """Returns the token once it is done; while it waits, `suspend` is entered (the run shows
-        WAITING and its worker slot is free). A token already done returns at once."""
+        WAITING and its worker slot is free). A token already done returns at once.
+
+        The published result normally ends the wait. Should it be lost (a failed re-read after a Redis
+        reconnection, a deadline whose timer entry was never written), the waiter reads the token
+        itself at its deadline and at least every WAIT_RECHECK_SECONDS: reading times it out."""
         async with self._watch(token_id) as done:
             token = await self.retrieve(token_id)
             if token.is_done:
                 return token
             async with suspend():
-                result = await done
-            token.apply_result(result)
+                while not done.done():
+                    until_deadline = (token.timeout_at - now_ms()) / 1000 + DEADLINE_GRACE_SECONDS
+                    await asyncio.wait({done}, timeout=max(0.0, min(until_deadline, WAIT_RECHECK_SECONDS)))
+                    if not done.done():
+                        token = await self.retrieve(token_id)
+                        if token.is_done:
+                            return token
+            token.apply_result(done.result())
             return token
 
     @contextlib.asynccontextmanager
@@ -301,6 +324,10 @@ class WaitpointTimer:
         await cancel_and_wait(self._loop)
         self._loop = None
 
+    @property
+    def stopped(self) -> bool:
+        return self._loop is None
+
     def wake(self) -> None:
         """A deadline was added: it may be nearer than the one being slept on."""
         self._wake.set()
@@ -310,7 +337,10 @@ class WaitpointTimer:
         broker = self._waitpoints.broker
         while True:
             due = await broker.due_waitpoints(now_ms(), TIMER_BATCH)
-            await asyncio.gather(*(self._waitpoints.time_out(token_id) for token_id in due))
+            outcomes = await asyncio.gather(*(self._waitpoints.time_out(t) for t in due), return_exceptions=True)
+            failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failure is not None:
+                raise failure
             if len(due) < TIMER_BATCH:
                 break
         nearest = await broker.next_waitpoint_deadline()
@@ -325,6 +355,9 @@ class WaitpointTimer:
                 delay = await self.fire_due()
             except BridgeError as exc:
                 log.warning("wait token timer: backend unavailable (%s); retrying", exc.message)
+                delay = TIMER_RETRY_SECONDS
+            except Exception:  # a bug must not stop every timeout in this process
+                log.exception("wait token timer failed; retrying")
                 delay = TIMER_RETRY_SECONDS
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):

@@ -68,7 +68,9 @@ async def test_create_retrieve_complete_and_first_completion_wins(server: Runnin
     assert authenticate(SECRET_KEY, token_.public_access_token).scopes == (f"write:waitpoints:{token_.id}",)
     waiting = await wait.retrieve_token(token_)
     assert waiting.status == "WAITING" and waiting.tags == ["doc:42", "team:a"]
-    assert waiting.completed_at is None and waiting.timeout_at is None and waiting.output is None
+    assert waiting.completed_at is None and waiting.output is None
+    # Without a timeout, a token times out when the retention ends: nothing waits for a deleted token.
+    assert waiting.timeout_at - waiting.created_at == timedelta(seconds=server.settings.retention_seconds)
 
     await wait.complete_token(token_.id, {"approved": True})
     await wait.complete_token(token_.id, {"approved": False})  # succeeds, changes nothing
@@ -88,6 +90,13 @@ async def test_refusals(server: RunningServer) -> None:
         await wait.create_token(tags=[f"t{i}" for i in range(11)])
     with pytest.raises(ValidationError, match="idempotencyKey"):
         await wait.create_token(idempotency_key="k" * 2049)
+    with pytest.raises(ValidationError, match="at most 365 days"):
+        await wait.create_token(timeout="53w")
+    for absurd in (float("nan"), float("inf"), 1e300, timedelta.max, datetime.max):
+        with pytest.raises(ValidationError):
+            await wait.create_token(timeout=absurd)
+    with pytest.raises(ValidationError):
+        await wait.create_token(idempotency_key="k", idempotency_key_ttl=float("nan"))
     created = await wait.create_token()
     with pytest.raises(PayloadTooLargeError):
         await wait.complete_token(created, "x" * MIB)
@@ -123,6 +132,12 @@ async def test_timeout_as_datetime_or_duration(server: RunningServer) -> None:
     assert timedelta(weeks=4, milliseconds=-1) <= in_weeks.timeout_at - before < timedelta(weeks=4, seconds=5)
 
 
+async def test_a_deadline_in_the_past_times_out_at_once(server: RunningServer) -> None:
+    long_ago = await wait.create_token(timeout=datetime(1, 1, 1, tzinfo=UTC))
+    retrieved = await wait.retrieve_token(long_ago)
+    assert retrieved.status == "TIMED_OUT" and retrieved.timeout_at >= retrieved.created_at
+
+
 async def test_timed_out_token_keeps_its_timeout_even_if_completed_later(server: RunningServer) -> None:
     created = await wait.create_token(timeout="0.3s")
     await pass_deadline((await wait.retrieve_token(created)).timeout_at)
@@ -133,27 +148,66 @@ async def test_timed_out_token_keeps_its_timeout_even_if_completed_later(server:
 
 
 async def test_the_timer_fires_every_passed_deadline_in_batches(server: RunningServer) -> None:
-    """More deadlines passing at once than the timer fires per round trip (100): every one fires,
+    """More deadlines passing at once than the timer reads per round trip (100): every one fires,
     without anyone reading the tokens (each waiter hears its token's published result)."""
     bridge = await state.current()
-    created = [await wait.create_token(timeout="0.5s") for _ in range(TIMER_BATCH + 50)]
-    fired: dict[str, asyncio.Future[bytes]] = {t.id: asyncio.get_running_loop().create_future() for t in created}
-
-    def on_message(channel: str, message: Message | None) -> None:
-        future = fired[channel.removeprefix("waitpoint:")]
-        if message is not None and not future.done():
-            future.set_result(message.raw)
-
-    for created_token in created:
-        await bridge.hub.attach(waitpoint_channel(created_token.id), on_message)
+    timer = bridge.waitpoints.timer
+    await timer.stop()  # the only timer of this test's backend: nothing fires before the listeners attach
     try:
+        created = [await wait.create_token(timeout="0.3s") for _ in range(TIMER_BATCH + 50)]
+        fired = {t.id: asyncio.get_running_loop().create_future() for t in created}
+
+        def on_message(channel: str, message: Message | None) -> None:
+            future = fired[channel.removeprefix("waitpoint:")]
+            if message is not None and not future.done():
+                future.set_result(message.raw)
+
+        for created_token in created:
+            await bridge.hub.attach(waitpoint_channel(created_token.id), on_message)
+        await pass_deadline((await wait.retrieve_token(created[-1])).timeout_at)
+        timer.start()
         async with asyncio.timeout(15):
             results = [orjson.loads(r) for r in await asyncio.gather(*fired.values())]
         assert {r["status"] for r in results} == {"TIMED_OUT"}
-        assert await bridge.broker.due_waitpoints(now_ms(), 10) == []  # every one left the index
-    finally:
+        await timer.fire_due()  # whatever the running timer had not dropped yet is dropped now
+        assert await bridge.broker.due_waitpoints(now_ms(), 10) == []
         for created_token in created:
             await bridge.hub.detach(waitpoint_channel(created_token.id), on_message)
+    finally:
+        if timer.stopped:
+            timer.start()
+
+
+async def test_a_waiter_reads_its_token_at_the_deadline_when_no_timer_fires(server: RunningServer) -> None:
+    """The published result is the normal wake-up; with no timer running anywhere (or a lost
+    notification), the waiting task reads the token itself just after its deadline."""
+    timer = (await state.current()).waitpoints.timer
+    await timer.stop()
+    try:
+        created = await wait.create_token(timeout="0.5s")
+        handle = await tasks.trigger("await-token", {"tokenId": created.id})
+        run = await until_final(handle.id)
+        assert run.output["ok"] is False and "timed out" in run.output["error"]
+    finally:
+        timer.start()
+
+
+async def test_completed_tokens_leave_the_deadline_index(server: RunningServer) -> None:
+    bridge = await state.current()
+    created = [await wait.create_token(timeout="30d") for _ in range(1500)]
+    for created_token in created:
+        await wait.complete_token(created_token, None)
+    assert await bridge.broker.next_waitpoint_deadline() is None
+
+
+async def test_a_record_the_timer_cannot_read_does_not_stop_it(server: RunningServer) -> None:
+    bridge = await state.current()
+    await bridge.broker.insert_waitpoint("waitpoint_garbage", b"not json", now_ms(), 60, None, 0)
+    created = await wait.create_token(timeout="0.3s")
+    handle = await tasks.trigger("await-token", {"tokenId": created.id})
+    run = await until_final(handle.id)  # the timer fired it, after failing on the garbage record
+    assert run.output["ok"] is False and "timed out" in run.output["error"]
+    assert await bridge.broker.due_waitpoints(now_ms(), 10) == []  # the unreadable one was dropped too
 
 
 # a task waiting for a token
@@ -170,6 +224,29 @@ async def test_task_waits_without_its_slot_and_resumes_with_the_output(backend_s
         run = await until_final(handle.id)
         assert run.status is RunStatus.COMPLETED
         assert run.output == {"ok": True, "output": {"approved": True, "by": "sdk"}}
+    finally:
+        await stop_server(running, task)
+
+
+async def test_past_the_waiting_runs_bound_a_waiting_run_keeps_its_slot(backend_settings: Settings) -> None:
+    """With `max_waiting_runs_per_worker` runs suspended, the next waiting run keeps its slot: the
+    worker (one slot here) claims nothing more until that wait ends."""
+    limits = replace(backend_settings.limits, max_waiting_runs_per_worker=1)
+    running, task = await start_server(replace(backend_settings, worker_concurrency=1, limits=limits))
+    worker: Worker = running.uvicorn.config.app.state.worker
+    try:
+        first = await tasks.trigger("await-token", {})
+        first_token = await waiting_token(first.id)
+        second = await tasks.trigger("await-token", {})  # the freed slot runs it
+        second_token = await waiting_token(second.id)
+        assert worker.waiting_run_count == 1  # the second one waits holding the only slot
+        queued = await tasks.trigger("echo", {"queued": True})
+        assert (await runs.retrieve(queued.id)).status is RunStatus.QUEUED
+        await wait.complete_token(second_token, "second")
+        assert (await until_final(second.id)).output == {"ok": True, "output": "second"}
+        assert (await until_final(queued.id)).status is RunStatus.COMPLETED
+        await wait.complete_token(first_token, "first")
+        assert (await until_final(first.id)).output == {"ok": True, "output": "first"}
     finally:
         await stop_server(running, task)
 
@@ -308,6 +385,7 @@ async def test_http_refusals(server: RunningServer, http: httpx.AsyncClient) -> 
 
     no_data = await http.post(f"{path}/complete", json={"output": {"approved": True}}, headers=own)
     assert no_data.status_code == 400 and '{"data": <the output>}' in no_data.json()["error"]
+    assert (await http.get(path, headers=own)).json()["status"] == "WAITING"
     assert (await http.post(f"{path}/complete", content=b"[1]", headers=own)).status_code == 400
     other = bearer(token("write:waitpoints:waitpoint_other"))
     assert (await http.post(f"{path}/complete", json={"data": 1}, headers=other)).status_code == 403
@@ -322,9 +400,20 @@ async def test_http_refusals(server: RunningServer, http: httpx.AsyncClient) -> 
         await http.post(f"/api/v1/waitpoints/tokens/{missing}/complete", json={"data": 1}, headers=secret_headers())
     ).status_code == 404
 
-    for bad in ({"timeout": "soon"}, {"tags": [f"t{i}" for i in range(11)]}):
-        refused = await http.post("/api/v1/waitpoints/tokens", json=bad, headers=secret_headers())
+    for bad_value in ({"timeout": "soon"}, {"timeout": "999999999w"}, {"tags": [f"t{i}" for i in range(11)]}):
+        refused = await http.post("/api/v1/waitpoints/tokens", json=bad_value, headers=secret_headers())
         assert refused.status_code == 422, refused.text
+    for bad_type in ({"timeout": 5}, {"timeout": True}, {"tags": 5}, {"tags": [1]}, {"idempotencyKey": "k" * 2049}):
+        refused = await http.post("/api/v1/waitpoints/tokens", json=bad_type, headers=secret_headers())
+        assert refused.status_code == 400, refused.text
+    long_ago = await http.post(
+        "/api/v1/waitpoints/tokens", json={"timeout": "0001-01-01T00:00:00+14:00"}, headers=secret_headers()
+    )
+    assert long_ago.status_code == 200  # a past date: the token times out at once
+    past = await http.get(f"/api/v1/waitpoints/tokens/{long_ago.json()['id']}", headers=secret_headers())
+    assert past.json()["status"] == "TIMED_OUT"
+    far = {"timeout": "9999-12-31T23:59:59-14:00"}
+    assert (await http.post("/api/v1/waitpoints/tokens", json=far, headers=secret_headers())).status_code == 422
     assert (
         await http.post("/api/v1/waitpoints/tokens", json={"idempotencyKey": 5}, headers=secret_headers())
     ).status_code == 400
@@ -368,6 +457,17 @@ async def test_callback_url_completes_with_the_raw_body(server: RunningServer, h
     signed = f"/api/v1/waitpoints/tokens/{missing}/callback/{callback_signature(SECRET_KEY, missing)}"
     assert (await http.post(signed, json={})).status_code == 404
     assert (await http.get(url)).status_code == 405
+    assert (await http.post(url.rsplit("/", 1)[0] + "/%C3%A9", json={})).status_code == 401  # not even ASCII
+
+
+async def test_an_empty_complete_body_completes_with_null(server: RunningServer, http: httpx.AsyncClient) -> None:
+    """`{}` is what the official clients send for `complete(undefined)`."""
+    created = await wait.create_token()
+    own = bearer(created.public_access_token)
+    answer = await http.post(f"/api/v1/waitpoints/tokens/{created.id}/complete", json={}, headers=own)
+    assert answer.status_code == 200
+    done = await wait.retrieve_token(created)
+    assert done.status == "COMPLETED" and done.output is None
 
 
 # the WebSocket `complete` frame

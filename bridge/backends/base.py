@@ -166,7 +166,7 @@ class Broker(abc.ABC):
         self,
         token_id: str,
         spec: bytes,
-        timeout_at_ms: int | None,
+        timeout_at_ms: int,
         ttl: float,
         idempotency_scope: str | None,
         idempotency_ttl: float,
@@ -181,8 +181,8 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def complete_waitpoint(self, token_id: str, result: bytes, ttl: float) -> bytes | None:
         """Stores `result` unless the token has one (first wins), publishing it on `waitpoint_channel`
-        in the same step, and keeps the token `ttl` seconds more; returns the stored result, or None
-        for an unknown token."""
+        in the same step, and keeps the token at least `ttl` seconds more (never less than it was kept:
+        its idempotency key must not outlive it); returns the stored result, or None for an unknown token."""
 
     @abc.abstractmethod
     async def due_waitpoints(self, now_ms: int, limit: int) -> list[str]:

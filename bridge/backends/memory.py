@@ -28,6 +28,7 @@ from bridge.errors import NotFoundError, RunFinishedError
 from bridge.models import Run
 
 SWEEP_INTERVAL_SECONDS = 1.0
+DEADLINE_HEAP_SLACK = 1024  # forgotten deadlines tolerated in the heap beyond the live ones
 V = TypeVar("V")
 
 
@@ -41,6 +42,10 @@ class _ExpiringMap(Generic[V]):
     def get(self, key: str, now: float) -> V | None:
         entry = self._values.get(key)
         return entry[0] if entry and entry[1] > now else None
+
+    def deadline(self, key: str) -> float:
+        entry = self._values.get(key)
+        return entry[1] if entry else 0.0
 
     def set(self, key: str, value: V, deadline: float) -> None:
         self._values[key] = (value, deadline)
@@ -212,7 +217,7 @@ class MemoryBroker(Broker):
         self,
         token_id: str,
         spec: bytes,
-        timeout_at_ms: int | None,
+        timeout_at_ms: int,
         ttl: float,
         idempotency_scope: str | None,
         idempotency_ttl: float,
@@ -224,9 +229,8 @@ class MemoryBroker(Broker):
                 return existing, False
             self._idempotency.set(idempotency_scope, token_id, now + idempotency_ttl)
         self._waitpoints.set(token_id, (spec, None), now + ttl)
-        if timeout_at_ms is not None:
-            self._deadlines[token_id] = timeout_at_ms
-            heapq.heappush(self._deadline_heap, (timeout_at_ms, token_id))
+        self._deadlines[token_id] = timeout_at_ms
+        heapq.heappush(self._deadline_heap, (timeout_at_ms, token_id))
         return token_id, True
 
     async def get_waitpoint(self, token_id: str) -> tuple[bytes, bytes | None] | None:
@@ -240,14 +244,25 @@ class MemoryBroker(Broker):
         spec, existing = stored
         if existing is not None:
             return existing
-        self._waitpoints.set(token_id, (spec, result), now + ttl)
+        self._waitpoints.set(token_id, (spec, result), max(now + ttl, self._waitpoints.deadline(token_id)))
         await self.publish(waitpoint_channel(token_id), result)
         return result
 
     async def due_waitpoints(self, now_ms: int, limit: int) -> list[str]:
-        self._drop_stale_deadlines()
-        due = (entry for entry in heapq.nsmallest(limit, self._deadline_heap) if entry[0] <= now_ms)
-        return [token_id for deadline, token_id in due if self._deadlines.get(token_id) == deadline]
+        # The `limit` smallest heap entries, walked from the root (O(limit log limit), not O(heap)).
+        heap, due = self._deadline_heap, list[str]()
+        frontier = [(heap[0][0], 0)] if heap else []
+        while frontier and len(due) < limit:
+            deadline, position = heapq.heappop(frontier)
+            if deadline > now_ms:
+                break
+            token_id = heap[position][1]
+            if self._deadlines.get(token_id) == deadline:
+                due.append(token_id)
+            for child in (2 * position + 1, 2 * position + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child][0], child))
+        return due
 
     async def next_waitpoint_deadline(self) -> int | None:
         self._drop_stale_deadlines()
@@ -258,9 +273,14 @@ class MemoryBroker(Broker):
         self._drop_stale_deadlines()
 
     def _drop_stale_deadlines(self) -> None:
+        """Pops forgotten deadlines off the top; rebuilds the heap when they are most of it (tokens
+        completed long before their deadline), so it stays proportional to the live ones."""
         heap = self._deadline_heap
         while heap and self._deadlines.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
+        if len(heap) > 2 * len(self._deadlines) + DEADLINE_HEAP_SLACK:
+            self._deadline_heap = [(deadline, token_id) for token_id, deadline in self._deadlines.items()]
+            heapq.heapify(self._deadline_heap)
 
     # small shared state
     async def claim_once(self, key: str, ttl: float) -> bool:

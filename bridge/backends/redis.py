@@ -175,14 +175,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
 
-# KEYS[1]: a wait token's hash. ARGV: the result, TTL ms, the (prefixed) channel. The first result
-# wins: a later one is not stored, and the stored one is returned (false for an unknown token).
+# KEYS[1]: a wait token's hash. ARGV: the result, TTL ms (a longer remaining TTL is kept), the
+# (prefixed) channel. The first result wins: a later one is not stored, and the stored one is
+# returned (false for an unknown token).
 COMPLETE_WAITPOINT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local existing = redis.call('HGET', KEYS[1], 'result')
 if existing then return existing end
 redis.call('HSET', KEYS[1], 'result', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 redis.call('PUBLISH', ARGV[3], ARGV[1])
 return ARGV[1]
 """
@@ -943,7 +944,7 @@ class RedisBroker(Broker):
         self,
         token_id: str,
         spec: bytes,
-        timeout_at_ms: int | None,
+        timeout_at_ms: int,
         ttl: float,
         idempotency_scope: str | None,
         idempotency_ttl: float,
@@ -955,13 +956,14 @@ class RedisBroker(Broker):
                 )
                 if existing is not None:
                     return existing, False
+            # The deadline first: a token is never stored without it (an entry whose token was not
+            # stored is dropped by the first timer that finds it due).
+            await self._redis.zadd(self._deadlines_key(), {token_id: timeout_at_ms})
             key = self._waitpoint_key(token_id)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, "spec", spec)
                 pipe.pexpire(key, max(1, int(ttl * 1000)))
                 await pipe.execute()
-            if timeout_at_ms is not None:  # after the token: the index only names stored tokens
-                await self._redis.zadd(self._deadlines_key(), {token_id: timeout_at_ms})
             return token_id, True
 
     async def _stored_waitpoint_id(self, token_id: str) -> str | None:

@@ -64,8 +64,8 @@ class RetrievedToken:
     url: str
     status: TokenStatus
     created_at: datetime
+    timeout_at: datetime  # without a timeout given: when the retention ends (the token is deleted then)
     tags: list[str]
-    timeout_at: datetime | None = None
     completed_at: datetime | None = None
     idempotency_key: str | None = None
     idempotency_key_expires_at: datetime | None = None
@@ -91,9 +91,10 @@ async def create_token(
     idempotency_key_ttl: str | int | float | None = None,
     tags: str | list[str] | None = None,
 ) -> CreatedToken:
-    """A new token. `timeout`: "30s", "10m", "2h", "3d", "4w", seconds, or a datetime; without one it
-    waits until completed (or the retention ends). The same `idempotency_key` within its TTL (default:
-    the retention) returns the same token with `is_cached=True`."""
+    """A new token. `timeout`: "30s", "10m", "2h", "3d", "4w", seconds, or a datetime (at most 365 days
+    ahead; a past date times out at once); without one it times out when the retention ends (7 days by
+    default), when it would be deleted. The same `idempotency_key` within its TTL (default: the token's
+    life) returns the same token with `is_cached=True`."""
     bridge = await state.current()
     token, created = await bridge.waitpoints.create(
         timeout=timeout, idempotency_key=idempotency_key, idempotency_key_ttl=idempotency_key_ttl, tags=tags
@@ -138,7 +139,7 @@ def _retrieved(token: WaitToken, url: str) -> RetrievedToken:
         status=token.status,
         created_at=datetime.fromtimestamp(token.created_at / 1000, tz=UTC),
         tags=list(token.tags),
-        timeout_at=_datetime(token.timeout_at),
+        timeout_at=datetime.fromtimestamp(token.timeout_at / 1000, tz=UTC),
         completed_at=_datetime(token.completed_at),
         idempotency_key=token.idempotency_key,
         idempotency_key_expires_at=_datetime(token.idempotency_key_expires_at),

@@ -168,10 +168,14 @@ class Worker:
 
     @contextlib.asynccontextmanager
     async def _suspended(self, run_id: str) -> AsyncIterator[None]:
-        """While a task waits (`InputStream.wait`): the run is WAITING and its worker slot is free."""
+        """While a task waits (an input stream's `wait`, `wait.for_token`): the run is WAITING and its
+        worker slot is free. Past `max_waiting_runs_per_worker` suspended runs, a waiting run keeps its
+        slot, so this worker claims no more runs until some wait ends (memory stays bounded)."""
         await self.bridge.engine.transition(run_id, RunStatus.WAITING)
-        self._waiting.add(run_id)
-        self._slots.release()
+        holds_slot = len(self._waiting) >= self.bridge.settings.limits.max_waiting_runs_per_worker
+        if not holds_slot:
+            self._waiting.add(run_id)
+            self._slots.release()
         try:
             yield
         except asyncio.CancelledError:
@@ -179,14 +183,20 @@ class Worker:
             # would wait for one while every slot is busy. `finished` knows by _waiting.
             raise
         except BaseException:
-            await self._resume(run_id)  # e.g. InputStreamTimeoutError, which the task may catch
+            await self._resume(run_id, holds_slot)  # e.g. InputStreamTimeoutError, which the task may catch
             raise
         else:
-            await self._resume(run_id)
+            await self._resume(run_id, holds_slot)
 
-    async def _resume(self, run_id: str) -> None:
-        await self._slots.acquire()  # cancelled here, it holds no slot: `finished` knows by _waiting
-        self._waiting.discard(run_id)
+    @property
+    def waiting_run_count(self) -> int:
+        """Runs suspended in a wait that gave their slot back."""
+        return len(self._waiting)
+
+    async def _resume(self, run_id: str, holds_slot: bool) -> None:
+        if not holds_slot:
+            await self._slots.acquire()  # cancelled here, it holds no slot: `finished` knows by _waiting
+            self._waiting.discard(run_id)
         with contextlib.suppress(RunFinishedError):  # cancelled meanwhile: the cancel wins
             await self.bridge.engine.transition(run_id, RunStatus.EXECUTING)
 

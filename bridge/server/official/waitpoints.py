@@ -3,8 +3,9 @@
 - `POST /api/v1/waitpoints/tokens` creates (`write:waitpoints`, or the secret key): `{id, isCached,
   url}` and the token's public access token in `x-trigger-jwt` (`write:waitpoints:<id>`, 24 h).
 - `POST /api/v1/waitpoints/tokens/{id}/complete` with `{"data": ...}`: `{"success": true}`, also
-  when the token was done already (its first output stays). A body without `data` is refused with
-  400: the official service silently completes `{"output": ...}` with nothing.
+  when the token was done already (its first output stays). A body with fields but no `data` is
+  refused with 400: the official service silently completes `{"output": ...}` with nothing. `{}`
+  (what the official clients send for `complete(undefined)`) completes with `null`.
 - `GET /api/v1/waitpoints/tokens/{id}`: the official retrieve shape; `output` is JSON text.
 - `POST /api/v1/waitpoints/tokens/{id}/callback/{hmac}`: completes with the raw JSON body; no
   authentication but the URL's signature (401 when wrong), 411 without Content-Length.
@@ -24,12 +25,18 @@ from bridge.errors import LengthRequiredError, UnauthorizedError, UnprocessableE
 from bridge.models import iso_from_ms
 from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
 from bridge.server.official.api import claims_headers
-from bridge.waitpoints import TokenStatus, WaitToken, callback_path, valid_callback_signature
+from bridge.waitpoints import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    TokenStatus,
+    WaitToken,
+    callback_path,
+    valid_callback_signature,
+)
 
 MAX_CREATE_BODY_BYTES = 10 * 1024  # as the official route
 NO_DATA_MESSAGE = (
-    'Invalid request body: send {"data": <the output>}; the body has no "data" field, so the token '
-    "would be completed with nothing"
+    'Invalid request body: send {"data": <the output>}; the body has fields but no "data" field, so '
+    "the token would be completed with nothing"
 )
 
 
@@ -66,15 +73,23 @@ async def create_token(request: Request) -> Response:
     principal_of(request).require_any("write", [("waitpoints", None)])
     body = await read_json_object(request, MAX_CREATE_BODY_BYTES)
     key, key_ttl = body.get("idempotencyKey"), body.get("idempotencyKeyTTL")
-    if key is not None and not isinstance(key, str):
-        raise ValidationError("idempotencyKey must be a string")
-    if key_ttl is not None and not isinstance(key_ttl, (str, int)):
-        raise ValidationError('idempotencyKeyTTL must be a duration like "1h" or seconds')
+    timeout, tags = body.get("timeout"), body.get("tags")
+    # Wrong types are 400, as the official request schema; wrong values below are 422, as its service.
+    if key is not None and (not isinstance(key, str) or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH):
+        raise ValidationError(f"idempotencyKey must be a string of at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    if key_ttl is not None and not isinstance(key_ttl, str):
+        raise ValidationError('idempotencyKeyTTL must be a duration like "1h"')
+    if timeout is not None and not isinstance(timeout, str):
+        raise ValidationError('timeout must be a duration like "10m" or an ISO date')
+    if tags is not None and not (
+        isinstance(tags, str) or (isinstance(tags, list) and all(isinstance(t, str) for t in tags))
+    ):
+        raise ValidationError("tags must be a string or a list of strings")
     try:
         token, created = await bridge.waitpoints.create(
-            timeout=body.get("timeout"), idempotency_key=key, idempotency_key_ttl=key_ttl, tags=body.get("tags")
+            timeout=timeout, idempotency_key=key, idempotency_key_ttl=key_ttl, tags=tags
         )
-    except ValidationError as error:  # a wrong timeout or tags: the official answers 422
+    except ValidationError as error:
         raise UnprocessableError(error.message) from error
     scopes = [f"write:waitpoints:{token.id}"]
     headers = claims_headers(scopes, waitpoint_access_token(bridge.settings.secret_key, token.id))
@@ -89,9 +104,9 @@ async def complete_token(request: Request) -> Response:
     token_id = request.path_params["token_id"]
     principal_of(request).require_any("write", [("waitpoints", token_id)])
     body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
-    if "data" not in body:
+    if "data" not in body and body:  # {} is what the official clients send for `complete(undefined)`
         raise ValidationError(NO_DATA_MESSAGE)
-    await bridge.waitpoints.complete(token_id, body["data"])
+    await bridge.waitpoints.complete(token_id, body.get("data"))
     return json_response({"success": True})
 
 
