@@ -28,6 +28,7 @@ from bridge.waitpoints import TIMER_BATCH, WaitpointTimeoutError, callback_signa
 from bridge.worker.executor import Worker
 from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
 from tests.support.official_client import run_script
+from tests.support.redis_server import start_redis_server
 from tests.support.tasks import registry
 from tests.support.ws_client import connect, error, of_type
 from tests.test_inputs import token, unique, until_final, until_run
@@ -346,6 +347,53 @@ async def test_a_bridge_restart_between_create_and_complete(redis_server: Any) -
     finally:
         await worker.stop()
         await worker_bridge.stop()
+
+
+async def test_a_completion_after_redis_restarted_reaches_the_waiting_task() -> None:
+    """Redis keeping its data (AOF, fsync always) restarts while a task waits on a token: the waiter's
+    subscription comes back (and re-reads the token), the token is still there, the completion lands."""
+    redis_server = start_redis_server(persistent=True)
+    settings = Settings(secret_key=SECRET_KEY, redis_url=redis_server.url, key_prefix=unique("wp-restart"))
+    server, serving = await start_server(settings)
+    try:
+        handle = await tasks.trigger("await-token", {"timeout": "10m"})
+        token_id = await waiting_token(handle.id)
+        resynced = asyncio.Event()  # the broker signals it once reconnected and resubscribed
+
+        def on_message(channel: str, message: Message | None) -> None:
+            if message is None:
+                resynced.set()
+
+        await server.app_bridge.hub.attach(waitpoint_channel(token_id), on_message)
+        await asyncio.to_thread(redis_server.restart)
+        async with asyncio.timeout(30):
+            await resynced.wait()
+        assert (await wait.retrieve_token(token_id)).status == "WAITING"
+        await wait.complete_token(token_id, {"after": "restart"})
+        assert (await until_final(handle.id)).output == {"ok": True, "output": {"after": "restart"}}
+    finally:
+        await stop_server(server, serving)
+        redis_server.stop()
+
+
+async def test_a_completion_racing_the_deadline_has_one_outcome(server: RunningServer) -> None:
+    """Completions sent around the deadline while the timer fires: whichever result was stored first
+    is what the token says and what the task got."""
+    for _ in range(5):
+        created = await wait.create_token(timeout="0.3s")
+        handle = await tasks.trigger("await-token", {"tokenId": created.id})
+        await waiting_token(handle.id)
+        deadline = (await wait.retrieve_token(created)).timeout_at
+        await pass_deadline(deadline - timedelta(milliseconds=60))
+        for _ in range(8):  # a completion every ~15 ms across the deadline
+            await wait.complete_token(created, "in time")
+            await asyncio.sleep(0.015)
+        stored = await wait.retrieve_token(created)
+        run = await until_final(handle.id)
+        if stored.status == "COMPLETED":
+            assert stored.output == "in time" and run.output == {"ok": True, "output": "in time"}
+        else:
+            assert stored.status == "TIMED_OUT" and run.output["ok"] is False
 
 
 # the official HTTP routes
