@@ -25,7 +25,8 @@ from bridge.engine import RunEngine
 from bridge.errors import PayloadTooLargeError, ValidationError
 from bridge.hub import Hub, Message
 
-READ_PAGE_CHUNKS = 1000  # chunks fetched from storage per read while catching up
+READ_PAGE_CHUNKS = 1000  # chunks fetched from storage per read while catching up...
+READ_PAGE_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them (or two of the largest chunks)
 LIVE_BUFFER_CHUNKS = 1000  # live chunks a reader holds before it falls back to storage...
 LIVE_BUFFER_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them
 WRITE_BATCH_CHUNKS = 500  # chunks stored per append call...
@@ -75,6 +76,9 @@ class StreamReader:
         self.timed_out = False  # the last `chunks()` ended on the idle timeout, not with the run
         self._woken = asyncio.Event()
         self._channels = (stream_channel(run_id, key), run_channel(run_id))
+        limits = broker.settings.limits
+        self._largest_chunk = max(limits.max_chunk_bytes, limits.max_payload_bytes)  # output chunk or input value
+        self._page_bytes = max(READ_PAGE_BYTES, 2 * self._largest_chunk)
 
     async def __aenter__(self) -> StreamReader:
         try:
@@ -130,13 +134,17 @@ class StreamReader:
                     await self._read_run()
                 while True:
                     finished_before_read = self._run_finished
-                    page = await self._broker.read_chunks(self.run_id, self.key, self.next_index, READ_PAGE_CHUNKS)
+                    page = await self._broker.read_chunks(
+                        self.run_id, self.key, self.next_index, READ_PAGE_CHUNKS, self._page_bytes
+                    )
                     for data in page:
                         yield Chunk(self.next_index, data)
                         self.next_index += 1
                     if page:
                         idle_since = loop.time()  # idle means no new chunk, not a slow consumer
-                    if len(page) < READ_PAGE_CHUNKS:
+                    # Fewer than asked, and not for lack of room (a page cut by bytes has less than one
+                    # largest chunk of room left): storage has nothing more.
+                    if len(page) < READ_PAGE_CHUNKS and sum(map(len, page)) <= self._page_bytes - self._largest_chunk:
                         break
                 if finished_before_read:
                     return  # every chunk was stored before the run finished, and all were read

@@ -167,7 +167,7 @@ async def test_a_send_racing_completion_is_delivered_or_refused_never_lost(serve
                 inputs_changed.clear()
                 await inputs_changed.wait()
         assert sorted(seen) == accepted
-        stored = await server.app_bridge.broker.read_chunks(handle.id, input_key("items"), 0, 100)
+        stored = await server.app_bridge.broker.read_chunks(handle.id, input_key("items"), 0, 100, MIB)
         assert sorted(orjson.loads(v) for v in stored) == accepted  # nothing refused was stored
 
 

@@ -14,12 +14,14 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from bridge import runs, streams, tasks
 from bridge.auth import create_public_token
 from bridge.config import Settings
 from bridge.errors import PayloadTooLargeError, ValidationError
 from bridge.models import Run
+from bridge.streams import READ_PAGE_BYTES
 from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
 from tests.support.official_client import run_script
 from tests.support.tasks import gates, registry
@@ -319,6 +321,33 @@ async def test_reader_after_the_run_finished_gets_the_whole_stream_and_an_end(se
         sse = Reader("sse", [])
         await read_sse(sse, http, handle.id, "numbers", tok)
     assert sse.received == 2500
+
+
+async def test_catching_up_on_large_chunks_reads_bounded_pages(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 chunks of 512 KiB would be half a gigabyte in one storage read: pages stop at 8 MiB."""
+    bridge = server.app_bridge
+    handle = await tasks.trigger("echo", {"big": True})
+    await until_final(handle.id)
+    filler = "x" * (512 * 1024)  # a chunk of about 512 KiB encoded
+    for first in range(0, 48, 16):
+        batch = [orjson.dumps([i, filler]) for i in range(first, first + 16)]
+        await bridge.broker.append_chunks(handle.id, "big", batch)
+    page_sizes: list[int] = []
+    read_chunks = bridge.broker.read_chunks
+
+    async def measured(*args: Any) -> list[bytes]:
+        page = await read_chunks(*args)
+        page_sizes.append(sum(map(len, page)))
+        return page
+
+    monkeypatch.setattr(bridge.broker, "read_chunks", measured)
+    received = [value async for value in streams.read(handle.id, "big")]
+    assert [value[0] for value in received] == list(range(48))
+    assert max(page_sizes) <= READ_PAGE_BYTES and len(page_sizes) >= 3
+    one = await read_chunks(handle.id, "big", 0, 10, 10)  # the first chunk comes whatever its size
+    assert len(one) == 1
 
 
 async def test_stream_of_a_run_that_finished_without_chunks_ends_at_zero(server: RunningServer) -> None:

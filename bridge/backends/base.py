@@ -125,8 +125,9 @@ class Broker(abc.ABC):
         finished one (RunFinishedError): a value the run can no longer take is never accepted."""
 
     @abc.abstractmethod
-    async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
-        """Up to `count` stored chunks from index `start` on."""
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
+        """Up to `count` stored chunks from index `start` on, ending before the chunk that would take
+        their total size past `max_bytes` (the first one is returned whatever its size)."""
 
     @abc.abstractmethod
     async def stream_length(self, run_id: str, key: str) -> int: ...

@@ -156,8 +156,15 @@ class MemoryBroker(Broker):
             raise RunFinishedError("Cannot send to input stream on a completed run")
         return await self.append_chunks(run_id, key, [data])
 
-    async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
-        return self._streams.get(run_id, {}).get(key, [])[start : start + count]
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
+        page: list[bytes] = []
+        size = 0
+        for chunk in self._streams.get(run_id, {}).get(key, [])[start : start + count]:
+            if page and size + len(chunk) > max_bytes:
+                break
+            size += len(chunk)
+            page.append(chunk)
+        return page
 
     async def stream_length(self, run_id: str, key: str) -> int:
         return len(self._streams.get(run_id, {}).get(key, []))

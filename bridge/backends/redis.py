@@ -150,6 +150,27 @@ redis.call('PUBLISH', ARGV[2], tostring(first) .. '\\n' .. table.concat(ARGV, '\
 return first
 """
 
+# KEYS[1]: a run's stream. ARGV: the first entry id, the most chunks, the most bytes. Reads in
+# batches of 100 and stops before the chunk that would pass the byte bound (the first is always
+# returned), so neither Redis nor the reader ever holds more than a bounded page.
+READ_CHUNKS_SCRIPT = """
+local page, size, start = {}, 0, ARGV[1]
+local wanted, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+while #page < wanted do
+  local batch = math.min(100, wanted - #page)
+  local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', batch)
+  for _, entry in ipairs(entries) do
+    local data = entry[2][2]
+    if #page > 0 and size + #data > budget then return page end
+    size = size + #data
+    page[#page + 1] = data
+  end
+  if #entries < batch then break end
+  start = '(' .. entries[#entries][1]
+end
+return page
+"""
+
 # KEYS[1]: the run hash, KEYS[2]: one of its input streams (stored like an output stream). ARGV: TTL
 # ms, the (prefixed) channel, the value. Refuses an unknown (-1) or finished (-2) run in the same
 # atomic step as the append, so a value is never accepted by a run that can no longer take it.
@@ -579,6 +600,7 @@ class RedisBroker(Broker):
         self._claim_script = self._redis.register_script(CLAIM_SCRIPT)
         self._requeue_script = self._redis.register_script(REQUEUE_SCRIPT)
         self._complete_waitpoint_script = self._redis.register_script(COMPLETE_WAITPOINT_SCRIPT)
+        self._read_chunks_script = self._redis.register_script(READ_CHUNKS_SCRIPT)
         self._retention_ms = max(1, int(settings.retention_seconds * 1000))
         self._registered: set[str] = set()  # task ids registered through this broker
         self._groups: set[str] = set()  # streams known to have the consumer group
@@ -793,10 +815,11 @@ class RedisBroker(Broker):
             raise RunFinishedError("Cannot send to input stream on a completed run")
         return index
 
-    async def read_chunks(self, run_id: str, key: str, start: int, count: int) -> list[bytes]:
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
+        args: list[str | int] = [f"0-{start + 1}", count, max_bytes]
         async with _unavailable("reading a stream"):
-            entries = await self._redis.xrange(self._output_stream_key(run_id, key), f"0-{start + 1}", "+", count)
-        return [cast(bytes, fields[b"d"]) for _, fields in entries or [] if fields]
+            page = await self._read_chunks_script(keys=[self._output_stream_key(run_id, key)], args=args)
+        return cast(list[bytes], page)
 
     async def stream_length(self, run_id: str, key: str) -> int:
         async with _unavailable("reading a stream's length"):
