@@ -660,6 +660,21 @@ async def test_one_time_token_is_not_burnt_by_a_refused_trigger(server: RunningS
     assert "one-time use token" in used["error"]
 
 
+async def test_a_retried_one_time_trigger_gets_its_run_and_another_request_gets_422(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    """The official SDK retries a call whose answer was lost with the same request key: that retry
+    must get the run the first call created, not a refusal of the token it already used."""
+    once = bearer(token(server, "trigger:tasks:echo", one_time=True))
+    request = {**once, "x-trigger-request-idempotency-key": str(uuid.uuid4())}
+    first = await _trigger_raw(http, server, {"payload": 1}, headers=request)
+    retry = await _trigger_raw(http, server, {"payload": 1}, headers=request)
+    assert first.status_code == retry.status_code == 200 and retry.json()["id"] == first.json()["id"]
+    other = {**once, "x-trigger-request-idempotency-key": str(uuid.uuid4())}
+    assert_json_error(await _trigger_raw(http, server, {"payload": 1}, headers=other), 422)
+    assert_json_error(await _trigger_raw(http, server, {"payload": 1}, headers=once), 422)
+
+
 # ---------------------------------------------------------------------------------------------
 # batches (the SDK's two-phase v3 batch)
 

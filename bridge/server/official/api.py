@@ -89,11 +89,20 @@ async def _check_trigger(bridge: Bridge, task_id: str, payload: Any, options: Tr
         parse_duration_seconds(options.idempotency_key_ttl)
 
 
-async def _consume_one_time(bridge: Bridge, principal: Principal, task_id: str) -> None:
+async def _consume_one_time(bridge: Bridge, principal: Principal, task_id: str, request_key: str | None) -> None:
+    """Refuses a one-time token's second use, except a retry of the request that used it (same
+    `x-trigger-request-idempotency-key`: its first answer was lost), which gets the same run."""
     if principal.one_time_key is None:
         return
-    if not await bridge.broker.claim_once(f"otu:{principal.one_time_key}", bridge.settings.retention_seconds):
-        raise UnprocessableError(f"Cannot trigger {task_id} with a one-time use token as it has already been used.")
+    ttl = bridge.settings.retention_seconds
+    used_by = f"otu-request:{principal.one_time_key}:{request_key}"
+    if await bridge.broker.claim_once(f"otu:{principal.one_time_key}", ttl):
+        if request_key:
+            await bridge.broker.claim_once(used_by, ttl)  # remembers which request used the token
+        return
+    if request_key and not await bridge.broker.claim_once(used_by, ttl):
+        return  # already remembered: this request used the token, and this is its retry
+    raise UnprocessableError(f"Cannot trigger {task_id} with a one-time use token as it has already been used.")
 
 
 @handles_errors
@@ -105,9 +114,10 @@ async def trigger_task(request: Request) -> Response:
     body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
     options = body.get("options") or {}
     payload = decode_payload(body.get("payload"), options.get("payloadType") if isinstance(options, dict) else None)
-    trigger_options = _trigger_options(options, request.headers.get("x-trigger-request-idempotency-key"))
+    request_key = request.headers.get("x-trigger-request-idempotency-key")
+    trigger_options = _trigger_options(options, request_key)
     await _check_trigger(bridge, task_id, payload, trigger_options)
-    await _consume_one_time(bridge, principal, task_id)
+    await _consume_one_time(bridge, principal, task_id, request_key)
     run, created = await bridge.engine.trigger(task_id, payload, trigger_options)
     scopes = [f"read:runs:{run.id}", f"write:inputStreams:{run.id}"]
     headers = claims_headers(scopes, run_access_token(bridge.settings.secret_key, run.id))
