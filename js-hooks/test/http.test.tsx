@@ -1,17 +1,13 @@
 import { act, renderHook, waitFor } from "@testing-library/react";
 import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
-import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import { useRealtimeTaskTrigger, useRun, useTaskTrigger } from "../src/index.js";
-import { FakeBridge, makeRun } from "./support/fakeBridge.js";
+import { makeRun, type FakeBridge } from "./support/fakeBridge.js";
+import { useFakeBridge } from "./support/useFakeBridge.js";
 
 let bridge: FakeBridge;
-beforeEach(async () => {
-  bridge = await FakeBridge.start();
-});
-afterEach(async () => {
-  await bridge.close();
-});
+useFakeBridge((started) => (bridge = started));
 
 type Seen = { method?: string; url?: string; headers: IncomingMessage["headers"]; body: any };
 

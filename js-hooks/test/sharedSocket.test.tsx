@@ -1,20 +1,16 @@
 import { render, renderHook, screen, waitFor } from "@testing-library/react";
 import React, { StrictMode } from "react";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import {
   useRealtimeBatch,
   useRealtimeRun,
   useRealtimeRunsWithTag,
 } from "../src/index.js";
-import { FakeBridge, makeRun } from "./support/fakeBridge.js";
+import { makeRun, type FakeBridge } from "./support/fakeBridge.js";
+import { useFakeBridge } from "./support/useFakeBridge.js";
 
 let bridge: FakeBridge;
-beforeEach(async () => {
-  bridge = await FakeBridge.start();
-});
-afterEach(async () => {
-  await bridge.close();
-});
+useFakeBridge((started) => (bridge = started));
 
 function RunView({ runId, token }: { runId: string; token: string }) {
   const { run, error } = useRealtimeRun(runId, { accessToken: token, baseURL: bridge.baseURL });

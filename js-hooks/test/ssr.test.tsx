@@ -1,7 +1,7 @@
 // @vitest-environment node
 import React from "react";
 import { renderToString } from "react-dom/server";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import {
   TriggerAuthContext,
   getRealtimeClient,
@@ -12,15 +12,11 @@ import {
   useRun,
   useWaitToken,
 } from "../src/index.js";
-import { FakeBridge, makeRun } from "./support/fakeBridge.js";
+import { makeRun, type FakeBridge } from "./support/fakeBridge.js";
+import { useFakeBridge } from "./support/useFakeBridge.js";
 
 let bridge: FakeBridge;
-beforeEach(async () => {
-  bridge = await FakeBridge.start();
-});
-afterEach(async () => {
-  await bridge.close();
-});
+useFakeBridge((started) => (bridge = started));
 
 describe("server-side rendering", () => {
   test("renderToString renders the initial state and opens no socket", async () => {

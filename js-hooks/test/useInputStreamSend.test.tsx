@@ -1,5 +1,5 @@
 import { act, renderHook, waitFor } from "@testing-library/react";
-import { afterEach, beforeEach, describe, expect, expectTypeOf, test } from "vitest";
+import { describe, expect, expectTypeOf, test } from "vitest";
 import {
   defineInputStream,
   getRealtimeClient,
@@ -7,15 +7,11 @@ import {
   useInputStreamSend,
   useRealtimeStream,
 } from "../src/index.js";
-import { FakeBridge, type ClientFrame, type Connection } from "./support/fakeBridge.js";
+import type { ClientFrame, Connection, FakeBridge } from "./support/fakeBridge.js";
+import { useFakeBridge } from "./support/useFakeBridge.js";
 
 let bridge: FakeBridge;
-beforeEach(async () => {
-  bridge = await FakeBridge.start();
-});
-afterEach(async () => {
-  await bridge.close();
-});
+useFakeBridge((started) => (bridge = started));
 
 const RUN = "run_000000000000000000000abc";
 

@@ -1,21 +1,17 @@
 import { renderHook, waitFor } from "@testing-library/react";
 import React from "react";
-import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import {
   TriggerAuthContext,
   useRealtimeRun,
   type RealtimeRun,
   type UseRealtimeSingleRunOptions,
 } from "../src/index.js";
-import { FakeBridge, makeRun } from "./support/fakeBridge.js";
+import { makeRun, type FakeBridge } from "./support/fakeBridge.js";
+import { useFakeBridge } from "./support/useFakeBridge.js";
 
 let bridge: FakeBridge;
-beforeEach(async () => {
-  bridge = await FakeBridge.start();
-});
-afterEach(async () => {
-  await bridge.close();
-});
+useFakeBridge((started) => (bridge = started));
 
 const TOKEN = "pk_test_token";
 

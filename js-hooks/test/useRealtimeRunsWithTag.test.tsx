@@ -1,15 +1,11 @@
 import { renderHook, waitFor } from "@testing-library/react";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { useRealtimeRunsWithTag } from "../src/index.js";
-import { FakeBridge, makeRun } from "./support/fakeBridge.js";
+import { makeRun, type FakeBridge } from "./support/fakeBridge.js";
+import { useFakeBridge } from "./support/useFakeBridge.js";
 
 let bridge: FakeBridge;
-beforeEach(async () => {
-  bridge = await FakeBridge.start();
-});
-afterEach(async () => {
-  await bridge.close();
-});
+useFakeBridge((started) => (bridge = started));
 
 const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
 const HOUR = 3600_000;

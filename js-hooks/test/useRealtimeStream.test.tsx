@@ -1,6 +1,6 @@
 import { act, render, renderHook, screen, waitFor } from "@testing-library/react";
 import React, { StrictMode } from "react";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import {
   defineStream,
   getRealtimeClient,
@@ -8,15 +8,11 @@ import {
   useRealtimeStream,
   type RealtimeError,
 } from "../src/index.js";
-import { FakeBridge, makeRun } from "./support/fakeBridge.js";
+import { makeRun, type FakeBridge } from "./support/fakeBridge.js";
+import { useFakeBridge } from "./support/useFakeBridge.js";
 
 let bridge: FakeBridge;
-beforeEach(async () => {
-  bridge = await FakeBridge.start();
-});
-afterEach(async () => {
-  await bridge.close();
-});
+useFakeBridge((started) => (bridge = started));
 
 const RUN = "run_000000000000000000000abc";
 

@@ -1,6 +1,6 @@
 import { act, renderHook, waitFor } from "@testing-library/react";
 import React from "react";
-import { afterEach, beforeEach, describe, expect, expectTypeOf, test } from "vitest";
+import { describe, expect, expectTypeOf, test } from "vitest";
 import {
   getRealtimeClient,
   RealtimeError,
@@ -9,18 +9,32 @@ import {
   useRealtimeRun,
   useWaitToken,
 } from "../src/index.js";
-import { FakeBridge, makeRun, type ClientFrame, type Connection } from "./support/fakeBridge.js";
+import { makeRun, type ClientFrame, type Connection, type FakeBridge } from "./support/fakeBridge.js";
+import { useFakeBridge } from "./support/useFakeBridge.js";
 
 let bridge: FakeBridge;
-beforeEach(async () => {
-  bridge = await FakeBridge.start();
-});
-afterEach(async () => {
-  await bridge.close();
-});
+useFakeBridge((started) => (bridge = started));
 
 const TOKEN = "waitpoint_00000000000000000000000a";
 const OTHER = "waitpoint_00000000000000000000000b";
+
+/**
+ * Renders useWaitToken(TOKEN) and calls `completeAsync("yes")`: it must reject with a RealtimeError
+ * of `code`, which then shows in `error`, with isLoading and isCompleted false. Returns the hook's result.
+ */
+async function expectCompleteAsyncRejects(code: string) {
+  const { result } = renderHook(() => useWaitToken<string>(TOKEN, { accessToken: "tok", baseURL: bridge.baseURL }));
+  let promise!: Promise<unknown>;
+  act(() => {
+    promise = result.current.completeAsync("yes");
+  });
+  const error = await promise.catch((reason: unknown) => reason);
+  expect(error).toBeInstanceOf(RealtimeError);
+  expect((error as RealtimeError).code).toBe(code);
+  await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe(code));
+  expect(result.current).toMatchObject({ isLoading: false, isCompleted: false });
+  return result;
+}
 
 describe("useWaitToken", () => {
   test("sends a `complete` frame with the token; isLoading while in flight, then isCompleted on the ack", async () => {
@@ -71,16 +85,7 @@ describe("useWaitToken", () => {
 
   test("an error frame rejects with the bridge's code and sets `error`; isCompleted stays false until a success", async () => {
     bridge.onComplete = () => ({ kind: "error", code: "forbidden", message: "no write:waitpoints scope" });
-    const { result } = renderHook(() => useWaitToken<string>(TOKEN, { accessToken: "tok", baseURL: bridge.baseURL }));
-    let promise!: Promise<unknown>;
-    act(() => {
-      promise = result.current.completeAsync("yes");
-    });
-    const error = await promise.catch((reason: unknown) => reason);
-    expect(error).toBeInstanceOf(RealtimeError);
-    expect((error as RealtimeError).code).toBe("forbidden");
-    await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe("forbidden"));
-    expect(result.current).toMatchObject({ isLoading: false, isCompleted: false });
+    const result = await expectCompleteAsyncRejects("forbidden");
 
     // complete() never leaves an unhandled rejection: the error shows in `error`.
     bridge.onComplete = () => ({ kind: "error", code: "not_found" });
@@ -230,16 +235,7 @@ describe("useWaitToken", () => {
       setTimeout(() => connection.ws.terminate(), 0);
       return { kind: "hold" };
     };
-    const { result } = renderHook(() => useWaitToken<string>(TOKEN, { accessToken: "tok", baseURL: bridge.baseURL }));
-    let promise!: Promise<unknown>;
-    act(() => {
-      promise = result.current.completeAsync("yes");
-    });
-    const error = await promise.catch((reason: unknown) => reason);
-    expect(error).toBeInstanceOf(RealtimeError);
-    expect((error as RealtimeError).code).toBe("connection_lost");
-    await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe("connection_lost"));
-    expect(result.current).toMatchObject({ isLoading: false, isCompleted: false });
+    await expectCompleteAsyncRejects("connection_lost");
     expect(bridge.framesOfType("complete")).toHaveLength(3);
     expect(new Set(bridge.frames.filter(({ frame }) => frame.type === "complete").map(({ connection }) => connection)).size).toBe(3);
   });

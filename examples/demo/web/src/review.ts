@@ -1,18 +1,15 @@
 /** The `review` task (examples/demo/tasks.py) and what both review views share. */
+import type { RunTypes } from "@realtime-bridge/react-hooks";
 import { useEffect, useState } from "react";
 import { reviewAccess, type ReviewAccess } from "./api";
+import { isFinal } from "./runs";
 
 export type ReviewPayload = { timeout?: string; idempotencyKey?: string };
 /** What a reviewer sends: the token's output (a webhook may send any JSON; only `approved: true` approves). */
 export type ReviewDecision = { approved: boolean; comment?: string; via: string };
 export type ReviewOutput = { approved: boolean; comment: string | null; via: string | null } | { timedOut: true };
 export type ReviewMetadata = { tokenId?: string; step?: string };
-export type Review = {
-  taskIdentifier: "review";
-  payload: ReviewPayload;
-  output: ReviewOutput;
-  metadata: ReviewMetadata;
-};
+export type Review = RunTypes<"review", ReviewPayload, ReviewOutput, ReviewMetadata>;
 
 export function tokenIdOf(metadata: unknown): string | undefined {
   const value = metadata && typeof metadata === "object" ? (metadata as ReviewMetadata).tokenId : undefined;
@@ -43,6 +40,31 @@ export function useReviewAccess(runId: string, status: string | undefined, token
   }, [runId, wanted, have]);
   return { access: state.access, error: state.error } satisfies ReviewAccessState;
 }
+
+/**
+ * What both review views (our hooks, the official ones) make of the review run: its wait token's id,
+ * the review access for it (useReviewAccess), whether the run is over, its output and the decision in it.
+ */
+export function useReviewRun(
+  runId: string,
+  run: { status: string; metadata?: unknown; output?: unknown } | undefined,
+): ReviewRunState {
+  const tokenId = tokenIdOf(run?.metadata);
+  const { access, error: accessError } = useReviewAccess(runId, run?.status, tokenId);
+  const finished = isFinal(run?.status);
+  const output = run?.status === "COMPLETED" ? (run.output as ReviewOutput | undefined) : undefined;
+  const decision = output && "approved" in output ? output : undefined;
+  return { tokenId, access, accessError, finished, output, decision };
+}
+
+export type ReviewRunState = {
+  tokenId: string | undefined;
+  access: ReviewAccess | undefined;
+  accessError: string | undefined;
+  finished: boolean;
+  output: ReviewOutput | undefined;
+  decision: Extract<ReviewOutput, { approved: boolean }> | undefined;
+};
 
 /** POSTs `body` to the token's callback URL, as a webhook from another service would. */
 export async function postToCallback(callbackUrl: string, body: unknown): Promise<unknown> {

@@ -1,3 +1,5 @@
+import type { RunTypes } from "@realtime-bridge/react-hooks";
+
 /** What the demo shows of a run; both the bridge's hooks and the official hooks return this shape. */
 export type RunLike = {
   id: string;
@@ -16,12 +18,7 @@ export type RunLike = {
 export type DraftEmailPayload = { to?: string; stepSeconds?: number };
 export type DraftEmailOutput = { to: string; subject: string; body: string };
 export type DraftEmailMetadata = { progress?: number; step?: string };
-export type DraftEmail = {
-  taskIdentifier: "draft-email";
-  payload: DraftEmailPayload;
-  output: DraftEmailOutput;
-  metadata: DraftEmailMetadata;
-};
+export type DraftEmail = RunTypes<"draft-email", DraftEmailPayload, DraftEmailOutput, DraftEmailMetadata>;
 
 export const FINAL_STATUSES = new Set(["COMPLETED", "FAILED", "CANCELED", "CRASHED", "SYSTEM_FAILURE", "EXPIRED", "TIMED_OUT"]);
 

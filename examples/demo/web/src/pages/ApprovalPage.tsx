@@ -1,9 +1,10 @@
-import { defineInputStream, useInputStreamSend, useRealtimeRun } from "@realtime-bridge/react-hooks";
+import { defineInputStream, useInputStreamSend, useRealtimeRun, type RunTypes } from "@realtime-bridge/react-hooks";
 import { useState, type FormEvent } from "react";
 import { triggerRun } from "../api";
 import { Code } from "../components/Code";
 import { EmptyRunCard, ErrorCallout } from "../components/Placeholders";
-import { StatusBadge } from "../components/StatusBadge";
+import { DecisionButtons } from "../components/DecisionButtons";
+import { RunCardHead } from "../components/RunCardHead";
 import { isFinal } from "../runs";
 import { useAction } from "../components/useAction";
 
@@ -11,12 +12,7 @@ import { useAction } from "../components/useAction";
 export type ApprovalPayload = { topic?: string; draftSeconds?: number; timeout?: string };
 export type ApprovalOutput = { approved: boolean; text: string };
 export type ApprovalMetadata = { draft?: string; step?: string };
-export type DraftApproval = {
-  taskIdentifier: "draft-approval";
-  payload: ApprovalPayload;
-  output: ApprovalOutput;
-  metadata: ApprovalMetadata;
-};
+export type DraftApproval = RunTypes<"draft-approval", ApprovalPayload, ApprovalOutput, ApprovalMetadata>;
 
 /** Python: `approval = streams.input("approval")`; the task waits for one value. */
 export const approvalStream = defineInputStream<{ approved: boolean }>("approval");
@@ -43,39 +39,18 @@ function Decision({ runId, token }: { runId: string; token: string }) {
 
   return (
     <section className="card run-card" data-testid="approval-card">
-      <header className="run-head">
-        <div>
-          <div className="eyebrow">Run {runId}, via useRealtimeRun + useInputStreamSend</div>
-          <div className="muted" data-testid="approval-step">
-            {run?.metadata?.step ?? "…"}
-          </div>
-        </div>
-        {run && <StatusBadge status={run.status} testId="approval-status" />}
-      </header>
+      <RunCardHead
+        eyebrow={`Run ${runId}, via useRealtimeRun + useInputStreamSend`}
+        testIdPrefix="approval"
+        status={run?.status}
+        step={run?.metadata?.step}
+      />
       <div className="chat-bubble chat-assistant approval-draft" data-testid="approval-draft">
         {draft ?? <span className="muted">Drafting…</span>}
       </div>
-      <div className="actions">
-        <button
-          type="button"
-          className="button button-primary"
-          disabled={!canDecide}
-          onClick={() => decide(true)}
-          data-testid="approval-approve"
-        >
-          Approve
-        </button>
-        <button
-          type="button"
-          className="button"
-          disabled={!canDecide}
-          onClick={() => decide(false)}
-          data-testid="approval-reject"
-        >
-          Reject
-        </button>
+      <DecisionButtons canDecide={canDecide} onDecide={decide} testIdPrefix="approval">
         {isLoading && <span className="muted">Sending…</span>}
-      </div>
+      </DecisionButtons>
       {(sendError ?? error) && (
         <div className="callout callout-error" data-testid="approval-error">
           {(sendError ?? error)!.message}

@@ -4,15 +4,17 @@
  * long-polls), not the bridge's WebSocket. Loaded on demand: it is the page's largest dependency.
  */
 import { useInputStreamSend, useRealtimeRun, useRealtimeStream, useWaitToken } from "@trigger.dev/react-hooks";
-import { useState, type FormEvent } from "react";
+import { useState, type ComponentType, type FormEvent, type ReactNode } from "react";
 import { baseURL, cancelRun, triggerRun, type ReviewAccess, type StartedRun } from "../api";
 import { Code } from "../components/Code";
 import { EmptyRunCard, ErrorCallout } from "../components/Placeholders";
 import { ChatReply, type ChatOutput, type ChatPayload } from "../components/ChatReply";
 import { RunDetails } from "../components/RunDetails";
-import { StatusBadge } from "../components/StatusBadge";
-import { tokenIdOf, useReviewAccess, type ReviewDecision, type ReviewOutput } from "../review";
-import { isFinal, type DraftEmailOutput, type DraftEmailPayload } from "../runs";
+import { DecisionButtons } from "../components/DecisionButtons";
+import { ReviewerSlot } from "../components/ReviewerSlot";
+import { RunCardHead } from "../components/RunCardHead";
+import { useReviewRun, type ReviewDecision } from "../review";
+import type { DraftEmailOutput, DraftEmailPayload } from "../runs";
 import { useAction } from "../components/useAction";
 
 function OfficialLiveRun({ started }: { started: StartedRun }) {
@@ -103,6 +105,71 @@ function OfficialChat({ runId, token }: { runId: string | null; token: string | 
   );
 }
 
+/**
+ * One section of the page: its title and `intro`, a button that starts a run with `start` (testids
+ * `${testIdPrefix}-start`, `-trigger-error`, `-empty`), and the started run shown with `Run`.
+ */
+function StartRunSection({
+  title,
+  intro,
+  testIdPrefix,
+  startLabel,
+  start,
+  Run,
+  emptyTitle,
+  emptyText,
+}: {
+  title: string;
+  intro: ReactNode;
+  testIdPrefix: string;
+  startLabel: string;
+  start: () => Promise<StartedRun>;
+  Run: ComponentType<{ started: StartedRun }>;
+  emptyTitle: string;
+  emptyText: string;
+}) {
+  const [started, setStarted] = useState<StartedRun>();
+  const { busy, failure, run } = useAction();
+
+  async function startRun() {
+    await run(async () => {
+      setStarted(await start());
+    });
+  }
+
+  return (
+    <>
+      <section className="intro">
+        <h2>{title}</h2>
+        <p>{intro}</p>
+      </section>
+      <div className="columns">
+        <div className="card form">
+          <div className="actions">
+            <button
+              type="button"
+              className="button button-primary"
+              disabled={busy}
+              onClick={() => void startRun()}
+              data-testid={`${testIdPrefix}-start`}
+            >
+              {busy ? "Starting…" : startLabel}
+            </button>
+          </div>
+          <ErrorCallout message={failure} testId={`${testIdPrefix}-trigger-error`} />
+        </div>
+        {started ? (
+          <Run key={started.runId} started={started} />
+        ) : (
+          <EmptyRunCard testId={`${testIdPrefix}-empty`} title={emptyTitle}>
+            {emptyText}
+          </EmptyRunCard>
+        )}
+      </div>
+    </>
+  );
+}
+
 /** An approval run followed by the official useRealtimeRun, approved with the official useInputStreamSend. */
 function OfficialApprovalRun({ started }: { started: StartedRun }) {
   const options = { accessToken: started.publicAccessToken, baseURL };
@@ -118,29 +185,24 @@ function OfficialApprovalRun({ started }: { started: StartedRun }) {
   const output = run?.status === "COMPLETED" ? (run.output as { approved: boolean; text: string }) : undefined;
   return (
     <section className="card run-card" data-testid="official-approval-card">
-      <header className="run-head">
-        <div>
-          <div className="eyebrow">Run {started.runId}, via useInputStreamSend (@trigger.dev/react-hooks)</div>
-        </div>
-        {run && <StatusBadge status={run.status} testId="official-approval-status" />}
-      </header>
+      <RunCardHead
+        eyebrow={`Run ${started.runId}, via useInputStreamSend (@trigger.dev/react-hooks)`}
+        testIdPrefix="official-approval"
+        status={run?.status}
+        showStep={false}
+      />
       <div className="chat-bubble chat-assistant approval-draft" data-testid="official-approval-draft">
         {draft ?? <span className="muted">Drafting…</span>}
       </div>
-      <div className="actions">
-        <button
-          type="button"
-          className="button button-primary"
-          disabled={!isReady || !draft || isLoading || sent || !!output}
-          onClick={() => {
-            setSent(true);
-            send({ approved: true });
-          }}
-          data-testid="official-approval-approve"
-        >
-          Approve
-        </button>
-      </div>
+      <DecisionButtons
+        canDecide={isReady && !!draft && !isLoading && !sent && !output}
+        onDecide={() => {
+          setSent(true);
+          send({ approved: true });
+        }}
+        testIdPrefix="official-approval"
+        reject={false}
+      />
       {(sendError ?? error) && (
         <div className="callout callout-error" data-testid="official-approval-error">
           {(sendError ?? error)!.message}
@@ -156,48 +218,22 @@ function OfficialApprovalRun({ started }: { started: StartedRun }) {
 }
 
 function OfficialApproval() {
-  const [started, setStarted] = useState<StartedRun>();
-  const { busy, failure, run } = useAction();
-
-  async function start() {
-    await run(async () => {
-      setStarted(await triggerRun("draft-approval", { topic: "the official hooks" }));
-    });
-  }
-
   return (
-    <>
-      <section className="intro">
-        <h2>Input streams: the official useInputStreamSend</h2>
-        <p>
+    <StartRunSection
+      title="Input streams: the official useInputStreamSend"
+      intro={
+        <>
           A <code>draft-approval</code> run waits on its input stream <code>"approval"</code>; the official hook sends
           the approval to the bridge's <code>POST /realtime/v1/streams/:runId/input/approval</code>.
-        </p>
-      </section>
-      <div className="columns">
-        <div className="card form">
-          <div className="actions">
-            <button
-              type="button"
-              className="button button-primary"
-              disabled={busy}
-              onClick={() => void start()}
-              data-testid="official-approval-start"
-            >
-              {busy ? "Starting…" : "Draft for approval"}
-            </button>
-          </div>
-          <ErrorCallout message={failure} testId="official-approval-trigger-error" />
-        </div>
-        {started ? (
-          <OfficialApprovalRun key={started.runId} started={started} />
-        ) : (
-          <EmptyRunCard testId="official-approval-empty" title="No approval run yet.">
-            Start one, then approve it with the official hook.
-          </EmptyRunCard>
-        )}
-      </div>
-    </>
+        </>
+      }
+      testIdPrefix="official-approval"
+      startLabel="Draft for approval"
+      start={() => triggerRun("draft-approval", { topic: "the official hooks" })}
+      Run={OfficialApprovalRun}
+      emptyTitle="No approval run yet."
+      emptyText="Start one, then approve it with the official hook."
+    />
   );
 }
 
@@ -210,20 +246,15 @@ function OfficialReviewer({ access, runFinished }: { access: ReviewAccess; runFi
   const [sent, setSent] = useState(false);
   return (
     <>
-      <div className="actions">
-        <button
-          type="button"
-          className="button button-primary"
-          disabled={!isReady || isLoading || isCompleted || sent || runFinished}
-          onClick={() => {
-            setSent(true);
-            complete({ approved: true, comment: "Approved with the official hook.", via: "official-hook" });
-          }}
-          data-testid="official-review-approve"
-        >
-          Approve
-        </button>
-      </div>
+      <DecisionButtons
+        canDecide={isReady && !isLoading && !isCompleted && !sent && !runFinished}
+        onDecide={() => {
+          setSent(true);
+          complete({ approved: true, comment: "Approved with the official hook.", via: "official-hook" });
+        }}
+        testIdPrefix="official-review"
+        reject={false}
+      />
       <dl
         className="facts"
         data-testid="official-review-hook-state"
@@ -259,32 +290,22 @@ function OfficialReviewer({ access, runFinished }: { access: ReviewAccess; runFi
 /** A review run followed by the official useRealtimeRun; its wait token completed by the official useWaitToken. */
 function OfficialReviewRun({ started }: { started: StartedRun }) {
   const { run, error } = useRealtimeRun(started.runId, { accessToken: started.publicAccessToken, baseURL });
-  const tokenId = tokenIdOf(run?.metadata);
-  const { access, error: accessError } = useReviewAccess(started.runId, run?.status, tokenId);
-  const finished = isFinal(run?.status);
-  const output = run?.status === "COMPLETED" ? (run.output as ReviewOutput | undefined) : undefined;
-  const decision = output && "approved" in output ? output : undefined;
+  const review = useReviewRun(started.runId, run);
+  const { output, decision } = review;
   return (
     <section className="card run-card" data-testid="official-review-card">
-      <header className="run-head">
-        <div>
-          <div className="eyebrow">Run {started.runId}, via useWaitToken (@trigger.dev/react-hooks)</div>
-          <div className="muted" data-testid="official-review-step">
-            {(run?.metadata as { step?: string } | undefined)?.step ?? "…"}
-          </div>
-        </div>
-        {run && <StatusBadge status={run.status} testId="official-review-status" />}
-      </header>
-      {access ? (
-        <OfficialReviewer key={access.tokenId} access={access} runFinished={finished} />
-      ) : (
-        !finished && (
-          <div className="placeholder" data-testid="official-review-access-pending">
-            <span className="spinner" aria-hidden="true" /> Waiting for the run's wait token…
-          </div>
-        )
-      )}
-      <ErrorCallout message={accessError} testId="official-review-access-error" />
+      <RunCardHead
+        eyebrow={`Run ${started.runId}, via useWaitToken (@trigger.dev/react-hooks)`}
+        testIdPrefix="official-review"
+        status={run?.status}
+        step={(run?.metadata as { step?: string } | undefined)?.step}
+      />
+      <ReviewerSlot
+        review={review}
+        Reviewer={OfficialReviewer}
+        pending="Waiting for the run's wait token…"
+        testIdPrefix="official-review"
+      />
       {error && (
         <div className="callout callout-error" data-testid="official-review-error">
           {error.message}
@@ -305,49 +326,23 @@ function OfficialReviewRun({ started }: { started: StartedRun }) {
 }
 
 function OfficialReview() {
-  const [started, setStarted] = useState<StartedRun>();
-  const { busy, failure, run } = useAction();
-
-  async function start() {
-    await run(async () => {
-      setStarted(await triggerRun("review", { timeout: "10m" }));
-    });
-  }
-
   return (
-    <>
-      <section className="intro">
-        <h2>Wait tokens: the official useWaitToken</h2>
-        <p>
+    <StartRunSection
+      title="Wait tokens: the official useWaitToken"
+      intro={
+        <>
           A <code>review</code> run waits on a wait token (<code>wait.for_token</code>); the demo's backend hands this
           page an access token for it, and the official hook completes it through the bridge's{" "}
           <code>POST /api/v1/waitpoints/tokens/:id/complete</code>.
-        </p>
-      </section>
-      <div className="columns">
-        <div className="card form">
-          <div className="actions">
-            <button
-              type="button"
-              className="button button-primary"
-              disabled={busy}
-              onClick={() => void start()}
-              data-testid="official-review-start"
-            >
-              {busy ? "Starting…" : "Start a review"}
-            </button>
-          </div>
-          <ErrorCallout message={failure} testId="official-review-trigger-error" />
-        </div>
-        {started ? (
-          <OfficialReviewRun key={started.runId} started={started} />
-        ) : (
-          <EmptyRunCard testId="official-review-empty" title="No review run yet.">
-            Start one, then complete its wait token with the official hook.
-          </EmptyRunCard>
-        )}
-      </div>
-    </>
+        </>
+      }
+      testIdPrefix="official-review"
+      startLabel="Start a review"
+      start={() => triggerRun("review", { timeout: "10m" })}
+      Run={OfficialReviewRun}
+      emptyTitle="No review run yet."
+      emptyText="Start one, then complete its wait token with the official hook."
+    />
   );
 }
 

@@ -3,17 +3,11 @@ import { useState, type FormEvent } from "react";
 import { baseURL, triggerRun, type ReviewAccess } from "../api";
 import { Code } from "../components/Code";
 import { EmptyRunCard, ErrorCallout } from "../components/Placeholders";
-import { StatusBadge } from "../components/StatusBadge";
+import { DecisionButtons } from "../components/DecisionButtons";
+import { ReviewerSlot } from "../components/ReviewerSlot";
+import { RunCardHead } from "../components/RunCardHead";
 import { useAction } from "../components/useAction";
-import {
-  postToCallback,
-  tokenIdOf,
-  useReviewAccess,
-  type Review,
-  type ReviewDecision,
-  type ReviewOutput,
-} from "../review";
-import { isFinal } from "../runs";
+import { postToCallback, useReviewRun, type Review, type ReviewDecision } from "../review";
 
 export function reviewHash(runId: string, token: string): string {
   return `#/review?${new URLSearchParams({ run: runId, token }).toString()}`;
@@ -58,25 +52,7 @@ function Reviewer({ access, runFinished }: { access: ReviewAccess; runFinished: 
           data-testid="review-comment"
         />
       </label>
-      <div className="actions">
-        <button
-          type="button"
-          className="button button-primary"
-          disabled={!canDecide}
-          onClick={() => decide(true)}
-          data-testid="review-approve"
-        >
-          Approve
-        </button>
-        <button
-          type="button"
-          className="button"
-          disabled={!canDecide}
-          onClick={() => decide(false)}
-          data-testid="review-reject"
-        >
-          Reject
-        </button>
+      <DecisionButtons canDecide={canDecide} onDecide={decide} testIdPrefix="review">
         <button
           type="button"
           className="button button-quiet"
@@ -87,7 +63,7 @@ function Reviewer({ access, runFinished }: { access: ReviewAccess; runFinished: 
         >
           Simulate webhook
         </button>
-      </div>
+      </DecisionButtons>
       <dl
         className="facts"
         data-testid="review-hook-state"
@@ -132,34 +108,23 @@ function Reviewer({ access, runFinished }: { access: ReviewAccess; runFinished: 
 
 function ReviewRun({ runId, token }: { runId: string; token: string }) {
   const { run, error } = useRealtimeRun<Review>(runId, { accessToken: token });
-  const tokenId = tokenIdOf(run?.metadata);
-  const { access, error: accessError } = useReviewAccess(runId, run?.status, tokenId);
-  const finished = !!run && isFinal(run.status);
-  const output = run?.status === "COMPLETED" ? (run.output as ReviewOutput | undefined) : undefined;
-  const decision = output && "approved" in output ? output : undefined;
+  const review = useReviewRun(runId, run);
+  const { output, decision } = review;
 
   return (
     <section className="card run-card" data-testid="review-card">
-      <header className="run-head">
-        <div>
-          <div className="eyebrow">Run {runId}, via useRealtimeRun + useWaitToken</div>
-          <div className="muted" data-testid="review-step">
-            {run?.metadata?.step ?? "…"}
-          </div>
-        </div>
-        {run && <StatusBadge status={run.status} testId="review-status" />}
-      </header>
-      {access ? (
-        <Reviewer key={access.tokenId} access={access} runFinished={finished} />
-      ) : (
-        !finished && (
-          <div className="placeholder" data-testid="review-access-pending">
-            <span className="spinner" aria-hidden="true" />
-            {tokenId ? "Asking your backend for review access…" : "Waiting for the run to create its wait token…"}
-          </div>
-        )
-      )}
-      <ErrorCallout message={accessError} testId="review-access-error" />
+      <RunCardHead
+        eyebrow={`Run ${runId}, via useRealtimeRun + useWaitToken`}
+        testIdPrefix="review"
+        status={run?.status}
+        step={run?.metadata?.step}
+      />
+      <ReviewerSlot
+        review={review}
+        Reviewer={Reviewer}
+        pending={review.tokenId ? "Asking your backend for review access…" : "Waiting for the run to create its wait token…"}
+        testIdPrefix="review"
+      />
       {error && (
         <div className="callout callout-error" data-testid="review-error">
           {error.message}
