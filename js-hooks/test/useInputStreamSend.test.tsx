@@ -16,6 +16,18 @@ useFakeBridge((started) => (bridge = started));
 const RUN = "run_000000000000000000000abc";
 
 describe("useInputStreamSend", () => {
+  test("an undefined value is sent as `\"data\": null` (the frame must carry data)", async () => {
+    const { result } = renderHook(() =>
+      useInputStreamSend<void>("stop", RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    await act(async () => {
+      await result.current.sendAsync(undefined);
+    });
+    const [frame] = bridge.framesOfType("send");
+    expect("data" in frame!).toBe(true);
+    expect(frame!.data).toBeNull();
+  });
+
   test("sends a `send` frame with the token and resolves on the ack; isLoading while in flight", async () => {
     const held: Array<{ connection: Connection; frame: ClientFrame }> = [];
     bridge.onSend = (frame, connection) => {

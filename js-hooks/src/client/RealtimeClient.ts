@@ -444,7 +444,9 @@ export class RealtimeClient {
    * it rejects with code `connection_lost`, and the caller decides whether to send again.
    */
   sendInput(runId: string, streamId: string, data: unknown, token: string): Promise<SendInputResult> {
-    const frame: SendFrame = { type: "send", id: `x${this.nextRequest++}`, runId, streamId, data, token };
+    // `undefined` goes as `null`: the frame must carry `data` (JSON would drop the field).
+    const value = data === undefined ? null : data;
+    const frame: SendFrame = { type: "send", id: `x${this.nextRequest++}`, runId, streamId, data: value, token };
     return this.request(
       frame,
       false,
