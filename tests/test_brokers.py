@@ -359,6 +359,15 @@ async def test_claim_once(broker: Broker) -> None:
     assert await broker.claim_once("token-2", 60)
 
 
+async def test_values_are_kept_for_their_ttl(broker: Broker) -> None:
+    assert await broker.get_value("batch:absent") is None
+    await broker.put_value("batch:one", b"3", 60)
+    await broker.put_value("batch:short", b"1", 0.2)
+    assert await broker.get_value("batch:one") == b"3"
+    await asyncio.sleep(0.3)  # time passing is the behaviour under test
+    assert await broker.get_value("batch:short") is None and await broker.get_value("batch:one") == b"3"
+
+
 async def test_task_registry(broker: Broker) -> None:
     assert not await broker.task_exists("registered-a")
     await broker.register_tasks(["registered-a", "registered-b"])

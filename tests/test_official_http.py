@@ -754,6 +754,7 @@ async def test_batch_refuses_bad_items_without_triggering_any(server: RunningSer
         _ndjson([good]) + b"[1]\n",
         b"\xff\xfe\n",
         _ndjson([good, {"index": 1, "task": "echo", "options": {"tags": [""]}}]),
+        _ndjson([good, {"index": 2, "task": "echo"}]),  # the batch announced 2 runs: indexes 0 and 1
         _ndjson([{"index": i, "task": "echo", "payload": i} for i in range(limit + 1)]),
     ):
         assert_json_error(await _send_items(http, server, batch_id, content), 400)
@@ -773,6 +774,8 @@ async def test_batch_refuses_bad_items_without_triggering_any(server: RunningSer
     )
     assert_json_error(refused, 403)
     assert_json_error(await _send_items(http, server, "not-a-batch", _ndjson([good])), 404)
+    never_created = "batch_" + "0" * 24  # well-formed, but phase one never announced it
+    assert_json_error(await _send_items(http, server, never_created, _ndjson([good])), 404)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -201,6 +201,13 @@ class Broker(abc.ABC):
         """True the first time `key` is claimed within `ttl` seconds (one-time tokens)."""
 
     @abc.abstractmethod
+    async def put_value(self, key: str, value: bytes, ttl: float) -> None:
+        """Stores a small value under `key` for `ttl` seconds (e.g. a batch's announced run count)."""
+
+    @abc.abstractmethod
+    async def get_value(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
     async def register_tasks(self, task_ids: Iterable[str]) -> None: ...
 
     @abc.abstractmethod

@@ -70,6 +70,7 @@ class MemoryBroker(Broker):
         self._streams: dict[str, dict[str, list[bytes]]] = {}  # run id -> key -> chunks
         self._idempotency: _ExpiringMap[str] = _ExpiringMap()  # scope -> run or token id
         self._once: _ExpiringMap[str] = _ExpiringMap()
+        self._values: _ExpiringMap[bytes] = _ExpiringMap()
         self._waitpoints: _ExpiringMap[tuple[bytes, bytes | None]] = _ExpiringMap()  # id -> (spec, result)
         self._deadlines: dict[str, int] = {}  # token id -> its deadline (ms), until fired
         self._deadline_heap: list[tuple[int, str]] = []
@@ -297,6 +298,12 @@ class MemoryBroker(Broker):
         self._once.set(key, key, now + ttl)
         return True
 
+    async def put_value(self, key: str, value: bytes, ttl: float) -> None:
+        self._values.set(key, value, time.monotonic() + ttl)
+
+    async def get_value(self, key: str) -> bytes | None:
+        return self._values.get(key, time.monotonic())
+
     async def register_tasks(self, task_ids: Iterable[str]) -> None:
         self._tasks.update(task_ids)
 
@@ -330,4 +337,5 @@ class MemoryBroker(Broker):
                     del self._by_batch[run.batch_id]
         self._idempotency.evict(now)
         self._once.evict(now)
+        self._values.evict(now)
         self._waitpoints.evict(now)

@@ -14,6 +14,7 @@ prefix (`settings.key_prefix`):
                               BATCH_INDEX_MAX_RUNS ids
     P:{idem:<scope>}          string: the run id owning an idempotency scope; TTL = the key's TTL
     P:{once:<key>}            string: a one-time key (`claim_once`); TTL = the given ttl
+    P:{value:<key>}           string: a small value (`put_value`, e.g. a batch's run count); TTL = the given ttl
     P:{waitpoint_<id>}:waitpoint  hash {spec, result}: a wait token's creation record and, once done, its
                               result; TTL = retention after the deadline, then retention after the result
     P:{waitpoints}:deadlines  sorted set token id -> deadline ms, until the timer fired it (one key:
@@ -627,6 +628,9 @@ class RedisBroker(Broker):
     def _once_key(self, key: str) -> str:
         return f"{self._prefix}:{{once:{key}}}"
 
+    def _value_key(self, key: str) -> str:
+        return f"{self._prefix}:{{value:{key}}}"
+
     def _tasks_key(self) -> str:
         return f"{self._prefix}:{{tasks}}"
 
@@ -1021,6 +1025,14 @@ class RedisBroker(Broker):
     async def claim_once(self, key: str, ttl: float) -> bool:
         async with _unavailable("claiming a one-time key"):
             return bool(await self._redis.set(self._once_key(key), b"1", nx=True, px=max(1, int(ttl * 1000))))
+
+    async def put_value(self, key: str, value: bytes, ttl: float) -> None:
+        async with _unavailable("storing a value"):
+            await self._redis.set(self._value_key(key), value, px=max(1, int(ttl * 1000)))
+
+    async def get_value(self, key: str) -> bytes | None:
+        async with _unavailable("reading a value"):
+            return cast(bytes | None, await self._redis.get(self._value_key(key)))
 
     async def register_tasks(self, task_ids: Iterable[str]) -> None:
         ids = list(task_ids)

@@ -126,9 +126,14 @@ async def trigger_task(request: Request) -> Response:
     )
 
 
+def _batch_key(batch_id: str) -> str:
+    return f"batch:{batch_id}"
+
+
 @handles_errors
 async def create_batch(request: Request) -> Response:
-    """Phase one of the official two-phase batch: reserve a batch id; items follow."""
+    """Phase one of the official two-phase batch: reserve a batch id (its run count is remembered for
+    the retention); items follow."""
     bridge = bridge_of(request)
     principal = principal_of(request)
     body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
@@ -143,6 +148,7 @@ async def create_batch(request: Request) -> Response:
     for task_id in task_ids:
         principal.require_any("batchTrigger", [("tasks", task_id)])
     batch_id = new_id("batch_")
+    await bridge.broker.put_value(_batch_key(batch_id), str(run_count).encode(), bridge.settings.retention_seconds)
     scopes = [f"read:batch:{batch_id}"]
     token = create_public_token(bridge.settings.secret_key, scopes, "1h")
     return json_response(
@@ -158,8 +164,10 @@ async def add_batch_items(request: Request) -> Response:
     bridge = bridge_of(request)
     principal = principal_of(request)
     batch_id = request.path_params["batch_id"]
-    if not batch_id.startswith("batch_") or len(batch_id) > 64:
-        raise NotFoundError(f"Batch not found: {batch_id}")
+    announced = await bridge.broker.get_value(_batch_key(batch_id)) if len(batch_id) <= 64 else None
+    if announced is None:  # not created by phase one (or expired)
+        raise NotFoundError(f"Batch not found: {batch_id[:64]}")
+    run_count = int(announced)
     body = await read_body(request, bridge.settings.limits.max_request_bytes)
     items: list[tuple[int, str, Any, TriggerOptions]] = []
     for number, line in enumerate(body.splitlines(), start=1):
@@ -172,8 +180,8 @@ async def add_batch_items(request: Request) -> Response:
         if not isinstance(item, dict) or not isinstance(item.get("task"), str):
             raise ValidationError(f'line {number} needs "task" (a string)')
         index = item.get("index", number - 1)
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise ValidationError(f"line {number}: index must be a non-negative integer")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < run_count:
+            raise ValidationError(f"line {number}: index must be an integer from 0 to runCount - 1 ({run_count - 1})")
         options = item.get("options") or {}
         payload = decode_payload(item.get("payload"), options.get("payloadType") if isinstance(options, dict) else None)
         principal.require_any("batchTrigger", [("tasks", item["task"])])
