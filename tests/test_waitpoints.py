@@ -280,6 +280,28 @@ async def test_cancel_while_waiting_ends_the_run_canceled(server: RunningServer)
     assert (await wait.retrieve_token(token_id)).status == "WAITING"  # the token outlives its waiter
 
 
+async def test_wait_for_and_until_pause_without_the_slot(backend_settings: Settings) -> None:
+    running, task = await start_server(replace(backend_settings, worker_concurrency=1))
+    try:
+        paused = await tasks.trigger("pause", {"seconds": 1})
+        await until_run(paused.id, lambda run: run.status is RunStatus.WAITING)
+        other = await tasks.trigger("echo", {"while": "paused"})  # the only slot is free meanwhile
+        assert (await until_final(other.id)).status is RunStatus.COMPLETED
+        assert (await until_final(paused.id)).output == "resumed"
+
+        past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        assert (await until_final((await tasks.trigger("pause", {"until": past})).id)).output == "resumed"
+        refused = await until_final((await tasks.trigger("pause", {"until": past, "throw": True})).id)
+        assert refused.status is RunStatus.FAILED and refused.error is not None
+        assert refused.error.message == "Date is in the past"
+        negative = await until_final((await tasks.trigger("pause", {"seconds": -1})).id)
+        assert negative.status is RunStatus.FAILED
+    finally:
+        await stop_server(running, task)
+    with pytest.raises(RuntimeError, match="inside a running task"):
+        await wait.for_(seconds=1)
+
+
 # timeouts and restarts
 
 

@@ -5,6 +5,8 @@ result = await wait.for_token(token)           # in a task: WAITING, worker slot
 if result.ok: ...                              # result.output; result.unwrap() raises on timeout
 await wait.complete_token(token_id, {"approved": True})   # anywhere: a backend, a script
 await wait.retrieve_token(token_id)            # status WAITING / COMPLETED / TIMED_OUT, output, times
+await wait.for_(minutes=5)                     # in a task: the official `wait.for`, WAITING meanwhile
+await wait.until(datetime(2027, 1, 1, tzinfo=UTC))
 
 A page completes a token with the token's `public_access_token` (the `useWaitToken` hook), and a
 webhook by POSTing JSON to its `url`.
@@ -12,16 +14,21 @@ webhook by POSTing JSON to its `url`.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from bridge.auth import waitpoint_access_token
+from bridge.durations import deadline_from
+from bridge.errors import ValidationError
 from bridge.sdk import state
 from bridge.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken, callback_path
 from bridge.worker.context import require_suspend
 
 T = TypeVar("T")
+_UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
 __all__ = [
     "CreatedToken",
     "RetrievedToken",
@@ -30,8 +37,10 @@ __all__ = [
     "WaitpointTimeoutError",
     "complete_token",
     "create_token",
+    "for_",
     "for_token",
     "retrieve_token",
+    "until",
 ]
 
 
@@ -117,6 +126,39 @@ async def for_token(token: TokenRef) -> TokenResult[Any]:
     if done.status is TokenStatus.TIMED_OUT:
         return TokenResult(ok=False, error=done.timeout_error())
     return TokenResult(ok=True, output=done.output)
+
+
+async def for_(*, seconds: float = 0, minutes: float = 0, hours: float = 0, days: float = 0, weeks: float = 0) -> None:
+    """Inside a task: pauses for the sum of the given periods (the official `wait.for`; `for` is a
+    Python keyword). The run shows WAITING and its worker slot runs other runs meanwhile."""
+    periods = {"seconds": seconds, "minutes": minutes, "hours": hours, "days": days, "weeks": weeks}
+    total = 0.0
+    for unit, amount in periods.items():
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount < 0:
+            raise ValidationError(f"wait.for_: {unit} must be a finite number, not negative")
+        total += amount * _UNIT_SECONDS[unit]
+    await _pause(total, "wait.for_")
+
+
+async def until(date: datetime, *, throw_if_in_the_past: bool = False) -> None:
+    """Inside a task: pauses until `date` (naive datetimes are UTC), WAITING meanwhile (the official
+    `wait.until`). A date in the past returns at once, or raises ValidationError with
+    `throw_if_in_the_past`."""
+    if not isinstance(date, datetime):
+        raise ValidationError("wait.until: date must be a datetime")
+    seconds = (deadline_from(date) - datetime.now(UTC)).total_seconds()
+    if seconds < 0 and throw_if_in_the_past:
+        raise ValidationError("Date is in the past")
+    await _pause(max(0.0, seconds), "wait.until")
+
+
+async def _pause(seconds: float, what: str) -> None:
+    suspend = require_suspend(what)
+    limit = (await state.current()).settings.limits.max_wait_token_timeout_seconds
+    if seconds > limit:
+        raise ValidationError(f"{what}: at most {limit / 86400:g} days")
+    async with suspend():
+        await asyncio.sleep(seconds)
 
 
 async def complete_token(token: TokenRef, data: Any = None) -> None:

@@ -245,3 +245,17 @@ async def await_token(payload: dict[str, Any]) -> dict[str, Any]:
     if result.ok:
         return {"ok": True, "output": result.output}
     return {"ok": False, "error": str(result.error)}
+
+
+@registry.add_task("pause")
+async def pause(payload: dict[str, Any]) -> str:
+    """`wait.for_(seconds=...)`, or `wait.until(payload["until"])` (ISO) with `throw` for throw_if_in_the_past."""
+    from datetime import datetime
+
+    from bridge import wait
+
+    if "until" in payload:
+        await wait.until(datetime.fromisoformat(payload["until"]), throw_if_in_the_past=payload.get("throw", False))
+    else:
+        await wait.for_(seconds=payload["seconds"])
+    return "resumed"
