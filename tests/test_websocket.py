@@ -315,6 +315,26 @@ async def test_tags_feed_snapshot_holds_at_most_the_newest_runs_of_the_limit(bac
     assert [r["id"] for r in snapshot["runs"]] == made[::-1][:3]
 
 
+async def test_a_snapshot_over_the_send_queue_bound_fails_its_subscription_not_the_connection(
+    server: RunningServer,
+) -> None:
+    """Queued, a 9 MB snapshot would close the connection as a slow consumer (8 MiB send queue) on
+    every reconnection: the subscription fails with a clear error and the connection carries on."""
+    tag = unique("big")
+    for _ in range(9):
+        run = Run(id=new_id("run_"), task_identifier="echo", tags=[tag], payload="x" * 1_000_000)
+        await server.app_bridge.broker.insert_run(run, None, 3600)
+    small = await tasks.trigger("echo", 1)
+    async with connect(server.ws_url) as client:
+        await client.subscribe_tags("big", [tag], token("read:tags"))
+        refused = await client.expect(error("payload_too_large", "big"))
+        assert "narrow it" in refused["message"]
+        await client.subscribe_run("small", small.id, token("read:runs"))
+        assert (await client.expect(of_type("snapshot", "small")))["runs"][0]["id"] == small.id
+        await client.subscribe_tags("big", [tag, "also"], token("read:tags"))  # the id is free again
+        assert (await client.expect(of_type("snapshot", "big")))["runs"] == []
+
+
 async def test_tags_feed_accepts_ten_tags_of_128_characters(server: RunningServer) -> None:
     tags = [unique("t").ljust(128, "x") for _ in range(10)]
     handle = await tasks.trigger("echo", 1, tags=tags)

@@ -358,7 +358,21 @@ class Connection:
             "topic": subscription.spec.topic,
             "runs": [run.to_public() for run in runs],
         }
-        self._push(("snapshot", subscription.id), orjson.dumps(frame).decode())
+        text = orjson.dumps(frame).decode()
+        limit = self.limits.send_queue_max_bytes
+        if len(text) > limit:
+            # Queued, it would close the whole connection as a slow consumer, on every reconnection:
+            # this subscription fails instead, with an error that says what to do.
+            too_large = PayloadTooLargeError(
+                f"this feed's current state is {len(text)} bytes, over the {limit} bytes a snapshot may take:"
+                " narrow it (more tags, a shorter createdAt)"
+            )
+            if initial:
+                raise too_large
+            self.send_error(subscription.id, too_large)
+            await self._drop(subscription)
+            return
+        self._push(("snapshot", subscription.id), text)
 
     async def _unsubscribe(self, frame: dict[str, Any]) -> None:
         subscription_id = _required_string(frame, "id", MAX_SUBSCRIPTION_ID_LENGTH)
