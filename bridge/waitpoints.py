@@ -131,10 +131,6 @@ def callback_signature(secret_key: str, token_id: str) -> str:
     return hmac.new(secret_key.encode(), token_id.encode(), hashlib.sha256).hexdigest()
 
 
-def callback_path(secret_key: str, token_id: str) -> str:
-    return f"/api/v1/waitpoints/tokens/{token_id}/callback/{callback_signature(secret_key, token_id)}"
-
-
 def valid_callback_signature(secret_key: str, token_id: str, signature: str) -> bool:
     # bytes: compare_digest refuses non-ASCII str, and a URL may carry anything
     return hmac.compare_digest(callback_signature(secret_key, token_id).encode(), signature.encode())
@@ -148,6 +144,11 @@ class Waitpoints:
         self.hub = hub
         self.settings = settings
         self.timer = WaitpointTimer(self)
+
+    def callback_url(self, token_id: str) -> str:
+        """Where a webhook completes the token: the bridge's public URL, signed for this token."""
+        signature = callback_signature(self.settings.secret_key, token_id)
+        return f"{self.settings.public_url}/api/v1/waitpoints/tokens/{token_id}/callback/{signature}"
 
     # validation
     def _timeout_at(self, timeout: Timeout | None, now: int) -> int:

@@ -7,6 +7,7 @@ backend and on a `redis-server` this session started itself on a free port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -83,13 +84,20 @@ async def stop_server(server: RunningServer, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(task, 30)
 
 
-@pytest.fixture
-async def server(backend_settings: Settings) -> AsyncIterator[RunningServer]:
-    running, task = await start_server(backend_settings)
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, *, with_worker: bool = True) -> AsyncIterator[RunningServer]:
+    """A server on `settings` for the duration of the `async with`."""
+    running, task = await start_server(settings, with_worker=with_worker)
     try:
         yield running
     finally:
         await stop_server(running, task)
+
+
+@pytest.fixture
+async def server(backend_settings: Settings) -> AsyncIterator[RunningServer]:
+    async with serving(backend_settings) as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ official Node client. Tests synchronise on run states (the run feed), never on s
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import httpx
@@ -15,14 +13,14 @@ import orjson
 import pytest
 
 from bridge import runs, streams, tasks
-from bridge.auth import create_public_token
 from bridge.backends.base import run_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError
 from bridge.hub import Message
 from bridge.inputs import input_key
 from bridge.models import Run, RunStatus
-from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
+from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server
+from tests.support.helpers import token, unique, until_final, until_run
 from tests.support.official_client import run_script
 from tests.support.redis_server import start_redis_server
 from tests.support.tasks import gates, inputs_changed, inputs_seen
@@ -30,27 +28,6 @@ from tests.support.ws_client import connect, error, of_type
 
 TIMEOUT = 30.0
 MIB = 1024 * 1024
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def token(*scopes: str) -> str:
-    return create_public_token(SECRET_KEY, list(scopes), "15m")
-
-
-async def until_run(run_id: str, condition: Callable[[Run], bool], timeout: float = TIMEOUT) -> Run:
-    async with asyncio.timeout(timeout):
-        async with contextlib.aclosing(runs.subscribe_to_run(run_id, stop_on_completion=False)) as states:
-            async for run in states:
-                if condition(run):
-                    return run
-    raise AssertionError(f"run {run_id} ended its feed without reaching the condition")
-
-
-async def until_final(run_id: str) -> Run:
-    return await until_run(run_id, lambda run: run.status.is_final)
 
 
 async def until_status(run_id: str, status: RunStatus) -> Run:
@@ -108,8 +85,7 @@ async def test_timeout_raises_input_stream_timeout_error_and_fails_the_run_unles
 
 
 async def test_wait_shows_waiting_and_frees_the_only_worker_slot(server: RunningServer) -> None:
-    one_slot, serving = await start_server(replace(server.settings, worker_concurrency=1))
-    try:
+    async with serving(replace(server.settings, worker_concurrency=1)):
         waiting = await tasks.trigger("await-approval", {"timeout": 30})
         await until_status(waiting.id, RunStatus.WAITING)
         other = await tasks.trigger("echo", {"n": 2})  # runs on the only slot while the first waits
@@ -120,8 +96,6 @@ async def test_wait_shows_waiting_and_frees_the_only_worker_slot(server: Running
         assert resumed.status is RunStatus.COMPLETED and resumed.output == {"approved": True}
         after = await tasks.trigger("echo", {"n": 3})  # the slot came back exactly once
         assert (await until_final(after.id)).status is RunStatus.COMPLETED
-    finally:
-        await stop_server(one_slot, serving)
 
 
 async def test_cancelling_a_waiting_run_ends_it_canceled(server: RunningServer) -> None:
@@ -329,7 +303,7 @@ async def test_a_value_sent_after_redis_restarted_reaches_the_waiting_task() -> 
     resubscribes and re-reads storage, so the value arrives (Redis keeping its data: AOF, fsync always)."""
     redis_server = start_redis_server(persistent=True)
     settings = Settings(secret_key=SECRET_KEY, redis_url=redis_server.url, key_prefix=unique("restart"))
-    server, serving = await start_server(settings)
+    server, task = await start_server(settings)
     try:
         handle = await tasks.trigger("await-approval", {"timeout": 120})
         await until_status(handle.id, RunStatus.WAITING)
@@ -348,7 +322,7 @@ async def test_a_value_sent_after_redis_restarted_reaches_the_waiting_task() -> 
         assert final.status is RunStatus.COMPLETED
         assert final.output == {"approved": True}
     finally:
-        await stop_server(server, serving)
+        await stop_server(server, task)
         redis_server.stop()
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from bridge import runs
 from bridge.auth import create_public_token
-from bridge.models import Run
 from bridge.server.official.feeds import FeedSessions
 from tests.conftest import RunningServer
+from tests.support.helpers import until_final
 from tests.support.official_client import harness_problem, run_script
 from tests.support.tasks import gates
 
@@ -28,16 +28,6 @@ def _harness_installed() -> None:
     problem = harness_problem()
     if problem:
         pytest.fail(f"the official-client harness cannot run: {problem}", pytrace=False)
-
-
-async def finished(run_id: str, timeout: float = 20.0) -> Run:
-    """The run once it reached a final status (awaits the run's own feed, no polling)."""
-    last = None
-    async with asyncio.timeout(timeout):
-        async for run in runs.subscribe_to_run(run_id):
-            last = run
-    assert last is not None and last.status.is_final
-    return last
 
 
 async def trigger(http: httpx.AsyncClient, key: str, task: str, payload: Any, **options: Any) -> str:
@@ -99,7 +89,7 @@ async def test_trigger_and_watch_shows_progress_then_completion(
     assert claims["scopes"] == [f"read:runs:{run_id}", f"write:inputStreams:{run_id}"]
     assert claims["sub"] == "bridge" and claims["pub"] is True
     assert claims["exp"] - claims["iat"] == 3600
-    stored = await finished(run_id)
+    stored = await until_final(run_id)
     assert stored.output == {"done": name}
 
 
@@ -122,8 +112,8 @@ async def test_use_run_schema_accepts_completed_and_failed_runs(server: RunningS
     key = server.settings.secret_key
     ok_id = await trigger(http, key, "echo", {"n": 1}, tags=["b", "a"], idempotencyKey=f"k-{uuid.uuid4().hex}")
     failed_id = await trigger(http, key, "fail", "boom", payloadType="text/plain")
-    await finished(ok_id)
-    await finished(failed_id)
+    await until_final(ok_id)
+    await until_final(failed_id)
 
     ok = await run_script(server, "use-run.mjs", ok_id)
     assert ok.ok, ok.explain()
@@ -150,7 +140,7 @@ async def test_use_run_schema_accepts_completed_and_failed_runs(server: RunningS
 
 async def test_tokens_minted_by_the_official_sdk_are_accepted(server: RunningServer, http: httpx.AsyncClient) -> None:
     run_id = await trigger(http, server.settings.secret_key, "echo", {"n": 2})
-    await finished(run_id)
+    await until_final(run_id)
     minted = await run_script(server, "create-token.mjs", "public", json.dumps({"read": {"runs": [run_id]}}), "1h")
     assert minted.ok, minted.explain()
     claims = minted["claims"]
@@ -202,7 +192,7 @@ async def test_tag_feed_sees_every_run_with_the_tag(server: RunningServer, http:
     key = server.settings.secret_key
     tag = f"user:{uuid.uuid4().hex[:12]}"
     decoy = await trigger(http, key, "echo", {"decoy": True}, tags=[f"{tag}-other"])
-    await finished(decoy)  # finished before the feed opens: it would be in the snapshot if it matched
+    await until_final(decoy)  # finished before the feed opens: it would be in the snapshot if it matched
     tagged = [await trigger(http, key, "slow-progress", {"name": str(i), "delay": 0.05}, tags=[tag]) for i in range(3)]
     token = create_public_token(key, [f"read:tags:{tag}"])
 

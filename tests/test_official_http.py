@@ -28,6 +28,7 @@ from bridge.models import Run, RunStatus, now_ms
 from bridge.server.official.electric import COLUMNS
 from bridge.server.official.feeds import FeedSessions
 from tests.conftest import RunningServer, start_server, stop_server
+from tests.support.helpers import bearer, until_final
 from tests.support.tasks import gates
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}$")  # ISO 8601 without a zone
@@ -37,10 +38,6 @@ OFFICIAL_403 = {"code": "unauthorized", "param": "access_token", "type": "author
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def token(server: RunningServer, *scopes: str, expiration: Any = "15m", one_time: bool = False) -> str:
@@ -58,16 +55,6 @@ async def trigger(http: httpx.AsyncClient, server: RunningServer, task: str, pay
     assert response.status_code == 200, response.text
     run_id: str = response.json()["id"]
     return run_id
-
-
-async def finished(run_id: str, timeout: float = 20.0) -> Run:
-    """The run once it is final: awaits the run's own feed (no polling)."""
-    last = None
-    async with asyncio.timeout(timeout):
-        async for run in runs.subscribe_to_run(run_id):
-            last = run
-    assert last is not None and last.status.is_final, last
-    return last
 
 
 async def executing_gate(http: httpx.AsyncClient, server: RunningServer) -> tuple[str, str]:
@@ -174,8 +161,8 @@ async def test_every_route_refuses_missing_and_invalid_tokens_with_401_json(
 async def test_run_routes_need_a_scope_for_that_run(server: RunningServer, http: httpx.AsyncClient) -> None:
     run_a = await trigger(http, server, "echo", {"a": 1}, tags=["tag-a"])
     run_b = await trigger(http, server, "echo", {"b": 1}, tags=["tag-b"])
-    await finished(run_a)
-    await finished(run_b)
+    await until_final(run_a)
+    await until_final(run_b)
     for_a = bearer(token(server, f"read:runs:{run_a}"))
     for path in (f"/realtime/v1/runs/{run_b}", f"/api/v3/runs/{run_b}"):
         body = assert_json_error(await feed(http, path, for_a), 403)
@@ -237,14 +224,14 @@ async def test_trigger_cancel_and_claims_scopes(server: RunningServer, http: htt
         assert_json_error(response, 403)
     response = await http.post(f"/api/v2/runs/{run_id}/cancel", headers=bearer(token(server, f"write:runs:{run_id}")))
     assert response.status_code == 200 and response.json() == {"id": run_id}
-    assert (await finished(run_id)).status is RunStatus.CANCELED
+    assert (await until_final(run_id)).status is RunStatus.CANCELED
     gates[gate].set()
     other_id, other_gate = await executing_gate(http, server)
     response = await http.post(
         f"/api/v2/runs/{other_id}/cancel", headers=bearer(token(server, "write:tasks:wait-for-gate"))
     )
     assert response.status_code == 200
-    assert (await finished(other_id)).status is RunStatus.CANCELED
+    assert (await until_final(other_id)).status is RunStatus.CANCELED
     gates[other_gate].set()
     assert_json_error(await http.post("/api/v2/runs/run_missing/cancel", headers=secret(server)), 404)
 
@@ -266,8 +253,8 @@ async def test_feed_first_answer_headers_and_row_encoding(server: RunningServer,
     payload = {"text": "x", "n": 1.5}
     ok_id = await trigger(http, server, "echo", payload, tags=tags, metadata={"m": [1, 2]}, test=True)
     failed_id = await trigger(http, server, "fail", '"boom"')
-    await finished(ok_id)
-    await finished(failed_id)
+    await until_final(ok_id)
+    await until_final(failed_id)
 
     response = await feed(http, f"/realtime/v1/runs/{ok_id}", secret(server))
     assert response.status_code == 200
@@ -318,7 +305,7 @@ async def test_feed_first_answer_headers_and_row_encoding(server: RunningServer,
     executing = rows(await feed(http, f"/realtime/v1/runs/{run_id}", secret(server)))[0]["value"]
     assert executing["status"] == "EXECUTING" and executing["completedAt"] is None and executing["output"] is None
     await http.post(f"/api/v2/runs/{run_id}/cancel", headers=secret(server))
-    await finished(run_id)
+    await until_final(run_id)
     canceled = rows(await feed(http, f"/realtime/v1/runs/{run_id}", secret(server)))[0]["value"]
     assert canceled["status"] == "CANCELED" and TIMESTAMP.match(canceled["completedAt"])
     gates[gate].set()
@@ -363,7 +350,7 @@ async def test_live_poll_without_change_ends_after_the_hold(custom_server: Any) 
     server: RunningServer = await custom_server(live_poll_hold_seconds=0.3)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         run_id = await trigger(client, server, "echo", {"a": 1})
-        await finished(run_id)
+        await until_final(run_id)
         path = f"/realtime/v1/runs/{run_id}"
         first = await feed(client, path, secret(server))
         handle = first.headers["electric-handle"]
@@ -396,7 +383,7 @@ async def test_unknown_handle_gets_409_with_a_json_array(server: RunningServer, 
 
 async def test_skip_columns_never_drops_identity_or_status(server: RunningServer, http: httpx.AsyncClient) -> None:
     run_id = await trigger(http, server, "echo", {"big": "x" * 100})
-    await finished(run_id)
+    await until_final(run_id)
     response = await feed(
         http, f"/realtime/v1/runs/{run_id}", secret(server), skipColumns="payload,output,id,status,bogus"
     )
@@ -560,7 +547,7 @@ async def test_trigger_decodes_every_payload_type(server: RunningServer, http: h
     for body, expected in cases:
         response = await _trigger_raw(http, server, body)
         assert response.status_code == 200, (body, response.text)
-        run = await finished(response.json()["id"])
+        run = await until_final(response.json()["id"])
         assert run.payload == expected and run.output == {"echo": expected}, body
 
 
@@ -734,7 +721,7 @@ async def test_batch_two_phase_dedups_by_index_and_feeds_the_batch(
     assert len(run_ids) == 3
     outputs = []
     for run_id in run_ids:
-        run = await finished(run_id)
+        run = await until_final(run_id)
         assert run.batch_id == batch_id and run.tags == ["bt"]
         outputs.append(run.output["echo"]["i"])
         retrieved = (await http.get(f"/api/v3/runs/{run_id}", headers=bearer(batch_token))).json()
@@ -800,7 +787,7 @@ async def test_retrieve_has_the_schema_fields_and_omits_absent_ones(
         assert absent not in running, absent
     assert running["relatedRuns"] == {} and running["triggerFunction"] == "trigger"
     gates[gate].set()
-    await finished(run_id)
+    await until_final(run_id)
 
     done = (await http.get(f"/api/v3/runs/{run_id}", headers=secret(server))).json()
     assert done["status"] == "COMPLETED" and done["isSuccess"] is True and done["isCompleted"] is True
@@ -808,7 +795,7 @@ async def test_retrieve_has_the_schema_fields_and_omits_absent_ones(
     assert_json_error(await http.get("/api/v3/runs/run_missing", headers=secret(server)), 404)
 
     failed_id = await trigger(http, server, "fail", 1, idempotencyKey="k-" + uuid.uuid4().hex, tags=["z", "y"])
-    await finished(failed_id)
+    await until_final(failed_id)
     failed = (await http.get(f"/api/v3/runs/{failed_id}", headers=secret(server))).json()
     assert failed["isFailed"] is True and failed["isCompleted"] is True and "output" not in failed
     assert failed["error"]["name"] == "ValueError" and failed["tags"] == ["y", "z"]
@@ -858,7 +845,7 @@ async def test_health_and_readiness(server: RunningServer, http: httpx.AsyncClie
 
 async def test_hostile_input_never_gets_a_5xx(server: RunningServer, http: httpx.AsyncClient) -> None:
     run_id = await trigger(http, server, "echo", 1)
-    await finished(run_id)
+    await until_final(run_id)
     admin = secret(server)
     odd_ids = [
         "..%252F..%252Fetc%252Fpasswd",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -17,8 +16,8 @@ from bridge.auth import AUDIENCE, ISSUER
 from bridge.config import Limits, Settings
 from bridge.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from bridge.models import Run, RunStatus, new_id, now_ms
-from bridge.worker.executor import Worker
-from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
+from tests.conftest import SECRET_KEY, RunningServer, serving
+from tests.support.helpers import unique, until_final, worker_of
 from tests.support.tasks import gates, registry
 from tests.support.ws_client import connect
 
@@ -74,10 +73,6 @@ def decode(token: str) -> dict[str, Any]:
     return claims
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
 async def until(states: AsyncIterator[Run], condition: Callable[[Run], bool], timeout: float = 10) -> list[Run]:
     """The states an SDK feed yields up to the first satisfying `condition`; the feed is closed after."""
     seen = []
@@ -87,15 +82,6 @@ async def until(states: AsyncIterator[Run], condition: Callable[[Run], bool], ti
             if condition(run):
                 return seen
     raise AssertionError(f"the feed ended before the condition held; saw {[(r.id, r.status) for r in seen]}")
-
-
-async def until_final(run_id: str) -> Run:
-    return (await until(runs.subscribe_to_run(run_id), lambda run: run.status.is_final))[-1]
-
-
-def worker_of(server: RunningServer) -> Worker:
-    worker: Worker = server.uvicorn.config.app.state.worker
-    return worker
 
 
 # tasks.trigger
@@ -201,8 +187,7 @@ async def test_batch_trigger_creates_runs_that_carry_the_batch_id(server: Runnin
 
 
 async def test_batch_trigger_is_bounded_and_all_or_nothing(backend_settings: Settings) -> None:
-    running, serving = await start_server(replace(backend_settings, limits=replace(Limits(), max_batch_items=5)))
-    try:
+    async with serving(replace(backend_settings, limits=replace(Limits(), max_batch_items=5))) as running:
         tag = unique("tag")
         with pytest.raises(ValidationError):
             await tasks.batch_trigger("echo", [])
@@ -225,8 +210,6 @@ async def test_batch_trigger_is_bounded_and_all_or_nothing(backend_settings: Set
         assert len(full.runs) == 5
         for handle in full.runs:
             assert (await until_final(handle.id)).status is RunStatus.COMPLETED
-    finally:
-        await stop_server(running, serving)
 
 
 # runs.retrieve, runs.cancel, failures

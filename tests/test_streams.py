@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -17,37 +16,16 @@ import orjson
 import pytest
 
 from bridge import runs, streams, tasks
-from bridge.auth import create_public_token
 from bridge.config import Settings
 from bridge.errors import PayloadTooLargeError, ValidationError
-from bridge.models import Run
 from bridge.streams import READ_PAGE_BYTES
-from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
+from tests.conftest import SECRET_KEY, RunningServer
+from tests.support.helpers import open_gate, server_with, unique, until_final
 from tests.support.official_client import run_script
 from tests.support.tasks import gates, registry
 from tests.support.ws_client import Frame, WsClient, connect, error, of_type
 
 TIMEOUT = 30.0
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def token(*scopes: str) -> str:
-    return create_public_token(SECRET_KEY, list(scopes), "15m")
-
-
-def open_gate(gate: str) -> None:
-    gates.setdefault(gate, asyncio.Event()).set()
-
-
-async def until_final(run_id: str) -> Run:
-    async with asyncio.timeout(TIMEOUT), contextlib.aclosing(runs.subscribe_to_run(run_id)) as states:
-        async for run in states:
-            if run.status.is_final:
-                return run
-    raise AssertionError(f"run {run_id} ended its feed before it finished")
 
 
 # Tasks for the SDK tests
@@ -372,15 +350,6 @@ async def test_resume_from_the_middle_and_beyond_the_end(server: RunningServer) 
     assert [(f["index"], f["data"]) for f in frames[:-1]] == [(i, i) for i in range(42, 50)]
     assert frames[-1] == {"type": "end", "id": "mid", "nextIndex": 50, "reason": "finished"}
     assert past == [{"type": "end", "id": "past", "nextIndex": 70, "reason": "finished"}]
-
-
-@contextlib.asynccontextmanager
-async def server_with(settings: Settings, **limits: Any) -> AsyncIterator[RunningServer]:
-    running, task = await start_server(replace(settings, limits=replace(settings.limits, **limits)))
-    try:
-        yield running
-    finally:
-        await stop_server(running, task)
 
 
 async def test_slow_ws_reader_is_paused_and_then_gets_every_chunk_once(backend_settings: Settings) -> None:

@@ -26,12 +26,12 @@ from bridge.models import RunStatus, now_ms
 from bridge.sdk import state
 from bridge.waitpoints import TIMER_BATCH, WaitpointTimeoutError, callback_signature
 from bridge.worker.executor import Worker
-from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
+from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server
+from tests.support.helpers import bearer, token, unique, until_final, until_run, worker_of
 from tests.support.official_client import run_script
 from tests.support.redis_server import start_redis_server
 from tests.support.tasks import registry
 from tests.support.ws_client import connect, error, of_type
-from tests.test_inputs import token, unique, until_final, until_run
 
 MIB = 1024 * 1024
 
@@ -44,11 +44,7 @@ async def waiting_token(run_id: str) -> str:
 
 
 def secret_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {SECRET_KEY}"}
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
+    return bearer(SECRET_KEY)
 
 
 async def pass_deadline(deadline: datetime | None) -> None:
@@ -215,8 +211,7 @@ async def test_a_record_the_timer_cannot_read_does_not_stop_it(server: RunningSe
 
 
 async def test_task_waits_without_its_slot_and_resumes_with_the_output(backend_settings: Settings) -> None:
-    running, task = await start_server(replace(backend_settings, worker_concurrency=1))
-    try:
+    async with serving(replace(backend_settings, worker_concurrency=1)):
         handle = await tasks.trigger("await-token", {"tags": ["review"]})
         token_id = await waiting_token(handle.id)
         other = await tasks.trigger("echo", {"while": "waiting"})  # the only slot is free meanwhile
@@ -225,17 +220,14 @@ async def test_task_waits_without_its_slot_and_resumes_with_the_output(backend_s
         run = await until_final(handle.id)
         assert run.status is RunStatus.COMPLETED
         assert run.output == {"ok": True, "output": {"approved": True, "by": "sdk"}}
-    finally:
-        await stop_server(running, task)
 
 
 async def test_past_the_waiting_runs_bound_a_waiting_run_keeps_its_slot(backend_settings: Settings) -> None:
     """With `max_waiting_runs_per_worker` runs suspended, the next waiting run keeps its slot: the
     worker (one slot here) claims nothing more until that wait ends."""
     limits = replace(backend_settings.limits, max_waiting_runs_per_worker=1)
-    running, task = await start_server(replace(backend_settings, worker_concurrency=1, limits=limits))
-    worker: Worker = running.uvicorn.config.app.state.worker
-    try:
+    async with serving(replace(backend_settings, worker_concurrency=1, limits=limits)) as running:
+        worker = worker_of(running)
         first = await tasks.trigger("await-token", {})
         first_token = await waiting_token(first.id)
         second = await tasks.trigger("await-token", {})  # the freed slot runs it
@@ -248,8 +240,6 @@ async def test_past_the_waiting_runs_bound_a_waiting_run_keeps_its_slot(backend_
         assert (await until_final(queued.id)).status is RunStatus.COMPLETED
         await wait.complete_token(first_token, "first")
         assert (await until_final(first.id)).output == {"ok": True, "output": "first"}
-    finally:
-        await stop_server(running, task)
 
 
 async def test_task_gets_a_timeout_result_and_unwrap_raises(server: RunningServer) -> None:
@@ -281,8 +271,7 @@ async def test_cancel_while_waiting_ends_the_run_canceled(server: RunningServer)
 
 
 async def test_wait_for_and_until_pause_without_the_slot(backend_settings: Settings) -> None:
-    running, task = await start_server(replace(backend_settings, worker_concurrency=1))
-    try:
+    async with serving(replace(backend_settings, worker_concurrency=1)):
         paused = await tasks.trigger("pause", {"seconds": 1})
         await until_run(paused.id, lambda run: run.status is RunStatus.WAITING)
         other = await tasks.trigger("echo", {"while": "paused"})  # the only slot is free meanwhile
@@ -296,8 +285,6 @@ async def test_wait_for_and_until_pause_without_the_slot(backend_settings: Setti
         assert refused.error.message == "Date is in the past"
         negative = await until_final((await tasks.trigger("pause", {"seconds": -1})).id)
         assert negative.status is RunStatus.FAILED
-    finally:
-        await stop_server(running, task)
     with pytest.raises(RuntimeError, match="inside a running task"):
         await wait.for_(seconds=1)
 
@@ -349,13 +336,11 @@ async def test_a_bridge_restart_between_create_and_complete(redis_server: Any) -
     worker = Worker(worker_bridge, registry)
     await worker.start()
     try:
-        running, task = await start_server(settings, with_worker=False)
-        state.use(worker_bridge)
-        handle = await tasks.trigger("await-token", {"timeout": "10m"})
-        token_id = await waiting_token(handle.id)
-        await stop_server(running, task)
-        running, task = await start_server(settings, with_worker=False)
-        try:
+        async with serving(settings, with_worker=False):
+            state.use(worker_bridge)
+            handle = await tasks.trigger("await-token", {"timeout": "10m"})
+            token_id = await waiting_token(handle.id)
+        async with serving(settings, with_worker=False) as running:
             async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
                 access = create_public_token(SECRET_KEY, [f"write:waitpoints:{token_id}"], "1h")
                 answer = await http.post(
@@ -364,8 +349,6 @@ async def test_a_bridge_restart_between_create_and_complete(redis_server: Any) -
                 assert answer.status_code == 200 and answer.json() == {"success": True}
             run = await until_final(handle.id)
             assert run.output == {"ok": True, "output": {"ok": 1}}
-        finally:
-            await stop_server(running, task)
     finally:
         await worker.stop()
         await worker_bridge.stop()
@@ -376,7 +359,7 @@ async def test_a_completion_after_redis_restarted_reaches_the_waiting_task() -> 
     subscription comes back (and re-reads the token), the token is still there, the completion lands."""
     redis_server = start_redis_server(persistent=True)
     settings = Settings(secret_key=SECRET_KEY, redis_url=redis_server.url, key_prefix=unique("wp-restart"))
-    server, serving = await start_server(settings)
+    server, task = await start_server(settings)
     try:
         handle = await tasks.trigger("await-token", {"timeout": "10m"})
         token_id = await waiting_token(handle.id)
@@ -394,7 +377,7 @@ async def test_a_completion_after_redis_restarted_reaches_the_waiting_task() -> 
         await wait.complete_token(token_id, {"after": "restart"})
         assert (await until_final(handle.id)).output == {"ok": True, "output": {"after": "restart"}}
     finally:
-        await stop_server(server, serving)
+        await stop_server(server, task)
         redis_server.stop()
 
 

@@ -8,9 +8,8 @@ import contextlib
 import os
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,26 +17,18 @@ import jwt
 import orjson
 import pytest
 
-from bridge import runs, tasks
+from bridge import tasks
 from bridge.auth import AUDIENCE, ISSUER, create_public_token
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError
 from bridge.models import Run, new_id, now_ms
 from bridge.server.topics import TopicRouter
 from bridge.server.websocket import CLOSE_SLOW_CONSUMER, MAX_SUBSCRIPTION_ID_LENGTH
-from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
-from tests.support.tasks import gates
+from tests.conftest import SECRET_KEY, RunningServer
+from tests.support.helpers import open_gate, server_with, token, unique, until_final, until_run
 from tests.support.ws_client import Frame, WsClient, connect, error, of_type, on_topic, runs_in
 
 # helpers
-
-
-def token(*scopes: str, expires: Any = "15m", secret: str = SECRET_KEY) -> str:
-    return create_public_token(secret, list(scopes), expires)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def incompressible(size: int) -> str:
@@ -60,27 +51,9 @@ async def trigger_gated(tags: list[str] | None = None) -> tuple[str, str]:
     return handle.id, gate
 
 
-def open_gate(gate: str) -> None:
-    gates.setdefault(gate, asyncio.Event()).set()
-
-
-async def until_run(run_id: str, condition: Callable[[Run], bool], timeout: float = 10) -> Run:
-    """Follows the run with the SDK until `condition` holds."""
-    async with asyncio.timeout(timeout):
-        async with contextlib.aclosing(runs.subscribe_to_run(run_id, stop_on_completion=False)) as states:
-            async for run in states:
-                if condition(run):
-                    return run
-    raise AssertionError(f"run {run_id} ended its feed without reaching the condition")
-
-
 async def until_waiting(run_id: str) -> Run:
     """Until a gated run is blocked on its gate: from then on it changes only when the gate opens."""
     return await until_run(run_id, lambda run: run.metadata.get("waiting") is True)
-
-
-async def until_final(run_id: str) -> Run:
-    return await until_run(run_id, lambda run: run.status.is_final)
 
 
 class Latest:
@@ -97,16 +70,6 @@ class Latest:
 
     def all_final(self, run_ids: set[str], status: str = "COMPLETED") -> bool:
         return all(self.runs.get(rid, {}).get("status") == status for rid in run_ids)
-
-
-@contextlib.asynccontextmanager
-async def server_with(settings: Settings, **limits: Any) -> AsyncIterator[RunningServer]:
-    """A server with some limits changed, on the backend of `settings`."""
-    running, task = await start_server(replace(settings, limits=replace(settings.limits, **limits)))
-    try:
-        yield running
-    finally:
-        await stop_server(running, task)
 
 
 def topics_of(server: RunningServer) -> TopicRouter:

@@ -24,7 +24,7 @@ from bridge.auth import waitpoint_access_token
 from bridge.durations import deadline_from
 from bridge.errors import ValidationError
 from bridge.sdk import state
-from bridge.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken, callback_path
+from bridge.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken
 from bridge.worker.context import require_suspend
 
 T = TypeVar("T")
@@ -108,11 +108,10 @@ async def create_token(
     token, created = await bridge.waitpoints.create(
         timeout=timeout, idempotency_key=idempotency_key, idempotency_key_ttl=idempotency_key_ttl, tags=tags
     )
-    secret = bridge.settings.secret_key
     return CreatedToken(
         id=token.id,
-        url=bridge.settings.public_url + callback_path(secret, token.id),
-        public_access_token=waitpoint_access_token(secret, token.id),
+        url=bridge.waitpoints.callback_url(token.id),
+        public_access_token=waitpoint_access_token(bridge.settings.secret_key, token.id),
         is_cached=not created,
     )
 
@@ -170,7 +169,7 @@ async def complete_token(token: TokenRef, data: Any = None) -> None:
 async def retrieve_token(token: TokenRef) -> RetrievedToken:
     bridge = await state.current()
     found = await bridge.waitpoints.retrieve(_token_id(token))
-    return _retrieved(found, bridge.settings.public_url + callback_path(bridge.settings.secret_key, found.id))
+    return _retrieved(found, bridge.waitpoints.callback_url(found.id))
 
 
 def _retrieved(token: WaitToken, url: str) -> RetrievedToken:

@@ -29,7 +29,6 @@ from bridge.waitpoints import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     TokenStatus,
     WaitToken,
-    callback_path,
     valid_callback_signature,
 )
 
@@ -40,15 +39,11 @@ NO_DATA_MESSAGE = (
 )
 
 
-def _token_url(bridge: Bridge, token_id: str) -> str:
-    return bridge.settings.public_url + callback_path(bridge.settings.secret_key, token_id)
-
-
 def retrieve_body(bridge: Bridge, token: WaitToken) -> dict[str, Any]:
     """The official `WaitpointRetrieveTokenResponse`: absent fields omitted, output as JSON text."""
     body: dict[str, Any] = {
         "id": token.id,
-        "url": _token_url(bridge, token.id),
+        "url": bridge.waitpoints.callback_url(token.id),
         "status": token.status.value,
         "tags": token.tags,
         "createdAt": iso_from_ms(token.created_at),
@@ -94,7 +89,7 @@ async def create_token(request: Request) -> Response:
     scopes = [f"write:waitpoints:{token.id}"]
     headers = claims_headers(scopes, waitpoint_access_token(bridge.settings.secret_key, token.id))
     return json_response(
-        {"id": token.id, "isCached": not created, "url": _token_url(bridge, token.id)}, headers=headers
+        {"id": token.id, "isCached": not created, "url": bridge.waitpoints.callback_url(token.id)}, headers=headers
     )
 
 
