@@ -153,7 +153,7 @@ def run_async(main: Any) -> Any:
 
 async def start_bridge(redis_url: str) -> Any:
     """The SDK's bridge on Redis, as a producer process (or a worker) has it."""
-    from bridge.sdk import state
+    from bridge.runtime import state
 
     bridge = state.configure(secret_key=SECRET, redis_url=redis_url)
     await state.current()
@@ -162,7 +162,7 @@ async def start_bridge(redis_url: str) -> Any:
 
 
 async def new_runs(bridge: Any, count: int) -> list[str]:
-    from bridge.engine import TriggerOptions
+    from bridge.runtime.engine import TriggerOptions
 
     ids: list[str] = []
     for _ in range(count):
@@ -182,9 +182,17 @@ def timed(count: int, seconds: float) -> float:
 async def append_rate(redis_url: str, chunks: int, sequential: int) -> dict[str, float]:
     import redis.asyncio as aioredis
 
-    from bridge.sdk import streams
-    from bridge.streams import RunStreams
-    from bridge.worker.context import current_streams
+    from bridge import streams
+    from bridge.runtime.input_streams import RunInputs
+    from bridge.runtime.output_streams import RunStreams
+    from bridge.worker.context import RunScope, entered
+    from bridge.worker.registry import RunContext
+
+    def scope_of(run_id: str) -> RunScope:
+        # The scope a worker gives a task, so the SDK's `streams` write to `run_id` from here.
+        context = RunContext(run_id=run_id, task_id=TASK_ID, tags=(), batch_id=None)
+        inputs = RunInputs(bridge.hub, bridge.broker, run_id)
+        return RunScope(context, RunStreams(bridge.engine, run_id), inputs, contextlib.nullcontext)
 
     bridge = await start_bridge(redis_url)
     results: dict[str, float] = {}
@@ -196,27 +204,27 @@ async def append_rate(redis_url: str, chunks: int, sequential: int) -> dict[str,
     # The SDK as a task uses it: the run's streams in the task context, then `pipe` and `append`.
     for name, count in (("warm-up", chunks // 10), ("sdk_pipe", chunks)):
         run_id = (await new_runs(bridge, 1))[0]
-        current_streams.set(RunStreams(bridge.engine, run_id))
-        ai = streams.define(KEY)
-        await ai.append({"first": True})  # lists the key on the run, outside the timing
-        started = time.perf_counter()
-        async with asyncio.timeout(120):
-            await ai.pipe(tokens(count)).wait_until_complete()
-        elapsed = time.perf_counter() - started
-        stored = await bridge.broker.stream_length(run_id, KEY)
-        if stored != count + 1:
-            raise RuntimeError(f"{name}: {stored} chunks stored, expected {count + 1}")
+        with entered(scope_of(run_id)):
+            ai = streams.define(KEY)
+            await ai.append({"first": True})  # lists the key on the run, outside the timing
+            started = time.perf_counter()
+            async with asyncio.timeout(120):
+                await ai.pipe(tokens(count)).wait_until_complete()
+            elapsed = time.perf_counter() - started
+            stored = await bridge.broker.stream_length(run_id, KEY)
+            if stored != count + 1:
+                raise RuntimeError(f"{name}: {stored} chunks stored, expected {count + 1}")
         if name != "warm-up":
             results[name] = timed(count, elapsed)
 
     run_id = (await new_runs(bridge, 1))[0]
-    current_streams.set(RunStreams(bridge.engine, run_id))
-    ai = streams.define(KEY)
-    await ai.append({"first": True})
-    started = time.perf_counter()
-    async with asyncio.timeout(60):
-        for i in range(sequential):
-            await ai.append({"i": i, "text": TOKEN_TEXT})
+    with entered(scope_of(run_id)):
+        ai = streams.define(KEY)
+        await ai.append({"first": True})
+        started = time.perf_counter()
+        async with asyncio.timeout(60):
+            for i in range(sequential):
+                await ai.append({"i": i, "text": TOKEN_TEXT})
     results["sdk_append_awaited"] = timed(sequential, time.perf_counter() - started)
 
     # The broker's Lua append (XADD 0-* + PUBLISH) in batches of 500, with no writer in front.
@@ -476,7 +484,7 @@ class WsClient(asyncio.Protocol):
 
 
 async def ws_client(port: int, run_id: str, sink: Sink, clients: list[Any]) -> None:
-    from bridge.auth import run_access_token
+    from bridge.runtime.access import run_access_token
 
     token = run_access_token(SECRET, run_id)  # what a page holds: read this run (and write its input streams)
     ready = asyncio.Event()
@@ -585,7 +593,7 @@ class PipelinedWriter:
 
 async def producer_main(redis_url: str, run_ids: list[str], steps: list[Step], pipelined: bool) -> list[dict[str, Any]]:
     """Appends round-robin over every stream at each step's rate, on a fixed schedule (open loop)."""
-    from bridge.streams import RunStreams
+    from bridge.runtime.output_streams import RunStreams
 
     bridge = await start_bridge(redis_url)
     writers = [await RunStreams(bridge.engine, run_id).writer(KEY) for run_id in run_ids]

@@ -1,10 +1,14 @@
 """realtime-bridge: live run feeds, streams and inputs between Python tasks and React pages.
 
 from bridge import task, tasks, runs, metadata, streams, wait, auth, configure
+
+The SDK's modules keep the official names (`bridge.auth`, `bridge.streams`, ...); the machinery
+they drive lives in `bridge.runtime`, `bridge.backends`, `bridge.worker` and `bridge.server`.
 """
 
-from bridge.sdk import auth, metadata, runs, streams, tasks, wait
-from bridge.sdk.state import configure
-from bridge.worker.registry import RunContext, task
+from bridge import auth, metadata, runs, streams, tasks, wait
+from bridge.runtime.state import configure
+from bridge.tasks import task
+from bridge.worker.registry import RunContext
 
 __all__ = ["RunContext", "auth", "configure", "metadata", "runs", "streams", "task", "tasks", "wait"]

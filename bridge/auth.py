@@ -1,162 +1,28 @@
-"""Public access tokens: HS256 JWTs with the official claims and scope grammar.
-
-A scope is `action:type[:id]`, split on the first two colons only (ids may contain colons).
-`admin` grants everything; type `all` matches any type; a scope without id matches every id;
-routes that need `trigger`, `batchTrigger` or `update` also accept `write`.
-"""
+"""`auth`: public access tokens for browsers, signed with the bridge's secret key."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
-import jwt
+from bridge.runtime import access as tokens
+from bridge.runtime import state
 
-from bridge.durations import deadline_from
-from bridge.errors import ForbiddenError, UnauthorizedError
-from bridge.models import Run
-
-ISSUER = "https://id.trigger.dev"
-AUDIENCE = "https://api.trigger.dev"
-DEFAULT_EXPIRATION = "15m"
-INVALID_TOKEN_MESSAGE = "Public Access Token is invalid"
-_WRITE_ALSO_GRANTS = frozenset({"trigger", "batchTrigger", "update"})
-
-ScopeSpec = Mapping[str, Mapping[str, bool | str | Iterable[str]]] | Iterable[str]
+Expiration = str | int | float | timedelta | datetime
 
 
-def scope_strings(scopes: ScopeSpec) -> list[str]:
-    """`{"read": {"runs": ["run_1"], "tags": True}}` -> `["read:runs:run_1", "read:tags"]`."""
-    if not isinstance(scopes, Mapping):
-        return [str(s) for s in scopes]
-    result: list[str] = []
-    for action, by_type in scopes.items():
-        for resource_type, ids in by_type.items():
-            if ids is True:
-                result.append(f"{action}:{resource_type}")
-            elif isinstance(ids, str):
-                result.append(f"{action}:{resource_type}:{ids}")
-            elif ids:
-                result.extend(f"{action}:{resource_type}:{i}" for i in ids)
-    return result
+def _secret_key() -> str:
+    return state.configured().settings.secret_key
 
 
-def _parse_scope(scope: str) -> tuple[str, str, str | None]:
-    parts = scope.split(":", 2)
-    if len(parts) == 1:
-        return parts[0], "", None
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+def create_public_token(*, scopes: tokens.ScopeSpec, expiration_time: Expiration = tokens.DEFAULT_EXPIRATION) -> str:
+    """`create_public_token(scopes={"read": {"runs": [run_id]}}, expiration_time="1h")`."""
+    return tokens.create_public_token(_secret_key(), scopes, expiration_time)
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the backend (secret key, every right) or the holder of a public token."""
-
-    is_backend: bool
-    scopes: tuple[str, ...] = ()
-    one_time_key: str | None = None  # set for one-time tokens: consumed on first use
-    expires_at: float | None = None  # unix seconds
-
-    def allows(self, action: str, resource_type: str, resource_id: str | None = None) -> bool:
-        if self.is_backend:
-            return True
-        for scope in self.scopes:
-            if scope == "admin":
-                return True
-            granted_action, granted_type, granted_id = _parse_scope(scope)
-            if granted_action not in (action, "*") and not (granted_action == "write" and action in _WRITE_ALSO_GRANTS):
-                continue
-            if granted_type not in (resource_type, "all"):
-                continue
-            if granted_id is None or (resource_id is not None and granted_id == resource_id):
-                return True
-        return False
-
-    def allows_any(self, action: str, resources: Iterable[tuple[str, str | None]]) -> bool:
-        return any(self.allows(action, rtype, rid) for rtype, rid in resources)
-
-    def require_any(self, action: str, resources: Iterable[tuple[str, str | None]]) -> None:
-        if not self.allows_any(action, resources):
-            raise ForbiddenError("Unauthorized: the token's scopes do not allow this")
-
-
-def create_public_token(
-    secret_key: str,
-    scopes: ScopeSpec,
-    expiration_time: str | int | float | timedelta | datetime = DEFAULT_EXPIRATION,
-    *,
-    one_time: bool = False,
+def create_trigger_public_token(
+    task_id: str, *, expiration_time: Expiration = tokens.DEFAULT_EXPIRATION, multiple_use: bool = False
 ) -> str:
-    now = datetime.now(UTC)
-    claims: dict[str, Any] = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "bridge",
-        "pub": True,
-        "scopes": scope_strings(scopes),
-        "iat": int(now.timestamp()),
-        "exp": int(deadline_from(expiration_time, now).timestamp()),
-    }
-    if one_time:
-        claims["otu"] = True
-        claims["jti"] = secrets.token_hex(8)  # two one-time tokens minted in the same second must differ
-    return jwt.encode(claims, secret_key, algorithm="HS256")
-
-
-def run_access_token(secret_key: str, run_id: str) -> str:
-    """What a trigger hands back: read the run and write its input streams, for an hour."""
-    return create_public_token(secret_key, [f"read:runs:{run_id}", f"write:inputStreams:{run_id}"], "1h")
-
-
-def waitpoint_access_token(secret_key: str, token_id: str) -> str:
-    """What creating a wait token hands back: complete that token, for 24 hours (as the official)."""
-    return create_public_token(secret_key, [f"write:waitpoints:{token_id}"], "24h")
-
-
-def authenticate(secret_key: str, bearer: str | None) -> Principal:
-    """The principal behind `Authorization: Bearer <token>`; raises UnauthorizedError."""
-    if not bearer:
-        raise UnauthorizedError("Missing access token: send Authorization: Bearer <token>")
-    if hmac.compare_digest(bearer.encode(), secret_key.encode()):
-        return Principal(is_backend=True)
-    try:
-        claims = jwt.decode(
-            bearer, secret_key, algorithms=["HS256"], audience=AUDIENCE, options={"require": ["exp"]}, leeway=5
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise UnauthorizedError(f"{INVALID_TOKEN_MESSAGE}: it has expired") from exc
-    except jwt.PyJWTError as exc:
-        raise UnauthorizedError(INVALID_TOKEN_MESSAGE) from exc
-    scopes = claims.get("scopes")
-    if claims.get("pub") is not True or not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        raise UnauthorizedError(INVALID_TOKEN_MESSAGE)
-    one_time_key = hashlib.sha256(bearer.encode()).hexdigest() if claims.get("otu") is True else None
-    return Principal(is_backend=False, scopes=tuple(scopes), one_time_key=one_time_key, expires_at=float(claims["exp"]))
-
-
-def bearer_from_header(value: str | None) -> str | None:
-    if not value:
-        return None
-    scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def require_run_read(principal: Principal, run: Run) -> None:
-    """What reading a run needs: `read` on the run, its task, any of its tags, or its batch."""
-    principal.require_any("read", _run_read_resources(run.id, run.task_identifier, run.tags, run.batch_id))
-
-
-def _run_read_resources(
-    run_id: str, task_id: str, tags: Iterable[str], batch_id: str | None
-) -> list[tuple[str, str | None]]:
-    """What a run-read route accepts: the run, its task, any of its tags, or its batch."""
-    resources: list[tuple[str, str | None]] = [("runs", run_id), ("tasks", task_id)]
-    resources.extend(("tags", tag) for tag in tags)
-    if batch_id:
-        resources.append(("batch", batch_id))
-    return resources
+    """A token that lets a browser trigger `task_id`: once, unless `multiple_use`."""
+    return tokens.create_public_token(
+        _secret_key(), [f"trigger:tasks:{task_id}"], expiration_time, one_time=not multiple_use
+    )

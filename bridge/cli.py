@@ -83,8 +83,8 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def worker(args: argparse.Namespace) -> None:
-    from bridge.core import Bridge
-    from bridge.sdk import state
+    from bridge.runtime import state
+    from bridge.runtime.core import Bridge
     from bridge.worker.executor import Worker
 
     if not args.tasks:

@@ -1,269 +1,165 @@
-"""Output streams: numbered chunks a task appends, read back exactly once and in order.
+"""`streams`: named output streams a task writes and anyone with access reads live.
 
-`StreamWriter` batches a producer's appends: while one append is stored, the next chunks queue
-up and go in the following call, so one producer is not bound by a round trip per chunk.
-
-`StreamReader` yields every chunk from a start index, once, in order, whether it was stored
-before the reader came or arrives while it reads: it attaches its live listener first, reads the
-history, then follows live chunks deduplicated by index. A gap in the live feed (lost
-notifications, or a reader too slow for its bounded buffer) sends it back to storage from its
-next index, so a slow reader is paused, never fed unboundedly, and loses nothing. It ends once
-the run has finished and every chunk was read.
+ai = streams.define("ai")
+await ai.append("Hello")                      # inside a task: one chunk, any JSON value
+async for token in ai.pipe(tokens()): ...     # forward an async iterable, seeing each item too
+async for chunk in ai.read(run_id): ...       # anywhere: every chunk, once, in order
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
-import orjson
+from bridge.durations import parse_duration_seconds
+from bridge.runtime import state
+from bridge.runtime.input_streams import (
+    Handler,
+    InputChannel,
+    InputStreamTimeoutError,
+    Subscription,
+    input_key,
+    send_input,
+)
+from bridge.runtime.output_streams import StreamReader, check_stream_key
+from bridge.worker.context import require_run_scope
 
-from bridge.backends.base import Broker, run_channel, stream_channel
-from bridge.engine import RunEngine
-from bridge.errors import PayloadTooLargeError, ValidationError
-from bridge.hub import Hub, Message
-
-READ_PAGE_CHUNKS = 1000  # chunks fetched from storage per read while catching up...
-READ_PAGE_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them (or two of the largest chunks)
-LIVE_BUFFER_CHUNKS = 1000  # live chunks a reader holds before it falls back to storage...
-LIVE_BUFFER_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them
-WRITE_BATCH_CHUNKS = 500  # chunks stored per append call...
-WRITE_BATCH_BYTES = 4 * 1024 * 1024  # ...and at most this many bytes (or one chunk, if larger)
-WRITE_QUEUE_CHUNKS = 10_000  # chunks a writer holds before `append` waits (backpressure)
-MAX_STREAM_KEY_LENGTH = 64
-
-
-def check_stream_key(key: str) -> str:
-    if not isinstance(key, str) or not key or len(key) > MAX_STREAM_KEY_LENGTH or not key.isprintable():
-        raise ValidationError(f"a stream key is 1 to {MAX_STREAM_KEY_LENGTH} printable characters")
-    if key.startswith("$"):
-        raise ValidationError("a stream key cannot start with $ (reserved for input streams)")
-    return key
-
-
-@dataclass(frozen=True)
-class Chunk:
-    index: int
-    data: bytes  # the chunk's JSON text, as the writer encoded it
-
-    def value(self) -> object:
-        return orjson.loads(self.data)
+DEFAULT_KEY = "default"
+__all__ = [
+    "InputStream",
+    "InputStreamTimeoutError",
+    "OutputStream",
+    "PipedStream",
+    "append",
+    "define",
+    "input",
+    "pipe",
+    "read",
+]
 
 
-class StreamReader:
-    def __init__(
-        self,
-        hub: Hub,
-        broker: Broker,
-        run_id: str,
-        key: str,
-        start_index: int = 0,
-        idle_timeout: float | None = None,
-    ) -> None:
-        self._hub = hub
-        self._broker = broker
-        self.run_id = run_id
-        self.key = key
-        self.next_index = max(0, start_index)
-        self._idle_timeout = idle_timeout
-        self._live: deque[tuple[int, bytes]] = deque()
-        self._live_bytes = 0
-        self._behind = True  # read storage before trusting the live feed
-        self._run_finished = False
-        self._run_unsure = False  # run notifications may have been lost: re-read the run
-        self.timed_out = False  # the last `chunks()` ended on the idle timeout, not with the run
-        self._woken = asyncio.Event()
-        self._channels = (stream_channel(run_id, key), run_channel(run_id))
-        limits = broker.settings.limits
-        self._largest_chunk = max(limits.max_chunk_bytes, limits.max_payload_bytes)  # output chunk or input value
-        self._page_bytes = max(READ_PAGE_BYTES, 2 * self._largest_chunk)
+class PipedStream:
+    """What `pipe` returns: iterate it to see each item as it is forwarded, or just await completion.
 
-    async def __aenter__(self) -> StreamReader:
-        try:
-            for channel in self._channels:
-                await self._hub.attach(channel, self._on_message)
-            await self._read_run()
-        except BaseException:
-            await self.__aexit__()  # not entered: `async with` will not exit, so detach here
-            raise
-        return self
+    Pulling drives the source, so nothing is buffered without bound when nobody iterates locally.
+    """
 
-    async def _read_run(self) -> None:
-        self._run_unsure = False
-        run = await self._broker.get_run(self.run_id)
-        self._run_finished = self._run_finished or run is None or run.status.is_final
+    def __init__(self, stream: OutputStream, source: AsyncIterable[Any]) -> None:
+        self._stream = stream
+        self._source = source
+        self._started = False
+        self._pending: list[Any] = []
 
-    async def __aexit__(self, *exc: object) -> None:
-        for channel in self._channels:
-            await self._hub.detach(channel, self._on_message)
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._forward()
 
-    def _on_message(self, channel: str, message: Message | None) -> None:
-        if message is None:
-            self._behind = True  # notifications may be lost: storage tells the truth
-            self._run_unsure = True
-        elif channel == self._channels[1]:
-            self._run_finished = self._run_finished or message.run.status.is_final
-        elif not self._behind:
-            first, chunks = message.chunks
-            size = sum(map(len, chunks))
-            if len(self._live) + len(chunks) > LIVE_BUFFER_CHUNKS or self._live_bytes + size > LIVE_BUFFER_BYTES:
-                self._clear_live()
-                self._behind = True  # too slow for the live feed: continue from storage
-            else:
-                self._live.extend(enumerate(chunks, start=first))
-                self._live_bytes += size
-        self._woken.set()
+    async def _forward(self) -> AsyncIterator[Any]:
+        if self._started:
+            raise RuntimeError("a piped stream can be consumed once")
+        self._started = True
+        writer = await require_run_scope("streams.pipe").streams.writer(self._stream.key)
+        async for item in self._source:
+            self._pending.append(await writer.enqueue(item))
+            yield item
 
-    def _clear_live(self) -> None:
-        self._live.clear()
-        self._live_bytes = 0
-
-    async def chunks(self) -> AsyncIterator[Chunk]:
-        """Every chunk from the start index; ends when the run finished and all were read, or after
-        `idle_timeout` seconds without a new chunk (then `timed_out` is true)."""
-        loop = asyncio.get_running_loop()
-        self.timed_out = False
-        idle_since = loop.time()
-        while True:
-            if self._behind:
-                self._behind = False  # from now on live chunks are kept; any gap sends us back here
-                self._clear_live()
-                if self._run_unsure:
-                    await self._read_run()
-                while True:
-                    finished_before_read = self._run_finished
-                    page = await self._broker.read_chunks(
-                        self.run_id, self.key, self.next_index, READ_PAGE_CHUNKS, self._page_bytes
-                    )
-                    for data in page:
-                        yield Chunk(self.next_index, data)
-                        self.next_index += 1
-                    if page:
-                        idle_since = loop.time()  # idle means no new chunk, not a slow consumer
-                    # Fewer than asked, and not for lack of room (a page cut by bytes has less than one
-                    # largest chunk of room left): storage has nothing more.
-                    if len(page) < READ_PAGE_CHUNKS and sum(map(len, page)) <= self._page_bytes - self._largest_chunk:
-                        break
-                if finished_before_read:
-                    return  # every chunk was stored before the run finished, and all were read
-                continue
-            while self._live and not self._behind:
-                index, data = self._live.popleft()
-                self._live_bytes -= len(data)
-                if index < self.next_index:
-                    continue  # already read from storage
-                if index > self.next_index:
-                    self._behind = True  # a gap: fill it from storage
-                    break
-                yield Chunk(index, data)
-                self.next_index += 1
-                idle_since = loop.time()
-            if self._behind or self._live:
-                continue
-            if self._run_finished:
-                self._behind = True  # one last read from storage, then the end
-                continue
-            self._woken.clear()
-            deadline = None if self._idle_timeout is None else idle_since + self._idle_timeout
-            try:
-                async with asyncio.timeout_at(deadline):  # run changes wake us too, but only chunks reset it
-                    await self._woken.wait()
-            except TimeoutError:
-                self.timed_out = True
-                return
+    async def wait_until_complete(self) -> None:
+        """Consumes what is left of the source, and returns once every chunk is stored."""
+        if not self._started:
+            async for _ in self:
+                pass
+        for stored in self._pending:
+            await stored  # raises if a chunk could not be stored
+        self._pending.clear()
 
 
-class StreamWriter:
-    """Appends to one run's stream, batching what queues up while a store is in flight."""
-
-    def __init__(self, broker: Broker, run_id: str, key: str, max_chunk_bytes: int) -> None:
-        self._broker = broker
-        self.run_id = run_id
+class OutputStream:
+    def __init__(self, key: str = DEFAULT_KEY) -> None:
         self.key = check_stream_key(key)
-        self._max_chunk_bytes = max_chunk_bytes
-        self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
-        self._room = asyncio.Semaphore(WRITE_QUEUE_CHUNKS)
-        self._flusher: asyncio.Task[None] | None = None
 
-    def encode(self, value: object) -> bytes:
-        try:
-            data = orjson.dumps(value)
-        except TypeError as exc:
-            raise ValidationError(f"a stream chunk must be JSON-serialisable: {exc}") from exc
-        if len(data) > self._max_chunk_bytes:
-            raise PayloadTooLargeError(f"a chunk is {len(data)} bytes encoded; the limit is {self._max_chunk_bytes}")
-        return data
+    async def append(self, value: Any) -> int:
+        """Stores one chunk for the current run; returns its index."""
+        writer = await require_run_scope(f"{self.key}.append").streams.writer(self.key)
+        return await writer.append(value)
 
-    async def append(self, value: object) -> int:
-        """Stores one chunk (any JSON value); returns its index once it is stored."""
-        return await (await self.enqueue(value))
+    def pipe(self, source: AsyncIterable[Any]) -> PipedStream:
+        return PipedStream(self, source)
 
-    async def enqueue(self, value: object) -> asyncio.Future[int]:
-        """Queues one chunk and returns a future of its index, waiting only while the queue is full."""
-        data = self.encode(value)
-        await self._room.acquire()
-        stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((data, stored))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return stored
-
-    async def _flush(self) -> None:
-        while self._queue:
-            batch = [self._queue.popleft()]
-            size = len(batch[0][0])
-            while (
-                self._queue and len(batch) < WRITE_BATCH_CHUNKS and size + len(self._queue[0][0]) <= WRITE_BATCH_BYTES
-            ):
-                size += len(self._queue[0][0])
-                batch.append(self._queue.popleft())
-            try:
-                first = await self._broker.append_chunks(self.run_id, self.key, [data for data, _ in batch])
-            except Exception as exc:  # every waiting appender gets the error; later chunks would leave a hole
-                batch.extend(self._queue)
-                self._queue.clear()
-                for _, stored in batch:
-                    if not stored.done():
-                        stored.set_exception(exc)
-                return
-            finally:
-                for _ in batch:
-                    self._room.release()
-            for offset, (_, stored) in enumerate(batch):
-                if not stored.done():
-                    stored.set_result(first + offset)
-
-    async def wait_until_flushed(self) -> None:
-        """Returns once every queued chunk is stored (or failed, to its appender)."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+    async def read(
+        self, run_id: str, *, start_index: int = 0, timeout_in_seconds: float | None = 60
+    ) -> AsyncIterator[Any]:
+        """Every chunk of `run_id`'s stream from `start_index`; ends when the run finished and all
+        were read, or after `timeout_in_seconds` without a new chunk."""
+        bridge = await state.current()
+        async with StreamReader(bridge.hub, bridge.broker, run_id, self.key, start_index, timeout_in_seconds) as reader:
+            async for chunk in reader.chunks():
+                yield chunk.value()
 
 
-class RunStreams:
-    """The output streams of one executing run: one writer per key, each key listed on the run
-    (its `realtimeStreams`) before its first chunk is stored."""
+def define(key: str = DEFAULT_KEY) -> OutputStream:
+    return OutputStream(key)
 
-    def __init__(self, engine: RunEngine, run_id: str) -> None:
-        self._engine = engine
-        self.run_id = run_id
-        self._writers: dict[str, StreamWriter] = {}
-        self._lock = asyncio.Lock()
 
-    async def writer(self, key: str) -> StreamWriter:
-        writer = self._writers.get(key)
-        if writer is None:
-            async with self._lock:
-                writer = self._writers.get(key)
-                if writer is None:
-                    check_stream_key(key)
-                    await self._engine.add_stream_key(self.run_id, key)
-                    writer = StreamWriter(self._engine.broker, self.run_id, key, self._engine.limits.max_chunk_bytes)
-                    self._writers[key] = writer
-        return writer
+async def append(key: str, value: Any) -> int:
+    return await OutputStream(key).append(value)
 
-    async def flush(self) -> None:
-        """Returns once every chunk appended so far is stored: the run may then finish."""
-        for writer in list(self._writers.values()):
-            await writer.wait_until_flushed()
+
+def pipe(key: str, source: AsyncIterable[Any]) -> PipedStream:
+    return OutputStream(key).pipe(source)
+
+
+def read(
+    run_id: str, key: str = DEFAULT_KEY, *, start_index: int = 0, timeout_in_seconds: float | None = 60
+) -> AsyncIterator[Any]:
+    return OutputStream(key).read(run_id, start_index=start_index, timeout_in_seconds=timeout_in_seconds)
+
+
+class InputStream:
+    """A named input stream: values sent into a running task.
+
+    approval = streams.input("approval")
+    data = await approval.wait(timeout="5m")   # in the task: WAITING, worker slot freed meanwhile
+    data = await approval.once(timeout=30)     # in the task: stays EXECUTING
+    sub = approval.on(handler)                 # in the task: every value; sub.off() when done
+    latest = approval.peek()                   # in the task: oldest buffered value, not consumed
+    await approval.send(run_id, {"ok": True})  # anywhere: returns once the value is stored
+    """
+
+    def __init__(self, stream_id: str) -> None:
+        input_key(stream_id)  # validates
+        self.id = stream_id
+
+    async def send(self, run_id: str, data: Any) -> None:
+        """Refused with NotFoundError for an unknown run, RunFinishedError for a finished one,
+        PayloadTooLargeError over 1 MiB."""
+        await send_input((await state.current()).engine, run_id, self.id, data)
+
+    def _channel(self, what: str) -> InputChannel:
+        return require_run_scope(f"{self.id}.{what}").inputs.channel(self.id)
+
+    async def once(self, *, timeout: Duration | None = None) -> Any:
+        """The next value (buffered ones first); InputStreamTimeoutError after `timeout`."""
+        return await self._channel("once").once(_seconds(timeout))
+
+    async def wait(self, *, timeout: Duration | None = None) -> Any:
+        """Like `once`, but the run shows WAITING and gives its worker slot to other runs meanwhile."""
+        channel = self._channel("wait")
+        async with require_run_scope(f"{self.id}.wait").suspend():
+            return await channel.once(_seconds(timeout))
+
+    def on(self, handler: Handler) -> Subscription:
+        """Calls `handler` (sync or async) with every value, buffered ones first."""
+        return self._channel("on").on(handler)
+
+    def peek(self) -> Any:
+        return self._channel("peek").peek()
+
+
+Duration = str | int | float
+
+
+def _seconds(timeout: Duration | None) -> float | None:
+    return None if timeout is None else parse_duration_seconds(timeout)
+
+
+def input(stream_id: str) -> InputStream:  # noqa: A001 - the official name
+    return InputStream(stream_id)

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from bridge.config import Settings
-from bridge.core import Bridge
+from bridge.runtime.core import Bridge
 from bridge.server.app import create_app
 from tests.support.redis_server import RedisServer, start_redis_server
 from tests.support.tasks import registry

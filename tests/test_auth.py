@@ -10,7 +10,9 @@ from typing import Any
 import jwt
 import pytest
 
-from bridge.auth import (
+from bridge.errors import ForbiddenError, UnauthorizedError, ValidationError
+from bridge.models import Run
+from bridge.runtime.access import (
     AUDIENCE,
     ISSUER,
     Principal,
@@ -21,8 +23,6 @@ from bridge.auth import (
     run_access_token,
     scope_strings,
 )
-from bridge.errors import ForbiddenError, UnauthorizedError, ValidationError
-from bridge.models import Run
 
 SECRET = "tr_dev_auth_test_secret_" + "0123456789abcdef" * 3  # 72 bytes: long enough for HS512 too
 

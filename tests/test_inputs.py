@@ -16,9 +16,9 @@ from bridge import runs, streams, tasks
 from bridge.backends.base import run_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError
-from bridge.hub import Message
-from bridge.inputs import input_key
 from bridge.models import Run, RunStatus
+from bridge.runtime.hub import Message
+from bridge.runtime.input_streams import input_key
 from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server
 from tests.support.helpers import token, unique, until_final, until_run
 from tests.support.official_client import run_script

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bridge import runs
-from bridge.auth import create_public_token
+from bridge.runtime.access import create_public_token
 from bridge.server.official.feeds import FeedSessions
 from tests.conftest import RunningServer
 from tests.support.helpers import until_final

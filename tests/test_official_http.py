@@ -22,9 +22,9 @@ import orjson
 import pytest
 
 from bridge import runs
-from bridge.auth import AUDIENCE, ISSUER, create_public_token
 from bridge.config import Settings
 from bridge.models import Run, RunStatus, now_ms
+from bridge.runtime.access import AUDIENCE, ISSUER, create_public_token
 from bridge.server.official.electric import COLUMNS
 from bridge.server.official.feeds import FeedSessions
 from tests.conftest import RunningServer, start_server, stop_server

@@ -12,10 +12,10 @@ import jwt
 import pytest
 
 from bridge import auth, metadata, runs, tasks
-from bridge.auth import AUDIENCE, ISSUER
 from bridge.config import Limits, Settings
 from bridge.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from bridge.models import Run, RunStatus, new_id, now_ms
+from bridge.runtime.access import AUDIENCE, ISSUER
 from tests.conftest import SECRET_KEY, RunningServer, serving
 from tests.support.helpers import unique, until_final, worker_of
 from tests.support.tasks import gates, registry

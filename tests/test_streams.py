@@ -18,7 +18,7 @@ import pytest
 from bridge import runs, streams, tasks
 from bridge.config import Settings
 from bridge.errors import PayloadTooLargeError, ValidationError
-from bridge.streams import READ_PAGE_BYTES
+from bridge.runtime.output_streams import READ_PAGE_BYTES
 from tests.conftest import SECRET_KEY, RunningServer
 from tests.support.helpers import open_gate, server_with, unique, until_final
 from tests.support.official_client import run_script

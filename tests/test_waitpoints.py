@@ -16,15 +16,15 @@ import orjson
 import pytest
 
 from bridge import runs, tasks, wait
-from bridge.auth import authenticate, create_public_token
 from bridge.backends.base import waitpoint_channel
 from bridge.config import Settings
-from bridge.core import Bridge
 from bridge.errors import NotFoundError, PayloadTooLargeError, ValidationError
-from bridge.hub import Message
 from bridge.models import RunStatus, now_ms
-from bridge.sdk import state
-from bridge.waitpoints import TIMER_BATCH, WaitpointTimeoutError, callback_signature
+from bridge.runtime import state
+from bridge.runtime.access import authenticate, create_public_token
+from bridge.runtime.core import Bridge
+from bridge.runtime.hub import Message
+from bridge.runtime.waitpoints import TIMER_BATCH, WaitpointTimeoutError, callback_signature
 from bridge.worker.executor import Worker
 from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server
 from tests.support.helpers import bearer, token, unique, until_final, until_run, worker_of

@@ -18,10 +18,10 @@ import orjson
 import pytest
 
 from bridge import tasks
-from bridge.auth import AUDIENCE, ISSUER, create_public_token
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError
 from bridge.models import Run, new_id, now_ms
+from bridge.runtime.access import AUDIENCE, ISSUER, create_public_token
 from bridge.server.topics import TopicRouter
 from bridge.server.websocket import CLOSE_SLOW_CONSUMER, MAX_SUBSCRIPTION_ID_LENGTH
 from tests.conftest import SECRET_KEY, RunningServer

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings
-from bridge.core import Bridge
-from bridge.engine import TriggerOptions
-from bridge.feeds import FeedCursor, FeedSpec
 from bridge.models import Run, RunStatus
+from bridge.runtime.core import Bridge
+from bridge.runtime.engine import TriggerOptions
+from bridge.runtime.feeds import FeedCursor, FeedSpec
 from bridge.worker.executor import Worker
 from bridge.worker.registry import TaskRegistry
 from tests.conftest import SECRET_KEY

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from bridge.config import Settings
-from bridge.core import Bridge
-from bridge.sdk import state
+from bridge.runtime import state
+from bridge.runtime.core import Bridge
 from bridge.server import official
 from bridge.server.health import healthz, readyz
 from bridge.server.http import json_response

@@ -10,9 +10,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.auth import Principal, authenticate, bearer_from_header
-from bridge.core import Bridge
 from bridge.errors import BackendUnavailableError, BridgeError, ForbiddenError, PayloadTooLargeError, ValidationError
+from bridge.runtime.access import Principal, authenticate, bearer_from_header
+from bridge.runtime.core import Bridge
 
 log = logging.getLogger(__name__)
 

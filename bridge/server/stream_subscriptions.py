@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from bridge.auth import Principal, require_run_read
-from bridge.core import Bridge
 from bridge.errors import BridgeError, ValidationError
-from bridge.streams import StreamReader, check_stream_key
+from bridge.runtime.access import Principal, require_run_read
+from bridge.runtime.core import Bridge
+from bridge.runtime.output_streams import StreamReader, check_stream_key
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Protocol
 
 import orjson
 
-from bridge.feeds import FeedSpec
-from bridge.hub import Hub, Message
+from bridge.runtime.feeds import FeedSpec
+from bridge.runtime.hub import Hub, Message
 
 
 class TopicFollower(Protocol):

@@ -20,8 +20,6 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from bridge.auth import INVALID_TOKEN_MESSAGE, Principal, authenticate, require_run_read
-from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
 from bridge.errors import (
     BridgeError,
@@ -32,9 +30,11 @@ from bridge.errors import (
     UnauthorizedError,
     ValidationError,
 )
-from bridge.feeds import FeedSpec
-from bridge.inputs import send_input
 from bridge.models import now_ms
+from bridge.runtime.access import INVALID_TOKEN_MESSAGE, Principal, authenticate, require_run_read
+from bridge.runtime.core import Bridge
+from bridge.runtime.feeds import FeedSpec
+from bridge.runtime.input_streams import send_input
 from bridge.server.stream_subscriptions import StreamRequest, authorize_stream, pump_stream
 from bridge.server.topics import TopicRouter
 

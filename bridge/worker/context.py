@@ -1,51 +1,46 @@
-"""The run a task's code is executing, for `metadata.*` and friends called without a run id."""
+"""The run a task's code is executing: what `metadata.*`, `streams.*` and `wait.*` use when called without a run id."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.worker.registry import RunContext
 
 if TYPE_CHECKING:
-    from contextlib import AbstractAsyncContextManager
-
-    from bridge.inputs import RunInputs
-    from bridge.streams import RunStreams
-
-current_run: ContextVar[RunContext | None] = ContextVar("current_run", default=None)
-current_streams: ContextVar[RunStreams | None] = ContextVar("current_streams", default=None)
-current_inputs: ContextVar[RunInputs | None] = ContextVar("current_inputs", default=None)
-# Frees the run's worker slot (the run shows WAITING) for the duration of an `async with`.
-current_suspend: ContextVar[Callable[[], AbstractAsyncContextManager[None]] | None] = ContextVar(
-    "current_suspend", default=None
-)
+    from bridge.runtime.input_streams import RunInputs
+    from bridge.runtime.output_streams import RunStreams
 
 
-def require_current_run(what: str) -> RunContext:
-    context = current_run.get()
-    if context is None:
+@dataclass(frozen=True)
+class RunScope:
+    """Everything the SDK needs from the run executing in this task."""
+
+    context: RunContext
+    streams: RunStreams
+    inputs: RunInputs
+    # Frees the run's worker slot (the run shows WAITING) for the duration of an `async with`.
+    suspend: Callable[[], AbstractAsyncContextManager[None]]
+
+
+_current_scope: ContextVar[RunScope | None] = ContextVar("current_run_scope", default=None)
+
+
+@contextmanager
+def entered(scope: RunScope) -> Iterator[RunScope]:
+    """Makes `scope` the current one for the code run inside the `with` (and the tasks it starts)."""
+    token = _current_scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _current_scope.reset(token)
+
+
+def require_run_scope(what: str) -> RunScope:
+    scope = _current_scope.get()
+    if scope is None:
         raise RuntimeError(f"{what} can only be called from inside a running task")
-    return context
-
-
-def require_run_streams(what: str) -> RunStreams:
-    streams = current_streams.get()
-    if streams is None:
-        raise RuntimeError(f"{what} can only be called from inside a running task")
-    return streams
-
-
-def require_run_inputs(what: str) -> RunInputs:
-    inputs = current_inputs.get()
-    if inputs is None:
-        raise RuntimeError(f"{what} can only be called from inside a running task")
-    return inputs
-
-
-def require_suspend(what: str) -> Callable[[], AbstractAsyncContextManager[None]]:
-    suspend = current_suspend.get()
-    if suspend is None:
-        raise RuntimeError(f"{what} can only be called from inside a running task")
-    return suspend
+    return scope

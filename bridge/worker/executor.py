@@ -16,13 +16,13 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable
 
 from bridge.backends.base import CANCEL_CHANNEL, Delivery
-from bridge.core import Bridge
 from bridge.errors import BridgeError, RunFinishedError
-from bridge.hub import Message
-from bridge.inputs import DRAIN_SECONDS, RunInputs
 from bridge.models import RunError, RunStatus, new_id
-from bridge.streams import RunStreams
-from bridge.worker.context import current_inputs, current_run, current_streams, current_suspend
+from bridge.runtime.core import Bridge
+from bridge.runtime.hub import Message
+from bridge.runtime.input_streams import DRAIN_SECONDS, RunInputs
+from bridge.runtime.output_streams import RunStreams
+from bridge.worker.context import RunScope, entered
 from bridge.worker.registry import RunContext, TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -135,13 +135,11 @@ class Worker:
         context = RunContext(run_id=run.id, task_id=run.task_identifier, tags=tuple(run.tags), batch_id=run.batch_id)
         run_streams = RunStreams(engine, run.id)
         run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
-        token = current_run.set(context)
-        streams_token = current_streams.set(run_streams)
-        inputs_token = current_inputs.set(run_inputs)
-        suspend_token = current_suspend.set(lambda: self._suspended(run.id))
+        scope = RunScope(context, run_streams, run_inputs, lambda: self._suspended(run.id))
         try:
             try:
-                output = await definition(run.payload, context)
+                with entered(scope):
+                    output = await definition(run.payload, context)
             finally:
                 # Every appended chunk is stored before the run is final: readers end on "final and drained".
                 await run_streams.flush()
@@ -158,10 +156,6 @@ class Worker:
         else:
             await self._record(engine.complete(run.id, output))
         finally:
-            current_run.reset(token)
-            current_streams.reset(streams_token)
-            current_inputs.reset(inputs_token)
-            current_suspend.reset(suspend_token)
             await run_inputs.close(DRAIN_SECONDS)
             with contextlib.suppress(BridgeError):
                 await self.bridge.broker.ack(delivery)

@@ -1,4 +1,4 @@
-"""Task definitions and the `@task` decorator."""
+"""Task definitions and the registry a worker runs them from (the SDK's `@task` adds to the default one)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 TaskFunction = Callable[..., Awaitable[Any]]
+DefinitionT = TypeVar("DefinitionT", bound="TaskDefinition")
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,17 @@ class TaskDefinition:
     function: TaskFunction
     wants_context: bool
 
+    @classmethod
+    def of(cls, task_id: str, function: TaskFunction) -> Self:
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"task {task_id!r} must be an `async def` function")
+        parameters = inspect.signature(function).parameters
+        return cls(id=task_id, function=function, wants_context=len(parameters) >= 2)
+
     async def __call__(self, payload: Any, context: RunContext) -> Any:
         if self.wants_context:
             return await self.function(payload, context)
         return await self.function(payload)
-
-    async def trigger(self, payload: Any = None, **options: Any) -> Any:
-        """`await my_task.trigger(payload, tags=[...])`: shorthand for `tasks.trigger(my_task.id, ...)`."""
-        from bridge.sdk import tasks
-
-        return await tasks.trigger(self.id, payload, **options)
 
 
 class TaskRegistry:
@@ -47,14 +49,13 @@ class TaskRegistry:
         self._tasks: dict[str, TaskDefinition] = {}
 
     def add(self, task_id: str, function: TaskFunction) -> TaskDefinition:
-        if not inspect.iscoroutinefunction(function):
-            raise TypeError(f"task {task_id!r} must be an `async def` function")
-        existing = self._tasks.get(task_id)
-        if existing and existing.function is not function:
-            raise ValueError(f"two different functions are registered as task {task_id!r}")
-        parameters = inspect.signature(function).parameters
-        definition = TaskDefinition(id=task_id, function=function, wants_context=len(parameters) >= 2)
-        self._tasks[task_id] = definition
+        return self.register(TaskDefinition.of(task_id, function))
+
+    def register(self, definition: DefinitionT) -> DefinitionT:
+        existing = self._tasks.get(definition.id)
+        if existing and existing.function is not definition.function:
+            raise ValueError(f"two different functions are registered as task {definition.id!r}")
+        self._tasks[definition.id] = definition
         return definition
 
     def add_task(self, task_id: str) -> Callable[[TaskFunction], TaskDefinition]:
@@ -70,12 +71,6 @@ class TaskRegistry:
 
 
 default_registry = TaskRegistry()
-
-
-def task(id: str, *, registry: TaskRegistry | None = None) -> Callable[[TaskFunction], TaskDefinition]:  # noqa: A002
-    """Registers an `async def fn(payload[, ctx])` as a task: `@task(id="draft-email")`."""
-
-    return (registry or default_registry).add_task(id)
 
 
 def load_tasks(spec: str) -> None:

@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from bridge import runs
-from bridge.auth import create_public_token
 from bridge.config import Settings
 from bridge.models import Run
+from bridge.runtime.access import create_public_token
 from bridge.worker.executor import Worker
 from tests.conftest import SECRET_KEY, RunningServer, serving
 from tests.support.tasks import gates

@@ -186,7 +186,7 @@ async def input_semantics(payload: dict[str, Any]) -> dict[str, Any]:
 async def input_timeout(payload: dict[str, Any]) -> str:
     """once/wait on "never" with a short timeout; with `catch`, returns the error's name instead of failing."""
     from bridge import streams
-    from bridge.sdk.streams import InputStreamTimeoutError
+    from bridge.streams import InputStreamTimeoutError
 
     never = streams.input("never")
     call = never.wait if payload.get("mode") == "wait" else never.once

@@ -13,12 +13,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.auth import Principal, create_public_token, require_run_read, run_access_token
-from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
-from bridge.engine import TriggerOptions
 from bridge.errors import NotFoundError, UnauthorizedError, UnprocessableError, ValidationError
 from bridge.models import Run, RunStatus, new_id
+from bridge.runtime.access import Principal, create_public_token, require_run_read, run_access_token
+from bridge.runtime.core import Bridge
+from bridge.runtime.engine import TriggerOptions
 from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
 
 TOKEN_CLAIMS_SUBJECT = "bridge"

@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.aio import cancel_and_wait
-from bridge.auth import require_run_read
 from bridge.config import Limits
-from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
 from bridge.errors import ForbiddenError, TooManyError, ValidationError
-from bridge.feeds import FeedCursor, FeedSpec
 from bridge.models import Run, new_id, now_ms
+from bridge.runtime.access import require_run_read
+from bridge.runtime.core import Bridge
+from bridge.runtime.feeds import FeedCursor, FeedSpec
 from bridge.server.http import bridge_of, handles_errors, principal_of
 from bridge.server.official.electric import row_key, row_value, schema_header, visible_columns
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError, ValidationError
-from bridge.inputs import send_input
+from bridge.runtime.input_streams import send_input
 from bridge.server.http import bridge_of, error_response, handles_errors, json_response, principal_of, read_body
 
 MAX_INPUT_BODY_BYTES = 1024 * 1024  # the official route's limit on the whole body

@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from bridge.aio import cancel_and_wait
-from bridge.auth import require_run_read
 from bridge.errors import ValidationError
+from bridge.runtime.access import require_run_read
+from bridge.runtime.output_streams import StreamReader, check_stream_key
 from bridge.server.http import bridge_of, handles_errors, principal_of
-from bridge.streams import StreamReader, check_stream_key
 
 PING_INTERVAL_SECONDS = 10.0
 DEFAULT_IDLE_SECONDS = 60.0

@@ -19,18 +19,18 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.auth import waitpoint_access_token
-from bridge.core import Bridge
 from bridge.errors import LengthRequiredError, UnauthorizedError, UnprocessableError, ValidationError
 from bridge.models import iso_from_ms
-from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
-from bridge.server.official.api import claims_headers
-from bridge.waitpoints import (
+from bridge.runtime.access import waitpoint_access_token
+from bridge.runtime.core import Bridge
+from bridge.runtime.waitpoints import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     TokenStatus,
     WaitToken,
     valid_callback_signature,
 )
+from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
+from bridge.server.official.api import claims_headers
 
 MAX_CREATE_BODY_BYTES = 10 * 1024  # as the official route
 NO_DATA_MESSAGE = (

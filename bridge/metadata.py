@@ -8,17 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.errors import ValidationError
-from bridge.sdk import state
-from bridge.worker.context import require_current_run
+from bridge.runtime import state
+from bridge.worker.context import require_run_scope
 
 
 async def _change(what: str, change: Any) -> dict[str, Any]:
-    context = require_current_run(f"metadata.{what}")
+    context = require_run_scope(f"metadata.{what}").context
     return await (await state.current()).engine.update_metadata(context.run_id, change)
 
 
 async def current() -> dict[str, Any]:
-    context = require_current_run("metadata.current")
+    context = require_run_scope("metadata.current").context
     return (await (await state.current()).engine.retrieve(context.run_id)).metadata
 
 

@@ -1,12 +1,13 @@
-"""The process-wide bridge the SDK talks to: set by `configure()`, or by the server it runs in."""
+"""The process-wide bridge the SDK talks to: set by `configure()`, or handed over with `use()` by the
+server or worker the code runs in (they live below the SDK and never import it)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from bridge.config import Settings
-from bridge.core import Bridge
 from bridge.durations import parse_duration_seconds
+from bridge.runtime.core import Bridge
 
 _bridge: Bridge | None = None
 _ready = False
@@ -31,10 +32,15 @@ def use(bridge: Bridge) -> None:
     _ready = True
 
 
+def configured() -> Bridge:
+    """The SDK's bridge, configured from the environment if nobody configured one; not started."""
+    return _bridge or configure()
+
+
 async def current() -> Bridge:
     """The SDK's bridge, started on first use."""
     global _ready
-    bridge = _bridge or configure()
+    bridge = configured()
     if not _ready:
         async with _start_lock:
             if not _ready:

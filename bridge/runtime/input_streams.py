@@ -24,10 +24,10 @@ import orjson
 
 from bridge.aio import cancel_and_wait
 from bridge.backends.base import Broker
-from bridge.engine import RunEngine
 from bridge.errors import BridgeError, ValidationError
-from bridge.hub import Hub
-from bridge.streams import MAX_STREAM_KEY_LENGTH, StreamReader
+from bridge.runtime.engine import RunEngine
+from bridge.runtime.hub import Hub
+from bridge.runtime.output_streams import MAX_STREAM_KEY_LENGTH, StreamReader
 
 log = logging.getLogger(__name__)
 

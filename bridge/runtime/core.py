@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from bridge.backends import create_broker
 from bridge.config import Settings
-from bridge.engine import RunEngine
-from bridge.hub import Hub
-from bridge.waitpoints import Waitpoints
+from bridge.runtime.engine import RunEngine
+from bridge.runtime.hub import Hub
+from bridge.runtime.waitpoints import Waitpoints
 
 
 class Bridge:

@@ -1,14 +1,16 @@
-"""`tasks.trigger` and `tasks.batch_trigger`."""
+"""`@task`, `tasks.trigger` and `tasks.batch_trigger`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.auth import create_public_token, run_access_token
-from bridge.engine import TriggerOptions
 from bridge.models import Run
-from bridge.sdk import state
+from bridge.runtime import state
+from bridge.runtime.access import create_public_token, run_access_token
+from bridge.runtime.engine import TriggerOptions
+from bridge.worker.registry import TaskDefinition, TaskFunction, TaskRegistry, default_registry
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,19 @@ class BatchHandle:
     batch_id: str
     runs: list[RunHandle]
     public_access_token: str  # reads every run of the batch
+
+
+class Task(TaskDefinition):
+    """What `@task` returns: the registered function, plus `trigger` for this task."""
+
+    async def trigger(self, payload: Any = None, **options: Any) -> RunHandle:
+        """`await my_task.trigger(payload, tags=[...])`: shorthand for `tasks.trigger(my_task.id, ...)`."""
+        return await trigger(self.id, payload, **options)
+
+
+def task(id: str, *, registry: TaskRegistry | None = None) -> Callable[[TaskFunction], Task]:  # noqa: A002
+    """Registers an `async def fn(payload[, ctx])` as a task: `@task(id="draft-email")`."""
+    return lambda function: (registry or default_registry).register(Task.of(id, function))
 
 
 def _handle(secret_key: str, run: Run, created: bool) -> RunHandle:

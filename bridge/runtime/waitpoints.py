@@ -32,10 +32,10 @@ from bridge.aio import cancel_and_wait
 from bridge.backends.base import Broker, waitpoint_channel
 from bridge.config import Settings
 from bridge.durations import deadline_from, parse_duration_seconds
-from bridge.engine import check_size, validate_tags
 from bridge.errors import BridgeError, NotFoundError, ValidationError
-from bridge.hub import Hub, Message
 from bridge.models import iso_from_ms, new_id, now_ms
+from bridge.runtime.engine import check_size, validate_tags
+from bridge.runtime.hub import Hub, Message
 
 log = logging.getLogger(__name__)
 

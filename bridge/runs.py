@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from bridge.durations import parse_duration_seconds
-from bridge.feeds import FeedCursor, FeedSpec
 from bridge.models import Run, now_ms
-from bridge.sdk import state
+from bridge.runtime import state
+from bridge.runtime.feeds import FeedCursor, FeedSpec
 
 
 async def retrieve(run_id: str) -> Run:

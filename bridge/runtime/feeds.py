@@ -15,8 +15,8 @@ from typing import Literal
 import orjson
 
 from bridge.backends.base import Broker, batch_channel, run_channel, tag_channel
-from bridge.hub import Hub, Message
 from bridge.models import Run
+from bridge.runtime.hub import Hub, Message
 
 FeedKind = Literal["run", "tags", "batch"]
 

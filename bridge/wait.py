@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from bridge.auth import waitpoint_access_token
 from bridge.durations import deadline_from
 from bridge.errors import ValidationError
-from bridge.sdk import state
-from bridge.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken
-from bridge.worker.context import require_suspend
+from bridge.runtime import state
+from bridge.runtime.access import waitpoint_access_token
+from bridge.runtime.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken
+from bridge.worker.context import require_run_scope
 
 T = TypeVar("T")
 _UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
@@ -119,7 +119,7 @@ async def create_token(
 async def for_token(token: TokenRef) -> TokenResult[Any]:
     """Inside a task: waits until the token is completed or times out. Meanwhile the run shows
     WAITING and its worker slot runs other runs. A token already done returns at once."""
-    suspend = require_suspend("wait.for_token")
+    suspend = require_run_scope("wait.for_token").suspend
     bridge = await state.current()
     done = await bridge.waitpoints.wait(_token_id(token), suspend)
     if done.status is TokenStatus.TIMED_OUT:
@@ -152,7 +152,7 @@ async def until(date: datetime, *, throw_if_in_the_past: bool = False) -> None:
 
 
 async def _pause(seconds: float, what: str) -> None:
-    suspend = require_suspend(what)
+    suspend = require_run_scope(what).suspend
     limit = (await state.current()).settings.limits.max_wait_token_timeout_seconds
     if seconds > limit:
         raise ValidationError(f"{what}: at most {limit / 86400:g} days")

@@ -1,0 +1,269 @@
+"""Output streams: numbered chunks a task appends, read back exactly once and in order.
+
+`StreamWriter` batches a producer's appends: while one append is stored, the next chunks queue
+up and go in the following call, so one producer is not bound by a round trip per chunk.
+
+`StreamReader` yields every chunk from a start index, once, in order, whether it was stored
+before the reader came or arrives while it reads: it attaches its live listener first, reads the
+history, then follows live chunks deduplicated by index. A gap in the live feed (lost
+notifications, or a reader too slow for its bounded buffer) sends it back to storage from its
+next index, so a slow reader is paused, never fed unboundedly, and loses nothing. It ends once
+the run has finished and every chunk was read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+
+from bridge.backends.base import Broker, run_channel, stream_channel
+from bridge.errors import PayloadTooLargeError, ValidationError
+from bridge.runtime.engine import RunEngine
+from bridge.runtime.hub import Hub, Message
+
+READ_PAGE_CHUNKS = 1000  # chunks fetched from storage per read while catching up...
+READ_PAGE_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them (or two of the largest chunks)
+LIVE_BUFFER_CHUNKS = 1000  # live chunks a reader holds before it falls back to storage...
+LIVE_BUFFER_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them
+WRITE_BATCH_CHUNKS = 500  # chunks stored per append call...
+WRITE_BATCH_BYTES = 4 * 1024 * 1024  # ...and at most this many bytes (or one chunk, if larger)
+WRITE_QUEUE_CHUNKS = 10_000  # chunks a writer holds before `append` waits (backpressure)
+MAX_STREAM_KEY_LENGTH = 64
+
+
+def check_stream_key(key: str) -> str:
+    if not isinstance(key, str) or not key or len(key) > MAX_STREAM_KEY_LENGTH or not key.isprintable():
+        raise ValidationError(f"a stream key is 1 to {MAX_STREAM_KEY_LENGTH} printable characters")
+    if key.startswith("$"):
+        raise ValidationError("a stream key cannot start with $ (reserved for input streams)")
+    return key
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    data: bytes  # the chunk's JSON text, as the writer encoded it
+
+    def value(self) -> object:
+        return orjson.loads(self.data)
+
+
+class StreamReader:
+    def __init__(
+        self,
+        hub: Hub,
+        broker: Broker,
+        run_id: str,
+        key: str,
+        start_index: int = 0,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self._hub = hub
+        self._broker = broker
+        self.run_id = run_id
+        self.key = key
+        self.next_index = max(0, start_index)
+        self._idle_timeout = idle_timeout
+        self._live: deque[tuple[int, bytes]] = deque()
+        self._live_bytes = 0
+        self._behind = True  # read storage before trusting the live feed
+        self._run_finished = False
+        self._run_unsure = False  # run notifications may have been lost: re-read the run
+        self.timed_out = False  # the last `chunks()` ended on the idle timeout, not with the run
+        self._woken = asyncio.Event()
+        self._channels = (stream_channel(run_id, key), run_channel(run_id))
+        limits = broker.settings.limits
+        self._largest_chunk = max(limits.max_chunk_bytes, limits.max_payload_bytes)  # output chunk or input value
+        self._page_bytes = max(READ_PAGE_BYTES, 2 * self._largest_chunk)
+
+    async def __aenter__(self) -> StreamReader:
+        try:
+            for channel in self._channels:
+                await self._hub.attach(channel, self._on_message)
+            await self._read_run()
+        except BaseException:
+            await self.__aexit__()  # not entered: `async with` will not exit, so detach here
+            raise
+        return self
+
+    async def _read_run(self) -> None:
+        self._run_unsure = False
+        run = await self._broker.get_run(self.run_id)
+        self._run_finished = self._run_finished or run is None or run.status.is_final
+
+    async def __aexit__(self, *exc: object) -> None:
+        for channel in self._channels:
+            await self._hub.detach(channel, self._on_message)
+
+    def _on_message(self, channel: str, message: Message | None) -> None:
+        if message is None:
+            self._behind = True  # notifications may be lost: storage tells the truth
+            self._run_unsure = True
+        elif channel == self._channels[1]:
+            self._run_finished = self._run_finished or message.run.status.is_final
+        elif not self._behind:
+            first, chunks = message.chunks
+            size = sum(map(len, chunks))
+            if len(self._live) + len(chunks) > LIVE_BUFFER_CHUNKS or self._live_bytes + size > LIVE_BUFFER_BYTES:
+                self._clear_live()
+                self._behind = True  # too slow for the live feed: continue from storage
+            else:
+                self._live.extend(enumerate(chunks, start=first))
+                self._live_bytes += size
+        self._woken.set()
+
+    def _clear_live(self) -> None:
+        self._live.clear()
+        self._live_bytes = 0
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """Every chunk from the start index; ends when the run finished and all were read, or after
+        `idle_timeout` seconds without a new chunk (then `timed_out` is true)."""
+        loop = asyncio.get_running_loop()
+        self.timed_out = False
+        idle_since = loop.time()
+        while True:
+            if self._behind:
+                self._behind = False  # from now on live chunks are kept; any gap sends us back here
+                self._clear_live()
+                if self._run_unsure:
+                    await self._read_run()
+                while True:
+                    finished_before_read = self._run_finished
+                    page = await self._broker.read_chunks(
+                        self.run_id, self.key, self.next_index, READ_PAGE_CHUNKS, self._page_bytes
+                    )
+                    for data in page:
+                        yield Chunk(self.next_index, data)
+                        self.next_index += 1
+                    if page:
+                        idle_since = loop.time()  # idle means no new chunk, not a slow consumer
+                    # Fewer than asked, and not for lack of room (a page cut by bytes has less than one
+                    # largest chunk of room left): storage has nothing more.
+                    if len(page) < READ_PAGE_CHUNKS and sum(map(len, page)) <= self._page_bytes - self._largest_chunk:
+                        break
+                if finished_before_read:
+                    return  # every chunk was stored before the run finished, and all were read
+                continue
+            while self._live and not self._behind:
+                index, data = self._live.popleft()
+                self._live_bytes -= len(data)
+                if index < self.next_index:
+                    continue  # already read from storage
+                if index > self.next_index:
+                    self._behind = True  # a gap: fill it from storage
+                    break
+                yield Chunk(index, data)
+                self.next_index += 1
+                idle_since = loop.time()
+            if self._behind or self._live:
+                continue
+            if self._run_finished:
+                self._behind = True  # one last read from storage, then the end
+                continue
+            self._woken.clear()
+            deadline = None if self._idle_timeout is None else idle_since + self._idle_timeout
+            try:
+                async with asyncio.timeout_at(deadline):  # run changes wake us too, but only chunks reset it
+                    await self._woken.wait()
+            except TimeoutError:
+                self.timed_out = True
+                return
+
+
+class StreamWriter:
+    """Appends to one run's stream, batching what queues up while a store is in flight."""
+
+    def __init__(self, broker: Broker, run_id: str, key: str, max_chunk_bytes: int) -> None:
+        self._broker = broker
+        self.run_id = run_id
+        self.key = check_stream_key(key)
+        self._max_chunk_bytes = max_chunk_bytes
+        self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
+        self._room = asyncio.Semaphore(WRITE_QUEUE_CHUNKS)
+        self._flusher: asyncio.Task[None] | None = None
+
+    def encode(self, value: object) -> bytes:
+        try:
+            data = orjson.dumps(value)
+        except TypeError as exc:
+            raise ValidationError(f"a stream chunk must be JSON-serialisable: {exc}") from exc
+        if len(data) > self._max_chunk_bytes:
+            raise PayloadTooLargeError(f"a chunk is {len(data)} bytes encoded; the limit is {self._max_chunk_bytes}")
+        return data
+
+    async def append(self, value: object) -> int:
+        """Stores one chunk (any JSON value); returns its index once it is stored."""
+        return await (await self.enqueue(value))
+
+    async def enqueue(self, value: object) -> asyncio.Future[int]:
+        """Queues one chunk and returns a future of its index, waiting only while the queue is full."""
+        data = self.encode(value)
+        await self._room.acquire()
+        stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((data, stored))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return stored
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft()]
+            size = len(batch[0][0])
+            while (
+                self._queue and len(batch) < WRITE_BATCH_CHUNKS and size + len(self._queue[0][0]) <= WRITE_BATCH_BYTES
+            ):
+                size += len(self._queue[0][0])
+                batch.append(self._queue.popleft())
+            try:
+                first = await self._broker.append_chunks(self.run_id, self.key, [data for data, _ in batch])
+            except Exception as exc:  # every waiting appender gets the error; later chunks would leave a hole
+                batch.extend(self._queue)
+                self._queue.clear()
+                for _, stored in batch:
+                    if not stored.done():
+                        stored.set_exception(exc)
+                return
+            finally:
+                for _ in batch:
+                    self._room.release()
+            for offset, (_, stored) in enumerate(batch):
+                if not stored.done():
+                    stored.set_result(first + offset)
+
+    async def wait_until_flushed(self) -> None:
+        """Returns once every queued chunk is stored (or failed, to its appender)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+
+class RunStreams:
+    """The output streams of one executing run: one writer per key, each key listed on the run
+    (its `realtimeStreams`) before its first chunk is stored."""
+
+    def __init__(self, engine: RunEngine, run_id: str) -> None:
+        self._engine = engine
+        self.run_id = run_id
+        self._writers: dict[str, StreamWriter] = {}
+        self._lock = asyncio.Lock()
+
+    async def writer(self, key: str) -> StreamWriter:
+        writer = self._writers.get(key)
+        if writer is None:
+            async with self._lock:
+                writer = self._writers.get(key)
+                if writer is None:
+                    check_stream_key(key)
+                    await self._engine.add_stream_key(self.run_id, key)
+                    writer = StreamWriter(self._engine.broker, self.run_id, key, self._engine.limits.max_chunk_bytes)
+                    self._writers[key] = writer
+        return writer
+
+    async def flush(self) -> None:
+        """Returns once every chunk appended so far is stored: the run may then finish."""
+        for writer in list(self._writers.values()):
+            await writer.wait_until_flushed()
