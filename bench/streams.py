@@ -555,12 +555,13 @@ class PipelinedWriter:
     sha: str | None = None
 
     def __init__(self, broker: Any, writer: Any) -> None:
-        from bridge.backends.base import stream_channel
+        from bridge.backends.channels import stream_channel
 
         self.broker = broker
         self.writer = writer
-        self.keys = [broker._output_stream_key(writer.run_id, writer.key)]
-        self.head = [broker._retention_ms, broker._wire(stream_channel(writer.run_id, writer.key))]
+        conn = broker._conn
+        self.keys = [conn.keys.run_stream(writer.run_id, writer.key)]
+        self.head = [conn.retention_ms, conn.keys.wire(stream_channel(writer.run_id, writer.key))]
 
     async def enqueue(self, value: object) -> asyncio.Future[int]:
         stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -571,14 +572,13 @@ class PipelinedWriter:
 
     @staticmethod
     async def flush(broker: Any) -> None:
-        from bridge.backends.redis import APPEND_CHUNKS_SCRIPT
-
+        redis = broker._conn.redis
         if PipelinedWriter.sha is None:
-            PipelinedWriter.sha = await broker._redis.script_load(APPEND_CHUNKS_SCRIPT)
+            PipelinedWriter.sha = await redis.script_load(broker._conn.script("append_chunks").script)
         sha = PipelinedWriter.sha
         while PipelinedWriter.queue:
             batch, PipelinedWriter.queue = PipelinedWriter.queue, []
-            pipe = broker._redis.pipeline(transaction=False)
+            pipe = redis.pipeline(transaction=False)
             for writer, data, _ in batch:
                 pipe.evalsha(sha, 1, *writer.keys, *writer.head, data)
             try:

@@ -20,10 +20,11 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge.backends import create_broker
-from bridge.backends import redis as redis_backend
-from bridge.backends.base import CANCEL_CHANNEL, Broker, Delivery, batch_channel, run_channel, tag_channel
+from bridge.backends.base import Broker, Delivery
+from bridge.backends.channels import CANCEL_CHANNEL, batch_channel, run_channel, tag_channel
 from bridge.backends.memory import MemoryBroker
 from bridge.backends.redis import RedisBroker
+from bridge.backends.redis import pubsub as redis_backend
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError
 from bridge.models import Run, RunStatus, new_id, now_ms

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bridge import runs, streams, tasks
-from bridge.backends.base import run_channel
+from bridge.backends.channels import run_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError
 from bridge.models import Run, RunStatus

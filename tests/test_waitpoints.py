@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from bridge import runs, tasks, wait
-from bridge.backends.base import waitpoint_channel
+from bridge.backends.channels import waitpoint_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from bridge.models import RunStatus, now_ms

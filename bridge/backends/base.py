@@ -1,14 +1,9 @@
-"""The broker interface: run storage, change notification, the task queue and small shared state.
+"""The broker's roles, and `Broker`: all of them with a lifecycle, as each backend implements it.
 
-Both backends implement it (memory.py for one process, redis.py for many). Everything above
-this layer — the engine, the hub, the servers, the SDK — is backend-agnostic.
-
-Change notification contract:
-- Storing a run (insert or replace) publishes its storage bytes on `run:<id>`, on `tag:<tag>`
-  for each of its tags, and on `batch:<id>` when it belongs to a batch.
-- Delivery to `on_message` may be lost (Redis pub/sub is at-most-once) only together with a
-  call to `on_resync`, after which listeners must re-read state. So a listener that attaches,
-  then reads a snapshot, then applies messages with a higher version, never misses a state.
+A consumer depends on the roles it uses (`RunStore`, `StreamStore`, `Notifier`, `TaskQueue`,
+`WaitpointStore`, `KeyValueStore`); a new capability is a new role. Both backends implement every
+role (memory.py for one process, redis/ for many). Everything above this layer — the engine, the
+hub, the servers, the SDK — is backend-agnostic.
 """
 
 from __future__ import annotations
@@ -23,77 +18,11 @@ from bridge.models import Run
 MessageHandler = Callable[[str, bytes], None]
 ResyncHandler = Callable[[], None]
 
-CANCEL_CHANNEL = "control:cancel"
 
+class RunStore(abc.ABC):
+    """Runs, versioned for compare-and-set, indexed by tag and by batch. Storing a run (insert or
+    replace) publishes it in the same step on `channels_of(run)` (see `Notifier`)."""
 
-def run_channel(run_id: str) -> str:
-    return f"run:{run_id}"
-
-
-def tag_channel(tag: str) -> str:
-    return f"tag:{tag}"
-
-
-def batch_channel(batch_id: str) -> str:
-    return f"batch:{batch_id}"
-
-
-def stream_channel(run_id: str, key: str) -> str:
-    return f"stream:{run_id}:{key}"
-
-
-def waitpoint_channel(token_id: str) -> str:
-    return f"waitpoint:{token_id}"
-
-
-def encode_chunks_message(first_index: int, chunks: Sequence[bytes]) -> bytes:
-    """The notification of chunks `first_index`, `first_index + 1`, ...: JSON text never holds a raw newline."""
-    return b"\n".join([str(first_index).encode(), *chunks])
-
-
-def decode_chunks_message(raw: bytes) -> tuple[int, list[bytes]]:
-    first, *chunks = raw.split(b"\n")
-    return int(first), chunks
-
-
-def channels_of(run: Run) -> list[str]:
-    channels = [run_channel(run.id), *(tag_channel(t) for t in run.tags)]
-    if run.batch_id:
-        channels.append(batch_channel(run.batch_id))
-    return channels
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A run handed to one worker; acknowledged when the worker is done with it."""
-
-    run_id: str
-    receipt: str
-
-
-class Broker(abc.ABC):
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._on_message: MessageHandler = lambda channel, data: None
-        self._on_resync: ResyncHandler = lambda: None
-
-    def set_listener(self, on_message: MessageHandler, on_resync: ResyncHandler) -> None:
-        """The hub's callbacks; called on the event loop, must not block."""
-        self._on_message = on_message
-        self._on_resync = on_resync
-
-    # lifecycle
-    @abc.abstractmethod
-    async def start(self) -> None: ...
-
-    @abc.abstractmethod
-    async def stop(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Raises BackendUnavailableError when the backend cannot serve."""
-
-    # runs
     @abc.abstractmethod
     async def insert_run(self, run: Run, idempotency_scope: str | None, idempotency_ttl: float) -> tuple[Run, bool]:
         """Stores a new run; with an idempotency scope already taken, returns that run and False instead."""
@@ -112,7 +41,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def runs_in_batch(self, batch_id: str) -> list[Run]: ...
 
-    # output streams
+
+class StreamStore(abc.ABC):
+    """A run's streams of numbered chunks: its output streams, and its input streams (keys `$in:<id>`)."""
+
     @abc.abstractmethod
     async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
         """Stores JSON-encoded chunks at the next indexes of the run's stream `key` (gapless, even with
@@ -132,7 +64,22 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def stream_length(self, run_id: str, key: str) -> int: ...
 
-    # change notification
+
+class Notifier(abc.ABC):
+    """Change notification: messages on named channels (channels.py) to this process's listener.
+
+    Contract:
+    - Storing a run (insert or replace) publishes its storage bytes on `run:<id>`, on `tag:<tag>`
+      for each of its tags, and on `batch:<id>` when it belongs to a batch.
+    - Delivery to `on_message` may be lost (Redis pub/sub is at-most-once) only together with a
+      call to `on_resync`, after which listeners must re-read state. So a listener that attaches,
+      then reads a snapshot, then applies messages with a higher version, never misses a state.
+    """
+
+    @abc.abstractmethod
+    def set_listener(self, on_message: MessageHandler, on_resync: ResyncHandler) -> None:
+        """The hub's callbacks; called on the event loop, must not block."""
+
     @abc.abstractmethod
     async def listen(self, channels: Iterable[str]) -> None: ...
 
@@ -142,7 +89,18 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, channel: str, data: bytes) -> None: ...
 
-    # task queue: at-least-once hand-off
+
+@dataclass(frozen=True)
+class Delivery:
+    """A run handed to one worker; acknowledged when the worker is done with it."""
+
+    run_id: str
+    receipt: str
+
+
+class TaskQueue(abc.ABC):
+    """The registered tasks, and a queue of runs per task: at-least-once hand-off to workers."""
+
     @abc.abstractmethod
     async def enqueue(self, task_id: str, run_id: str) -> None: ...
 
@@ -161,7 +119,16 @@ class Broker(abc.ABC):
     async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
         """Deliveries whose worker stopped heartbeating for a lease, now owned by `worker_id`."""
 
-    # wait tokens
+    @abc.abstractmethod
+    async def register_tasks(self, task_ids: Iterable[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def task_exists(self, task_id: str) -> bool: ...
+
+
+class WaitpointStore(abc.ABC):
+    """Wait tokens: a creation record, then at most one result, and an index of their deadlines."""
+
     @abc.abstractmethod
     async def insert_waitpoint(
         self,
@@ -195,7 +162,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def forget_waitpoint_deadline(self, token_id: str) -> None: ...
 
-    # small shared state
+
+class KeyValueStore(abc.ABC):
+    """Small shared state that expires: one-time keys and small values."""
+
     @abc.abstractmethod
     async def claim_once(self, key: str, ttl: float) -> bool:
         """True the first time `key` is claimed within `ttl` seconds (one-time tokens)."""
@@ -207,8 +177,25 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def get_value(self, key: str) -> bytes | None: ...
 
-    @abc.abstractmethod
-    async def register_tasks(self, task_ids: Iterable[str]) -> None: ...
+
+class Broker(RunStore, StreamStore, Notifier, TaskQueue, WaitpointStore, KeyValueStore):
+    """Every role, started and stopped together: what a backend implements and a `Bridge` holds."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._on_message: MessageHandler = lambda channel, data: None
+        self._on_resync: ResyncHandler = lambda: None
+
+    def set_listener(self, on_message: MessageHandler, on_resync: ResyncHandler) -> None:
+        self._on_message = on_message
+        self._on_resync = on_resync
 
     @abc.abstractmethod
-    async def task_exists(self, task_id: str) -> bool: ...
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raises BackendUnavailableError when the backend cannot serve."""

@@ -15,14 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import (
-    Broker,
-    Delivery,
-    channels_of,
-    encode_chunks_message,
-    stream_channel,
-    waitpoint_channel,
-)
+from bridge.backends.base import Broker, Delivery
+from bridge.backends.channels import channels_of, encode_chunks_message, stream_channel, waitpoint_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, RunFinishedError
 from bridge.models import Run

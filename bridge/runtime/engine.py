@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from bridge.backends.base import CANCEL_CHANNEL, Broker
+from bridge.backends.base import Broker
+from bridge.backends.channels import CANCEL_CHANNEL
 from bridge.config import Limits, Settings
 from bridge.durations import parse_duration_seconds
 from bridge.errors import (

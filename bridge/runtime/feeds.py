@@ -14,7 +14,8 @@ from typing import Literal
 
 import orjson
 
-from bridge.backends.base import Broker, batch_channel, run_channel, tag_channel
+from bridge.backends.base import Broker
+from bridge.backends.channels import batch_channel, run_channel, tag_channel
 from bridge.models import Run
 from bridge.runtime.hub import Hub, Message
 

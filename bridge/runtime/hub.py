@@ -11,7 +11,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from bridge.backends.base import Broker, decode_chunks_message
+from bridge.backends.base import Broker
+from bridge.backends.channels import decode_chunks_message
 from bridge.models import Run
 
 log = logging.getLogger(__name__)

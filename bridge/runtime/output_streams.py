@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from bridge.backends.base import Broker, run_channel, stream_channel
+from bridge.backends.base import Broker
+from bridge.backends.channels import run_channel, stream_channel
 from bridge.errors import PayloadTooLargeError, ValidationError
 from bridge.runtime.engine import RunEngine
 from bridge.runtime.hub import Hub, Message

@@ -29,7 +29,8 @@ from typing import Any
 import orjson
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import Broker, waitpoint_channel
+from bridge.backends.base import Broker
+from bridge.backends.channels import waitpoint_channel
 from bridge.config import Settings
 from bridge.durations import deadline_from, parse_duration_seconds
 from bridge.errors import BridgeError, NotFoundError, ValidationError

@@ -15,7 +15,8 @@ import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable
 
-from bridge.backends.base import CANCEL_CHANNEL, Delivery
+from bridge.backends.base import Delivery
+from bridge.backends.channels import CANCEL_CHANNEL
 from bridge.errors import BridgeError, RunFinishedError
 from bridge.models import RunError, RunStatus, new_id
 from bridge.runtime.core import Bridge

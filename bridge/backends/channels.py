@@ -1,0 +1,47 @@
+"""The names of the change-notification channels, and the wire format of a stream channel's message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bridge.models import Run
+
+CANCEL_CHANNEL = "control:cancel"
+
+
+def run_channel(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+def tag_channel(tag: str) -> str:
+    return f"tag:{tag}"
+
+
+def batch_channel(batch_id: str) -> str:
+    return f"batch:{batch_id}"
+
+
+def stream_channel(run_id: str, key: str) -> str:
+    return f"stream:{run_id}:{key}"
+
+
+def waitpoint_channel(token_id: str) -> str:
+    return f"waitpoint:{token_id}"
+
+
+def channels_of(run: Run) -> list[str]:
+    """Where a stored run is published: its own channel, each of its tags', and its batch's."""
+    channels = [run_channel(run.id), *(tag_channel(t) for t in run.tags)]
+    if run.batch_id:
+        channels.append(batch_channel(run.batch_id))
+    return channels
+
+
+def encode_chunks_message(first_index: int, chunks: Sequence[bytes]) -> bytes:
+    """The notification of chunks `first_index`, `first_index + 1`, ...: JSON text never holds a raw newline."""
+    return b"\n".join([str(first_index).encode(), *chunks])
+
+
+def decode_chunks_message(raw: bytes) -> tuple[int, list[bytes]]:
+    first, *chunks = raw.split(b"\n")
+    return int(first), chunks

@@ -1,0 +1,47 @@
+"""A run's output and input streams in Redis: one Redis stream per key, entry id 0-<index + 1>."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from bridge.backends.base import StreamStore
+from bridge.backends.channels import stream_channel
+from bridge.backends.redis.connection import Connection, unavailable
+from bridge.errors import NotFoundError, RunFinishedError
+
+
+class RedisStreamStore(StreamStore):
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._keys = conn.keys
+        self._append_script = conn.script("append_chunks")
+        self._send_input_script = conn.script("send_input")
+        self._read_chunks_script = conn.script("read_chunks")
+
+    async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
+        args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), *chunks]
+        async with unavailable("appending to a stream"):
+            first = await self._append_script(keys=[self._keys.run_stream(run_id, key)], args=args)
+        return int(first)
+
+    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
+        args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), data]
+        keys = [self._keys.run(run_id), self._keys.run_stream(run_id, key)]
+        async with unavailable("sending to an input stream"):
+            index = int(await self._send_input_script(keys=keys, args=args))
+        if index == -1:
+            raise NotFoundError(f"Run not found: {run_id}")
+        if index == -2:
+            raise RunFinishedError("Cannot send to input stream on a completed run")
+        return index
+
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
+        args: list[str | int] = [f"0-{start + 1}", count, max_bytes]
+        async with unavailable("reading a stream"):
+            page = await self._read_chunks_script(keys=[self._keys.run_stream(run_id, key)], args=args)
+        return cast(list[bytes], page)
+
+    async def stream_length(self, run_id: str, key: str) -> int:
+        async with unavailable("reading a stream's length"):
+            return int(await self._conn.redis.xlen(self._keys.run_stream(run_id, key)))

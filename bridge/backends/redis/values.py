@@ -1,0 +1,26 @@
+"""One-time keys and small values in Redis: plain strings with a TTL."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from bridge.backends.base import KeyValueStore
+from bridge.backends.redis.connection import Connection, unavailable
+
+
+class RedisKeyValueStore(KeyValueStore):
+    def __init__(self, conn: Connection) -> None:
+        self._redis = conn.redis
+        self._keys = conn.keys
+
+    async def claim_once(self, key: str, ttl: float) -> bool:
+        async with unavailable("claiming a one-time key"):
+            return bool(await self._redis.set(self._keys.once(key), b"1", nx=True, px=max(1, int(ttl * 1000))))
+
+    async def put_value(self, key: str, value: bytes, ttl: float) -> None:
+        async with unavailable("storing a value"):
+            await self._redis.set(self._keys.value(key), value, px=max(1, int(ttl * 1000)))
+
+    async def get_value(self, key: str) -> bytes | None:
+        async with unavailable("reading a value"):
+            return cast(bytes | None, await self._redis.get(self._keys.value(key)))
