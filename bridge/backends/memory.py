@@ -133,7 +133,7 @@ class MemoryBroker(Broker):
     async def runs_in_batch(self, batch_id: str) -> list[Run]:
         return [Run.from_storage(self._runs[rid]) for rid in self._by_batch.get(batch_id, []) if rid in self._runs]
 
-    # output streams
+    # streams
     async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
         stream = self._streams.setdefault(run_id, {}).setdefault(key, [])
         first = len(stream)
@@ -213,6 +213,12 @@ class MemoryBroker(Broker):
 
     async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
         return []  # workers live in this process: none can die without the broker
+
+    async def register_tasks(self, task_ids: Iterable[str]) -> None:
+        self._tasks.update(task_ids)
+
+    async def task_exists(self, task_id: str) -> bool:
+        return task_id in self._tasks
 
     # wait tokens
     async def insert_waitpoint(
@@ -297,12 +303,6 @@ class MemoryBroker(Broker):
 
     async def get_value(self, key: str) -> bytes | None:
         return self._values.get(key, time.monotonic())
-
-    async def register_tasks(self, task_ids: Iterable[str]) -> None:
-        self._tasks.update(task_ids)
-
-    async def task_exists(self, task_id: str) -> bool:
-        return task_id in self._tasks
 
     # retention
     async def _sweep_forever(self) -> None:

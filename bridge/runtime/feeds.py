@@ -14,7 +14,7 @@ from typing import Literal
 
 import orjson
 
-from bridge.backends.base import Broker
+from bridge.backends.base import RunStore
 from bridge.backends.channels import batch_channel, run_channel, tag_channel
 from bridge.models import Run
 from bridge.runtime.hub import Hub, Message
@@ -66,22 +66,22 @@ class FeedSpec:
             return run.created_at >= self.since_ms and all(tag in run.tags for tag in self.tags)
         return True
 
-    async def snapshot(self, broker: Broker) -> list[Run]:
+    async def snapshot(self, runs: RunStore) -> list[Run]:
         if self.kind == "run":
-            run = await broker.get_run(self.run_id)
+            run = await runs.get_run(self.run_id)
             return [run] if run else []
         if self.kind == "tags":
-            return await broker.runs_with_tags(list(self.tags), self.since_ms, self.limit)
-        return await broker.runs_in_batch(self.batch_id)
+            return await runs.runs_with_tags(list(self.tags), self.since_ms, self.limit)
+        return await runs.runs_in_batch(self.batch_id)
 
 
 class FeedCursor:
     """A single consumer's view of a feed; changes coalesce per run, so memory is bounded by the feed's size."""
 
-    def __init__(self, hub: Hub, broker: Broker, spec: FeedSpec) -> None:
+    def __init__(self, hub: Hub, runs: RunStore, spec: FeedSpec) -> None:
         self.spec = spec
         self._hub = hub
-        self._broker = broker
+        self._runs = runs
         self._seen: dict[str, int] = {}  # run id -> newest version handed to the consumer
         self._pending: dict[str, Run] = {}
         self._resync_needed = False
@@ -92,7 +92,7 @@ class FeedCursor:
         """Attaches, then returns the snapshot; the snapshot counts as seen."""
         await self._hub.attach(self.spec.channel, self._on_message)
         self._attached = True
-        return self._take(await self.spec.snapshot(self._broker))
+        return self._take(await self.spec.snapshot(self._runs))
 
     async def close(self) -> None:
         if self._attached:
@@ -109,7 +109,7 @@ class FeedCursor:
             except TimeoutError:
                 return []
         if self._resync_needed:
-            snapshot = await self.spec.snapshot(self._broker)
+            snapshot = await self.spec.snapshot(self._runs)
             self._resync_needed = False  # only now: a cancelled read must leave the resync to do
             # Pending changes stay: one that arrived during the read may be newer than the snapshot.
             return self._take(snapshot)

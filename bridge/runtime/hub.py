@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from bridge.backends.base import Broker
+from bridge.backends.base import Notifier
 from bridge.backends.channels import decode_chunks_message
 from bridge.models import Run
 
@@ -48,11 +48,11 @@ Listener = Callable[[str, Message | None], None]
 
 
 class Hub:
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
         self._listeners: dict[str, set[Listener]] = {}
         self._lock = asyncio.Lock()
-        broker.set_listener(self._dispatch, self._resync)
+        notifier.set_listener(self._dispatch, self._resync)
 
     async def attach(self, channel: str, listener: Listener) -> None:
         """Returns once the broker confirms the subscription: later changes reach `listener`."""
@@ -61,7 +61,7 @@ class Hub:
             if listeners is None:
                 self._listeners[channel] = {listener}
                 try:
-                    await self._broker.listen([channel])
+                    await self._notifier.listen([channel])
                 except BaseException:
                     del self._listeners[channel]
                     raise
@@ -76,7 +76,7 @@ class Hub:
             listeners.discard(listener)
             if not listeners:
                 del self._listeners[channel]
-                await self._broker.unlisten([channel])
+                await self._notifier.unlisten([channel])
 
     @property
     def channel_count(self) -> int:

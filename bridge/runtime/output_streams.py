@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from bridge.backends.base import Broker
+from bridge.backends.base import Broker, StreamStore
 from bridge.backends.channels import run_channel, stream_channel
 from bridge.errors import PayloadTooLargeError, ValidationError
 from bridge.runtime.engine import RunEngine
@@ -179,8 +179,8 @@ class StreamReader:
 class StreamWriter:
     """Appends to one run's stream, batching what queues up while a store is in flight."""
 
-    def __init__(self, broker: Broker, run_id: str, key: str, max_chunk_bytes: int) -> None:
-        self._broker = broker
+    def __init__(self, streams: StreamStore, run_id: str, key: str, max_chunk_bytes: int) -> None:
+        self._streams = streams
         self.run_id = run_id
         self.key = check_stream_key(key)
         self._max_chunk_bytes = max_chunk_bytes
@@ -221,7 +221,7 @@ class StreamWriter:
                 size += len(self._queue[0][0])
                 batch.append(self._queue.popleft())
             try:
-                first = await self._broker.append_chunks(self.run_id, self.key, [data for data, _ in batch])
+                first = await self._streams.append_chunks(self.run_id, self.key, [data for data, _ in batch])
             except Exception as exc:  # every waiting appender gets the error; later chunks would leave a hole
                 batch.extend(self._queue)
                 self._queue.clear()

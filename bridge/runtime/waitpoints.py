@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import Broker
+from bridge.backends.base import WaitpointStore
 from bridge.backends.channels import waitpoint_channel
 from bridge.config import Settings
 from bridge.durations import deadline_from, parse_duration_seconds
@@ -140,8 +140,8 @@ def valid_callback_signature(secret_key: str, token_id: str, signature: str) -> 
 class Waitpoints:
     """Creating, completing, reading and waiting for wait tokens, over any broker."""
 
-    def __init__(self, broker: Broker, hub: Hub, settings: Settings) -> None:
-        self.broker = broker
+    def __init__(self, store: WaitpointStore, hub: Hub, settings: Settings) -> None:
+        self.store = store
         self.hub = hub
         self.settings = settings
         self.timer = WaitpointTimer(self)
@@ -205,7 +205,7 @@ class Waitpoints:
             tags=validate_tags(tags, self.settings.limits, "a wait token"),
         )
         scope = f"waitpoint:{idempotency_key}" if idempotency_key else None
-        stored_id, created = await self.broker.insert_waitpoint(
+        stored_id, created = await self.store.insert_waitpoint(
             token.id, token.spec_bytes(), timeout_at, ttl, scope, key_ttl
         )
         if created:
@@ -215,7 +215,7 @@ class Waitpoints:
 
     async def retrieve(self, token_id: str) -> WaitToken:
         """The token as it is now; one past its deadline is timed out first, whatever the timer did."""
-        stored = await self.broker.get_waitpoint(token_id)
+        stored = await self.store.get_waitpoint(token_id)
         if stored is None:
             raise NotFoundError(f"Waitpoint not found: {token_id[:80]}")
         token = WaitToken.from_storage(*stored)
@@ -229,7 +229,7 @@ class Waitpoints:
         token = await self.retrieve(token_id)
         if not token.is_done:
             await self._store_result(token, result_bytes(TokenStatus.COMPLETED, output, now_ms()))
-            await self.broker.forget_waitpoint_deadline(token.id)  # done: nothing left for the timer
+            await self.store.forget_waitpoint_deadline(token.id)  # done: nothing left for the timer
         return token
 
     async def time_out(self, token_id: str) -> None:
@@ -244,11 +244,11 @@ class Waitpoints:
             log.exception("wait token %s: could not time it out; dropping its deadline", token_id)
             done = True
         if done:  # else this clock is a little behind the deadline's: it is due again in a moment
-            await self.broker.forget_waitpoint_deadline(token_id)
+            await self.store.forget_waitpoint_deadline(token_id)
 
     async def _store_result(self, token: WaitToken, result: bytes) -> None:
         """Stores `result` unless another one won; `token` ends up holding the winner."""
-        stored = await self.broker.complete_waitpoint(token.id, result, self.settings.retention_seconds)
+        stored = await self.store.complete_waitpoint(token.id, result, self.settings.retention_seconds)
         if stored is None:
             raise NotFoundError(f"Waitpoint not found: {token.id}")
         token.apply_result(stored)
@@ -284,7 +284,7 @@ class Waitpoints:
 
         async def reread() -> None:
             try:
-                stored = await self.broker.get_waitpoint(token_id)
+                stored = await self.store.get_waitpoint(token_id)
             except BridgeError as exc:
                 log.warning("wait token %s: could not re-read after a resync: %s", token_id, exc.message)
                 return
@@ -336,16 +336,16 @@ class WaitpointTimer:
 
     async def fire_due(self) -> float:
         """Fires every passed deadline; returns how long to sleep until the next one."""
-        broker = self._waitpoints.broker
+        store = self._waitpoints.store
         while True:
-            due = await broker.due_waitpoints(now_ms(), TIMER_BATCH)
+            due = await store.due_waitpoints(now_ms(), TIMER_BATCH)
             outcomes = await asyncio.gather(*(self._waitpoints.time_out(t) for t in due), return_exceptions=True)
             failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
             if failure is not None:
                 raise failure
             if len(due) < TIMER_BATCH:
                 break
-        nearest = await broker.next_waitpoint_deadline()
+        nearest = await store.next_waitpoint_deadline()
         if nearest is None:
             return TIMER_POLL_SECONDS
         return min(TIMER_POLL_SECONDS, max(0.0, (nearest - now_ms()) / 1000))
