@@ -46,7 +46,7 @@ class _ConnectionLost(Exception):
 
 
 class Subscriptions:
-    """The broker's one pub/sub connection: confirmed subscriptions, liveness and reconnection.
+    """The broker's one pub/sub connection and the channels it should be subscribed to.
 
     `_wanted` counts `listen` calls per channel: it is what every new connection subscribes to.
     A SUBSCRIBE in flight has an entry in `_in_flight` (a FIFO per channel, matching Redis's
