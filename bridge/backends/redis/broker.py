@@ -31,7 +31,7 @@ class RedisBroker(Broker):
         self._waitpoints = RedisWaitpointStore(self._conn)
         self._values = RedisKeyValueStore(self._conn)
         self._subscriptions = Subscriptions(
-            self._conn.pubsub_pool, settings.key_prefix, self._deliver, self._after_reconnect
+            self._conn.pubsub_pool, self._conn.keys, self._deliver, self._after_reconnect
         )
         self._started = False
 

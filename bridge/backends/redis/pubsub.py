@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from bridge.aio import cancel_and_wait
 from bridge.backends.redis.connection import CONNECT_TIMEOUT_SECONDS, OPERATION_TIMEOUT_SECONDS, chunks, text
+from bridge.backends.redis.keys import Keys
 from bridge.errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,12 @@ class Subscriptions:
     def __init__(
         self,
         pool: ConnectionPool,
-        prefix: str,
+        keys: Keys,
         dispatch: Callable[[str, bytes], None],
         reconnected: Callable[[bool], Awaitable[None]],
     ) -> None:
         self._pool = pool
-        self._prefix = prefix + ":"
+        self._prefix = keys.wire("")  # what every channel name on the wire starts with
         self._dispatch = dispatch
         self._reconnected = reconnected  # called with resync=True after every reconnection but the first
         self._wanted: dict[str, int] = {}
