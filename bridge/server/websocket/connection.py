@@ -25,10 +25,10 @@ from bridge.server.websocket.dispatch import handle_frame
 from bridge.server.websocket.outbox import Outbox
 from bridge.server.websocket.protocol import CLOSE_SLOW_CONSUMER, error_frame, welcome_frame
 from bridge.server.websocket.subscriptions import (
+    AnySubscription,
     FeedSubscription,
     StreamRequest,
     StreamSubscription,
-    Subscription,
     Subscriptions,
     pump_stream,
     snapshot_frame,
@@ -222,7 +222,7 @@ class Connection:
             return
         self._queue(text, ("snapshot", subscription.id))
 
-    async def drop(self, subscription: Subscription) -> None:
+    async def drop(self, subscription: AnySubscription) -> None:
         if not self.subscriptions.remove(subscription):
             return
         if subscription.expiry:

@@ -23,8 +23,8 @@ from bridge.server.websocket.protocol import (
     required_string,
 )
 from bridge.server.websocket.subscriptions import (
+    AnySubscription,
     StreamRequest,
-    Subscription,
     Subscriptions,
     authorize_feed,
     authorize_stream,
@@ -47,7 +47,7 @@ class Session(Protocol):
 
     def add_stream(self, subscription_id: str, request: StreamRequest, principal: Principal) -> None: ...
 
-    async def drop(self, subscription: Subscription) -> None: ...
+    async def drop(self, subscription: AnySubscription) -> None: ...
 
     async def flush_run_streams(self, run_id: str) -> None: ...
 

@@ -61,7 +61,7 @@ class StreamSubscription:
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever `pushed` moves or the pump ends
 
 
-Subscription = FeedSubscription | StreamSubscription
+AnySubscription = FeedSubscription | StreamSubscription
 
 
 class Subscriptions:
@@ -69,12 +69,12 @@ class Subscriptions:
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._by_id: dict[str, Subscription] = {}
+        self._by_id: dict[str, AnySubscription] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def __iter__(self) -> Iterator[Subscription]:
+    def __iter__(self) -> Iterator[AnySubscription]:
         return iter(list(self._by_id.values()))  # a copy: callers drop subscriptions while iterating
 
     def check_free(self, subscription_id: str) -> None:
@@ -85,17 +85,17 @@ class Subscriptions:
         if len(self._by_id) >= self._limit:
             raise TooManyError(f"at most {self._limit} subscriptions per connection")
 
-    def add(self, subscription: Subscription) -> None:
+    def add(self, subscription: AnySubscription) -> None:
         self._by_id[subscription.id] = subscription
 
-    def get(self, subscription_id: str) -> Subscription | None:
+    def get(self, subscription_id: str) -> AnySubscription | None:
         return self._by_id.get(subscription_id)
 
-    def is_current(self, subscription: Subscription) -> bool:
+    def is_current(self, subscription: AnySubscription) -> bool:
         """False once it was dropped (or its id reused)."""
         return self._by_id.get(subscription.id) is subscription
 
-    def remove(self, subscription: Subscription) -> bool:
+    def remove(self, subscription: AnySubscription) -> bool:
         """True if it was current and is removed now."""
         if not self.is_current(subscription):
             return False
