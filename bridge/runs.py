@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from bridge.durations import parse_duration_seconds
 from bridge.models import Run, now_ms
 from bridge.runtime import state
-from bridge.runtime.feeds import FeedCursor, FeedSpec
+from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedCursor, FeedSpec
 
 
 async def retrieve(run_id: str) -> Run:
@@ -41,7 +41,7 @@ def subscribe_to_run(run_id: str, *, stop_on_completion: bool = True) -> AsyncIt
 
 
 def subscribe_to_runs_with_tag(
-    tags: str | list[str], *, created_at: str = "1d", limit: int = 1000
+    tags: str | list[str], *, created_at: str = DEFAULT_TAG_WINDOW, limit: int = 1000
 ) -> AsyncIterator[Run]:
     """Runs with every tag, created within `created_at` (up to the retention), then each change."""
     since = now_ms() - int(parse_duration_seconds(created_at) * 1000)

@@ -23,7 +23,7 @@ from bridge.errors import BackendUnavailableError
 from bridge.models import Run, new_id, now_ms
 from bridge.runtime.access import AUDIENCE, ISSUER, create_public_token
 from bridge.server.topics import TopicRouter
-from bridge.server.websocket import CLOSE_SLOW_CONSUMER, MAX_SUBSCRIPTION_ID_LENGTH
+from bridge.server.websocket.protocol import CLOSE_SLOW_CONSUMER, MAX_SUBSCRIPTION_ID_LENGTH
 from tests.conftest import SECRET_KEY, RunningServer
 from tests.support.helpers import open_gate, server_with, token, unique, until_final, until_run
 from tests.support.ws_client import Frame, WsClient, connect, error, of_type, on_topic, runs_in

@@ -1,11 +1,15 @@
-"""`Bridge`: the parts one process needs — settings, broker, hub, run engine and wait tokens — started together."""
+"""`Bridge`: the parts one process needs — settings, broker, hub, run engine, feeds, streams, batches and
+wait tokens — started together."""
 
 from __future__ import annotations
 
 from bridge.backends import create_broker
 from bridge.config import Settings
+from bridge.runtime.batches import Batches
 from bridge.runtime.engine import RunEngine
+from bridge.runtime.feeds import Feeds
 from bridge.runtime.hub import Hub
+from bridge.runtime.output_streams import OutputStreams
 from bridge.runtime.waitpoints import Waitpoints
 
 
@@ -15,6 +19,9 @@ class Bridge:
         self.broker = create_broker(settings)
         self.hub = Hub(self.broker)
         self.engine = RunEngine(self.broker, settings)
+        self.feeds = Feeds(self.hub, self.broker)
+        self.output_streams = OutputStreams(self.hub, self.broker)
+        self.batches = Batches(self.engine)
         self.waitpoints = Waitpoints(self.broker, self.hub, settings)
 
     async def start(self) -> None:

@@ -89,21 +89,28 @@ class RunEngine:
     def check_item(self, payload: Any, options: TriggerOptions) -> tuple[dict[str, Any], list[str]]:
         """Everything a trigger validates before storing: returns the metadata and the tags to store."""
         self.check_size("payload", payload)
-        metadata = options.metadata or {}
-        if not isinstance(metadata, dict):
+        if options.metadata is not None and not isinstance(options.metadata, dict):
             raise ValidationError("metadata must be an object")
+        metadata = options.metadata or {}
         self.check_size("metadata", metadata)
         parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
         return metadata, self.check_tags(options.tags)
+
+    async def check_trigger(
+        self, task_id: str, payload: Any, options: TriggerOptions
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Everything `trigger` refuses, so callers can refuse it before they consume something (a one-time
+        token, a batch index); returns the metadata and the tags to store."""
+        if not await self.broker.task_exists(task_id):
+            raise NotFoundError(f"Task not found: no worker has registered a task with id {task_id!r}")
+        return self.check_item(payload, options)
 
     # triggering
     async def trigger(
         self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None = None
     ) -> tuple[Run, bool]:
         """Stores and enqueues a run; returns (run, created). An idempotency key returns the existing run."""
-        if not await self.broker.task_exists(task_id):
-            raise NotFoundError(f"Task not found: no worker has registered a task with id {task_id!r}")
-        metadata, tags = self.check_item(payload, options)
+        metadata, tags = await self.check_trigger(task_id, payload, options)
         run = Run(
             id=new_id("run_"),
             task_identifier=task_id,

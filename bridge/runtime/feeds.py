@@ -16,10 +16,15 @@ import orjson
 
 from bridge.backends.base import RunStore
 from bridge.backends.channels import batch_channel, run_channel, tag_channel
-from bridge.models import Run
+from bridge.config import Settings
+from bridge.durations import parse_duration_seconds
+from bridge.errors import ForbiddenError, ValidationError
+from bridge.models import Run, now_ms
+from bridge.runtime.access import Principal
 from bridge.runtime.hub import Hub, Message
 
 FeedKind = Literal["run", "tags", "batch"]
+DEFAULT_TAG_WINDOW = "1d"  # a tag feed's `createdAt` when none is given
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,31 @@ class FeedSpec:
         if self.kind == "tags":
             return await runs.runs_with_tags(list(self.tags), self.since_ms, self.limit)
         return await runs.runs_in_batch(self.batch_id)
+
+
+def authorized_tag_feed(principal: Principal, tags: list[str], created_at: object, settings: Settings) -> FeedSpec:
+    """The feed of runs with all of `tags` created within `created_at` (at most the retention), if `principal`
+    may read it: `read:runs`, `read:tags`, or `read:tags:<tag>` for one of the tags."""
+    if not principal.allows_any("read", [("runs", None), ("tags", None), *(("tags", t) for t in tags)]):
+        raise ForbiddenError("Unauthorized: reading these tags needs read:tags or read:tags:<tag>")
+    if not isinstance(created_at, (str, int, float)):
+        raise ValidationError('createdAt is a duration like "1h" or seconds')
+    seconds = min(parse_duration_seconds(created_at), settings.retention_seconds)
+    return FeedSpec.for_tags(tags, now_ms() - int(seconds * 1000), settings.limits.max_tag_feed_runs)
+
+
+class Feeds:
+    """Run feeds for the servers, which reach the broker only through the runtime."""
+
+    def __init__(self, hub: Hub, runs: RunStore) -> None:
+        self._hub = hub
+        self._runs = runs
+
+    def cursor(self, spec: FeedSpec) -> FeedCursor:
+        return FeedCursor(self._hub, self._runs, spec)
+
+    async def snapshot(self, spec: FeedSpec) -> list[Run]:
+        return await spec.snapshot(self._runs)
 
 
 class FeedCursor:

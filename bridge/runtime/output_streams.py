@@ -176,6 +176,21 @@ class StreamReader:
                 return
 
 
+class OutputStreams:
+    """Reading runs' output streams, for the servers, which reach the broker only through the runtime."""
+
+    def __init__(self, hub: Hub, broker: Broker) -> None:
+        self._hub = hub
+        self._broker = broker
+
+    def reader(self, run_id: str, key: str, start_index: int = 0, idle_timeout: float | None = None) -> StreamReader:
+        return StreamReader(self._hub, self._broker, run_id, key, start_index, idle_timeout)
+
+    async def length(self, run_id: str, key: str) -> int:
+        """How many chunks are stored: the index the next one will get."""
+        return await self._broker.stream_length(run_id, key)
+
+
 class StreamWriter:
     """Appends to one run's stream, batching what queues up while a store is in flight."""
 

@@ -21,7 +21,7 @@ from bridge.server.health import healthz, readyz
 from bridge.server.http import json_response
 from bridge.server.official.feeds import FeedSessions
 from bridge.server.topics import TopicRouter
-from bridge.server.websocket import websocket_endpoint
+from bridge.server.websocket.connection import websocket_endpoint
 from bridge.worker.executor import Worker
 from bridge.worker.registry import TaskRegistry
 

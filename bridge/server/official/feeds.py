@@ -23,12 +23,11 @@ from starlette.responses import Response
 
 from bridge.aio import cancel_and_wait
 from bridge.config import Limits
-from bridge.durations import parse_duration_seconds
-from bridge.errors import ForbiddenError, TooManyError, ValidationError
-from bridge.models import Run, new_id, now_ms
+from bridge.errors import TooManyError, ValidationError
+from bridge.models import Run, new_id
 from bridge.runtime.access import require_run_read
 from bridge.runtime.core import Bridge
-from bridge.runtime.feeds import FeedCursor, FeedSpec
+from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedCursor, FeedSpec, authorized_tag_feed
 from bridge.server.http import bridge_of, handles_errors, principal_of
 from bridge.server.official.electric import row_key, row_value, schema_header, visible_columns
 
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 
 UP_TO_DATE = {"headers": {"control": "up-to-date"}}
 MUST_REFETCH = [{"headers": {"control": "must-refetch"}}]
-DEFAULT_TAG_WINDOW = "1d"
 
 
 @dataclass
@@ -74,7 +72,7 @@ class FeedSessions:
         # Sessions still reading their snapshot count too, or concurrent opens would overshoot the bound.
         if len(self._sessions) + self._opening >= self._limits.max_feed_sessions:
             raise TooManyError("too many open realtime feeds on this bridge; retry shortly")
-        cursor = FeedCursor(self._bridge.hub, self._bridge.broker, spec)
+        cursor = self._bridge.feeds.cursor(spec)
         self._opening += 1
         try:
             snapshot = await cursor.open()
@@ -211,12 +209,8 @@ async def tag_feed(request: Request) -> Response:
     tags = bridge.engine.check_tags(tags)
     if not tags:
         raise ValidationError("tags is required: ?tags=a,b")
-    if not principal.allows_any("read", [("runs", None), ("tags", None), *(("tags", t) for t in tags)]):
-        raise ForbiddenError("Unauthorized: reading these tags needs read:tags or read:tags:<tag>")
     window = request.query_params.get("createdAt") or DEFAULT_TAG_WINDOW
-    seconds = min(parse_duration_seconds(window), bridge.settings.retention_seconds)
-    spec = FeedSpec.for_tags(tags, now_ms() - int(seconds * 1000), bridge.settings.limits.max_tag_feed_runs)
-    return await _serve_feed(request, spec)
+    return await _serve_feed(request, authorized_tag_feed(principal, tags, window, bridge.settings))
 
 
 @handles_errors

@@ -88,7 +88,7 @@ async def read_stream(request: Request) -> Response:
     start = _start_index(request)
     idle = _idle_seconds(request)
     if start is None:
-        start = await bridge.broker.stream_length(run_id, key)
-    reader = StreamReader(bridge.hub, bridge.broker, run_id, key, start, idle_timeout=idle)
+        start = await bridge.output_streams.length(run_id, key)
+    reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle)
     headers = {"cache-control": "no-cache", "x-stream-version": "v1", "x-accel-buffering": "no"}
     return StreamingResponse(_events(reader), media_type="text/event-stream", headers=headers)

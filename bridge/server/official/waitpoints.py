@@ -39,7 +39,7 @@ NO_DATA_MESSAGE = (
 )
 
 
-def retrieve_body(bridge: Bridge, token: WaitToken) -> dict[str, Any]:
+def retrieve_token_body(bridge: Bridge, token: WaitToken) -> dict[str, Any]:
     """The official `WaitpointRetrieveTokenResponse`: absent fields omitted, output as JSON text."""
     body: dict[str, Any] = {
         "id": token.id,
@@ -112,7 +112,7 @@ async def retrieve_token(request: Request) -> Response:
     principal = principal_of(request)
     if not principal.allows("write", "waitpoints", token_id):  # who may complete a token may read it
         principal.require_any("read", [("waitpoints", token_id)])
-    return json_response(retrieve_body(bridge, await bridge.waitpoints.retrieve(token_id)))
+    return json_response(retrieve_token_body(bridge, await bridge.waitpoints.retrieve(token_id)))
 
 
 @handles_errors

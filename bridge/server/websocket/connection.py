@@ -1,0 +1,262 @@
+"""One WebSocket connection: the receive loop, the sender task that drains the outbox, the
+subscriptions' lifecycle, and the close codes.
+
+A reader that stops reading altogether — the outbox over its bounds, or one send blocked for the
+grace period — is closed with code 4008 and its memory freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine, Hashable
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from bridge.errors import BridgeError, PayloadTooLargeError
+from bridge.runtime.access import Principal
+from bridge.runtime.core import Bridge
+from bridge.runtime.feeds import FeedSpec
+from bridge.server.topics import TopicRouter
+from bridge.server.websocket.dispatch import handle_frame
+from bridge.server.websocket.outbox import Outbox
+from bridge.server.websocket.protocol import CLOSE_SLOW_CONSUMER, error_frame, welcome_frame
+from bridge.server.websocket.subscriptions import (
+    AnySubscription,
+    FeedSubscription,
+    StreamRequest,
+    StreamSubscription,
+    Subscriptions,
+    pump_stream,
+    snapshot_frame,
+)
+
+ACK_FLUSH_SECONDS = 2.0  # at most this long an input ack waits for the connection's streams of that run
+STREAM_QUEUE_FRAMES = 128  # a stream subscription pushes a chunk only while the outbox holds fewer frames
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, bridge: Bridge, router: TopicRouter) -> None:
+        self.websocket = websocket
+        self.bridge = bridge
+        self.router = router
+        self.limits = bridge.settings.limits
+        self.subscriptions = Subscriptions(self.limits.max_subscriptions_per_connection)
+        self._room = asyncio.Event()  # set by the outbox once paused stream pumps may push again
+        self.outbox = Outbox(
+            max_frames=self.limits.send_queue_max_frames,
+            max_bytes=self.limits.send_queue_max_bytes,
+            high_frames=max(1, min(STREAM_QUEUE_FRAMES, self.limits.send_queue_max_frames // 2)),
+            high_bytes=max(1, self.limits.send_queue_max_bytes // 2),
+            on_room=self._room.set,
+        )
+        self._ready = asyncio.Event()
+        self._closing: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # sending
+    def _queue(self, frame: str, key: Hashable = None, *, tag: Hashable = None) -> None:
+        """Queues a frame: coalesced with a queued one of the same `key`, never coalesced without one."""
+        if self._closing:
+            return
+        within_bounds = self.outbox.push(frame, tag) if key is None else self.outbox.coalesce(key, frame)
+        if not within_bounds:
+            self._closing = "slow consumer: send queue over its bound"
+        self._ready.set()
+
+    def send(self, body: dict[str, Any]) -> None:
+        self._queue(orjson.dumps(body).decode())
+
+    def send_error(self, subscription_id: str | None, error: BridgeError) -> None:
+        self.send(error_frame(subscription_id, error))
+
+    async def _send_forever(self) -> None:
+        grace = self.limits.slow_consumer_grace_seconds
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self.outbox and not self._closing:
+                frame = self.outbox.pop()
+                try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as the
+                    # send completes, and this sender would outlive its connection
+                    async with asyncio.timeout(grace):
+                        await self.websocket.send_text(frame)
+                except TimeoutError:
+                    self._closing = f"slow consumer: one frame not taken in {grace:g} s"
+            if self._closing:
+                await self._close(CLOSE_SLOW_CONSUMER, self._closing)
+                return
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.outbox.clear()
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(TimeoutError, RuntimeError, OSError):
+                async with asyncio.timeout(self.limits.slow_consumer_grace_seconds):
+                    await self.websocket.close(code, reason)
+        raise WebSocketDisconnect(code)
+
+    # StreamOutlet
+    def has_stream_room(self) -> bool:
+        return self.outbox.has_room
+
+    async def stream_room(self) -> None:
+        """Returns once a stream may push one more chunk frame."""
+        while not self.outbox.claim_room():
+            self._room.clear()
+            await self._room.wait()
+
+    def push_stream_frame(self, subscription_id: str, frame: str, next_index: int) -> None:
+        self._queue(frame, tag=subscription_id)  # never coalesced; taken back if the stream is dropped
+        subscription = self.subscriptions.get(subscription_id)
+        if isinstance(subscription, StreamSubscription):
+            subscription.pushed = next_index
+            subscription.progress.set()
+
+    def stream_ended(self, subscription_id: str) -> None:
+        """The pump of `subscription_id` is done: the id is free again."""
+        subscription = self.subscriptions.get(subscription_id)
+        if isinstance(subscription, StreamSubscription) and self.subscriptions.remove(subscription):
+            subscription.progress.set()
+            if subscription.expiry:
+                subscription.expiry.cancel()
+
+    # TopicFollower
+    def deliver(self, topic: str, run_id: str, frame: str) -> None:
+        self._queue(frame, (topic, run_id))
+
+    def resync(self, topic: str) -> None:
+        for subscription in self.subscriptions.feeds_on(topic):
+            self._spawn(self._send_snapshot(subscription))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # receiving
+    async def serve(self) -> None:
+        await self.websocket.accept()
+        self.send(welcome_frame(self.limits))
+        sender = asyncio.create_task(self._send_forever())
+        receiver = asyncio.create_task(self._receive_forever())
+        try:
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver, *self._tasks):
+                task.cancel()
+            await asyncio.gather(sender, receiver, *self._tasks, return_exceptions=True)
+            for subscription in self.subscriptions:
+                await self.drop(subscription)
+
+    async def _receive_forever(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+            await handle_frame(self, raw)
+
+    # subscriptions (dispatch.Session)
+    async def add_feed(self, subscription_id: str, spec: FeedSpec, principal: Principal) -> None:
+        subscription = FeedSubscription(subscription_id, spec, self._expiry(principal, subscription_id))
+        self.subscriptions.add(subscription)
+        try:
+            await self.router.follow(spec, self)  # live first, then the snapshot: nothing falls between
+            await self._send_snapshot(subscription, initial=True)
+        except BaseException:  # not established: the id is free again and nothing is followed
+            await self.drop(subscription)
+            raise
+
+    def add_stream(self, subscription_id: str, request: StreamRequest, principal: Principal) -> None:
+        self.subscriptions.check_free(subscription_id)  # taken while the run was read
+        expiry = self._expiry(principal, subscription_id)
+        pump = self._spawn(pump_stream(self, subscription_id, request))
+        self.subscriptions.add(StreamSubscription(subscription_id, request, expiry, pump, request.start_index))
+
+    async def flush_run_streams(self, run_id: str) -> None:
+        """Before a `send` is acknowledged, this connection's output streams of the same run push every
+        chunk stored until now: a Stop button sees no token after its ack that the task wrote before
+        the stop arrived. Bounded: a paused (slow) stream does not hold the ack past ACK_FLUSH_SECONDS."""
+        followed = self.subscriptions.streams_of(run_id)
+        try:
+            async with asyncio.timeout(ACK_FLUSH_SECONDS):
+                for subscription in followed:
+                    stored = await self.bridge.output_streams.length(run_id, subscription.request.key)
+                    while subscription.pushed < stored and self.subscriptions.is_current(subscription):
+                        subscription.progress.clear()
+                        await subscription.progress.wait()
+        except TimeoutError:
+            pass
+
+    def _expiry(self, principal: Principal, subscription_id: str) -> asyncio.TimerHandle | None:
+        if principal.expires_at is None:
+            return None
+        delay = max(0.0, principal.expires_at - time.time())
+        return asyncio.get_running_loop().call_later(delay, self._expire, subscription_id)
+
+    async def _send_snapshot(self, subscription: FeedSubscription, *, initial: bool = False) -> None:
+        """The feed's current state; on a resync (not `initial`), a failure is reported, not raised."""
+        try:
+            runs = await self.bridge.feeds.snapshot(subscription.spec)
+        except BridgeError as error:
+            if initial:
+                raise  # the subscribe fails with this error
+            self.send_error(subscription.id, error)  # the subscription stays, a later resync may succeed
+            return
+        if not self.subscriptions.is_current(subscription):
+            return  # unsubscribed meanwhile
+        try:
+            text = snapshot_frame(subscription, runs, self.limits.send_queue_max_bytes)
+        except PayloadTooLargeError as too_large:  # this subscription fails, not the connection
+            if initial:
+                raise
+            self.send_error(subscription.id, too_large)
+            await self.drop(subscription)
+            return
+        self._queue(text, ("snapshot", subscription.id))
+
+    async def drop(self, subscription: AnySubscription) -> None:
+        if not self.subscriptions.remove(subscription):
+            return
+        if subscription.expiry:
+            subscription.expiry.cancel()
+        if isinstance(subscription, StreamSubscription):
+            await self._stop_pump(subscription)
+            return
+        self.outbox.discard(("snapshot", subscription.id))
+        if not self.subscriptions.feeds_on(subscription.spec.topic):
+            await self.router.unfollow(subscription.spec, self)
+
+    async def _stop_pump(self, subscription: StreamSubscription) -> None:
+        """Cancels a stream's pump (its reader detaches) and takes its unsent chunk frames back."""
+        subscription.pump.cancel()
+        if subscription.pump is not asyncio.current_task():
+            await asyncio.wait({subscription.pump})
+        self.outbox.discard_tagged(subscription.id)
+
+    def _expire(self, subscription_id: str) -> None:
+        subscription = self.subscriptions.get(subscription_id)
+        if subscription is None:
+            return
+        self.send(
+            {
+                "type": "error",
+                "id": subscription_id,
+                "code": "token_expired",
+                "message": "the subscription's token expired; subscribe again with a fresh token",
+            }
+        )
+        self._spawn(self.drop(subscription))
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    connection = Connection(websocket, websocket.app.state.bridge, websocket.app.state.topics)
+    with contextlib.suppress(WebSocketDisconnect):
+        await connection.serve()
