@@ -242,6 +242,33 @@ describe("RealtimeClient", () => {
     c.close();
   });
 
+  test("a request frame is serialised once, also when a completion goes out again on a new socket", async () => {
+    const c = client({ reconnectInitialDelayMs: 10 });
+    let serialised = 0;
+    const value = {
+      toJSON: () => {
+        serialised++;
+        return { approved: true };
+      },
+    };
+    const sent = c.sendInput("run_1", "approval", value, "t");
+    const completed = c.completeToken("waitpoint_1", value, "t");
+    last().open();
+    const send = last().sent.find((f) => f.type === "send");
+    expect(send).toMatchObject({ runId: "run_1", streamId: "approval", data: { approved: true } });
+    last().receive({ type: "ack", id: send.id, index: 0 });
+    await expect(sent).resolves.toEqual({ index: 0 });
+    last().drop();
+    vi.advanceTimersByTime(10);
+    last().open();
+    const complete = last().sent.find((f) => f.type === "complete");
+    expect(complete).toMatchObject({ tokenId: "waitpoint_1", data: { approved: true } });
+    last().receive({ type: "ack", id: complete.id });
+    await completed;
+    expect(serialised).toBe(2); // one per frame, though the completion went out twice
+    c.close();
+  });
+
   test("ignores garbage, unknown frames and frames for unknown subscriptions", () => {
     const c = client();
     const { states, listener } = collect();
