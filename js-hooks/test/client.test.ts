@@ -269,6 +269,32 @@ describe("RealtimeClient", () => {
     c.close();
   });
 
+  test("a stream keeps what its listeners need: the last maxParts chunks, all while one sets no bound", () => {
+    const c = client();
+    const spec = { runId: "run_1", key: "ai" };
+    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+    const bounded = c.subscribeStream(spec, "t", () => {}, { maxParts: 10 });
+    last().open();
+    const sid = last().subscribes()[0]!.id;
+    const chunk = (index: number) => last().receive({ type: "chunk", id: sid, index, data: index });
+    for (let index = 0; index < 10_000; index++) chunk(index);
+    const state = bounded.getState();
+    expect(state).toMatchObject({ startIndex: 9990, count: 10, nextIndex: 10_000 });
+    expect(state.chunks).toEqual(range(9990, 10_000));
+    expect(state.receivedAt).toHaveLength(10);
+
+    // A listener without a bound: nothing more goes while it listens.
+    const unbounded = c.subscribeStream(spec, "t", () => {});
+    for (let index = 10_000; index < 10_020; index++) chunk(index);
+    expect(unbounded.getState()).toMatchObject({ startIndex: 9990, count: 30 });
+    // A state handed out before keeps its chunks.
+    expect(state.chunks.slice(0, state.count)).toEqual(range(9990, 10_000));
+    unbounded.unsubscribe();
+    chunk(10_020);
+    expect(bounded.getState()).toMatchObject({ startIndex: 10_011, count: 10, nextIndex: 10_021 });
+    c.close();
+  });
+
   test("ignores garbage, unknown frames and frames for unknown subscriptions", () => {
     const c = client();
     const { states, listener } = collect();

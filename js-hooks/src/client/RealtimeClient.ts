@@ -10,6 +10,7 @@ import { EMPTY_STATE, StreamFeed, type FeedListener, type StreamListener } from 
 import {
   Feeds,
   type FeedSubscription,
+  type StreamSubscribeOptions,
   type StreamSubscription,
   type SubscribeOptions,
 } from "./feeds.js";
@@ -18,7 +19,7 @@ import { Requests, type SendInputResult } from "./requests.js";
 import { Socket, type WebSocketConstructor } from "./socket.js";
 
 export type { FeedListener, FeedState, StreamListener, StreamState } from "./feed.js";
-export type { FeedSubscription, StreamSubscription, SubscribeOptions } from "./feeds.js";
+export type { FeedSubscription, StreamSubscribeOptions, StreamSubscription, SubscribeOptions } from "./feeds.js";
 export type { SendInputResult } from "./requests.js";
 export type { WebSocketConstructor, WebSocketLike } from "./socket.js";
 
@@ -111,14 +112,15 @@ export class RealtimeClient {
   /**
    * Reads an output stream of a run: every chunk from `spec.startIndex`, once and in index order,
    * across reconnects (the subscription resumes at its next index). Listeners of the same stream
-   * (same run, key, start index, timeout and token) share one server subscription and its chunks.
+   * (same run, key, start index, timeout and token) share one server subscription and its chunks;
+   * it keeps only the last `maxParts` chunks while every listener sets that bound.
    * On the server side of SSR this does nothing.
    */
   subscribeStream(
     spec: StreamSpec,
     token: string,
     listener: StreamListener,
-    options: SubscribeOptions = {},
+    options: StreamSubscribeOptions = {},
   ): StreamSubscription {
     if (!this.usable) {
       const empty = new StreamFeed("", spec, token).state;

@@ -19,19 +19,22 @@ export type FeedListener = (state: FeedState) => void;
 
 /** What a stream subscription holds, handed to its listeners on every change. Immutable. */
 export type StreamState = {
-  /** The index of `chunks[0]`: the subscription's start index. */
+  /**
+   * The index of `chunks[0]`: the subscription's start index, or later once `maxParts` let the
+   * older chunks go.
+   */
   readonly startIndex: number;
   /**
-   * The chunks received, in index order, each exactly once: `chunks[i]` is chunk
-   * `startIndex + i`. This is the subscription's own append-only array (not copied on every
-   * chunk): the first `count` entries are this state's; copy them to keep them.
+   * The chunks kept, in index order, each exactly once: `chunks[i]` is chunk `startIndex + i`.
+   * This is the subscription's own array (not copied on every chunk): the first `count` entries
+   * are this state's; copy them to keep them.
    */
   readonly chunks: readonly unknown[];
   /** When each chunk was received (ms since the epoch), parallel to `chunks`. */
   readonly receivedAt: readonly number[];
   /** How many chunks this state holds: `nextIndex - startIndex`. */
   readonly count: number;
-  /** The next index wanted: `startIndex + chunks.length`. */
+  /** The next index wanted: `startIndex + count`. */
   readonly nextIndex: number;
   /** True once the server ended the subscription (`end` frame). */
   readonly done: boolean;
@@ -84,7 +87,8 @@ abstract class BaseFeed<S> {
     public token: string,
   ) {}
 
-  addListener(listener: (state: S) => void): void {
+  /** `maxParts`: how many of the latest chunks the listener needs (stream feeds). */
+  addListener(listener: (state: S) => void, _maxParts?: number): void {
     this.listeners.add(listener);
   }
 
@@ -180,12 +184,17 @@ export class RunFeed extends BaseFeed<FeedState> {
 }
 
 export class StreamFeed extends BaseFeed<StreamState> {
-  readonly startIndex: number;
-  readonly chunks: unknown[] = [];
-  readonly receivedAt: number[] = [];
+  /** The index of `chunks[0]`. */
+  startIndex: number;
+  chunks: unknown[] = [];
+  receivedAt: number[] = [];
   done = false;
   endReason: string | undefined;
   state: StreamState;
+  /** Per bounded listener, its `maxParts`. */
+  private readonly bounds = new Map<StreamListener, number>();
+  /** How many chunks to keep: all while any listener wants all. */
+  private keep = Infinity;
 
   constructor(
     key: string,
@@ -201,10 +210,37 @@ export class StreamFeed extends BaseFeed<StreamState> {
     return this.startIndex + this.chunks.length;
   }
 
-  /** Appends the chunk at `nextIndex`. */
+  override addListener(listener: StreamListener, maxParts?: number): void {
+    super.addListener(listener);
+    if (maxParts !== undefined && maxParts >= 0) this.bounds.set(listener, Math.ceil(maxParts));
+    else this.bounds.delete(listener);
+    this.keep = this.wanted();
+  }
+
+  override removeListener(listener: StreamListener): void {
+    super.removeListener(listener);
+    this.bounds.delete(listener);
+    // A feed left without listeners keeps its bound while it lingers.
+    if (this.listeners.size > 0) this.keep = this.wanted();
+  }
+
+  /** Appends the chunk at `nextIndex`, then lets the oldest go beyond what the listeners keep. */
   append(data: unknown, receivedAt: number): void {
     this.chunks.push(data);
     this.receivedAt.push(receivedAt);
+    const over = this.chunks.length - this.keep;
+    if (over > 0) {
+      // New arrays, not trimmed in place: the states already handed out keep theirs intact.
+      this.chunks = this.chunks.slice(over);
+      this.receivedAt = this.receivedAt.slice(over);
+      this.startIndex += over;
+    }
+  }
+
+  private wanted(): number {
+    let keep = 0;
+    for (const listener of this.listeners) keep = Math.max(keep, this.bounds.get(listener) ?? Infinity);
+    return keep;
   }
 
   protected freeze(): StreamState {

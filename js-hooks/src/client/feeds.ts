@@ -55,6 +55,14 @@ export type SubscribeOptions = {
   refreshAccessToken?: () => Promise<string>;
 };
 
+export type StreamSubscribeOptions = SubscribeOptions & {
+  /**
+   * The listener needs only the last `maxParts` chunks: the subscription keeps no more than its
+   * listeners need (all, while one of them sets no bound).
+   */
+  maxParts?: number;
+};
+
 type AnyFeed = RunFeed | StreamFeed;
 
 const AUTH_ERROR_CODES = new Set(["token_expired", "unauthorized", "forbidden"]);
@@ -114,7 +122,7 @@ export class Feeds {
     spec: StreamSpec,
     token: string,
     listener: StreamListener,
-    options: SubscribeOptions,
+    options: StreamSubscribeOptions,
   ): StreamSubscription {
     const key = `${streamKey(spec)}\n${token}`;
     return this.attach(this.streams, key, () => new StreamFeed(key, { ...spec }, token), listener, options);
@@ -269,7 +277,7 @@ export class Feeds {
     key: string,
     create: () => F,
     listener: (state: F["state"]) => void,
-    options: SubscribeOptions,
+    options: StreamSubscribeOptions,
   ): { getState(): F["state"]; unsubscribe(): void } {
     let feed = registry.get(key);
     if (!feed) {
@@ -282,7 +290,7 @@ export class Feeds {
     }
     if (options.refreshAccessToken) feed.refreshAccessToken = options.refreshAccessToken;
     const current: AnyFeed = feed;
-    current.addListener(listener as never);
+    current.addListener(listener as never, options.maxParts);
     this.socket.hold();
     if (current.phase === "idle") {
       if (this.socket.open) this.sendSubscribe(current);
