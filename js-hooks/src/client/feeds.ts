@@ -10,7 +10,7 @@
  *   `backend_unavailable` subscribes again after a backoff; other errors end the feed.
  */
 import { parseDurationSeconds, DEFAULT_TAG_WINDOW } from "./duration.js";
-import { RealtimeError } from "./errors.js";
+import { asError, RealtimeError } from "./errors.js";
 import {
   RunFeed,
   StreamFeed,
@@ -357,7 +357,7 @@ export class Feeds {
       (reason: unknown) => {
         if (!this.isHeld(feed) || feed.phase !== "refreshing") return;
         feed.phase = "failed";
-        feed.error = reason instanceof Error ? reason : new Error(String(reason));
+        feed.error = asError(reason);
         feed.emit();
       },
     );
