@@ -69,7 +69,7 @@ export const EMPTY_STATE: FeedState = Object.freeze({
 });
 
 /** What run feeds and stream feeds have in common: a server subscription and its lifecycle. */
-abstract class BaseFeed<S> {
+export abstract class BaseFeed<S> {
   readonly listeners = new Set<(state: S) => void>();
   phase: Phase = "idle";
   sid: string | undefined;
@@ -230,7 +230,8 @@ export class StreamFeed extends BaseFeed<StreamState> {
     this.receivedAt.push(receivedAt);
     const over = this.chunks.length - this.keep;
     if (over > 0) {
-      // New arrays, not trimmed in place: the states already handed out keep theirs intact.
+      // New arrays, not trimmed in place, so the states already handed out keep theirs intact
+      // (a bounded feed copies up to maxParts references per chunk: maxParts is meant small).
       this.chunks = this.chunks.slice(over);
       this.receivedAt = this.receivedAt.slice(over);
       this.startIndex += over;

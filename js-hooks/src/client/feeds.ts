@@ -13,6 +13,7 @@ import { parseDurationSeconds, DEFAULT_TAG_WINDOW } from "./duration.js";
 import { asError, RealtimeError } from "./errors.js";
 import {
   RunFeed,
+  type BaseFeed,
   StreamFeed,
   type FeedListener,
   type FeedState,
@@ -272,13 +273,13 @@ export class Feeds {
    * subscription's `unsubscribe` releases the feed after `subscriptionLingerMs` once its last
    * listener went.
    */
-  private attach<F extends AnyFeed>(
+  private attach<S, F extends AnyFeed & BaseFeed<S>>(
     registry: Map<string, F>,
     key: string,
     create: () => F,
-    listener: (state: F["state"]) => void,
+    listener: (state: S) => void,
     options: StreamSubscribeOptions,
-  ): { getState(): F["state"]; unsubscribe(): void } {
+  ): { getState(): S; unsubscribe(): void } {
     let feed = registry.get(key);
     if (!feed) {
       feed = create();
@@ -289,8 +290,8 @@ export class Feeds {
       feed.releaseTimer = undefined;
     }
     if (options.refreshAccessToken) feed.refreshAccessToken = options.refreshAccessToken;
-    const current: AnyFeed = feed;
-    current.addListener(listener as never, options.maxParts);
+    const current = feed;
+    current.addListener(listener, options.maxParts);
     this.socket.hold();
     if (current.phase === "idle") {
       if (this.socket.open) this.sendSubscribe(current);
@@ -303,7 +304,7 @@ export class Feeds {
       unsubscribe: () => {
         if (!active) return;
         active = false;
-        current.removeListener(listener as never);
+        current.removeListener(listener);
         if (current.listeners.size === 0 && registry.get(current.key) === current) {
           current.releaseTimer = setTimeout(() => this.release(current), this.subscriptionLingerMs);
         }
