@@ -242,6 +242,59 @@ describe("RealtimeClient", () => {
     c.close();
   });
 
+  test("a request frame is serialised once, also when a completion goes out again on a new socket", async () => {
+    const c = client({ reconnectInitialDelayMs: 10 });
+    let serialised = 0;
+    const value = {
+      toJSON: () => {
+        serialised++;
+        return { approved: true };
+      },
+    };
+    const sent = c.sendInput("run_1", "approval", value, "t");
+    const completed = c.completeToken("waitpoint_1", value, "t");
+    last().open();
+    const send = last().sent.find((f) => f.type === "send");
+    expect(send).toMatchObject({ runId: "run_1", streamId: "approval", data: { approved: true } });
+    last().receive({ type: "ack", id: send.id, index: 0 });
+    await expect(sent).resolves.toEqual({ index: 0 });
+    last().drop();
+    vi.advanceTimersByTime(10);
+    last().open();
+    const complete = last().sent.find((f) => f.type === "complete");
+    expect(complete).toMatchObject({ tokenId: "waitpoint_1", data: { approved: true } });
+    last().receive({ type: "ack", id: complete.id });
+    await completed;
+    expect(serialised).toBe(2); // one per frame, though the completion went out twice
+    c.close();
+  });
+
+  test("a stream keeps what its listeners need: the last maxParts chunks, all while one sets no bound", () => {
+    const c = client();
+    const spec = { runId: "run_1", key: "ai" };
+    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+    const bounded = c.subscribeStream(spec, "t", () => {}, { maxParts: 10 });
+    last().open();
+    const sid = last().subscribes()[0]!.id;
+    const chunk = (index: number) => last().receive({ type: "chunk", id: sid, index, data: index });
+    for (let index = 0; index < 10_000; index++) chunk(index);
+    const state = bounded.getState();
+    expect(state).toMatchObject({ startIndex: 9990, count: 10, nextIndex: 10_000 });
+    expect(state.chunks).toEqual(range(9990, 10_000));
+    expect(state.receivedAt).toHaveLength(10);
+
+    // A listener without a bound: nothing more goes while it listens.
+    const unbounded = c.subscribeStream(spec, "t", () => {});
+    for (let index = 10_000; index < 10_020; index++) chunk(index);
+    expect(unbounded.getState()).toMatchObject({ startIndex: 9990, count: 30 });
+    // A state handed out before keeps its chunks.
+    expect(state.chunks.slice(0, state.count)).toEqual(range(9990, 10_000));
+    unbounded.unsubscribe();
+    chunk(10_020);
+    expect(bounded.getState()).toMatchObject({ startIndex: 10_011, count: 10, nextIndex: 10_021 });
+    c.close();
+  });
+
   test("ignores garbage, unknown frames and frames for unknown subscriptions", () => {
     const c = client();
     const { states, listener } = collect();

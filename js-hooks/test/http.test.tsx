@@ -79,6 +79,30 @@ describe("useTaskTrigger", () => {
     expect(result.current.handle).toBeUndefined();
   });
 
+  test("a later submit replaces the one before: only its outcome shows", async () => {
+    let held: (() => void) | undefined;
+    bridge.onHttp = (_req, res, body) => {
+      if (JSON.parse(body).payload.n === 1) {
+        held = () => {
+          res.writeHead(404, { "content-type": "application/json" });
+          res.end(JSON.stringify({ error: "too late" }));
+        };
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json", "x-trigger-jwt": "jwt" });
+      res.end(JSON.stringify({ id: "run_2" }));
+    };
+    const { result } = renderHook(() => useTaskTrigger("t", { accessToken: "t", baseURL: bridge.baseURL }));
+    act(() => result.current.submit({ n: 1 }));
+    await waitFor(() => expect(held).toBeDefined());
+    act(() => result.current.submit({ n: 2 }));
+    await waitFor(() => expect(result.current.handle?.id).toBe("run_2"));
+    expect(result.current.isLoading).toBe(false);
+    held!();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(result.current).toMatchObject({ isLoading: false, error: undefined, handle: { id: "run_2" } });
+  });
+
   test("a 5xx is retried (3 attempts, like the official client)", async () => {
     let calls = 0;
     bridge.onHttp = (_req, res) => {

@@ -267,6 +267,35 @@ describe("useRealtimeStream", () => {
     ]);
   });
 
+  test("maxParts bounds what the shared client keeps, not only the parts shown", async () => {
+    const seen: number[] = [];
+    const { result } = renderHook(() =>
+      useRealtimeStream<number>(RUN, "n", {
+        accessToken: "tok",
+        baseURL: bridge.baseURL,
+        maxParts: 10,
+        onData: (n) => seen.push(n),
+      }),
+    );
+    await bridge.until(() => bridge.streamSubscriptions().length === 1, 5000, "subscribe");
+    for (let i = 0; i < 10_000; i++) bridge.append(RUN, "n", i);
+    const last10 = Array.from({ length: 10 }, (_, i) => 9990 + i);
+    await waitFor(() => expect(result.current.parts).toEqual(last10));
+    expect(result.current.lastEventId).toBe("9999");
+    expect(seen).toHaveLength(10_000);
+    // The hook's subscription in the client (a probe with the same bound shares it).
+    const probe = getRealtimeClient(bridge.baseURL).subscribeStream(
+      { runId: RUN, key: "n", startIndex: 0, timeoutInSeconds: 60 },
+      "tok",
+      () => {},
+      { maxParts: 10 },
+    );
+    expect(probe.getState()).toMatchObject({ startIndex: 9990, count: 10, nextIndex: 10_000 });
+    expect(probe.getState().chunks).toEqual(last10);
+    probe.unsubscribe();
+    expect(streamSubscribes()).toHaveLength(1);
+  });
+
   test("an error frame becomes `error`; enabled: false does not subscribe", async () => {
     bridge.onSubscribe = () => ({ kind: "error", code: "not_found", message: "no such run" });
     const { result } = renderHook(() =>

@@ -26,3 +26,8 @@ export class ApiError extends Error {
     this.body = body;
   }
 }
+
+/** `reason` if it is an Error, else an Error with its text: what a hook shows as `error`. */
+export function asError(reason: unknown): Error {
+  return reason instanceof Error ? reason : new Error(String(reason));
+}

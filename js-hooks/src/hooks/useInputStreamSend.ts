@@ -1,9 +1,9 @@
 "use client";
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback } from "react";
 import type { SendInputResult } from "../client/RealtimeClient.js";
-import { RealtimeError } from "../client/errors.js";
 import { getRealtimeClient } from "../client/registry.js";
 import { useLatest } from "../utils/useLatest.js";
+import { useRequestState, withFreshToken } from "../utils/useRequestState.js";
 import { useApiClient, type UseApiClientOptions } from "./useApiClient.js";
 
 /**
@@ -60,8 +60,6 @@ export interface InputStreamSendInstance<TData> {
   isReady: boolean;
 }
 
-const AUTH_ERRORS = new Set(["unauthorized", "token_expired"]);
-
 /**
  * Sends data to an input stream of a running task over the shared WebSocket, with the official
  * hook's signature:
@@ -99,48 +97,19 @@ export function useInputStreamSend(
   const enabled = options?.enabled !== false;
   const isReady = enabled && !!runId && !!apiClient;
 
-  const [inFlight, setInFlight] = useState(0);
-  const [error, setError] = useState<Error | undefined>();
-  const mounted = useRef(true);
-  useEffect(() => {
-    mounted.current = true;
-    return () => {
-      mounted.current = false;
-    };
-  }, []);
-
+  const { inFlight, error, track } = useRequestState<SendInputResult>();
   const latest = useLatest({ apiClient, runId, streamId, enabled });
   const sendAsync = useCallback(
-    async (data: unknown): Promise<SendInputResult> => {
-      const { apiClient: api, runId: run, streamId: id, enabled: on } = latest.current;
-      if (mounted.current) setInFlight((count) => count + 1);
-      try {
+    (data: unknown): Promise<SendInputResult> =>
+      track(() => {
+        const { apiClient: api, runId: run, streamId: id, enabled: on } = latest.current;
         if (!on) throw new Error("Could not send to input stream: the hook is disabled");
         if (!api) throw new Error("Could not send to input stream: Missing access token");
         if (!run) throw new Error("Could not send to input stream: Missing run ID");
         const client = getRealtimeClient(api.baseURL);
-        let result: SendInputResult;
-        try {
-          result = await client.sendInput(run, id, data, api.accessToken);
-        } catch (reason) {
-          // A rejected token means nothing was stored: with a refresher, try once more.
-          if (reason instanceof RealtimeError && AUTH_ERRORS.has(reason.code) && api.refreshAccessToken) {
-            result = await client.sendInput(run, id, data, await api.refreshAccessToken());
-          } else {
-            throw reason;
-          }
-        }
-        if (mounted.current) setError(undefined);
-        return result;
-      } catch (reason) {
-        const failure = reason instanceof Error ? reason : new Error(String(reason));
-        if (mounted.current) setError(failure);
-        throw failure;
-      } finally {
-        if (mounted.current) setInFlight((count) => Math.max(0, count - 1));
-      }
-    },
-    [latest],
+        return withFreshToken(api, (token) => client.sendInput(run, id, data, token));
+      }),
+    [latest, track],
   );
 
   const send = useCallback(

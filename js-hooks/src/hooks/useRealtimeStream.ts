@@ -76,7 +76,7 @@ export type UseRealtimeStreamOptions<TPart> = UseApiClientOptions & {
    * first chunk (or `startIndex`).
    */
   from?: "beginning" | "latest";
-  /** Keep only the last `maxParts` parts. */
+  /** Keep only the last `maxParts` parts (the shared client keeps no more for this hook either). */
   maxParts?: number;
   /** Called for every chunk as it arrives, in order (not throttled). */
   onData?: (data: TPart) => void;
@@ -214,7 +214,8 @@ function useStreamImplementation<TPart>(
     const client = getRealtimeClient(baseURL);
     // Rebuilt from the subscription's chunks on every (re)mount: the parts never hold a chunk twice.
     let parts: TPart[] = [];
-    let seen = 0; // chunks of the subscription handled so far
+    const firstIndex = streamSpec.startIndex ?? 0;
+    let next = firstIndex; // the index of the first chunk not handled yet
     let batch: Array<StreamPart<TPart>> = [];
     let latest: StreamState | undefined;
     let stopped = false;
@@ -229,7 +230,7 @@ function useStreamImplementation<TPart>(
           const cap = maxParts.current;
           if (cap !== undefined && cap >= 0 && parts.length > cap) parts = parts.slice(parts.length - cap);
         }
-        const lastEventId = latest.count > 0 ? String(latest.nextIndex - 1) : undefined;
+        const lastEventId = latest.nextIndex > firstIndex ? String(latest.nextIndex - 1) : undefined;
         setView({ identity, parts, lastEventId, error: latest.error });
         if (flushed.length > 0) onParts.current?.(flushed);
       },
@@ -240,9 +241,11 @@ function useStreamImplementation<TPart>(
       if (stopped) return;
       const errorChanged = latest?.error !== state.error;
       latest = state;
-      for (let i = seen; i < state.count; i++) {
+      // The client may have let chunks before `state.startIndex` go (maxParts): start from there.
+      for (let index = Math.max(next, state.startIndex); index < state.nextIndex; index++) {
+        const i = index - state.startIndex;
         const chunk = state.chunks[i] as TPart;
-        batch.push({ id: String(state.startIndex + i), chunk, timestamp: state.receivedAt[i] ?? Date.now() });
+        batch.push({ id: String(index), chunk, timestamp: state.receivedAt[i] ?? Date.now() });
         try {
           onData.current?.(chunk);
         } catch (error) {
@@ -251,7 +254,7 @@ function useStreamImplementation<TPart>(
           }, 0);
         }
       }
-      seen = Math.max(seen, state.count);
+      next = Math.max(next, state.nextIndex);
       if (state.done || errorChanged) {
         throttle.schedule();
         throttle.flushNow();
@@ -262,9 +265,10 @@ function useStreamImplementation<TPart>(
 
     let sub: StreamSubscription | undefined = client.subscribeStream(streamSpec, token, deliver, {
       refreshAccessToken: hasRefresh ? () => refresh.current!() : undefined,
+      maxParts: maxParts.current,
     });
     const initial = sub.getState();
-    if (initial.count > 0 || initial.done || initial.error) deliver(initial);
+    if (initial.nextIndex > firstIndex || initial.done || initial.error) deliver(initial);
 
     const end = () => {
       if (stopped) return;

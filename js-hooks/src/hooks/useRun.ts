@@ -1,5 +1,6 @@
 "use client";
 import { useCallback, useEffect, useSyncExternalStore } from "react";
+import { asError } from "../client/errors.js";
 import type { RetrieveRunResult } from "../types.js";
 import { useLatest } from "../utils/useLatest.js";
 import { useApiClient, type UseApiClientOptions } from "./useApiClient.js";
@@ -77,7 +78,7 @@ function revalidate(key: string, fetcher: () => Promise<unknown>, force = false)
       if (entry.promise === promise) {
         entry.promise = undefined;
         patch(entry, {
-          error: error instanceof Error ? error : new Error(String(error)),
+          error: asError(error),
           validating: false,
           settled: true,
         });

@@ -1,7 +1,8 @@
 "use client";
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback } from "react";
 import type { RunHandle, TaskIdentifier, TaskPayload, TriggerOptions } from "../types.js";
 import { useLatest } from "../utils/useLatest.js";
+import { useRequestState } from "../utils/useRequestState.js";
 import { MISSING_TOKEN, useApiClient, type UseApiClientOptions } from "./useApiClient.js";
 
 export type UseTaskTriggerOptions = UseApiClientOptions;
@@ -18,8 +19,6 @@ export type TriggerInstance<T = any> = {
   error?: Error;
 };
 
-type TriggerState<T> = { isLoading: boolean; handle?: RunHandle<T>; error?: Error };
-
 /**
  * Triggers a task from the browser with a trigger token.
  *
@@ -35,40 +34,21 @@ export function useTaskTrigger<T = any>(
   const apiClient = useApiClient(options);
   const client = useLatest(apiClient);
   const taskId = useLatest(id as string);
-  const [state, setState] = useState<TriggerState<T>>({ isLoading: false });
-  const latestCall = useRef(0);
-  const mounted = useRef(true);
-  useEffect(() => {
-    mounted.current = true;
-    return () => {
-      mounted.current = false;
-    };
-  }, []);
+  // A new submit replaces the one before: only the latest one's outcome shows.
+  const { inFlight, result, error, track } = useRequestState<RunHandle<T>>(undefined, true);
 
   const submit = useCallback(
     (payload: TaskPayload<T>, triggerOptions?: TriggerOptions) => {
-      const call = ++latestCall.current;
       const current = client.current;
-      const apply = (change: (previous: TriggerState<T>) => TriggerState<T>) => {
-        if (mounted.current && call === latestCall.current) setState(change);
-      };
-      if (!current) {
-        apply((previous) => ({ ...previous, isLoading: false, error: new Error(MISSING_TOKEN) }));
-        return;
-      }
-      setState((previous) => ({ ...previous, isLoading: true }));
-      current.triggerTask<T>(taskId.current, payload, triggerOptions).then(
-        (handle) => apply(() => ({ isLoading: false, handle, error: undefined })),
-        (error: unknown) =>
-          apply((previous) => ({
-            ...previous,
-            isLoading: false,
-            error: error instanceof Error ? error : new Error(String(error)),
-          })),
-      );
+      track(() => {
+        if (!current) throw new Error(MISSING_TOKEN);
+        return current.triggerTask<T>(taskId.current, payload, triggerOptions);
+      }).catch(() => {
+        // The outcome shows in `error`: no unhandled rejection.
+      });
     },
-    [client, taskId],
+    [client, taskId, track],
   );
 
-  return { submit, isLoading: state.isLoading, handle: state.handle, error: state.error };
+  return { submit, isLoading: inFlight > 0, handle: result, error };
 }

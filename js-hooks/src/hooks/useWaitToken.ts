@@ -1,8 +1,8 @@
 "use client";
-import { useCallback, useEffect, useRef, useState } from "react";
-import { RealtimeError } from "../client/errors.js";
+import { useCallback } from "react";
 import { getRealtimeClient } from "../client/registry.js";
 import { useLatest } from "../utils/useLatest.js";
+import { useRequestState, withFreshToken } from "../utils/useRequestState.js";
 import { useApiClient, type UseApiClientOptions } from "./useApiClient.js";
 
 /** The official `WaitTokenInstance`, plus `completeAsync`. */
@@ -23,21 +23,6 @@ export interface WaitTokenInstance<TOutput> {
   error?: Error;
   /** Whether the hook is ready to complete (has a token id, an access token and a baseURL). */
   isReady: boolean;
-}
-
-/** The completion state of one token id; `generation` tells a new id's state from an old one's. */
-type State = {
-  tokenId: string | undefined;
-  generation: number;
-  inFlight: number;
-  isCompleted: boolean;
-  error: Error | undefined;
-};
-
-const AUTH_ERRORS = new Set(["unauthorized", "token_expired"]);
-
-function freshState(tokenId: string | undefined, generation: number): State {
-  return { tokenId, generation, inFlight: 0, isCompleted: false, error: undefined };
 }
 
 /**
@@ -61,56 +46,21 @@ export function useWaitToken<TOutput>(
   const enabled = options?.enabled !== false;
   const isReady = enabled && !!waitpointId && !!apiClient;
 
-  // Reset during render when the id changes (not in an effect): no render shows the old id's state.
-  const [stored, setState] = useState<State>(() => freshState(waitpointId, 0));
-  let state = stored;
-  if (state.tokenId !== waitpointId) {
-    state = freshState(waitpointId, state.generation + 1);
-    setState(state);
-  }
-
-  const mounted = useRef(true);
-  useEffect(() => {
-    mounted.current = true;
-    return () => {
-      mounted.current = false;
-    };
-  }, []);
-
-  const latest = useLatest({ apiClient, waitpointId, enabled, generation: state.generation });
+  // A new token id starts a fresh state; a completion of the old id that settles later leaves it alone.
+  const state = useRequestState<void>(waitpointId);
+  const { track } = state;
+  const latest = useLatest({ apiClient, waitpointId, enabled });
   const completeAsync = useCallback(
-    async (output: TOutput): Promise<void> => {
-      const { apiClient: api, waitpointId: id, enabled: on, generation } = latest.current;
-      // A completion that settles after the id changed leaves the new id's state alone.
-      const update = (change: (current: State) => State) => {
-        if (mounted.current) setState((current) => (current.generation === generation ? change(current) : current));
-      };
-      update((current) => ({ ...current, inFlight: current.inFlight + 1 }));
-      try {
+    (output: TOutput): Promise<void> =>
+      track(() => {
+        const { apiClient: api, waitpointId: id, enabled: on } = latest.current;
         if (!on) throw new Error("Could not complete wait token: the hook is disabled");
         if (!api) throw new Error("Could not complete wait token: Missing access token");
         if (!id) throw new Error("Could not complete wait token: Missing token ID");
         const client = getRealtimeClient(api.baseURL);
-        try {
-          await client.completeToken(id, output, api.accessToken);
-        } catch (reason) {
-          // A rejected token means nothing was stored: with a refresher, try once more.
-          if (reason instanceof RealtimeError && AUTH_ERRORS.has(reason.code) && api.refreshAccessToken) {
-            await client.completeToken(id, output, await api.refreshAccessToken());
-          } else {
-            throw reason;
-          }
-        }
-        update((current) => ({ ...current, isCompleted: true, error: undefined }));
-      } catch (reason) {
-        const failure = reason instanceof Error ? reason : new Error(String(reason));
-        update((current) => ({ ...current, error: failure }));
-        throw failure;
-      } finally {
-        update((current) => ({ ...current, inFlight: Math.max(0, current.inFlight - 1) }));
-      }
-    },
-    [latest],
+        return withFreshToken(api, (token) => client.completeToken(id, output, token));
+      }),
+    [latest, track],
   );
 
   const complete = useCallback(
@@ -125,7 +75,7 @@ export function useWaitToken<TOutput>(
     complete,
     completeAsync,
     isLoading: state.inFlight > 0,
-    isCompleted: state.isCompleted,
+    isCompleted: state.succeeded,
     error: state.error,
     isReady,
   };
