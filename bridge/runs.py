@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from bridge.durations import parse_duration_seconds
 from bridge.models import Run, now_ms
 from bridge.runtime import state
-from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedCursor, FeedSpec
+from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedSpec
 
 
 async def retrieve(run_id: str) -> Run:
@@ -20,7 +20,7 @@ async def cancel(run_id: str) -> Run:
 
 async def _follow(spec: FeedSpec, stop_when_finished: bool) -> AsyncIterator[Run]:
     bridge = await state.current()
-    cursor = FeedCursor(bridge.hub, bridge.broker, spec)
+    cursor = bridge.feeds.cursor(spec)
     try:
         for run in await cursor.open():
             yield run
@@ -44,7 +44,8 @@ def subscribe_to_runs_with_tag(
     tags: str | list[str], *, created_at: str = DEFAULT_TAG_WINDOW, limit: int = 1000
 ) -> AsyncIterator[Run]:
     """Runs with every tag, created within `created_at` (up to the retention), then each change."""
-    since = now_ms() - int(parse_duration_seconds(created_at) * 1000)
+    seconds = min(parse_duration_seconds(created_at), state.configured().settings.retention_seconds)
+    since = now_ms() - int(seconds * 1000)
     return _follow(FeedSpec.for_tags([tags] if isinstance(tags, str) else tags, since, limit), False)
 
 

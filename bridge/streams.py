@@ -21,7 +21,7 @@ from bridge.runtime.input_streams import (
     input_key,
     send_input,
 )
-from bridge.runtime.output_streams import StreamReader, check_stream_key
+from bridge.runtime.output_streams import check_stream_key
 from bridge.worker.context import require_run_scope
 
 DEFAULT_KEY = "default"
@@ -90,7 +90,7 @@ class OutputStream:
         """Every chunk of `run_id`'s stream from `start_index`; ends when the run finished and all
         were read, or after `timeout_in_seconds` without a new chunk."""
         bridge = await state.current()
-        async with StreamReader(bridge.hub, bridge.broker, run_id, self.key, start_index, timeout_in_seconds) as reader:
+        async with bridge.output_streams.reader(run_id, self.key, start_index, timeout_in_seconds) as reader:
             async for chunk in reader.chunks():
                 yield chunk.value()
 
