@@ -353,6 +353,87 @@ async def test_cancelling_a_broker_call_always_cancels(broker: Broker) -> None:
         assert done and task.cancelled(), "a cancellation was swallowed"
 
 
+# wait token waiters
+async def test_waitpoint_waiters_are_a_set_kept_with_the_token(broker: Broker, raw_redis: Redis | None) -> None:
+    token = new_id("waitpoint_")
+    await broker.insert_waitpoint(token, b"{}", now_ms() + 60_000, 60, None, 60)
+    assert await broker.waitpoint_waiters(token) == []
+    await broker.add_waitpoint_waiter(token, "run_a")
+    await broker.add_waitpoint_waiter(token, "run_b")
+    await broker.add_waitpoint_waiter(token, "run_a")  # added twice: held once
+    assert sorted(await broker.waitpoint_waiters(token)) == ["run_a", "run_b"]
+
+    unknown = new_id("waitpoint_")
+    await broker.add_waitpoint_waiter(unknown, "run_a")  # nothing would wake it: not recorded
+    assert await broker.waitpoint_waiters(unknown) == []
+
+    if isinstance(broker, MemoryBroker):
+        broker.evict_expired(time.monotonic() + 61)
+        assert await broker.waitpoint_waiters(token) == [] and token not in broker._waiters
+        return
+    assert raw_redis is not None
+    prefix = broker.settings.key_prefix
+    token_ttl = await raw_redis.pttl(f"{prefix}:{{{token}}}:waitpoint")
+    assert 0 < await raw_redis.pttl(f"{prefix}:{{{token}}}:waiters") <= token_ttl  # never outlives the token
+    assert not await raw_redis.exists(f"{prefix}:{{{unknown}}}:waiters")
+
+
+# run journals
+async def test_an_attempt_begins_only_above_the_current_one(broker: Broker) -> None:
+    run_id = new_id("run_")
+    assert await broker.current_attempt(run_id) == 0
+    assert await broker.begin_attempt(run_id, 1)
+    assert not await broker.begin_attempt(run_id, 1)  # another worker already began it
+    assert await broker.current_attempt(run_id) == 1
+    assert await broker.begin_attempt(run_id, 2)
+    assert not await broker.begin_attempt(run_id, 1)  # never back
+    assert await broker.current_attempt(run_id) == 2
+
+
+async def test_an_entry_is_stored_only_at_its_position_by_the_current_attempt(broker: Broker) -> None:
+    run_id = new_id("run_")
+    entries = [b"\xff\xfe not utf-8 \x00", b"", b'{"step": 3}']
+    assert await broker.read_journal(run_id) == []
+    assert not await broker.append_journal(run_id, 1, 0, b"before the attempt")
+    assert await broker.begin_attempt(run_id, 1)
+    for position, entry in enumerate(entries[:2]):
+        assert await broker.append_journal(run_id, 1, position, entry)
+    assert not await broker.append_journal(run_id, 1, 1, b"taken position")
+    assert not await broker.append_journal(run_id, 1, 3, b"a gap")
+    assert not await broker.append_journal(run_id, 2, 2, b"an attempt not begun")
+
+    assert await broker.begin_attempt(run_id, 2)  # the run was taken over
+    assert not await broker.append_journal(run_id, 1, 2, b"stale attempt")
+    assert await broker.append_journal(run_id, 2, 2, entries[2])
+    assert await broker.read_journal(run_id) == entries  # in order, bytes exact
+
+
+async def test_journals_of_two_runs_are_independent(broker: Broker) -> None:
+    first, second = new_id("run_"), new_id("run_")
+    assert await broker.begin_attempt(first, 3)
+    assert await broker.begin_attempt(second, 1)
+    assert await broker.append_journal(first, 3, 0, b"first")
+    assert await broker.append_journal(second, 1, 0, b"second")
+    assert (await broker.current_attempt(first), await broker.current_attempt(second)) == (3, 1)
+    assert await broker.read_journal(first) == [b"first"]
+    assert await broker.read_journal(second) == [b"second"]
+
+
+async def test_the_memory_sweep_drops_a_journal_with_its_run_or_at_its_own_deadline() -> None:
+    broker = MemoryBroker(Settings(secret_key=SECRET_KEY))  # not started: the test sweeps
+    run = make_run()
+    await broker.insert_run(run, None, 60)
+    orphan = new_id("run_")  # its run is never stored
+    for run_id in (run.id, orphan):
+        assert await broker.begin_attempt(run_id, 1) and await broker.append_journal(run_id, 1, 0, b"entry")
+
+    broker.evict_expired(broker._expiry[run.id])  # the run's deadline: before its journal's, written later
+    assert await broker.read_journal(run.id) == [] and await broker.current_attempt(run.id) == 0
+    assert await broker.read_journal(orphan) == [b"entry"]
+    broker.evict_expired(time.monotonic() + broker.settings.retention_seconds + 1)
+    assert await broker.read_journal(orphan) == [] and await broker.current_attempt(orphan) == 0
+
+
 # small shared state
 async def test_claim_once(broker: Broker) -> None:
     assert await broker.claim_once("token-1", 60)
@@ -385,6 +466,7 @@ async def test_retention(backend_settings: Settings, raw_redis: Redis | None) ->
         run = make_run(tags=["kept"], batch_id="batch_kept")
         await broker.insert_run(run, "contract:retained", 30)
         assert await broker.claim_once("retained-token", 20)
+        assert await broker.begin_attempt(run.id, 1) and await broker.append_journal(run.id, 1, 0, b"kept")
 
         if isinstance(broker, MemoryBroker):
             broker.evict_expired(time.monotonic() + retention / 2)
@@ -406,8 +488,16 @@ async def test_retention(backend_settings: Settings, raw_redis: Redis | None) ->
             (f"{prefix}:{{batch:batch_kept}}:runs", limit_ms),
             (f"{prefix}:{{idem:contract:retained}}", 30_000),
             (f"{prefix}:{{once:retained-token}}", 20_000),
+            (f"{prefix}:{{{run.id}}}:journal", limit_ms),
+            (f"{prefix}:{{{run.id}}}:attempt", limit_ms),
         ]:
             assert 0 < await raw_redis.pttl(key) <= most_ms, key
+
+        for suffix in ("journal", "attempt"):  # an accepted begin or append refreshes both
+            await raw_redis.pexpire(f"{prefix}:{{{run.id}}}:{suffix}", 5_000)
+        assert await broker.append_journal(run.id, 1, 1, b"refreshed")
+        assert await raw_redis.pttl(f"{prefix}:{{{run.id}}}:journal") > 5_000
+        assert await raw_redis.pttl(f"{prefix}:{{{run.id}}}:attempt") > 5_000
 
         await raw_redis.pexpire(run_key, 5_000)
         assert await broker.replace_run(changed(run), 1)
@@ -487,6 +577,12 @@ async def test_every_method_fails_as_unavailable_while_redis_is_down(
             "claim_once": lambda: broker.claim_once("token-down", 60),
             "register_tasks": lambda: broker.register_tasks(["down"]),
             "task_exists": lambda: broker.task_exists("down"),
+            "add_waitpoint_waiter": lambda: broker.add_waitpoint_waiter("waitpoint_down", run.id),
+            "waitpoint_waiters": lambda: broker.waitpoint_waiters("waitpoint_down"),
+            "begin_attempt": lambda: broker.begin_attempt(run.id, 1),
+            "append_journal": lambda: broker.append_journal(run.id, 1, 0, b"x"),
+            "read_journal": lambda: broker.read_journal(run.id),
+            "current_attempt": lambda: broker.current_attempt(run.id),
         }
         for name, call in calls.items():
             with pytest.raises(BackendUnavailableError, match="Redis"):

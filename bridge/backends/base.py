@@ -1,7 +1,7 @@
 """The broker's roles, and `Broker`: all of them with a lifecycle, as each backend implements it.
 
 A consumer depends on the roles it uses (`RunStore`, `StreamStore`, `Notifier`, `TaskQueue`,
-`WaitpointStore`, `KeyValueStore`); a new capability is a new role. Both backends implement every
+`WaitpointStore`, `JournalStore`, `KeyValueStore`); a new capability is a new role. Both backends implement every
 role (memory.py for one process, redis/ for many). Everything above this layer — the engine, the
 hub, the servers, the SDK — is backend-agnostic.
 """
@@ -162,6 +162,39 @@ class WaitpointStore(abc.ABC):
     @abc.abstractmethod
     async def forget_waitpoint_deadline(self, token_id: str) -> None: ...
 
+    @abc.abstractmethod
+    async def add_waitpoint_waiter(self, token_id: str, run_id: str) -> None:
+        """Records `run_id` as parked on the token (a set: adding it again changes nothing), kept as
+        long as the token is and no longer; does nothing for an unknown token."""
+
+    @abc.abstractmethod
+    async def waitpoint_waiters(self, token_id: str) -> list[str]:
+        """The runs parked on the token, in no particular order ([] for an unknown token)."""
+
+
+class JournalStore(abc.ABC):
+    """A run's journal: entries appended in order by the worker holding the run's current attempt,
+    kept for the retention after the last accepted write."""
+
+    @abc.abstractmethod
+    async def begin_attempt(self, run_id: str, attempt: int) -> bool:
+        """Makes `attempt` the run's current attempt if it is higher than the stored one (0 when none);
+        False when the stored one is already at least `attempt` (another worker took the run over)."""
+
+    @abc.abstractmethod
+    async def append_journal(self, run_id: str, attempt: int, position: int, entry: bytes) -> bool:
+        """Stores `entry` as the journal's entry number `position`, atomically, only if `attempt` is the
+        run's current attempt and the journal holds exactly `position` entries; else stores nothing
+        and returns False (a stale worker, or a concurrent append, lost)."""
+
+    @abc.abstractmethod
+    async def read_journal(self, run_id: str) -> list[bytes]:
+        """Every entry, in order ([] for none)."""
+
+    @abc.abstractmethod
+    async def current_attempt(self, run_id: str) -> int:
+        """The run's current attempt, 0 when none began."""
+
 
 class KeyValueStore(abc.ABC):
     """Small shared state that expires: one-time keys and small values."""
@@ -178,7 +211,7 @@ class KeyValueStore(abc.ABC):
     async def get_value(self, key: str) -> bytes | None: ...
 
 
-class Broker(RunStore, StreamStore, Notifier, TaskQueue, WaitpointStore, KeyValueStore):
+class Broker(RunStore, StreamStore, Notifier, TaskQueue, WaitpointStore, JournalStore, KeyValueStore):
     """Every role, started and stopped together: what a backend implements and a `Bridge` holds."""
 
     def __init__(self, settings: Settings) -> None:

@@ -12,6 +12,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from bridge.aio import cancel_and_wait
@@ -45,12 +46,25 @@ class _ExpiringMap(Generic[V]):
         self._values[key] = (value, deadline)
         heapq.heappush(self._deadlines, (deadline, key))
 
-    def evict(self, now: float) -> None:
+    def discard(self, key: str) -> None:
+        self._values.pop(key, None)  # its heap entries no longer match: evict skips them
+
+    def evict(self, now: float) -> list[str]:
+        """Drops the keys whose deadline passed, and returns them."""
+        evicted: list[str] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, key = heapq.heappop(self._deadlines)
             entry = self._values.get(key)
             if entry and entry[1] == deadline:
                 del self._values[key]
+                evicted.append(key)
+        return evicted
+
+
+@dataclass
+class _Journal:
+    attempt: int = 0
+    entries: list[bytes] = field(default_factory=list)
 
 
 class MemoryBroker(Broker):
@@ -68,6 +82,9 @@ class MemoryBroker(Broker):
         self._waitpoints: _ExpiringMap[tuple[bytes, bytes | None]] = _ExpiringMap()  # id -> (spec, result)
         self._deadlines: dict[str, int] = {}  # token id -> its deadline (ms), until fired
         self._deadline_heap: list[tuple[int, str]] = []
+        self._waiters: dict[str, set[str]] = {}  # token id -> run ids parked on it, dropped with the token
+        # run id -> its journal: expires like Redis's keys, and is also dropped with its run
+        self._journals: _ExpiringMap[_Journal] = _ExpiringMap()
         self._listening: dict[str, int] = {}
         self._queues: dict[str, deque[str]] = {}
         self._enqueued = asyncio.Condition()
@@ -280,6 +297,15 @@ class MemoryBroker(Broker):
         self._deadlines.pop(token_id, None)
         self._drop_stale_deadlines()
 
+    async def add_waitpoint_waiter(self, token_id: str, run_id: str) -> None:
+        if self._waitpoints.get(token_id, time.monotonic()) is not None:
+            self._waiters.setdefault(token_id, set()).add(run_id)
+
+    async def waitpoint_waiters(self, token_id: str) -> list[str]:
+        if self._waitpoints.get(token_id, time.monotonic()) is None:
+            return []  # expired, not swept yet
+        return list(self._waiters.get(token_id, ()))
+
     def _drop_stale_deadlines(self) -> None:
         """Pops forgotten deadlines off the top; rebuilds the heap when they are most of it (tokens
         completed long before their deadline), so it stays proportional to the live ones."""
@@ -289,6 +315,35 @@ class MemoryBroker(Broker):
         if len(heap) > 2 * len(self._deadlines) + DEADLINE_HEAP_SLACK:
             self._deadline_heap = [(deadline, token_id) for token_id, deadline in self._deadlines.items()]
             heapq.heapify(self._deadline_heap)
+
+    # run journals
+    async def begin_attempt(self, run_id: str, attempt: int) -> bool:
+        now = time.monotonic()
+        journal = self._journal(run_id, now)
+        if journal.attempt >= attempt:
+            return False
+        journal.attempt = attempt
+        self._journals.set(run_id, journal, now + self.settings.retention_seconds)
+        return True
+
+    async def append_journal(self, run_id: str, attempt: int, position: int, entry: bytes) -> bool:
+        now = time.monotonic()
+        journal = self._journal(run_id, now)
+        if journal.attempt != attempt or len(journal.entries) != position:
+            return False
+        journal.entries.append(entry)
+        self._journals.set(run_id, journal, now + self.settings.retention_seconds)
+        return True
+
+    async def read_journal(self, run_id: str) -> list[bytes]:
+        return list(self._journal(run_id, time.monotonic()).entries)
+
+    async def current_attempt(self, run_id: str) -> int:
+        return self._journal(run_id, time.monotonic()).attempt
+
+    def _journal(self, run_id: str, now: float) -> _Journal:
+        """The run's stored journal, or a new empty one (stored by the caller when it writes)."""
+        return self._journals.get(run_id, now) or _Journal()
 
     # small shared state
     async def claim_once(self, key: str, ttl: float) -> bool:
@@ -318,6 +373,7 @@ class MemoryBroker(Broker):
             raw = self._runs.pop(run_id)
             del self._expiry[run_id]
             self._streams.pop(run_id, None)
+            self._journals.discard(run_id)
             run = Run.from_storage(raw)
             for tag in run.tags:
                 index = self._by_tag.get(tag)
@@ -332,4 +388,6 @@ class MemoryBroker(Broker):
         self._idempotency.evict(now)
         self._once.evict(now)
         self._values.evict(now)
-        self._waitpoints.evict(now)
+        self._journals.evict(now)
+        for token_id in self._waitpoints.evict(now):
+            self._waiters.pop(token_id, None)

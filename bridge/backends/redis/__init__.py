@@ -3,7 +3,7 @@
 - keys.py: the key layout (every key, its hash tag, what it holds, its TTL)
 - connection.py: the clients, the Lua scripts (scripts/*.lua) and the error mapping every store shares
 - pubsub.py: the one pub/sub connection (confirmed subscriptions, liveness, reconnection)
-- runs.py, streams.py, queue.py, waitpoints.py, values.py: one store per broker role
+- runs.py, streams.py, queue.py, waitpoints.py, journal.py, values.py: one store per broker role
   (idempotency.py: the idempotency scopes runs and wait tokens share)
 - broker.py: `RedisBroker`, composing them
 """

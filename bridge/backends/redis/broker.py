@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from bridge.backends.base import Broker, Delivery
 from bridge.backends.redis.connection import Connection, unavailable
+from bridge.backends.redis.journal import RedisJournalStore
 from bridge.backends.redis.pubsub import Subscriptions
 from bridge.backends.redis.queue import RedisTaskQueue
 from bridge.backends.redis.runs import RedisRunStore
@@ -29,6 +30,7 @@ class RedisBroker(Broker):
         self._streams = RedisStreamStore(self._conn)
         self._queue = RedisTaskQueue(self._conn)
         self._waitpoints = RedisWaitpointStore(self._conn)
+        self._journals = RedisJournalStore(self._conn)
         self._values = RedisKeyValueStore(self._conn)
         self._subscriptions = Subscriptions(
             self._conn.pubsub_pool, self._conn.keys, self._deliver, self._after_reconnect
@@ -150,6 +152,25 @@ class RedisBroker(Broker):
 
     async def forget_waitpoint_deadline(self, token_id: str) -> None:
         await self._waitpoints.forget_waitpoint_deadline(token_id)
+
+    async def add_waitpoint_waiter(self, token_id: str, run_id: str) -> None:
+        await self._waitpoints.add_waitpoint_waiter(token_id, run_id)
+
+    async def waitpoint_waiters(self, token_id: str) -> list[str]:
+        return await self._waitpoints.waitpoint_waiters(token_id)
+
+    # run journals
+    async def begin_attempt(self, run_id: str, attempt: int) -> bool:
+        return await self._journals.begin_attempt(run_id, attempt)
+
+    async def append_journal(self, run_id: str, attempt: int, position: int, entry: bytes) -> bool:
+        return await self._journals.append_journal(run_id, attempt, position, entry)
+
+    async def read_journal(self, run_id: str) -> list[bytes]:
+        return await self._journals.read_journal(run_id)
+
+    async def current_attempt(self, run_id: str) -> int:
+        return await self._journals.current_attempt(run_id)
 
     # small shared state
     async def claim_once(self, key: str, ttl: float) -> bool:

@@ -9,6 +9,10 @@ With P the key prefix (`settings.key_prefix`):
     P:{run_<id>}:stream:<key>  stream of a run's chunks (output, or input for `$in:` keys), entry id
                               0-<index + 1>, field d = the chunk's JSON; TTL = retention, refreshed on
                               every append
+    P:{run_<id>}:journal      list of the run's journal entries, in order (entry n at index n); TTL =
+                              retention, refreshed with the attempt's by every accepted
+                              begin_attempt and append (so either may outlive the run hash a little)
+    P:{run_<id>}:attempt      string: the run's current attempt (an int; none = 0); TTL as the journal's
     P:{tag:<tag>}:runs        sorted set run id -> createdAt ms; TTL = retention, refreshed and
                               trimmed to runs created within the retention on every insert
     P:{batch:<id>}:runs       list of run ids in insertion order; TTL = retention, at most
@@ -18,6 +22,9 @@ With P the key prefix (`settings.key_prefix`):
     P:{value:<key>}           string: a small value (`put_value`, e.g. a batch's run count); TTL = the given ttl
     P:{waitpoint_<id>}:waitpoint  hash {spec, result}: a wait token's creation record and, once done, its
                               result; TTL = retention after the deadline, then retention after the result
+    P:{waitpoint_<id>}:waiters  set of the ids of the runs parked on the token; TTL = the token hash's
+                              TTL when a run was last added, so never longer than the token (a
+                              completion extends only the token's); never created for an unknown token
     P:{waitpoints}:deadlines  sorted set token id -> deadline ms, until the timer fired it (one key:
                               every process's timer reads it; a member is ~40 bytes)
     P:{tasks}                 set of registered task ids; no TTL (tiny), and re-added by this
@@ -47,6 +54,12 @@ class Keys:
         """One of a run's streams: an output stream, or an input stream (its key starts with `$in:`)."""
         return f"{self.prefix}:{{{run_id}}}:stream:{key}"
 
+    def journal(self, run_id: str) -> str:
+        return f"{self.prefix}:{{{run_id}}}:journal"
+
+    def attempt(self, run_id: str) -> str:
+        return f"{self.prefix}:{{{run_id}}}:attempt"
+
     def tag(self, tag: str) -> str:
         return f"{self.prefix}:{{tag:{tag}}}:runs"
 
@@ -64,6 +77,9 @@ class Keys:
 
     def waitpoint(self, token_id: str) -> str:
         return f"{self.prefix}:{{{token_id}}}:waitpoint"
+
+    def waitpoint_waiters(self, token_id: str) -> str:
+        return f"{self.prefix}:{{{token_id}}}:waiters"
 
     def deadlines(self) -> str:
         return f"{self.prefix}:{{waitpoints}}:deadlines"

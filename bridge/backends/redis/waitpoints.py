@@ -1,4 +1,5 @@
-"""Wait tokens in Redis: one hash per token, and one sorted set of deadlines every timer reads."""
+"""Wait tokens in Redis: one hash per token, a set of the runs parked on it, and one sorted set of
+deadlines every timer reads."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class RedisWaitpointStore(WaitpointStore):
         self._keys = conn.keys
         self._scopes = IdempotencyScopes(conn)
         self._complete_script = conn.script("complete_waitpoint")
+        self._add_waiter_script = conn.script("add_waitpoint_waiter")
 
     async def insert_waitpoint(
         self,
@@ -70,3 +72,13 @@ class RedisWaitpointStore(WaitpointStore):
     async def forget_waitpoint_deadline(self, token_id: str) -> None:
         async with unavailable("removing a wait token deadline"):
             await self._redis.zrem(self._keys.deadlines(), token_id)
+
+    async def add_waitpoint_waiter(self, token_id: str, run_id: str) -> None:
+        keys = [self._keys.waitpoint(token_id), self._keys.waitpoint_waiters(token_id)]
+        async with unavailable("adding a wait token's waiter"):
+            await self._add_waiter_script(keys=keys, args=[run_id])
+
+    async def waitpoint_waiters(self, token_id: str) -> list[str]:
+        async with unavailable("reading a wait token's waiters"):
+            members = await self._redis.smembers(self._keys.waitpoint_waiters(token_id))
+        return [text(m) for m in members]
