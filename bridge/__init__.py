@@ -1,14 +1,27 @@
 """realtime-bridge: live run feeds, streams and inputs between Python tasks and React pages.
 
-from bridge import task, tasks, runs, metadata, streams, wait, auth, configure
+from bridge import task, tasks, runs, metadata, streams, steps, wait, auth, configure
 
 The SDK's modules keep the official names (`bridge.auth`, `bridge.streams`, ...); the machinery
 they drive lives in `bridge.runtime`, `bridge.backends`, `bridge.worker` and `bridge.server`.
 """
 
-from bridge import auth, metadata, runs, streams, tasks, wait
+from bridge import auth, metadata, runs, steps, streams, tasks, wait
+from bridge.errors import AbortTaskRunError
 from bridge.runtime.state import configure
 from bridge.tasks import task
 from bridge.worker.registry import RunContext
 
-__all__ = ["RunContext", "auth", "configure", "metadata", "runs", "streams", "task", "tasks", "wait"]
+__all__ = [
+    "AbortTaskRunError",
+    "RunContext",
+    "auth",
+    "configure",
+    "metadata",
+    "runs",
+    "steps",
+    "streams",
+    "task",
+    "tasks",
+    "wait",
+]

@@ -37,6 +37,8 @@ class Limits:
     update_retries: int = 50  # optimistic-concurrency retries for one run update
     max_wait_token_timeout_seconds: float = 365 * 24 * 3600.0  # a wait token's deadline is at most this far ahead
     max_waiting_runs_per_worker: int = 10_000  # runs suspended in a wait that gave their slot back, per worker
+    max_journal_entries: int = 10_000  # durable steps one run records (docs/durability.md)
+    max_attempts: int = 100  # the most a retry policy may ask for
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     # Where browsers and webhooks reach the bridge: the base of wait tokens' callback URLs.
     public_url: str = "http://127.0.0.1:8787"
+    # Durable runs (docs/durability.md): attempts of a task without a retry policy of its own; how long a
+    # wait keeps its run in the worker's memory before it parks (holding no process) until it resumes;
+    # how long a stopping worker lets executing runs reach their next durable step.
+    default_max_attempts: int = 3
+    wait_hold_seconds: float = 2.0
+    shutdown_grace_seconds: float = 30.0
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -64,6 +72,9 @@ class Settings:
             lease_seconds=float(env.get("BRIDGE_LEASE_SECONDS", "15")),
             cors_origins=tuple(o.strip() for o in env.get("BRIDGE_CORS_ORIGINS", "*").split(",") if o.strip()),
             public_url=env.get("BRIDGE_PUBLIC_URL", "http://127.0.0.1:8787").rstrip("/"),
+            default_max_attempts=int(env.get("BRIDGE_MAX_ATTEMPTS", "3")),
+            wait_hold_seconds=parse_duration_seconds(env.get("BRIDGE_WAIT_HOLD", "2s")),
+            shutdown_grace_seconds=parse_duration_seconds(env.get("BRIDGE_SHUTDOWN_GRACE", "30s")),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]

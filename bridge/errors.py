@@ -71,3 +71,15 @@ class RunFinishedError(BridgeError):
 
     code = "run_finished"
     status = 400
+
+
+class NonDeterminismError(BridgeError):
+    """A replayed run reached a durable step that differs from its journal at the same position: the task's
+    code changed (or depends on something outside its steps) since the run recorded that step."""
+
+    code = "non_determinism"
+    status = 409
+
+
+class AbortTaskRunError(Exception):
+    """Raised by a task to fail its run at once: no retry, whatever its retry policy."""

@@ -13,8 +13,10 @@ from bridge.worker.context import require_run_scope
 
 
 async def _change(what: str, change: Any) -> dict[str, Any]:
-    context = require_run_scope(f"metadata.{what}").context
-    return await (await state.current()).engine.update_metadata(context.run_id, change)
+    scope = require_run_scope(f"metadata.{what}")
+    # Numbered from the top of the task: a replayed change that an earlier execution applied is skipped.
+    sequence = scope.durable.next_metadata_sequence()
+    return await (await state.current()).engine.update_metadata(scope.context.run_id, change, sequence)
 
 
 async def current() -> dict[str, Any]:

@@ -98,10 +98,24 @@ class Run:
     realtime_streams: list[str] = field(default_factory=list)
     number: int = 0
     version: int = 1
+    # Durable execution (docs/durability.md). An attempt is one try of the task by the retry policy; an
+    # execution is one worker running the function from the top (a resume after a wait starts a new one
+    # in the same attempt), and fences off any older execution still running somewhere.
+    attempt_number: int = 0
+    max_attempts: int | None = None  # the trigger's override of the task's retry policy
+    executions: int = 0
+    waiting_on: str | None = None  # the wait token a parked run resumes on; no process holds it meanwhile
+    waiting_input: str | None = None  # the input stream whose next value completes `waiting_on`
+    metadata_ops: int = 0  # metadata changes applied, so a replayed change is not applied twice
 
     def __post_init__(self) -> None:
         if not self.updated_at:
             self.updated_at = self.created_at
+
+    @property
+    def is_retrying(self) -> bool:
+        """Between two attempts: EXECUTING, waiting for the retry's backoff with no process holding it."""
+        return self.status is RunStatus.EXECUTING and self.waiting_on is not None
 
     @property
     def duration_ms(self) -> int:
@@ -132,6 +146,7 @@ class Run:
             "realtimeStreams": self.realtime_streams,
             "number": self.number,
             "version": self.version,
+            "attemptNumber": self.attempt_number,
         }
 
     def to_storage(self) -> bytes:

@@ -141,10 +141,10 @@ class InputStream:
         return await self._channel("once").once(_seconds(timeout))
 
     async def wait(self, *, timeout: Duration | None = None) -> Any:
-        """Like `once`, but the run shows WAITING and gives its worker slot to other runs meanwhile."""
-        channel = self._channel("wait")
-        async with require_run_scope(f"{self.id}.wait").suspend():
-            return await channel.once(_seconds(timeout))
+        """Like `once`, but the run shows WAITING meanwhile and holds no worker: a wait longer than a moment
+        parks the run until a value arrives (or the timeout), and any worker resumes it (docs/durability.md)."""
+        scope = require_run_scope(f"{self.id}.wait")
+        return await scope.durable.wait_for_input(scope.inputs.channel(self.id), _seconds(timeout))
 
     def on(self, handler: Handler) -> Subscription:
         """Calls `handler` (sync or async) with every value, buffered ones first."""

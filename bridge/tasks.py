@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.config import Limits
 from bridge.models import Run
 from bridge.runtime import state
 from bridge.runtime.access import create_public_token, run_access_token
 from bridge.runtime.engine import TriggerOptions
+from bridge.runtime.retries import RetryPolicy
 from bridge.worker.registry import TaskDefinition, TaskFunction, TaskRegistry, default_registry
 
 
@@ -36,9 +38,20 @@ class Task(TaskDefinition):
         return await trigger(self.id, payload, **options)
 
 
-def task(id: str, *, registry: TaskRegistry | None = None) -> Callable[[TaskFunction], Task]:  # noqa: A002
-    """Registers an `async def fn(payload[, ctx])` as a task: `@task(id="draft-email")`."""
-    return lambda function: (registry or default_registry).register(Task.of(id, function))
+def task(
+    id: str,  # noqa: A002 - the official name
+    *,
+    retry: dict[str, Any] | None = None,
+    registry: TaskRegistry | None = None,
+) -> Callable[[TaskFunction], Task]:
+    """Registers an `async def fn(payload[, ctx])` as a task: `@task(id="draft-email")`.
+
+    `retry`, as the official option: `{"max_attempts": 3, "factor": 2, "min_timeout": "1s", "max_timeout":
+    "10s", "randomize": True}` (what is missing keeps its default; `max_attempts` defaults to the worker's
+    `BRIDGE_MAX_ATTEMPTS`). A failed attempt is retried after its backoff, replaying what it recorded
+    (docs/durability.md); `AbortTaskRunError` fails the run at once."""
+    RetryPolicy.from_spec(retry, 1, Limits().max_attempts)  # refused here, not at the first failure
+    return lambda function: (registry or default_registry).register(Task.of(id, function, retry))
 
 
 def _handle(secret_key: str, run: Run, created: bool) -> RunHandle:
@@ -53,13 +66,16 @@ async def trigger(
     idempotency_key: str | None = None,
     idempotency_key_ttl: str | int | None = None,
     metadata: dict[str, Any] | None = None,
+    max_attempts: int | None = None,
 ) -> RunHandle:
+    """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run."""
     bridge = await state.current()
     options = TriggerOptions(
         tags=[tags] if isinstance(tags, str) else list(tags or []),
         idempotency_key=idempotency_key,
         idempotency_key_ttl=idempotency_key_ttl,
         metadata=metadata,
+        max_attempts=max_attempts,
     )
     run, created = await bridge.engine.trigger(task_id, payload, options)
     return _handle(bridge.settings.secret_key, run, created)
@@ -80,6 +96,7 @@ async def batch_trigger(task_id: str, items: list[dict[str, Any]]) -> BatchHandl
                     idempotency_key=options.get("idempotency_key"),
                     idempotency_key_ttl=options.get("idempotency_key_ttl"),
                     metadata=options.get("metadata"),
+                    max_attempts=options.get("max_attempts"),
                 ),
             )
         )

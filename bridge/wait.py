@@ -14,7 +14,6 @@ webhook by POSTing JSON to its `url`.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,10 +21,11 @@ from typing import Any, Generic, TypeVar
 
 from bridge.durations import deadline_from
 from bridge.errors import ValidationError
+from bridge.models import now_ms
 from bridge.runtime import state
 from bridge.runtime.access import waitpoint_access_token
-from bridge.runtime.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken
-from bridge.worker.context import require_run_scope
+from bridge.runtime.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken, timeout_error
+from bridge.worker.context import current_run_scope, require_run_scope
 
 T = TypeVar("T")
 _UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
@@ -105,26 +105,32 @@ async def create_token(
     default), when it would be deleted. The same `idempotency_key` within its TTL (default: the token's
     life) returns the same token with `is_cached=True`."""
     bridge = await state.current()
-    token, created = await bridge.waitpoints.create(
-        timeout=timeout, idempotency_key=idempotency_key, idempotency_key_ttl=idempotency_key_ttl, tags=tags
-    )
+
+    async def create() -> dict[str, Any]:
+        token, created = await bridge.waitpoints.create(
+            timeout=timeout, idempotency_key=idempotency_key, idempotency_key_ttl=idempotency_key_ttl, tags=tags
+        )
+        return {"id": token.id, "isCached": not created}
+
+    scope = current_run_scope()  # in a task, a durable step: a resumed run gets the token it created before
+    created = await (scope.durable.step("wait.create_token", idempotency_key or "", create) if scope else create())
     return CreatedToken(
-        id=token.id,
-        url=bridge.waitpoints.callback_url(token.id),
-        public_access_token=waitpoint_access_token(bridge.settings.secret_key, token.id),
-        is_cached=not created,
+        id=created["id"],
+        url=bridge.waitpoints.callback_url(created["id"]),
+        public_access_token=waitpoint_access_token(bridge.settings.secret_key, created["id"]),
+        is_cached=created["isCached"],
     )
 
 
 async def for_token(token: TokenRef) -> TokenResult[Any]:
     """Inside a task: waits until the token is completed or times out. Meanwhile the run shows
     WAITING and its worker slot runs other runs. A token already done returns at once."""
-    suspend = require_run_scope("wait.for_token").suspend
-    bridge = await state.current()
-    done = await bridge.waitpoints.wait(_token_id(token), suspend)
-    if done.status is TokenStatus.TIMED_OUT:
-        return TokenResult(ok=False, error=done.timeout_error())
-    return TokenResult(ok=True, output=done.output)
+    durable = require_run_scope("wait.for_token").durable
+    token_id = _token_id(token)
+    done = await durable.wait_for_token(token_id)
+    if done["status"] == TokenStatus.TIMED_OUT:
+        return TokenResult(ok=False, error=timeout_error(token_id, done["output"]))
+    return TokenResult(ok=True, output=done["output"])
 
 
 async def for_(*, seconds: float = 0, minutes: float = 0, hours: float = 0, days: float = 0, weeks: float = 0) -> None:
@@ -152,12 +158,11 @@ async def until(date: datetime, *, throw_if_in_the_past: bool = False) -> None:
 
 
 async def _pause(seconds: float, what: str) -> None:
-    suspend = require_run_scope(what).suspend
+    durable = require_run_scope(what).durable
     limit = (await state.current()).settings.limits.max_wait_token_timeout_seconds
     if seconds > limit:
         raise ValidationError(f"{what}: at most {limit / 86400:g} days")
-    async with suspend():
-        await asyncio.sleep(seconds)
+    await durable.sleep_until(what, now_ms() + int(seconds * 1000))
 
 
 async def complete_token(token: TokenRef, data: Any = None) -> None:

@@ -36,8 +36,9 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(params=["memory", "redis"])
 def backend_settings(request: pytest.FixtureRequest) -> Settings:
-    """Settings for one backend; Redis tests get their own key prefix, so they never see each other's keys."""
-    settings = Settings(secret_key=SECRET_KEY, lease_seconds=1.5)
+    """Settings for one backend; Redis tests get their own key prefix, so they never see each other's keys.
+    A failed run is not retried and a stopping worker hands its runs back at once, unless a test says so."""
+    settings = Settings(secret_key=SECRET_KEY, lease_seconds=1.5, default_max_attempts=1, shutdown_grace_seconds=0)
     if request.param == "redis":
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         settings = replace(settings, redis_url=redis_server.url, key_prefix=f"rbtest{next(_prefixes)}")

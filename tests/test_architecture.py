@@ -18,7 +18,18 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runtime", ("bridge.runtime",)),
     ("worker", ("bridge.worker",)),
     ("server", ("bridge.server",)),
-    ("sdk", ("bridge.auth", "bridge.tasks", "bridge.runs", "bridge.metadata", "bridge.streams", "bridge.wait")),
+    (
+        "sdk",
+        (
+            "bridge.auth",
+            "bridge.tasks",
+            "bridge.runs",
+            "bridge.metadata",
+            "bridge.steps",
+            "bridge.streams",
+            "bridge.wait",
+        ),
+    ),
     ("entry points", ("bridge.cli", "bridge.__main__", "bridge")),
 ]
 

@@ -302,7 +302,13 @@ async def test_a_value_sent_after_redis_restarted_reaches_the_waiting_task() -> 
     """The failure peers had: a restart silently killed the cancel listener. Here the task's listener
     resubscribes and re-reads storage, so the value arrives (Redis keeping its data: AOF, fsync always)."""
     redis_server = start_redis_server(persistent=True)
-    settings = Settings(secret_key=SECRET_KEY, redis_url=redis_server.url, key_prefix=unique("restart"))
+    settings = Settings(
+        secret_key=SECRET_KEY,
+        redis_url=redis_server.url,
+        key_prefix=unique("restart"),
+        default_max_attempts=1,
+        shutdown_grace_seconds=0,
+    )
     server, task = await start_server(settings)
     try:
         handle = await tasks.trigger("await-approval", {"timeout": 120})

@@ -103,6 +103,8 @@ async def test_a_killed_workers_runs_are_crashed_or_run_by_another_worker(
         redis_url=redis_server.url,
         key_prefix=f"rbcrash{os.getpid()}x{next(_prefixes)}",
         lease_seconds=LEASE_SECONDS,
+        default_max_attempts=1,  # a lost execution on the last attempt: CRASHED
+        shutdown_grace_seconds=0,
     )
     bridge = Bridge(settings)
     await bridge.start()

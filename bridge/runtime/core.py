@@ -22,7 +22,7 @@ class Bridge:
         self.feeds = Feeds(self.hub, self.broker)
         self.output_streams = OutputStreams(self.hub, self.broker)
         self.batches = Batches(self.engine)
-        self.waitpoints = Waitpoints(self.broker, self.hub, settings)
+        self.waitpoints = Waitpoints(self.broker, self.hub, settings, self.engine.resume_waiting_runs)
 
     async def start(self) -> None:
         await self.broker.start()

@@ -26,6 +26,8 @@ from bridge.errors import (
     ValidationError,
 )
 from bridge.models import Run, RunError, RunStatus, can_transition, new_id, now_ms
+from bridge.runtime.journal import Fenced
+from bridge.runtime.retries import check_max_attempts
 
 DEFAULT_IDEMPOTENCY_TTL = "30d"
 REQUEST_KEY_TTL_SECONDS = 24 * 3600.0
@@ -39,6 +41,7 @@ class TriggerOptions:
     metadata: dict[str, Any] | None = None
     is_test: bool = False
     request_key: str | None = None  # the official clients' per-call retry key: a retried trigger is not doubled
+    max_attempts: int | None = None  # overrides the task's retry policy for this run
 
 
 def encoded_size(value: Any) -> int:
@@ -73,6 +76,22 @@ def validate_tags(tags: Any, limits: Limits, owner: str = "a run") -> list[str]:
     return unique
 
 
+class AttemptsExhaustedError(BridgeError):
+    """A run's execution was lost (its worker died) on its last attempt."""
+
+
+class _Parked(Exception):
+    pass
+
+
+class _NotParked(Exception):
+    pass
+
+
+class _AlreadyApplied(Exception):
+    pass
+
+
 class RunEngine:
     def __init__(self, broker: Broker, settings: Settings) -> None:
         self.broker = broker
@@ -93,6 +112,8 @@ class RunEngine:
             raise ValidationError("metadata must be an object")
         metadata = options.metadata or {}
         self.check_size("metadata", metadata)
+        if options.max_attempts is not None:
+            check_max_attempts(options.max_attempts, self.limits.max_attempts)
         parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
         return metadata, self.check_tags(options.tags)
 
@@ -120,6 +141,7 @@ class RunEngine:
             idempotency_key=options.idempotency_key,
             batch_id=batch_id,
             is_test=options.is_test,
+            max_attempts=options.max_attempts,
         )
         if options.idempotency_key:
             scope: str | None = f"key:{task_id}:{options.idempotency_key}"
@@ -166,8 +188,17 @@ class RunEngine:
                 return run
         raise ConflictError(f"run {run_id} changed concurrently {self.limits.update_retries} times; update not applied")
 
-    async def transition(self, run_id: str, target: RunStatus, apply: Callable[[Run], None] | None = None) -> Run:
+    async def transition(
+        self,
+        run_id: str,
+        target: RunStatus,
+        apply: Callable[[Run], None] | None = None,
+        execution: int | None = None,
+    ) -> Run:
+        """Moves the run to `target`; with `execution`, only while that execution is the run's newest."""
+
         def mutate(run: Run) -> None:
+            self._check_execution(run, execution)
             if not can_transition(run.status, target):
                 if run.status.is_final:
                     raise RunFinishedError(f"run {run_id} is already {run.status.value}")
@@ -185,22 +216,106 @@ class RunEngine:
     async def start(self, run_id: str) -> Run:
         return await self.transition(run_id, RunStatus.EXECUTING)
 
-    async def complete(self, run_id: str, output: Any) -> Run:
+    # durable execution (docs/durability.md)
+    async def start_execution(self, run_id: str, max_attempts: int) -> Run | None:
+        """Starts a new execution of a claimed run: its first attempt (QUEUED), the next one (EXECUTING: the
+        previous execution failed with a retry due, or its worker was lost), or the same attempt resumed
+        (WAITING). None when the run is finished or parked (a stale delivery). AttemptsExhaustedError
+        when a lost execution was the last attempt."""
+
+        def mutate(run: Run) -> None:
+            if run.status.is_final:
+                raise RunFinishedError(f"run {run_id} is already {run.status.value}")
+            if run.waiting_on is not None:
+                raise _Parked()
+            if run.status is RunStatus.QUEUED:
+                run.attempt_number = 1
+            elif run.status is RunStatus.EXECUTING:
+                if run.attempt_number >= (run.max_attempts or max_attempts):
+                    raise AttemptsExhaustedError(f"run {run_id} used its {run.attempt_number} attempt(s)")
+                run.attempt_number += 1
+            run.status = RunStatus.EXECUTING
+            run.started_at = run.started_at or now_ms()
+            run.executions += 1
+
+        try:
+            run = await self.update(run_id, mutate)
+        except (_Parked, RunFinishedError):
+            return None
+        await self.broker.begin_attempt(run_id, run.executions)  # fences off any older execution
+        return run
+
+    async def park(self, run_id: str, execution: int, token_id: str, input_stream: str | None = None) -> None:
+        """Leaves the run to resume once `token_id` is done, with no process holding it: the token's
+        completion (or timeout, or for `input_stream` the stream's next value) queues it again."""
+
+        def mutate(run: Run) -> None:
+            self._check_execution(run, execution)
+            if run.status.is_final:
+                raise RunFinishedError(f"run {run_id} is already {run.status.value}")
+            run.waiting_on = token_id
+            run.waiting_input = input_stream
+
+        await self.update(run_id, mutate)
+        await self.broker.add_waitpoint_waiter(token_id, run_id)
+
+    async def resume(self, run_id: str, token_id: str) -> bool:
+        """Queues a run parked on `token_id` again; False (and nothing done) when it is not parked on it,
+        so however many completers race, the run is queued once."""
+
+        def mutate(run: Run) -> None:
+            if run.waiting_on != token_id or run.status.is_final:
+                raise _NotParked()
+            run.waiting_on = None
+            run.waiting_input = None
+
+        try:
+            run = await self.update(run_id, mutate)
+        except (_NotParked, NotFoundError):
+            return False
+        await self.broker.enqueue(run.task_identifier, run.id)
+        return True
+
+    async def resume_waiting_runs(self, token_id: str) -> None:
+        for run_id in await self.broker.waitpoint_waiters(token_id):
+            await self.resume(run_id, token_id)
+
+    async def hand_back(self, run_id: str, execution: int) -> None:
+        """Queues an executing run again for another worker to resume (this one is stopping): the same
+        attempt goes on, by replay; the run shows WAITING until it is claimed."""
+
+        def mutate(run: Run) -> None:
+            self._check_execution(run, execution)
+            if run.status.is_final:
+                raise RunFinishedError(f"run {run_id} is already {run.status.value}")
+            run.status = RunStatus.WAITING
+
+        run = await self.update(run_id, mutate)
+        await self.broker.enqueue(run.task_identifier, run.id)
+
+    @staticmethod
+    def _check_execution(run: Run, execution: int | None) -> None:
+        if execution is not None and run.executions != execution:
+            raise Fenced()
+
+    async def complete(self, run_id: str, output: Any, execution: int | None = None) -> Run:
         try:
             self.check_size("output", output)
         except BridgeError as exc:
-            return await self.fail(run_id, RunError(message=exc.message, name=type(exc).__name__))
+            return await self.fail(run_id, RunError(message=exc.message, name=type(exc).__name__), execution=execution)
 
         def set_output(run: Run) -> None:
             run.output = output
 
-        return await self.transition(run_id, RunStatus.COMPLETED, set_output)
+        return await self.transition(run_id, RunStatus.COMPLETED, set_output, execution)
 
-    async def fail(self, run_id: str, error: RunError, status: RunStatus = RunStatus.FAILED) -> Run:
+    async def fail(
+        self, run_id: str, error: RunError, status: RunStatus = RunStatus.FAILED, execution: int | None = None
+    ) -> Run:
         def set_error(run: Run) -> None:
             run.error = error
 
-        return await self.transition(run_id, status, set_error)
+        return await self.transition(run_id, status, set_error, execution)
 
     async def cancel(self, run_id: str) -> Run:
         """Cancels a run that has not finished (a finished run is returned as it is) and tells its worker."""
@@ -225,11 +340,23 @@ class RunEngine:
         if key not in run.realtime_streams:
             await self.update(run_id, mutate)
 
-    async def update_metadata(self, run_id: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    async def update_metadata(
+        self, run_id: str, change: Callable[[dict[str, Any]], None], sequence: int | None = None
+    ) -> dict[str, Any]:
+        """Applies `change` to the run's metadata. `sequence` numbers a task's changes from the top of its
+        function: a change an earlier execution already applied is skipped when it is replayed."""
+
         def mutate(run: Run) -> None:
             if run.status.is_final:
                 raise RunFinishedError(f"run {run_id} is already {run.status.value}; metadata is frozen")
+            if sequence is not None:
+                if run.metadata_ops > sequence:
+                    raise _AlreadyApplied()
+                run.metadata_ops = sequence + 1
             change(run.metadata)
             self.check_size("metadata", run.metadata)
 
-        return (await self.update(run_id, mutate)).metadata
+        try:
+            return (await self.update(run_id, mutate)).metadata
+        except _AlreadyApplied:
+            return (await self.retrieve(run_id)).metadata

@@ -73,6 +73,7 @@ class InputChannel:
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._handlers: list[Handler] = []
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        self.received = 0  # values read from the stream so far: the next one's index
         # Started at once, in the background: values stored before it attaches are read from storage.
         self._pump = asyncio.create_task(self._follow())
 
@@ -92,6 +93,7 @@ class InputChannel:
                 self._dispatch(orjson.loads(chunk.data))
 
     def _dispatch(self, value: Any) -> None:
+        self.received += 1
         while self._waiters and self._waiters[0].done():
             self._waiters.popleft()  # timed out or cancelled
         if self._waiters:
@@ -168,4 +170,9 @@ async def send_input(engine: RunEngine, run_id: str, stream_id: str, value: Any)
     """Stores `value` on the run's input stream; returns its index once stored (acknowledged)."""
     key = input_key(stream_id)
     engine.check_size("an input value", value)
-    return await engine.broker.append_input(run_id, key, orjson.dumps(value))
+    index = await engine.broker.append_input(run_id, key, orjson.dumps(value))
+    # A run parked in this stream's `wait()` resumes; one about to park looks at the stream once parked.
+    run = await engine.broker.get_run(run_id)
+    if run is not None and run.waiting_input == stream_id and run.waiting_on is not None:
+        await engine.resume(run_id, run.waiting_on)
+    return index

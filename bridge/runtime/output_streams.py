@@ -194,11 +194,15 @@ class OutputStreams:
 class StreamWriter:
     """Appends to one run's stream, batching what queues up while a store is in flight."""
 
-    def __init__(self, streams: StreamStore, run_id: str, key: str, max_chunk_bytes: int) -> None:
+    def __init__(self, streams: StreamStore, run_id: str, key: str, max_chunk_bytes: int, replayed: int = 0) -> None:
         self._streams = streams
         self.run_id = run_id
         self.key = check_stream_key(key)
         self._max_chunk_bytes = max_chunk_bytes
+        # A resumed run's first `replayed` appends were stored by earlier executions: they get their
+        # indexes back without being stored twice (the task's code is deterministic between its steps).
+        self._replayed = replayed
+        self._appended = 0
         self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
         self._room = asyncio.Semaphore(WRITE_QUEUE_CHUNKS)
         self._flusher: asyncio.Task[None] | None = None
@@ -219,8 +223,13 @@ class StreamWriter:
     async def enqueue(self, value: object) -> asyncio.Future[int]:
         """Queues one chunk and returns a future of its index, waiting only while the queue is full."""
         data = self.encode(value)
-        await self._room.acquire()
         stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._appended < self._replayed:
+            stored.set_result(self._appended)
+            self._appended += 1
+            return stored
+        self._appended += 1
+        await self._room.acquire()
         self._queue.append((data, stored))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -261,9 +270,10 @@ class RunStreams:
     """The output streams of one executing run: one writer per key, each key listed on the run
     (its `realtimeStreams`) before its first chunk is stored."""
 
-    def __init__(self, engine: RunEngine, run_id: str) -> None:
+    def __init__(self, engine: RunEngine, run_id: str, resumed: bool = False) -> None:
         self._engine = engine
         self.run_id = run_id
+        self._resumed = resumed  # a replayed execution: what earlier executions stored is not stored again
         self._writers: dict[str, StreamWriter] = {}
         self._lock = asyncio.Lock()
 
@@ -275,7 +285,9 @@ class RunStreams:
                 if writer is None:
                     check_stream_key(key)
                     await self._engine.add_stream_key(self.run_id, key)
-                    writer = StreamWriter(self._engine.broker, self.run_id, key, self._engine.limits.max_chunk_bytes)
+                    broker = self._engine.broker
+                    stored = await broker.stream_length(self.run_id, key) if self._resumed else 0
+                    writer = StreamWriter(broker, self.run_id, key, self._engine.limits.max_chunk_bytes, stored)
                     self._writers[key] = writer
         return writer
 

@@ -19,8 +19,7 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -39,6 +38,7 @@ from bridge.runtime.engine import check_size, validate_tags
 from bridge.runtime.hub import Hub, Message
 
 log = logging.getLogger(__name__)
+FIRST = asyncio.FIRST_COMPLETED
 
 TIMEOUT_ERROR_CODE = "TRIGGER_WAITPOINT_TIMEOUT"  # the official code, in a timed-out token's output
 MAX_IDEMPOTENCY_KEY_LENGTH = 2048
@@ -113,9 +113,18 @@ class WaitToken:
         self.output = data["output"]
         self.completed_at = data["completedAt"]
 
+    def result_dict(self) -> dict[str, Any]:
+        """The outcome of a done token, as a run's journal records it."""
+        return {"status": self.status.value, "output": self.output}
+
     def timeout_error(self) -> WaitpointTimeoutError:
-        message = self.output.get("message") if isinstance(self.output, dict) else None
-        return WaitpointTimeoutError(message or f"Waitpoint {self.id} timed out")
+        return timeout_error(self.id, self.output)
+
+
+def timeout_error(token_id: str, output: Any) -> WaitpointTimeoutError:
+    """The error of a timed-out token, from its stored output (the official code and message)."""
+    message = output.get("message") if isinstance(output, dict) else None
+    return WaitpointTimeoutError(message or f"Waitpoint {token_id} timed out")
 
 
 def result_bytes(status: TokenStatus, output: Any, completed_at: int) -> bytes:
@@ -137,14 +146,25 @@ def valid_callback_signature(secret_key: str, token_id: str, signature: str) -> 
     return hmac.compare_digest(callback_signature(secret_key, token_id).encode(), signature.encode())
 
 
+async def _nothing_to_resume(token_id: str) -> None:
+    return None
+
+
 class Waitpoints:
     """Creating, completing, reading and waiting for wait tokens, over any broker."""
 
-    def __init__(self, store: WaitpointStore, hub: Hub, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: WaitpointStore,
+        hub: Hub,
+        settings: Settings,
+        resume_waiters: Callable[[str], Awaitable[None]] = _nothing_to_resume,
+    ) -> None:
         self.store = store
         self.hub = hub
         self.settings = settings
         self.timer = WaitpointTimer(self)
+        self.resume_waiters = resume_waiters  # queues the runs parked on a token once it is done
 
     def callback_url(self, token_id: str) -> str:
         """Where a webhook completes the token: the bridge's public URL, signed for this token."""
@@ -230,6 +250,8 @@ class Waitpoints:
         if not token.is_done:
             await self._store_result(token, result_bytes(TokenStatus.COMPLETED, output, now_ms()))
             await self.store.forget_waitpoint_deadline(token.id)  # done: nothing left for the timer
+        # Also when it was done already: a retried completion finishes what a failed one started.
+        await self.resume_waiters(token.id)
         return token
 
     async def time_out(self, token_id: str) -> None:
@@ -244,6 +266,7 @@ class Waitpoints:
             log.exception("wait token %s: could not time it out; dropping its deadline", token_id)
             done = True
         if done:  # else this clock is a little behind the deadline's: it is due again in a moment
+            await self.resume_waiters(token_id)  # before forgetting: a failure leaves the deadline to retry
             await self.store.forget_waitpoint_deadline(token_id)
 
     async def _store_result(self, token: WaitToken, result: bytes) -> None:
@@ -253,9 +276,8 @@ class Waitpoints:
             raise NotFoundError(f"Waitpoint not found: {token.id}")
         token.apply_result(stored)
 
-    async def wait(self, token_id: str, suspend: Callable[[], AbstractAsyncContextManager[None]]) -> WaitToken:
-        """Returns the token once it is done; while it waits, `suspend` is entered (the run shows
-        WAITING and its worker slot is free). A token already done returns at once.
+    async def wait_done(self, token_id: str, hold: float, release: asyncio.Event) -> WaitToken | None:
+        """The token once it is done, or None when it is not done within `hold` seconds or `release` is set.
 
         The published result normally ends the wait. Should it be lost (a failed re-read after a Redis
         reconnection, a deadline whose timer entry was never written), the waiter reads the token
@@ -264,14 +286,29 @@ class Waitpoints:
             token = await self.retrieve(token_id)
             if token.is_done:
                 return token
-            async with suspend():
+            loop = asyncio.get_running_loop()
+            hold_until = loop.time() + hold
+            released = asyncio.ensure_future(release.wait())
+            watched: set[asyncio.Future[Any]] = {done, released}
+            try:
                 while not done.done():
                     until_deadline = (token.timeout_at - now_ms()) / 1000 + DEADLINE_GRACE_SECONDS
-                    await asyncio.wait({done}, timeout=max(0.0, min(until_deadline, WAIT_RECHECK_SECONDS)))
+                    until_hold = hold_until - loop.time()
+                    timeout = max(0.0, min(until_deadline, WAIT_RECHECK_SECONDS))
+                    if until_hold < timeout:  # the hold ends first: wait that long, then give up
+                        await asyncio.wait(watched, timeout=max(0.0, until_hold), return_when=FIRST)
+                        if not done.done():
+                            return None
+                        break
+                    await asyncio.wait(watched, timeout=timeout, return_when=FIRST)
+                    if released.done() and not done.done():
+                        return None
                     if not done.done():
                         token = await self.retrieve(token_id)
                         if token.is_done:
                             return token
+            finally:
+                await cancel_and_wait(released)
             token.apply_result(done.result())
             return token
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -13,6 +13,7 @@ from bridge.worker.registry import RunContext
 if TYPE_CHECKING:
     from bridge.runtime.input_streams import RunInputs
     from bridge.runtime.output_streams import RunStreams
+    from bridge.worker.durable import DurableRun
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,7 @@ class RunScope:
     context: RunContext
     streams: RunStreams
     inputs: RunInputs
-    # Frees the run's worker slot (the run shows WAITING) for the duration of an `async with`.
-    suspend: Callable[[], AbstractAsyncContextManager[None]]
+    durable: DurableRun  # its durable steps: replayed from the journal, or run live and recorded
 
 
 _current_scope: ContextVar[RunScope | None] = ContextVar("current_run_scope", default=None)
@@ -37,6 +37,11 @@ def entered(scope: RunScope) -> Iterator[RunScope]:
         yield scope
     finally:
         _current_scope.reset(token)
+
+
+def current_run_scope() -> RunScope | None:
+    """The executing run's scope, or None outside a task."""
+    return _current_scope.get()
 
 
 def require_run_scope(what: str) -> RunScope:

@@ -1,10 +1,9 @@
 """The worker: claims queued runs, executes their task functions, records the outcome.
 
-Hand-off is at-least-once: a delivery is acknowledged only after its run reached a final
-status. While a run executes, the worker heartbeats its deliveries; deliveries of a worker that
-stopped heartbeating for a lease are reclaimed by another worker, which runs them if they never
-started, or marks them CRASHED if they were executing (a task may have side effects, so it is
-not silently re-run).
+Hand-off is at-least-once: a delivery is acknowledged once its run reached a final status, parked, or
+was handed back. While a run executes, the worker heartbeats its deliveries; deliveries of a worker that
+stopped heartbeating for a lease are reclaimed by another worker, which resumes the run from its
+journal as its next attempt (docs/durability.md), or ends it CRASHED when that was its last attempt.
 """
 
 from __future__ import annotations
@@ -15,16 +14,21 @@ import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable
 
+from bridge.aio import cancel_and_wait
 from bridge.backends.base import Delivery
 from bridge.backends.channels import CANCEL_CHANNEL
-from bridge.errors import BridgeError, RunFinishedError
-from bridge.models import RunError, RunStatus, new_id
+from bridge.errors import AbortTaskRunError, BridgeError, NonDeterminismError, RunFinishedError
+from bridge.models import Run, RunError, RunStatus, new_id
 from bridge.runtime.core import Bridge
+from bridge.runtime.engine import AttemptsExhaustedError
 from bridge.runtime.hub import Message
 from bridge.runtime.input_streams import DRAIN_SECONDS, RunInputs
+from bridge.runtime.journal import Fenced, Journal, Unwind
 from bridge.runtime.output_streams import RunStreams
+from bridge.runtime.retries import RetryPolicy
 from bridge.worker.context import RunScope, entered
-from bridge.worker.registry import RunContext, TaskRegistry
+from bridge.worker.durable import DurableRun
+from bridge.worker.registry import RunContext, TaskDefinition, TaskRegistry
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +47,42 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._checks: set[asyncio.Task[None]] = set()
         self._waiting: set[str] = set()  # runs suspended in `wait()`: they hold no slot
+        self._stopping = asyncio.Event()  # set by `stop`: waits park at once, new steps hand the run back
 
     async def start(self) -> None:
         await self.bridge.broker.register_tasks(self.registry.ids)
         await self.bridge.hub.attach(CANCEL_CHANNEL, self._on_cancel_message)
         self._loops = [asyncio.create_task(self._claim_forever()), asyncio.create_task(self._heartbeat_forever())]
 
-    async def stop(self) -> None:
-        for loop in self._loops:
-            loop.cancel()
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains (what a deploy's SIGTERM asks): stops claiming, parks waiting runs at once, lets executing
+        runs finish or reach their next durable step within `grace` seconds (default: the settings'
+        `shutdown_grace_seconds`), then hands the rest back to the queue. Nothing it held ends CRASHED."""
+        if self._stopping.is_set():
+            return
+        claiming, heartbeat = self._loops or (None, None)
+        await cancel_and_wait(claiming)
+        self._stopping.set()
+        executions = [execution for _, execution in self._running.values()]
+        if executions:
+            await asyncio.wait(
+                executions, timeout=self.bridge.settings.shutdown_grace_seconds if grace is None else grace
+            )
         for _, execution in list(self._running.values()):
-            execution.cancel()
-        await asyncio.gather(*self._loops, *(e for _, e in self._running.values()), return_exceptions=True)
+            execution.cancel()  # `_execute` hands its run back
+        await asyncio.gather(*(e for _, e in self._running.values()), return_exceptions=True)
+        await cancel_and_wait(heartbeat)
         await self.bridge.hub.detach(CANCEL_CHANNEL, self._on_cancel_message)
 
     @property
     def running_run_ids(self) -> list[str]:
         return list(self._running)
+
+    async def released(self, run_id: str) -> None:
+        """Returns once this worker holds no execution of the run (it finished, parked or was handed back)."""
+        entry = self._running.get(run_id)
+        if entry is not None:
+            await asyncio.wait({entry[1]})
 
     async def _claim_forever(self) -> None:
         task_ids = self.registry.ids
@@ -111,15 +134,8 @@ class Worker:
     async def _execute(self, delivery: Delivery) -> None:
         engine = self.bridge.engine
         run = await engine.broker.get_run(delivery.run_id)
-        if run is None or run.status.is_final:
-            await self.bridge.broker.ack(delivery)
-            return
-        if run.status is not RunStatus.QUEUED:
-            # Started by a worker that died: its side effects are unknown, so it is not re-run.
-            await self._record(
-                engine.fail(run.id, RunError("the worker executing this run stopped", "WorkerLost"), RunStatus.CRASHED)
-            )
-            await self.bridge.broker.ack(delivery)
+        if run is None or run.status.is_final or run.waiting_on is not None:
+            await self.bridge.broker.ack(delivery)  # finished, or parked: its resume queues it again
             return
         definition = self.registry.get(run.task_identifier)
         if definition is None:
@@ -128,15 +144,46 @@ class Worker:
             )
             await self.bridge.broker.ack(delivery)
             return
+        policy = self._policy(definition)
         try:
-            run = await engine.start(run.id)
-        except RunFinishedError:
+            started = await engine.start_execution(run.id, policy.max_attempts)
+        except AttemptsExhaustedError:
+            lost = RunError("the worker executing this run stopped", "WorkerLost")
+            await self._record(engine.fail(run.id, lost, RunStatus.CRASHED))
             await self.bridge.broker.ack(delivery)
             return
+        if started is None:
+            await self.bridge.broker.ack(delivery)
+            return
+        acknowledge = True  # also when cancelled: the run was, or it was handed back with a new delivery
+        try:
+            acknowledge = await self._run(definition, policy, started)
+        finally:
+            if acknowledge:
+                with contextlib.suppress(BridgeError):
+                    await self.bridge.broker.ack(delivery)
+
+    def _policy(self, definition: TaskDefinition) -> RetryPolicy:
+        settings = self.bridge.settings
+        return RetryPolicy.from_spec(definition.retry, settings.default_max_attempts, settings.limits.max_attempts)
+
+    async def _run(self, definition: TaskDefinition, policy: RetryPolicy, run: Run) -> bool:
+        """One execution, from the top of the task function; False when it was fenced off (the delivery
+        is another worker's now)."""
+        engine = self.bridge.engine
+        execution = run.executions
+        journal = await Journal.open(
+            engine.broker,
+            run.id,
+            execution,
+            self.bridge.settings.limits.max_journal_entries,
+            engine.limits.max_payload_bytes,
+        )
         context = RunContext(run_id=run.id, task_id=run.task_identifier, tags=tuple(run.tags), batch_id=run.batch_id)
-        run_streams = RunStreams(engine, run.id)
+        run_streams = RunStreams(engine, run.id, resumed=execution > 1)
         run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
-        scope = RunScope(context, run_streams, run_inputs, lambda: self._suspended(run.id))
+        durable = DurableRun(self.bridge, run.id, journal, lambda: self._suspended(run.id), self._stopping)
+        scope = RunScope(context, run_streams, run_inputs, durable)
         try:
             try:
                 with entered(scope):
@@ -144,22 +191,35 @@ class Worker:
             finally:
                 # Every appended chunk is stored before the run is final: readers end on "final and drained".
                 await run_streams.flush()
+        except Fenced:
+            log.warning("run %s: a newer execution started elsewhere; this one stops", run.id)
+            return False
+        except Unwind:  # parked, or handed back: another execution resumes it
+            return True
         except asyncio.CancelledError:
             current = await engine.broker.get_run(run.id)
-            if current is None or not current.status.is_final:  # the worker is stopping, not the run cancelled
-                await self._record(
-                    engine.fail(run.id, RunError("the worker shut down", "WorkerShutdown"), RunStatus.CRASHED)
-                )
+            if current is not None and not current.status.is_final:  # the worker is stopping, not the run cancelled
+                with contextlib.suppress(BridgeError, Fenced):
+                    await engine.hand_back(run.id, execution)
             raise
+        except (AbortTaskRunError, NonDeterminismError) as exc:
+            await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
         except Exception as exc:
-            error = RunError(message=str(exc), name=type(exc).__name__, stack_trace=traceback.format_exc())
-            await self._record(engine.fail(run.id, error))
+            if run.attempt_number < (run.max_attempts or policy.max_attempts):
+                await self._retry_later(durable, policy.delay_before(run.attempt_number + 1))
+            else:
+                await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
         else:
-            await self._record(engine.complete(run.id, output))
+            await self._record(engine.complete(run.id, output, execution))
         finally:
             await run_inputs.close(DRAIN_SECONDS)
-            with contextlib.suppress(BridgeError):
-                await self.bridge.broker.ack(delivery)
+        return True
+
+    async def _retry_later(self, durable: DurableRun, delay: float) -> None:
+        """Parks the run (EXECUTING, no process) on a wait token of its own that times out after `delay`:
+        the next attempt then starts on any worker, replaying what this one recorded."""
+        with contextlib.suppress(Unwind, RunFinishedError):  # parked; or cancelled meanwhile
+            await durable.retry_after(delay)
 
     @contextlib.asynccontextmanager
     async def _suspended(self, run_id: str) -> AsyncIterator[None]:
@@ -173,9 +233,9 @@ class Worker:
             self._slots.release()
         try:
             yield
-        except asyncio.CancelledError:
-            # Cancelled (the run was, or the worker stops): it ends now and takes no slot back, else it
-            # would wait for one while every slot is busy. `finished` knows by _waiting.
+        except (asyncio.CancelledError, Unwind):
+            # Cancelled (the run was, or the worker stops) or parked: it ends now and takes no slot back,
+            # else it would wait for one while every slot is busy. `finished` knows by _waiting.
             raise
         except BaseException:
             await self._resume(run_id, holds_slot)  # e.g. InputStreamTimeoutError, which the task may catch
@@ -197,8 +257,9 @@ class Worker:
 
     @staticmethod
     async def _record(outcome: Awaitable[object]) -> None:
-        """Stores a final status; a run cancelled meanwhile keeps its CANCELED status."""
-        with contextlib.suppress(RunFinishedError):
+        """Stores a final status; a run cancelled meanwhile keeps its CANCELED status, and an execution
+        fenced off by a newer one stores nothing."""
+        with contextlib.suppress(RunFinishedError, Fenced):
             await outcome
 
     def _on_cancel_message(self, channel: str, message: Message | None) -> None:
@@ -216,3 +277,7 @@ class Worker:
             run = await self.bridge.broker.get_run(run_id)
             if run is not None and run.status.is_final:
                 execution.cancel()
+
+
+def _run_error(exc: BaseException) -> RunError:
+    return RunError(message=str(exc), name=type(exc).__name__, stack_trace=traceback.format_exc())

@@ -30,13 +30,14 @@ class TaskDefinition:
     id: str
     function: TaskFunction
     wants_context: bool
+    retry: dict[str, Any] | None = None  # the task's retry policy (`RetryPolicy.from_spec`); None: the worker's
 
     @classmethod
-    def of(cls, task_id: str, function: TaskFunction) -> Self:
+    def of(cls, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None) -> Self:
         if not inspect.iscoroutinefunction(function):
             raise TypeError(f"task {task_id!r} must be an `async def` function")
         parameters = inspect.signature(function).parameters
-        return cls(id=task_id, function=function, wants_context=len(parameters) >= 2)
+        return cls(id=task_id, function=function, wants_context=len(parameters) >= 2, retry=retry)
 
     async def __call__(self, payload: Any, context: RunContext) -> Any:
         if self.wants_context:
@@ -48,8 +49,8 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskDefinition] = {}
 
-    def add(self, task_id: str, function: TaskFunction) -> TaskDefinition:
-        return self.register(TaskDefinition.of(task_id, function))
+    def add(self, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None) -> TaskDefinition:
+        return self.register(TaskDefinition.of(task_id, function, retry))
 
     def register(self, definition: DefinitionT) -> DefinitionT:
         existing = self._tasks.get(definition.id)
@@ -58,9 +59,9 @@ class TaskRegistry:
         self._tasks[definition.id] = definition
         return definition
 
-    def add_task(self, task_id: str) -> Callable[[TaskFunction], TaskDefinition]:
+    def add_task(self, task_id: str, retry: dict[str, Any] | None = None) -> Callable[[TaskFunction], TaskDefinition]:
         """Decorator form of `add`, for registries other than the default one."""
-        return lambda function: self.add(task_id, function)
+        return lambda function: self.add(task_id, function, retry)
 
     def get(self, task_id: str) -> TaskDefinition | None:
         return self._tasks.get(task_id)

@@ -259,3 +259,64 @@ async def pause(payload: dict[str, Any]) -> str:
     else:
         await wait.for_(seconds=payload["seconds"])
     return "resumed"
+
+
+# Durable runs (tests/test_durable.py): what each execution did, by run id, so a test can tell what ran
+# again on a resume and what did not.
+executions: dict[str, list[str]] = {}
+
+
+def _note(run_id: str, what: str) -> None:
+    executions.setdefault(run_id, []).append(what)
+
+
+@registry.add_task("durable-review")
+async def durable_review(payload: dict[str, Any], context: RunContext) -> dict[str, Any]:
+    """A side effect in a step, a metadata increment and two chunks, then a wait token; then one more chunk."""
+    from bridge import steps, streams, wait
+
+    _note(context.run_id, "top")
+    sent = await steps.run("send", lambda: _note(context.run_id, "sent") or {"sent": True})
+    await metadata.increment("counter")
+    log = streams.define("log")
+    await log.append("before-1")
+    await log.append("before-2")
+    token = await wait.create_token(timeout=payload.get("timeout", 60))
+    await metadata.set("tokenId", token.id)
+    result = await wait.for_token(token)
+    await log.append("after")
+    return {"sent": sent, "result": result.output if result.ok else None}
+
+
+@registry.add_task("durable-flaky", retry={"max_attempts": 3, "min_timeout": 0.2, "factor": 2, "randomize": False})
+async def durable_flaky(payload: dict[str, Any], context: RunContext) -> dict[str, Any]:
+    """A step, then a failure on the first `fail_attempts` attempts (counted by the step's own runs)."""
+    from bridge import steps
+
+    _note(context.run_id, "top")
+    await steps.run("effect", lambda: _note(context.run_id, "effect") or 1)
+    if executions[context.run_id].count("top") <= payload.get("fail_attempts", 1):
+        raise RuntimeError("flaky on purpose")
+    return {"attempts": executions[context.run_id].count("top")}
+
+
+@registry.add_task("durable-abort", retry={"max_attempts": 3, "min_timeout": 0.1})
+async def durable_abort(payload: Any, context: RunContext) -> None:
+    from bridge import AbortTaskRunError
+
+    _note(context.run_id, "top")
+    raise AbortTaskRunError("no point retrying")
+
+
+step_names: dict[str, str] = {}  # run id -> the name the next execution gives its first step
+
+
+@registry.add_task("durable-changing", retry={"max_attempts": 2, "min_timeout": 0.1})
+async def durable_changing(payload: Any, context: RunContext) -> None:
+    """Its first step's name changes between attempts, as a deploy of changed code would."""
+    from bridge import steps
+
+    name = step_names.get(context.run_id, "first-name")
+    await steps.run(name, lambda: 1)
+    step_names[context.run_id] = "renamed"
+    raise RuntimeError("fail once, so the next attempt replays")
