@@ -19,15 +19,26 @@ from bridge.models import now_ms
 from bridge.runtime.core import Bridge
 from bridge.runtime.input_streams import InputChannel, InputStreamTimeoutError, input_key
 from bridge.runtime.journal import HandedBack, Journal, Parked
+from bridge.runtime.output_streams import RunStreams
 
 Suspend = Callable[[], AbstractAsyncContextManager[None]]
 
 
 class DurableRun:
-    def __init__(self, bridge: Bridge, run_id: str, journal: Journal, suspend: Suspend, release: asyncio.Event) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        run_id: str,
+        journal: Journal,
+        streams: RunStreams,
+        suspend: Suspend,
+        release: asyncio.Event,
+    ) -> None:
         self._bridge = bridge
         self.run_id = run_id
         self.journal = journal
+        # Flushed before the run leaves this worker: the execution resuming it counts what is stored.
+        self._streams = streams
         self._suspend = suspend
         self._release = release  # set when the worker stops: waits park and new steps hand the run back
         self._metadata_changes = 0
@@ -51,6 +62,7 @@ class DurableRun:
         return await self.journal.record(kind, name, await live())
 
     async def hand_back(self) -> NoReturn:
+        await self._streams.flush()
         await self._bridge.engine.hand_back(self.run_id, self.execution)
         raise HandedBack()
 
@@ -117,6 +129,7 @@ class DurableRun:
         """Records what the run waits for and leaves the worker. What completes the wait before the run is
         recorded as parked would find nothing to resume: so look again once it is recorded."""
         engine = self._bridge.engine
+        await self._streams.flush()
         await engine.park(self.run_id, self.execution, token_id, channel.stream_id if channel else None)
         if channel is not None:
             stored = await engine.broker.stream_length(self.run_id, input_key(channel.stream_id))
