@@ -215,3 +215,19 @@ def test_the_worker_command_takes_the_durable_settings_from_flags(monkeypatch: p
     assert (settings.default_max_attempts, settings.wait_hold_seconds, settings.shutdown_grace_seconds) == (5, 0.5, 90)
     with pytest.raises(SystemExit):
         parser.parse_args(["--wait-hold", "soon"])
+
+
+async def test_concurrent_steps_are_refused_rather_than_replayed_out_of_order(backend_settings: Settings) -> None:
+    async with serving(backend_settings):
+        handle = await tasks.trigger("durable-concurrent-steps", None)
+        final = await until_final(handle.id)
+    assert final.status is RunStatus.FAILED
+    assert final.error is not None and "one at a time" in final.error.message
+
+
+async def test_concurrent_metadata_changes_are_each_applied_once_across_a_resume(quick_parking: Settings) -> None:
+    async with serving(quick_parking):
+        handle = await tasks.trigger("durable-concurrent-metadata", {"count": 20, "seconds": 0.5})
+        await until_run(handle.id, parked)
+        final = await until_final(handle.id)
+    assert final.status is RunStatus.COMPLETED and final.metadata["counter"] == 20

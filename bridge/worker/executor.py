@@ -184,7 +184,7 @@ class Worker:
         context = RunContext(run_id=run.id, task_id=run.task_identifier, tags=tuple(run.tags), batch_id=run.batch_id)
         run_streams = RunStreams(engine, run.id, resumed=execution > 1)
         run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
-        durable = DurableRun(self.bridge, run.id, journal, run_streams, lambda: self._suspended(run.id), self._stopping)
+        durable = DurableRun(self.bridge, run, journal, run_streams, lambda: self._suspended(run.id), self._stopping)
         scope = RunScope(context, run_streams, run_inputs, durable)
         try:
             try:
