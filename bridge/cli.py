@@ -13,6 +13,8 @@ from dataclasses import replace
 from starlette.applications import Starlette
 
 from bridge.config import DEV_SECRET_KEY_PREFIX, Settings
+from bridge.durations import parse_duration_seconds
+from bridge.errors import BridgeError
 from bridge.worker.registry import default_registry, load_tasks
 
 log = logging.getLogger("bridge")
@@ -32,6 +34,29 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="import this module or file to register its @task functions (repeatable)",
     )
     parser.add_argument("--concurrency", type=int, help="runs executed at once by this process's worker (default 10)")
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        help="attempts of a task without a retry policy of its own (default $BRIDGE_MAX_ATTEMPTS or 3)",
+    )
+    parser.add_argument(
+        "--wait-hold",
+        type=_duration,
+        help="how long a wait keeps its run in this worker before parking it (default $BRIDGE_WAIT_HOLD or 2s)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=_duration,
+        help="on SIGTERM, how long executing runs get to reach their next durable step before they are handed "
+        "back (default $BRIDGE_SHUTDOWN_GRACE or 30s)",
+    )
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration_seconds(value if value[-1:].isalpha() else float(value))
+    except (ValueError, BridgeError) as exc:
+        raise argparse.ArgumentTypeError(f'{value!r} is not a duration like "30s", "2m" or seconds') from exc
 
 
 def warn_if_development_key(settings: Settings) -> None:
@@ -40,7 +65,15 @@ def warn_if_development_key(settings: Settings) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env(redis_url=args.redis_url, worker_concurrency=args.concurrency)
+    if args.max_attempts is not None and args.max_attempts < 1:
+        sys.exit("realtime-bridge: --max-attempts is at least 1")
+    settings = Settings.from_env(
+        redis_url=args.redis_url,
+        worker_concurrency=args.concurrency,
+        default_max_attempts=args.max_attempts,
+        wait_hold_seconds=args.wait_hold,
+        shutdown_grace_seconds=args.shutdown_grace,
+    )
     warn_if_development_key(settings)
     return settings
 

@@ -14,9 +14,12 @@ from bridge.worker.context import require_run_scope
 
 async def _change(what: str, change: Any) -> dict[str, Any]:
     scope = require_run_scope(f"metadata.{what}")
+    engine = (await state.current()).engine
     # Numbered from the top of the task: a replayed change that an earlier execution applied is skipped.
-    sequence = scope.durable.next_metadata_sequence()
-    return await (await state.current()).engine.update_metadata(scope.context.run_id, change, sequence)
+    sequence = scope.durable.next_metadata_change()
+    if sequence is None:
+        return (await engine.retrieve(scope.context.run_id)).metadata
+    return await engine.update_metadata(scope.context.run_id, change, sequence)
 
 
 async def current() -> dict[str, Any]:

@@ -6,12 +6,13 @@ Worker processes killed with SIGTERM / SIGKILL are in tests/test_durable_process
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import replace
 
 import pytest
 
-from bridge import runs, streams, tasks, wait
+from bridge import cli, runs, streams, tasks, wait
 from bridge.config import Settings
 from bridge.models import Run, RunStatus
 from bridge.worker.executor import Worker
@@ -203,3 +204,30 @@ async def test_a_parked_input_stream_wait_keeps_its_first_deadline(quick_parking
     assert final.status is RunStatus.FAILED
     assert final.error is not None and final.error.name == "InputStreamTimeoutError"
     assert 1 <= time.monotonic() - started < 10
+
+
+def test_the_worker_command_takes_the_durable_settings_from_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_SECRET_KEY", "tr_dev_cli_flags_0123456789abcdef0123")
+    parser = argparse.ArgumentParser()
+    cli._common(parser)
+    args = parser.parse_args(["--max-attempts", "5", "--wait-hold", "0.5s", "--shutdown-grace", "90"])
+    settings = cli._settings(args)
+    assert (settings.default_max_attempts, settings.wait_hold_seconds, settings.shutdown_grace_seconds) == (5, 0.5, 90)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--wait-hold", "soon"])
+
+
+async def test_concurrent_steps_are_refused_rather_than_replayed_out_of_order(backend_settings: Settings) -> None:
+    async with serving(backend_settings):
+        handle = await tasks.trigger("durable-concurrent-steps", None)
+        final = await until_final(handle.id)
+    assert final.status is RunStatus.FAILED
+    assert final.error is not None and "one at a time" in final.error.message
+
+
+async def test_concurrent_metadata_changes_are_each_applied_once_across_a_resume(quick_parking: Settings) -> None:
+    async with serving(quick_parking):
+        handle = await tasks.trigger("durable-concurrent-metadata", {"count": 20, "seconds": 0.5})
+        await until_run(handle.id, parked)
+        final = await until_final(handle.id)
+    assert final.status is RunStatus.COMPLETED and final.metadata["counter"] == 20

@@ -88,10 +88,6 @@ class _NotParked(Exception):
     pass
 
 
-class _AlreadyApplied(Exception):
-    pass
-
-
 class RunEngine:
     def __init__(self, broker: Broker, settings: Settings) -> None:
         self.broker = broker
@@ -344,19 +340,14 @@ class RunEngine:
         self, run_id: str, change: Callable[[dict[str, Any]], None], sequence: int | None = None
     ) -> dict[str, Any]:
         """Applies `change` to the run's metadata. `sequence` numbers a task's changes from the top of its
-        function: a change an earlier execution already applied is skipped when it is replayed."""
+        function; the run remembers how many were applied, so a replay can skip those (`DurableRun`)."""
 
         def mutate(run: Run) -> None:
             if run.status.is_final:
                 raise RunFinishedError(f"run {run_id} is already {run.status.value}; metadata is frozen")
             if sequence is not None:
-                if run.metadata_ops > sequence:
-                    raise _AlreadyApplied()
-                run.metadata_ops = sequence + 1
+                run.metadata_ops = max(run.metadata_ops, sequence + 1)
             change(run.metadata)
             self.check_size("metadata", run.metadata)
 
-        try:
-            return (await self.update(run_id, mutate)).metadata
-        except _AlreadyApplied:
-            return (await self.retrieve(run_id)).metadata
+        return (await self.update(run_id, mutate)).metadata

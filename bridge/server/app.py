@@ -62,7 +62,8 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
             yield
         finally:
             if worker:
-                await worker.stop()
+                # In memory nothing outlives this process: no point letting runs reach their next step.
+                await worker.stop(grace=None if settings.redis_url else 0)
             await feed_sessions.stop()
             await bridge.stop()
 

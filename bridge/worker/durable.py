@@ -9,61 +9,95 @@ slot, no memory) and is queued again once that is done, to be resumed on any wor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from bridge.errors import NotFoundError
-from bridge.models import now_ms
+from bridge.errors import NotFoundError, ValidationError
+from bridge.models import Run, now_ms
 from bridge.runtime.core import Bridge
 from bridge.runtime.input_streams import InputChannel, InputStreamTimeoutError, input_key
 from bridge.runtime.journal import HandedBack, Journal, Parked
+from bridge.runtime.output_streams import RunStreams
 
 Suspend = Callable[[], AbstractAsyncContextManager[None]]
 
 
 class DurableRun:
-    def __init__(self, bridge: Bridge, run_id: str, journal: Journal, suspend: Suspend, release: asyncio.Event) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        run: Run,
+        journal: Journal,
+        streams: RunStreams,
+        suspend: Suspend,
+        release: asyncio.Event,
+    ) -> None:
         self._bridge = bridge
-        self.run_id = run_id
+        self.run_id = run.id
         self.journal = journal
+        # Flushed before the run leaves this worker: the execution resuming it counts what is stored.
+        self._streams = streams
         self._suspend = suspend
         self._release = release  # set when the worker stops: waits park and new steps hand the run back
         self._metadata_changes = 0
+        # Metadata changes earlier executions applied: replayed, they are skipped. Counted when this one
+        # started, so concurrent changes of this execution are all applied whatever order they land in.
+        self._metadata_applied = run.metadata_ops
+        self._in_step = False
 
     @property
     def execution(self) -> int:
         return self.journal.execution
 
-    def next_metadata_sequence(self) -> int:
+    def next_metadata_change(self) -> int | None:
+        """The sequence number of the task's next metadata change, or None when an earlier execution applied it."""
         sequence = self._metadata_changes
         self._metadata_changes += 1
-        return sequence
+        return None if sequence < self._metadata_applied else sequence
+
+    @contextlib.contextmanager
+    def _one_step(self, kind: str, name: str) -> Iterator[None]:
+        # The journal is a sequence: steps run concurrently (asyncio.gather) would record in an order a
+        # replay cannot reproduce, so they are refused rather than replayed wrongly.
+        if self._in_step:
+            raise ValidationError(
+                f"{kind} {name!r}: a run's durable steps run one at a time, not concurrently or nested"
+            )
+        self._in_step = True
+        try:
+            yield
+        finally:
+            self._in_step = False
 
     async def step(self, kind: str, name: str, live: Callable[[], Awaitable[Any]]) -> Any:
         """The recorded result of this step, or `live()`'s, recorded."""
-        entry = self.journal.replay(kind, name)
-        if entry is not None:
-            return entry.result
-        if self._release.is_set():
-            await self.hand_back()
-        return await self.journal.record(kind, name, await live())
+        with self._one_step(kind, name):
+            entry = self.journal.replay(kind, name)
+            if entry is not None:
+                return entry.result
+            if self._release.is_set():
+                await self.hand_back()
+            return await self.journal.record(kind, name, await live())
 
     async def hand_back(self) -> NoReturn:
+        await self._streams.flush()
         await self._bridge.engine.hand_back(self.run_id, self.execution)
         raise HandedBack()
 
     async def wait_for_token(self, token_id: str) -> dict[str, Any]:
         """`{"status": "COMPLETED" | "TIMED_OUT", "output": ...}` once the token is done."""
-        entry = self.journal.replay("wait.for_token", token_id)
-        if entry is not None:
-            return dict(entry.result)
-        async with self._suspend():
-            token = await self._bridge.waitpoints.wait_done(token_id, self._hold_seconds(), self._release)
-            if token is None:
-                await self._park(token_id)
-        return dict(await self.journal.record("wait.for_token", token_id, token.result_dict()))
+        with self._one_step("wait.for_token", token_id):
+            entry = self.journal.replay("wait.for_token", token_id)
+            if entry is not None:
+                return dict(entry.result)
+            async with self._suspend():
+                token = await self._bridge.waitpoints.wait_done(token_id, self._hold_seconds(), self._release)
+                if token is None:
+                    await self._park(token_id)
+            return dict(await self.journal.record("wait.for_token", token_id, token.result_dict()))
 
     async def sleep_until(self, kind: str, deadline_ms: int) -> None:
         """`wait.for_` / `wait.until`: a wait token of the run's own that times out at the deadline."""
@@ -85,6 +119,10 @@ class DurableRun:
             return {"token": token.id}
 
         token_id = (await self.step("input.wait", channel.stream_id, create))["token"]
+        with self._one_step("input.wait", channel.stream_id):
+            return await self._receive(channel, token_id)
+
+    async def _receive(self, channel: InputChannel, token_id: str) -> Any:
         try:
             deadline = (await self._bridge.waitpoints.retrieve(token_id)).timeout_at
         except NotFoundError:  # expired with the retention: nothing will come any more
@@ -117,6 +155,7 @@ class DurableRun:
         """Records what the run waits for and leaves the worker. What completes the wait before the run is
         recorded as parked would find nothing to resume: so look again once it is recorded."""
         engine = self._bridge.engine
+        await self._streams.flush()
         await engine.park(self.run_id, self.execution, token_id, channel.stream_id if channel else None)
         if channel is not None:
             stored = await engine.broker.stream_length(self.run_id, input_key(channel.stream_id))

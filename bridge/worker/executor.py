@@ -109,6 +109,8 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await self.bridge.broker.heartbeat(self.id, [d for d, _ in self._running.values()])
+                if self._stopping.is_set():
+                    continue  # draining: heartbeats go on, no new work is taken
                 for delivery in await self.bridge.broker.reclaim_abandoned(self.id):
                     if self._slots.locked():  # waiting for a slot would stop this loop's heartbeats:
                         break  # the rest stays pending, to be reclaimed again after a lease
@@ -182,7 +184,7 @@ class Worker:
         context = RunContext(run_id=run.id, task_id=run.task_identifier, tags=tuple(run.tags), batch_id=run.batch_id)
         run_streams = RunStreams(engine, run.id, resumed=execution > 1)
         run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
-        durable = DurableRun(self.bridge, run.id, journal, lambda: self._suspended(run.id), self._stopping)
+        durable = DurableRun(self.bridge, run, journal, run_streams, lambda: self._suspended(run.id), self._stopping)
         scope = RunScope(context, run_streams, run_inputs, durable)
         try:
             try:

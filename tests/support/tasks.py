@@ -320,3 +320,24 @@ async def durable_changing(payload: Any, context: RunContext) -> None:
     await steps.run(name, lambda: 1)
     step_names[context.run_id] = "renamed"
     raise RuntimeError("fail once, so the next attempt replays")
+
+
+@registry.add_task("durable-concurrent-steps")
+async def durable_concurrent_steps(payload: Any) -> Any:
+    """Two steps at once: a journal cannot replay them in a reliable order."""
+    from bridge import steps
+
+    async def slow() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    return await asyncio.gather(steps.run("a", slow), steps.run("b", slow))
+
+
+@registry.add_task("durable-concurrent-metadata")
+async def durable_concurrent_metadata(payload: dict[str, Any]) -> None:
+    """Many metadata changes at once, then a wait that parks: the replay must not apply any again."""
+    from bridge import wait
+
+    await asyncio.gather(*(metadata.increment("counter") for _ in range(payload["count"])))
+    await wait.for_(seconds=payload["seconds"])
