@@ -14,6 +14,7 @@ from bridge.worker.context import require_run_scope
 
 async def _change(what: str, change: Any) -> dict[str, Any]:
     scope = require_run_scope(f"metadata.{what}")
+    scope.durable.check_outside_step(f"metadata.{what}")
     engine = (await state.current()).engine
     # Numbered from the top of the task: a replayed change that an earlier execution applied is skipped.
     sequence = scope.durable.next_metadata_change()

@@ -57,7 +57,9 @@ class PipedStream:
         if self._started:
             raise RuntimeError("a piped stream can be consumed once")
         self._started = True
-        writer = await require_run_scope("streams.pipe").streams.writer(self._stream.key)
+        scope = require_run_scope("streams.pipe")
+        scope.durable.check_outside_step("streams.pipe")
+        writer = await scope.streams.writer(self._stream.key)
         async for item in self._source:
             self._pending.append(await writer.enqueue(item))
             yield item
@@ -78,7 +80,9 @@ class OutputStream:
 
     async def append(self, value: Any) -> int:
         """Stores one chunk for the current run; returns its index."""
-        writer = await require_run_scope(f"{self.key}.append").streams.writer(self.key)
+        scope = require_run_scope(f"{self.key}.append")
+        scope.durable.check_outside_step(f"{self.key}.append")
+        writer = await scope.streams.writer(self.key)
         return await writer.append(value)
 
     def pipe(self, source: AsyncIterable[Any]) -> PipedStream:

@@ -231,3 +231,11 @@ async def test_concurrent_metadata_changes_are_each_applied_once_across_a_resume
         await until_run(handle.id, parked)
         final = await until_final(handle.id)
     assert final.status is RunStatus.COMPLETED and final.metadata["counter"] == 20
+
+
+async def test_a_metadata_change_inside_a_step_is_refused_naming_the_step(backend_settings: Settings) -> None:
+    async with serving(backend_settings):
+        handle = await tasks.trigger("durable-metadata-in-step", None)
+        final = await until_final(handle.id)
+    assert final.status is RunStatus.FAILED and "inside" not in final.metadata
+    assert final.error is not None and "inside the step 'effect'" in final.error.message

@@ -47,6 +47,7 @@ class DurableRun:
         # started, so concurrent changes of this execution are all applied whatever order they land in.
         self._metadata_applied = run.metadata_ops
         self._in_step = False
+        self._live_step: str | None = None  # the `steps.run` whose function is running now
 
     @property
     def execution(self) -> int:
@@ -80,7 +81,18 @@ class DurableRun:
                 return entry.result
             if self._release.is_set():
                 await self.hand_back()
-            return await self.journal.record(kind, name, await live())
+            self._live_step = name
+            try:
+                result = await live()
+            finally:
+                self._live_step = None
+            return await self.journal.record(kind, name, result)
+
+    def check_outside_step(self, what: str) -> None:
+        """Metadata changes and stream appends are counted from the top of the task so a replay skips those
+        already made; inside a step, which a replay does not run, they would shift that count."""
+        if self._live_step is not None:
+            raise ValidationError(f"{what} inside the step {self._live_step!r}: make it before or after the step")
 
     async def hand_back(self) -> NoReturn:
         await self._streams.flush()

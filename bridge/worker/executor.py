@@ -207,21 +207,35 @@ class Worker:
         except (AbortTaskRunError, NonDeterminismError) as exc:
             await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
         except Exception as exc:
-            if run.attempt_number < (run.max_attempts or policy.max_attempts):
-                await self._retry_later(durable, policy.delay_before(run.attempt_number + 1))
-            else:
+            attempts = run.max_attempts or policy.max_attempts
+            if run.attempt_number >= attempts:
                 await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
+                return True
+            delay = policy.delay_before(run.attempt_number + 1)
+            log.warning(
+                "run %s: attempt %d of %d failed (%s: %s); retrying in %.1f s",
+                *(run.id, run.attempt_number, attempts, type(exc).__name__, exc, delay),
+            )
+            return await self._retry_later(durable, delay)
         else:
             await self._record(engine.complete(run.id, output, execution))
         finally:
             await run_inputs.close(DRAIN_SECONDS)
         return True
 
-    async def _retry_later(self, durable: DurableRun, delay: float) -> None:
+    async def _retry_later(self, durable: DurableRun, delay: float) -> bool:
         """Parks the run (EXECUTING, no process) on a wait token of its own that times out after `delay`:
-        the next attempt then starts on any worker, replaying what this one recorded."""
-        with contextlib.suppress(Unwind, RunFinishedError):  # parked; or cancelled meanwhile
+        the next attempt then starts on any worker, replaying what this one recorded. False when that could
+        not be stored: the delivery then stays unacknowledged, and is reclaimed after the lease as the next
+        attempt (instead of a run left EXECUTING with nothing to retry it)."""
+        try:
             await durable.retry_after(delay)
+        except (Unwind, RunFinishedError):  # parked; or cancelled meanwhile
+            return True
+        except BridgeError as exc:
+            log.warning("run %s: could not schedule its retry (%s); it is retried after the lease", durable.run_id, exc)
+            return False
+        return True  # unreachable: `retry_after` leaves by Parked
 
     @contextlib.asynccontextmanager
     async def _suspended(self, run_id: str) -> AsyncIterator[None]:

@@ -341,3 +341,14 @@ async def durable_concurrent_metadata(payload: dict[str, Any]) -> None:
 
     await asyncio.gather(*(metadata.increment("counter") for _ in range(payload["count"])))
     await wait.for_(seconds=payload["seconds"])
+
+
+@registry.add_task("durable-metadata-in-step")
+async def durable_metadata_in_step(payload: Any) -> None:
+    """A metadata change inside a step: a replay would not run it, so it is refused."""
+    from bridge import steps
+
+    async def effect() -> None:
+        await metadata.set("inside", True)
+
+    await steps.run("effect", effect)
