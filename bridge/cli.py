@@ -65,8 +65,6 @@ def warn_if_development_key(settings: Settings) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    if args.max_attempts is not None and args.max_attempts < 1:
-        sys.exit("realtime-bridge: --max-attempts is at least 1")
     settings = Settings.from_env(
         redis_url=args.redis_url,
         worker_concurrency=args.concurrency,
@@ -74,6 +72,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         wait_hold_seconds=args.wait_hold,
         shutdown_grace_seconds=args.shutdown_grace,
     )
+    if not 1 <= settings.default_max_attempts <= settings.limits.max_attempts:
+        sys.exit(f"realtime-bridge: --max-attempts / BRIDGE_MAX_ATTEMPTS is 1 to {settings.limits.max_attempts}")
     warn_if_development_key(settings)
     return settings
 
