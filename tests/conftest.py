@@ -12,6 +12,7 @@ import itertools
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 import pytest
@@ -34,11 +35,17 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+def suite_settings(**overrides: Any) -> Settings:
+    """The suite's settings: a failed run is not retried and a stopping worker hands its runs back at once,
+    unless a test says otherwise."""
+    defaults: dict[str, Any] = {"lease_seconds": 1.5, "default_max_attempts": 1, "shutdown_grace_seconds": 0}
+    return Settings(secret_key=SECRET_KEY, **{**defaults, **overrides})
+
+
 @pytest.fixture(params=["memory", "redis"])
 def backend_settings(request: pytest.FixtureRequest) -> Settings:
-    """Settings for one backend; Redis tests get their own key prefix, so they never see each other's keys.
-    A failed run is not retried and a stopping worker hands its runs back at once, unless a test says so."""
-    settings = Settings(secret_key=SECRET_KEY, lease_seconds=1.5, default_max_attempts=1, shutdown_grace_seconds=0)
+    """Settings for one backend; Redis tests get their own key prefix, so they never see each other's keys."""
+    settings = suite_settings()
     if request.param == "redis":
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         settings = replace(settings, redis_url=redis_server.url, key_prefix=f"rbtest{next(_prefixes)}")

@@ -14,12 +14,11 @@ import pytest
 
 from bridge import runs, streams, tasks
 from bridge.backends.channels import run_channel
-from bridge.config import Settings
 from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError
 from bridge.models import Run, RunStatus
 from bridge.runtime.hub import Message
 from bridge.runtime.input_streams import input_key
-from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server
+from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server, suite_settings
 from tests.support.helpers import token, unique, until_final, until_run
 from tests.support.official_client import run_script
 from tests.support.redis_server import start_redis_server
@@ -302,13 +301,7 @@ async def test_a_value_sent_after_redis_restarted_reaches_the_waiting_task() -> 
     """The failure peers had: a restart silently killed the cancel listener. Here the task's listener
     resubscribes and re-reads storage, so the value arrives (Redis keeping its data: AOF, fsync always)."""
     redis_server = start_redis_server(persistent=True)
-    settings = Settings(
-        secret_key=SECRET_KEY,
-        redis_url=redis_server.url,
-        key_prefix=unique("restart"),
-        default_max_attempts=1,
-        shutdown_grace_seconds=0,
-    )
+    settings = suite_settings(redis_url=redis_server.url, key_prefix=unique("restart"))
     server, task = await start_server(settings)
     try:
         handle = await tasks.trigger("await-approval", {"timeout": 120})

@@ -26,7 +26,7 @@ from bridge.runtime.core import Bridge
 from bridge.runtime.hub import Message
 from bridge.runtime.waitpoints import TIMER_BATCH, WaitpointTimeoutError, callback_signature
 from bridge.worker.executor import Worker
-from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server
+from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server, suite_settings
 from tests.support.helpers import bearer, token, unique, until_final, until_run, worker_of
 from tests.support.official_client import run_script
 from tests.support.redis_server import start_redis_server
@@ -330,14 +330,7 @@ async def test_a_deadline_that_passed_while_the_bridge_was_stopped_fires_when_it
 async def test_a_bridge_restart_between_create_and_complete(redis_server: Any) -> None:
     """Redis: the worker runs in its own process (here its own Bridge); the bridge the page talks to
     restarts while the task waits; completing through the new bridge resumes the task."""
-    settings = Settings(
-        secret_key=SECRET_KEY,
-        lease_seconds=1.5,
-        redis_url=redis_server.url,
-        key_prefix=unique("wp"),
-        default_max_attempts=1,
-        shutdown_grace_seconds=0,
-    )
+    settings = suite_settings(redis_url=redis_server.url, key_prefix=unique("wp"))
     worker_bridge = Bridge(settings)
     await worker_bridge.start()
     worker = Worker(worker_bridge, registry)
@@ -365,13 +358,7 @@ async def test_a_completion_after_redis_restarted_reaches_the_waiting_task() -> 
     """Redis keeping its data (AOF, fsync always) restarts while a task waits on a token: the waiter's
     subscription comes back (and re-reads the token), the token is still there, the completion lands."""
     redis_server = start_redis_server(persistent=True)
-    settings = Settings(
-        secret_key=SECRET_KEY,
-        redis_url=redis_server.url,
-        key_prefix=unique("wp-restart"),
-        default_max_attempts=1,
-        shutdown_grace_seconds=0,
-    )
+    settings = suite_settings(redis_url=redis_server.url, key_prefix=unique("wp-restart"))
     server, task = await start_server(settings)
     try:
         handle = await tasks.trigger("await-token", {"timeout": "10m"})
