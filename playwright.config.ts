@@ -4,9 +4,11 @@
  * Debian's Chromium (/usr/bin/chromium) drives the pages; Playwright never downloads a browser.
  * The config starts the servers itself (e2e/support/launcher.mjs), two per backend: one the
  * tests share, and one that e2e/restart.spec.ts stops and starts (so no other test sees it go).
- * The Redis ones each start their own redis-server on a free port.
+ * The Redis ones each start their own redis-server on a free port. A fifth server, on Redis, runs
+ * its tasks in a separate worker process that e2e/worker-restart.spec.ts stops and starts: that
+ * spec is the project "redis-worker" alone.
  *
- * Ports: E2E_PORT_BASE (default 18790) and the next seven.
+ * Ports: E2E_PORT_BASE (default 18790) and the next nine.
  */
 import { defineConfig, devices } from "@playwright/test";
 import type { ServerOptions } from "./e2e/fixtures";
@@ -25,6 +27,18 @@ function servers(backend: string, index: number): { shared: Server; restartable:
 }
 
 const url = (port: number) => `http://127.0.0.1:${port}`;
+
+const workerSpec = "worker-restart.spec.ts";
+const separateWorker = { backend: "redis", port: base + 8, controlPort: base + 9 };
+const launch = (server: Server, extra = "") => ({
+  command: `node e2e/support/launcher.mjs --backend ${server.backend} --port ${server.port} --control-port ${server.controlPort}${extra}`,
+  url: `${url(server.port)}/readyz`,
+  reuseExistingServer: false,
+  timeout: 60_000,
+  stdout: "ignore" as const,
+  stderr: "pipe" as const,
+  gracefulShutdown: { signal: "SIGTERM" as const, timeout: 10_000 },
+});
 
 export default defineConfig({
   testDir: "e2e",
@@ -53,26 +67,31 @@ export default defineConfig({
     trace: "retain-on-failure",
     video: "off",
   },
-  projects: backends.map((backend, index) => {
-    const { shared, restartable } = servers(backend, index);
-    return {
-      name: backend,
+  projects: [
+    ...backends.map((backend, index) => {
+      const { shared, restartable } = servers(backend, index);
+      return {
+        name: backend,
+        testIgnore: workerSpec,
+        use: {
+          baseURL: url(shared.port),
+          restartable: { baseURL: url(restartable.port), controlURL: url(restartable.controlPort) },
+          backend,
+        } satisfies { baseURL: string } & ServerOptions,
+      };
+    }),
+    {
+      name: "redis-worker",
+      testMatch: workerSpec,
       use: {
-        baseURL: url(shared.port),
-        restartable: { baseURL: url(restartable.port), controlURL: url(restartable.controlPort) },
-        backend,
-      } satisfies { baseURL: string } & ServerOptions,
-    };
-  }),
-  webServer: backends.flatMap((backend, index) =>
-    Object.values(servers(backend, index)).map((server) => ({
-      command: `node e2e/support/launcher.mjs --backend ${server.backend} --port ${server.port} --control-port ${server.controlPort}`,
-      url: `${url(server.port)}/readyz`,
-      reuseExistingServer: false,
-      timeout: 60_000,
-      stdout: "ignore" as const,
-      stderr: "pipe" as const,
-      gracefulShutdown: { signal: "SIGTERM" as const, timeout: 10_000 },
-    })),
-  ),
+        baseURL: url(separateWorker.port),
+        backend: "redis",
+        workerControlURL: url(separateWorker.controlPort),
+      } satisfies { baseURL: string } & Partial<ServerOptions>,
+    },
+  ],
+  webServer: [
+    ...backends.flatMap((backend, index) => Object.values(servers(backend, index)).map((server) => launch(server))),
+    launch(separateWorker, " --separate-worker"),
+  ],
 });

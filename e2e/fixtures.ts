@@ -1,7 +1,8 @@
 /**
  * The suite's `test`: Playwright's, plus
- * - `backend` and `restartable` (set per project in playwright.config.ts): which backend the
- *   project's servers use, and the server that only e2e/restart.spec.ts stops and starts;
+ * - `backend`, `restartable` and `workerControlURL` (set per project in playwright.config.ts):
+ *   which backend the project's servers use, the server that only e2e/restart.spec.ts stops and
+ *   starts, and (project "redis-worker") the control port of the server whose worker runs apart;
  * - a check that no page of the test logged a console error or threw (`allowConsoleErrors` to
  *   expect some);
  * - `uniqueTag`: a tag of the test's own, so its dashboard shows only its runs;
@@ -12,6 +13,7 @@ import { test as base, expect, type APIRequestContext, type Page } from "@playwr
 export type ServerOptions = {
   backend: "memory" | "redis";
   restartable: { baseURL: string; controlURL: string };
+  workerControlURL: string;
 };
 
 type Fixtures = {
@@ -51,11 +53,25 @@ export class ServerControl {
     const response = await this.request.post(`${this.controlURL}/start`, { timeout: 60_000 });
     expect(response.ok(), await response.text()).toBeTruthy();
   }
+
+  /** Stops the server's separate worker with SIGTERM (launcher --separate-worker); returns its exit. */
+  async stopWorker(): Promise<{ code: number | null; signal: string | null }> {
+    const response = await this.request.post(`${this.controlURL}/worker/stop`, { timeout: 30_000 });
+    expect(response.ok(), await response.text()).toBeTruthy();
+    return ((await response.json()) as { exit: { code: number | null; signal: string | null } }).exit;
+  }
+
+  /** Starts a new worker process; returns once it takes runs. */
+  async startWorker(): Promise<void> {
+    const response = await this.request.post(`${this.controlURL}/worker/start`, { timeout: 60_000 });
+    expect(response.ok(), await response.text()).toBeTruthy();
+  }
 }
 
 export const test = base.extend<ServerOptions & Fixtures>({
   backend: ["memory", { option: true }],
   restartable: [{ baseURL: "", controlURL: "" }, { option: true }],
+  workerControlURL: ["", { option: true }],
   allowConsoleErrors: [[], { option: true }],
 
   context: async ({ context, allowConsoleErrors }, use) => {

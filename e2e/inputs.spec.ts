@@ -1,5 +1,6 @@
 import type { Page } from "@playwright/test";
 import { expect, test } from "./fixtures";
+import { startApproval } from "./support/flows";
 
 // The fake model's reply to any prompt it has no fixed answer for (examples/demo/tasks.py).
 const echoReply = (prompt: string) =>
@@ -88,15 +89,7 @@ test.describe("Input streams", () => {
 
   for (const decision of ["approve", "reject"] as const) {
     test(`${decision === "approve" ? "Approve" : "Reject"} releases the WAITING run with approved: ${decision === "approve"}`, async ({ page }) => {
-      await page.goto("/#/approval");
-      await expect(page.getByTestId("approval-empty")).toBeVisible();
-      await page.getByTestId("approval-topic").fill(`the ${decision} test`);
-      await page.getByTestId("approval-start").click();
-      await expect(page).toHaveURL(/#\/approval\?run=run_[0-9a-f]{24}&token=/);
-
-      const card = page.getByTestId("approval-card");
-      await expect(card.getByTestId("approval-draft")).toContainText(`a short note on the ${decision} test`);
-      await expect(card.getByTestId("approval-status")).toHaveText("WAITING");
+      const card = await startApproval(page, `the ${decision} test`);
       await card.getByTestId(`approval-${decision}`).click();
 
       await expect(card.getByTestId("approval-status")).toHaveText("COMPLETED");

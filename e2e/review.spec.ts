@@ -1,5 +1,6 @@
 import type { Locator, Page, WebSocket } from "@playwright/test";
 import { expect, test } from "./fixtures";
+import { startReview } from "./support/flows";
 
 const TOKEN_ID = /^waitpoint_[0-9a-f]{24}$/;
 const COMPLETE_ROUTE = /\/api\/v1\/waitpoints\/tokens\/waitpoint_[0-9a-f]{24}\/complete$/;
@@ -38,20 +39,6 @@ function recordPosts(page: Page, route: RegExp): { url: string; status: number }
     posts.push({ url: request.url(), status: (await request.response())?.status() ?? 0 });
   });
   return posts;
-}
-
-/** Opens the Review page, starts a review run, and waits until the page may complete its token. */
-async function startReview(page: Page, timeout?: string): Promise<{ card: Locator; runId: string }> {
-  await page.goto("/#/review");
-  await expect(page.getByTestId("review-empty")).toBeVisible();
-  if (timeout !== undefined) await page.getByTestId("review-timeout").fill(timeout);
-  await page.getByTestId("review-start").click();
-  await expect(page).toHaveURL(/#\/review\?run=run_[0-9a-f]{24}&token=/);
-  const runId = new URLSearchParams(page.url().split("?")[1]).get("run")!;
-  const card = page.getByTestId("review-card");
-  await expect(card.getByTestId("review-status")).toHaveText("WAITING");
-  await expect(card.getByTestId("review-step")).toHaveText("waiting for review");
-  return { card, runId };
 }
 
 async function outputOf(output: Locator): Promise<unknown> {

@@ -51,11 +51,14 @@ test.describe("Run page (useRealtimeRun over the WebSocket)", () => {
     await expect(page.getByTestId("trigger-error")).toHaveCount(0);
   });
 
-  test("a failing run shows FAILED and its error", async ({ page }) => {
+  test("a failing run is retried once (attempt 2), then shows FAILED and its error", async ({ page }) => {
     await page.goto("/#/run");
     await page.getByTestId("trigger-failing").click();
     const card = page.getByTestId("run-card");
+    // always-fails allows 2 attempts: the page saw the second one execute before the run failed.
+    await expect(card.getByTestId("run-log")).toContainText(/EXECUTING\s*\d+% · attempt 2/);
     await expect(card.getByTestId("run-status")).toHaveText("FAILED");
+    await expect(card.getByTestId("run-attempt")).toHaveText("attempt 2");
     await expect(card.getByTestId("run-failure")).toContainText("the demo task failed on purpose");
     await expect(card.getByTestId("run-progress")).toHaveAttribute("aria-valuenow", "50");
     await expect(card.getByTestId("oncomplete-count")).toHaveText("1");

@@ -108,6 +108,23 @@ async def test_failing_task_shows_failed_with_its_error(server: RunningServer) -
     assert result["hookError"] is None and result["uncaught"] == []
 
 
+async def test_sdk_max_attempts_caps_the_retries_of_a_task(server: RunningServer) -> None:
+    # durable-flaky fails its first attempt and its policy would retry it: maxAttempts 1 fails the run.
+    capped = await run_script(
+        server,
+        "trigger-and-watch.mjs",
+        "durable-flaky",
+        json.dumps({"fail_attempts": 1}),
+        json.dumps({"maxAttempts": 1}),
+    )
+    assert capped.ok, capped.explain()
+    assert capped["statuses"][-1] == "FAILED" and capped["run"]["error"]["message"] == "flaky on purpose"
+
+    retried = await run_script(server, "trigger-and-watch.mjs", "durable-flaky", json.dumps({"fail_attempts": 1}))
+    assert retried.ok, retried.explain()
+    assert retried["statuses"][-1] == "COMPLETED" and retried["run"]["output"] == {"attempts": 2}
+
+
 async def test_use_run_schema_accepts_completed_and_failed_runs(server: RunningServer, http: httpx.AsyncClient) -> None:
     key = server.settings.secret_key
     ok_id = await trigger(http, key, "echo", {"n": 1}, tags=["b", "a"], idempotencyKey=f"k-{uuid.uuid4().hex}")
@@ -123,6 +140,7 @@ async def test_use_run_schema_accepts_completed_and_failed_runs(server: RunningS
     assert run["output"] == {"echo": {"n": 1}} and run["payload"] == {"n": 1}
     assert run["tags"] == ["a", "b"]
     assert run["finishedAt"] and run["startedAt"]
+    assert run["attemptCount"] == 1
 
     # A read token for the run is enough; the failed run's error passes the schema.
     token = create_public_token(key, [f"read:runs:{failed_id}"])

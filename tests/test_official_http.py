@@ -574,6 +574,11 @@ async def test_trigger_refuses_bad_bodies_with_400(server: RunningServer, http: 
         {"payload": 1, "options": {"idempotencyKey": "k", "idempotencyKeyTTL": [1]}},
         {"payload": 1, "options": {"metadata": [1, 2]}},
         {"payload": 1, "options": {"metadata": "{broken"}},
+        {"payload": 1, "options": {"maxAttempts": "2"}},
+        {"payload": 1, "options": {"maxAttempts": True}},
+        {"payload": 1, "options": {"maxAttempts": 1.5}},
+        {"payload": 1, "options": {"maxAttempts": 0}},
+        {"payload": 1, "options": {"maxAttempts": 101}},  # over limits.max_attempts
     ]
     for body in bad:
         assert_json_error(await _trigger_raw(http, server, body), 400)
@@ -741,6 +746,7 @@ async def test_batch_refuses_bad_items_without_triggering_any(server: RunningSer
         _ndjson([good]) + b"[1]\n",
         b"\xff\xfe\n",
         _ndjson([good, {"index": 1, "task": "echo", "options": {"tags": [""]}}]),
+        _ndjson([good, {"index": 1, "task": "echo", "options": {"maxAttempts": 0}}]),
         _ndjson([good, {"index": 2, "task": "echo"}]),  # the batch announced 2 runs: indexes 0 and 1
         _ndjson([{"index": i, "task": "echo", "payload": i} for i in range(limit + 1)]),
     ):
@@ -765,6 +771,40 @@ async def test_batch_refuses_bad_items_without_triggering_any(server: RunningSer
     assert_json_error(await _send_items(http, server, never_created, _ndjson([good])), 404)
 
 
+async def test_max_attempts_overrides_the_task_retry_policy_in_trigger_and_batch(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    # durable-flaky fails its first attempt; its own policy allows 3, so only the option makes it fail.
+    retried = await trigger(http, server, "durable-flaky", {"fail_attempts": 1})
+    capped = await trigger(http, server, "durable-flaky", {"fail_attempts": 1}, maxAttempts=1)
+    batch_id, _ = await _create_batch(http, server, 1)
+    item = {"index": 0, "task": "durable-flaky", "payload": {"fail_attempts": 1}, "options": {"maxAttempts": 1}}
+    assert (await _send_items(http, server, batch_id, _ndjson([item]))).json()["itemsAccepted"] == 1
+    [batched] = [
+        row["value"]["id"] for row in rows(await feed(http, f"/realtime/v1/batches/{batch_id}", secret(server)))
+    ]
+    for run_id, status, attempts in ((retried, "COMPLETED", 2), (capped, "FAILED", 1), (batched, "FAILED", 1)):
+        await until_final(run_id)
+        body = (await http.get(f"/api/v3/runs/{run_id}", headers=secret(server))).json()
+        assert (body["status"], body["attemptCount"], body["attempts"]) == (status, attempts, []), run_id
+
+
+async def test_a_run_between_two_attempts_is_retrying_after_failure_in_its_feed(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    run_id = await trigger(http, server, "durable-flaky", {"fail_attempts": 1})
+    path, auth = f"/realtime/v1/runs/{run_id}", secret(server)
+    answer = await feed(http, path, auth)
+    statuses = [row["value"]["status"] for row in rows(answer)]
+    while statuses[-1] != "COMPLETED_SUCCESSFULLY":  # live polls answer every change (the backoff is 0.2 s)
+        live = {"handle": answer.headers["electric-handle"], "offset": answer.headers["electric-offset"]}
+        answer = await feed(http, path, auth, live="true", cursor="", **live)
+        statuses += [row["value"]["status"] for row in rows(answer)]
+    assert "RETRYING_AFTER_FAILURE" in statuses, statuses
+    retrying = statuses.index("RETRYING_AFTER_FAILURE")
+    assert "EXECUTING" in statuses[retrying:], statuses  # the second attempt
+
+
 # ---------------------------------------------------------------------------------------------
 # retrieve, CORS, health
 
@@ -786,6 +826,7 @@ async def test_retrieve_has_the_schema_fields_and_omits_absent_ones(
     for absent in ("finishedAt", "output", "error", "idempotencyKey", "batchId"):
         assert absent not in running, absent
     assert running["relatedRuns"] == {} and running["triggerFunction"] == "trigger"
+    assert running["attemptCount"] == 1 and running["attempts"] == []
     gates[gate].set()
     await until_final(run_id)
 

@@ -50,9 +50,9 @@ class RetryPolicy:
         return min(delay, self.max_timeout)
 
 
-def check_max_attempts(value: Any, limit: int) -> int:
+def check_max_attempts(value: Any, limit: int, name: str = "max_attempts") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-        raise ValidationError(f"max_attempts is a whole number from 1 to {limit}")
+        raise ValidationError(f"{name} is a whole number from 1 to {limit}")
     return value
 
 

@@ -5,12 +5,19 @@
  * (playwright.config.ts, `webServer`) and stops it with SIGTERM; the launcher then stops what it
  * started.
  *
- *   node e2e/support/launcher.mjs --backend memory|redis --port 18790 --control-port 18791
+ *   node e2e/support/launcher.mjs --backend memory|redis --port 18790 --control-port 18791 [--separate-worker]
+ *
+ * With --separate-worker (Redis only) the demo server runs no task (`--no-worker`): a worker process
+ * of its own (`python -m bridge.cli worker --tasks examples/demo/tasks.py`, the `realtime-bridge
+ * worker` command) does, parking waiting runs after 0.2 s (BRIDGE_WAIT_HOLD) so that they outlive it.
  *
  * The control port lets a test stop and start the demo server, to show that pages recover:
- *   POST /stop     kills the demo server (SIGKILL: a crash, no goodbye to the clients)
- *   POST /start    starts it again on the same port (and the same Redis), answers once it is ready
- *   GET  /status   {"running": true|false, "pid": ...}
+ *   POST /stop          kills the demo server (SIGKILL: a crash, no goodbye to the clients)
+ *   POST /start         starts it again on the same port (and the same Redis), answers once it is ready
+ *   GET  /status        {"running": true|false, "pid": ..., "worker": {"running", "pid"} with --separate-worker}
+ * and the separate worker:
+ *   POST /worker/stop   SIGTERM, as a deploy stops it; answers once it exited: {"exit": {"code", "signal"}}
+ *   POST /worker/start  starts a new worker process, answers once it runs the tasks
  *
  * The servers' output goes to a log file whose path is printed at start; Redis keeps nothing on disk.
  */
@@ -34,10 +41,12 @@ const { values: args } = parseArgs({
     backend: { type: "string", default: "memory" },
     port: { type: "string" },
     "control-port": { type: "string" },
+    "separate-worker": { type: "boolean", default: false },
   },
 });
-if (!["memory", "redis"].includes(args.backend) || !args.port || !args["control-port"]) {
-  console.error("usage: launcher.mjs --backend memory|redis --port PORT --control-port PORT");
+const badWorker = args["separate-worker"] && args.backend !== "redis";
+if (!["memory", "redis"].includes(args.backend) || !args.port || !args["control-port"] || badWorker) {
+  console.error("usage: launcher.mjs --backend memory|redis --port PORT --control-port PORT [--separate-worker (redis)]");
   process.exit(2);
 }
 const port = Number(args.port);
@@ -111,6 +120,7 @@ async function stopChild(child, signal = "SIGTERM", graceMs = 5000) {
 let redis;
 let redisUrl;
 let demo;
+let worker;
 let stopping = false;
 
 async function startRedis() {
@@ -130,9 +140,12 @@ async function startRedis() {
   say(`redis-server on port ${redisPort}`);
 }
 
+const bridgeEnv = () => ({ BRIDGE_SECRET_KEY: SECRET_KEY, BRIDGE_REDIS_URL: redisUrl ?? "" });
+
 async function startDemo() {
-  const env = { HOST: "127.0.0.1", PORT: String(port), BRIDGE_SECRET_KEY: SECRET_KEY, BRIDGE_REDIS_URL: redisUrl ?? "" };
-  const child = startChild("demo", PYTHON, ["-m", "examples.demo"], env);
+  const env = { HOST: "127.0.0.1", PORT: String(port), ...bridgeEnv() };
+  const argv = ["-m", "examples.demo", ...(args["separate-worker"] ? ["--no-worker"] : [])];
+  const child = startChild("demo", PYTHON, argv, env);
   demo = child;
   child.exited.then(({ code, signal }) => {
     if (demo === child && !stopping) fail(`the demo server exited on its own (code ${code}, signal ${signal})`);
@@ -152,10 +165,40 @@ async function stopDemo() {
   say("demo server stopped");
 }
 
+async function startWorker() {
+  // `python -m bridge.cli` is the `realtime-bridge` command, from this checkout whatever the venv installed.
+  const env = { ...bridgeEnv(), BRIDGE_WAIT_HOLD: "0.2s", BRIDGE_SHUTDOWN_GRACE: "5s" };
+  const child = startChild("worker", PYTHON, ["-m", "bridge.cli", "worker", "--tasks", "examples/demo/tasks.py"], env);
+  worker = child;
+  child.exited.then(({ code, signal }) => {
+    if (worker === child && !stopping) fail(`the worker exited on its own (code ${code}, signal ${signal})`);
+  });
+  // It logs "worker <id> running <tasks>" once it takes runs.
+  let output = "";
+  const collect = (chunk) => (output += chunk);
+  child.stderr.on("data", collect);
+  await waitFor("the worker", async () => {
+    if (child.exitCode !== null) throw new Error("exited");
+    return /worker \S+ running /.test(output);
+  });
+  child.stderr.off("data", collect);
+  say(`worker ready (pid ${child.pid})`);
+}
+
+async function stopWorker() {
+  const child = worker;
+  worker = undefined;
+  if (!child) return null;
+  await stopChild(child, "SIGTERM", 15_000); // BRIDGE_SHUTDOWN_GRACE is 5 s
+  say("worker stopped");
+  return child.exited;
+}
+
 async function shutdown(code) {
   if (stopping) return;
   stopping = true;
   control.close();
+  await stopChild(worker);
   await stopChild(demo);
   await stopChild(redis);
   log.end();
@@ -182,12 +225,19 @@ const control = createHttpServer((request, response) => {
     },
     "GET /status": async () => {},
   };
+  if (args["separate-worker"]) {
+    actions["POST /worker/stop"] = async () => ({ exit: await stopWorker() });
+    actions["POST /worker/start"] = async () => {
+      if (!worker) await startWorker();
+    };
+  }
   const action = actions[route];
   if (!action) return reply(404, { error: `no route ${route}` });
   queue = queue.then(async () => {
     try {
-      await action();
-      reply(200, { running: !!demo, pid: demo?.pid ?? null });
+      const extra = await action();
+      const workerStatus = args["separate-worker"] ? { worker: { running: !!worker, pid: worker?.pid ?? null } } : {};
+      reply(200, { running: !!demo, pid: demo?.pid ?? null, ...workerStatus, ...extra });
     } catch (error) {
       reply(500, { error: String(error) });
     }
@@ -205,6 +255,7 @@ try {
   });
   if (args.backend === "redis") await startRedis();
   await startDemo();
+  if (args["separate-worker"]) await startWorker();
 } catch (error) {
   fail(String(error));
 }

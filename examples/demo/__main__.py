@@ -1,6 +1,8 @@
 """`python -m examples.demo`: the demo on http://127.0.0.1:8787 (HOST and PORT to change it).
 
 In-memory backend by default; BRIDGE_REDIS_URL (and every other BRIDGE_* setting) is honoured.
+With --no-worker (Redis only), the server runs no task: start the worker yourself, e.g.
+`realtime-bridge worker --tasks examples/demo/tasks.py`, and stop or restart it independently.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8787")))
+    parser.add_argument("--no-worker", action="store_true", help="run no tasks here (a separate worker does)")
     args = parser.parse_args()
 
     settings = with_public_url(Settings.from_env(), args.host, args.port)
+    if args.no_worker and not settings.redis_url:
+        parser.error("--no-worker needs BRIDGE_REDIS_URL: a separate worker only sees the runs through Redis")
     warn_if_development_key(settings)
     log.info("backend: %s", "redis" if settings.redis_url else "in-memory")
     log.info("the demo: http://%s:%d/", args.host, args.port)
-    run_server(create_demo_app(settings), settings, args.host, args.port)
+    run_server(create_demo_app(settings, worker=not args.no_worker), settings, args.host, args.port)
 
 
 if __name__ == "__main__":

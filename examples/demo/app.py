@@ -166,9 +166,10 @@ def demo_routes() -> list[BaseRoute]:
     return routes
 
 
-def create_demo_app(settings: Settings | None = None) -> Starlette:
-    """The bridge with the demo tasks running in-process, plus the demo's backend routes and page."""
-    app = create_app(settings or Settings.from_env(), registry=default_registry)
+def create_demo_app(settings: Settings | None = None, *, worker: bool = True) -> Starlette:
+    """The bridge with the demo tasks running in-process (unless `worker=False`: then a separate
+    `realtime-bridge worker` on the same Redis runs them), plus the demo's backend routes and page."""
+    app = create_app(settings or Settings.from_env(), registry=default_registry if worker else None)
     # The bridge's own routes come first; the static mount at "/" must stay last.
     app.router.routes.extend(demo_routes())
     return app

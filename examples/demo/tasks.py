@@ -25,9 +25,10 @@ async def draft_email(payload: dict[str, Any]) -> dict[str, Any]:
     return {"to": to, "subject": "Re: your question", "body": f"Hello {to}, here is the answer."}
 
 
-@task(id="always-fails")
+@task(id="always-fails", retry={"max_attempts": 2, "min_timeout": 0.5, "randomize": False})
 async def always_fails(payload: dict[str, Any]) -> None:
-    """Fails after a moment, to show a FAILED run and its error."""
+    """Fails after a moment, to show a FAILED run and its error; retried once first (half a second
+    later), so the page shows attempt 2 before FAILED."""
     await metadata.set("progress", 0.5)
     await asyncio.sleep(float(payload.get("seconds", 0.5)))
     raise RuntimeError("the demo task failed on purpose")

@@ -165,6 +165,11 @@ export type RunShape<TRunTypes extends AnyRunTypes> = {
   realtimeStreams: string[];
   /** The run's number (per task). Not in the official RunShape; the bridge sends it. */
   number: number;
+  /**
+   * The current attempt (1 for the first; 0 before it starts), when the feed carries it: the
+   * bridge's WebSocket does, the official Electric feed does not. Not in the official RunShape.
+   */
+  attemptNumber?: number;
 };
 
 /** A run as `useRealtimeRun` & co. return it. `T` is anything {@link InferRunTypes} accepts. */

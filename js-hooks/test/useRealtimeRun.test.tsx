@@ -60,6 +60,7 @@ describe("useRealtimeRun", () => {
       isTest: false,
       realtimeStreams: ["default"],
       number: run.number,
+      attemptNumber: 0,
       isQueued: true,
       isExecuting: false,
       isWaiting: false,
@@ -76,9 +77,9 @@ describe("useRealtimeRun", () => {
     expect(queued.error).toBeUndefined();
 
     const started = new Date().toISOString();
-    bridge.change(run.id, { status: "EXECUTING", startedAt: started, metadata: { progress: 0.5 } });
+    bridge.change(run.id, { status: "EXECUTING", startedAt: started, metadata: { progress: 0.5 }, attemptNumber: 2 });
     await waitFor(() => expect(result.current.run?.status).toBe("EXECUTING"));
-    expect(result.current.run).toMatchObject({ isExecuting: true, metadata: { progress: 0.5 } });
+    expect(result.current.run).toMatchObject({ isExecuting: true, metadata: { progress: 0.5 }, attemptNumber: 2 });
     expect(result.current.run!.startedAt).toEqual(new Date(started));
 
     bridge.change(run.id, { status: "WAITING" });

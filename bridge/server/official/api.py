@@ -18,6 +18,7 @@ from bridge.models import Run, RunStatus
 from bridge.runtime.access import create_public_token, require_run_read, run_access_token
 from bridge.runtime.batches import BatchItem, is_item_index
 from bridge.runtime.engine import TriggerOptions
+from bridge.runtime.retries import check_max_attempts
 from bridge.runtime.trigger_tokens import trigger_as
 from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
 
@@ -46,7 +47,7 @@ def decode_payload(payload: Any, payload_type: Any) -> Any:
     return decoded
 
 
-def _trigger_options(options: Any, request_key: str | None) -> TriggerOptions:
+def _trigger_options(options: Any, request_key: str | None, max_attempts_limit: int) -> TriggerOptions:
     if options is None:
         options = {}
     if not isinstance(options, dict):
@@ -61,6 +62,9 @@ def _trigger_options(options: Any, request_key: str | None) -> TriggerOptions:
         raise ValidationError('options.idempotencyKeyTTL must be a duration like "1h" or seconds')
     if isinstance(metadata, str):
         metadata = decode_payload(metadata, options.get("metadataType") or "application/json")
+    max_attempts = options.get("maxAttempts")
+    if max_attempts is not None:
+        check_max_attempts(max_attempts, max_attempts_limit, "options.maxAttempts")
     return TriggerOptions(
         tags=tags,
         idempotency_key=key,
@@ -68,6 +72,7 @@ def _trigger_options(options: Any, request_key: str | None) -> TriggerOptions:
         metadata=metadata,
         is_test=options.get("test") is True,
         request_key=request_key,
+        max_attempts=max_attempts,
     )
 
 
@@ -85,7 +90,9 @@ async def trigger_task(request: Request) -> Response:
     body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
     options = body.get("options") or {}
     payload = decode_payload(body.get("payload"), options.get("payloadType") if isinstance(options, dict) else None)
-    trigger_options = _trigger_options(options, request.headers.get("x-trigger-request-idempotency-key"))
+    trigger_options = _trigger_options(
+        options, request.headers.get("x-trigger-request-idempotency-key"), bridge.settings.limits.max_attempts
+    )
     run, created = await trigger_as(bridge.engine, principal, task_id, payload, trigger_options)
     scopes = [f"read:runs:{run.id}", f"write:inputStreams:{run.id}"]
     headers = claims_headers(scopes, run_access_token(bridge.settings.secret_key, run.id))
@@ -140,7 +147,11 @@ async def add_batch_items(request: Request) -> Response:
         options = item.get("options") or {}
         payload = decode_payload(item.get("payload"), options.get("payloadType") if isinstance(options, dict) else None)
         principal.require_any("batchTrigger", [("tasks", item["task"])])
-        items.append(BatchItem(index, item["task"], payload, _trigger_options(options, None)))
+        items.append(
+            BatchItem(
+                index, item["task"], payload, _trigger_options(options, None, bridge.settings.limits.max_attempts)
+            )
+        )
     accepted, deduplicated = await bridge.batches.add_items(batch_id, items)
     return json_response({"id": batch_id, "itemsAccepted": accepted, "itemsDeduplicated": deduplicated, "sealed": True})
 
@@ -172,7 +183,10 @@ def retrieve_run_body(run: Run) -> dict[str, Any]:
         "relatedRuns": {},
         "metadata": run.metadata,
         "payload": run.payload,
-        "attemptCount": 0 if status is RunStatus.QUEUED else 1,
+        # As the official service: the current attempt's number (0 before the first), and `attempts`
+        # always empty (it dropped the per-attempt list from the API).
+        "attemptCount": run.attempt_number,
+        "attempts": [],
     }
     public = run.to_public()
     optional = {

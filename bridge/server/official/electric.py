@@ -103,7 +103,8 @@ def row_value(run: Run, columns: tuple[str, ...]) -> dict[str, str | None]:
         "id": run.id,
         "taskIdentifier": run.task_identifier,
         "friendlyId": run.id,
-        "status": DB_STATUS[run.status],
+        # The official client maps RETRYING_AFTER_FAILURE to EXECUTING, as the bridge's own status says.
+        "status": "RETRYING_AFTER_FAILURE" if run.is_retrying else DB_STATUS[run.status],
         "createdAt": _timestamp(run.created_at),
         "updatedAt": _timestamp(run.updated_at),
         "startedAt": _timestamp(run.started_at),

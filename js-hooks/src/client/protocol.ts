@@ -22,6 +22,8 @@ export type WireRun = {
   costInCents?: number | null;
   baseCostInCents?: number | null;
   number?: number | null;
+  /** The current attempt of the run's retry policy (protocol v1 servers with durable runs send it). */
+  attemptNumber?: number | null;
   isTest?: boolean | null;
   realtimeStreams?: string[] | null;
   /** Grows by one on every stored change of the run. */

@@ -154,6 +154,7 @@ export function toRealtimeRun<T = any>(
   // Like the official object, no `ttl` key unless the run has one.
   const ttl = skip.has("ttl") ? undefined : optionalString(wire.ttl);
   if (ttl !== undefined) run.ttl = ttl;
+  if (typeof wire.attemptNumber === "number") run.attemptNumber = wire.attemptNumber;
 
   if (!byKey) {
     byKey = new Map();

@@ -70,6 +70,7 @@ export function makeRun(overrides: Partial<WireRun> & { id?: string } = {}): Wir
     durationMs: 0,
     costInCents: 0,
     number: counter,
+    attemptNumber: 0,
     isTest: false,
     realtimeStreams: [],
     version: 1,

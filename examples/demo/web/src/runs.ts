@@ -12,6 +12,8 @@ export type RunLike = {
   startedAt?: Date;
   finishedAt?: Date;
   tags: string[];
+  /** The retry policy's current attempt (the bridge's WebSocket feed sends it; the official feed does not). */
+  attemptNumber?: number;
 };
 
 /** The demo tasks (examples/demo/tasks.py), typed for the hooks. */

@@ -12,22 +12,28 @@ import { ProgressBar } from "./ProgressBar";
 import { StatusBadge } from "./StatusBadge";
 import { useNow } from "./useNow";
 
-type LogEntry = { at: Date; status: string; progress: number; step?: string };
+type LogEntry = { at: Date; status: string; progress: number; step?: string; attempt?: number };
 
-/** Every distinct (status, progress, step) the page received, newest last. */
+/** "attempt 2" for a retried run; nothing for its first attempt. */
+function attemptLabel(attempt: number | undefined): string | undefined {
+  return attempt !== undefined && attempt > 1 ? `attempt ${attempt}` : undefined;
+}
+
+/** Every distinct (status, progress, step, attempt) the page received, newest last. */
 function useUpdateLog(run: RunLike | undefined): LogEntry[] {
   const [log, setLog] = useState<LogEntry[]>([]);
   const last = useRef<string>("");
   const status = run?.status;
   const progress = progressOf(run);
   const step = stepOf(run);
+  const attempt = run?.attemptNumber;
   useEffect(() => {
     if (!status) return;
-    const key = `${status}|${progress}|${step ?? ""}`;
+    const key = `${status}|${progress}|${step ?? ""}|${attempt ?? ""}`;
     if (key === last.current) return;
     last.current = key;
-    setLog((entries) => [...entries, { at: new Date(), status, progress, step }].slice(-12));
-  }, [status, progress, step]);
+    setLog((entries) => [...entries, { at: new Date(), status, progress, step, attempt }].slice(-12));
+  }, [status, progress, step, attempt]);
   return log;
 }
 
@@ -84,6 +90,7 @@ export function RunDetails({
   }
   const elapsed = elapsedOf(run, now);
   const step = stepOf(run);
+  const attempt = attemptLabel(run.attemptNumber);
   return (
     <section className="card run-card" data-testid="run-card" data-run-id={run.id}>
       <header className="run-head">
@@ -92,6 +99,11 @@ export function RunDetails({
           <div className="mono run-id" data-testid="run-id">
             {run.id}
           </div>
+          {attempt && (
+            <div className="muted" data-testid="run-attempt">
+              {attempt}
+            </div>
+          )}
         </div>
         <StatusBadge status={run.status} />
       </header>
@@ -136,7 +148,9 @@ export function RunDetails({
               <span className="log-time">{formatTime(entry.at)}</span>
               <span className={`log-status text-${entry.status.toLowerCase()}`}>{entry.status}</span>
               <span className="log-detail">
-                {Math.round(entry.progress * 100)}%{entry.step ? ` · ${entry.step}` : ""}
+                {[`${Math.round(entry.progress * 100)}%`, entry.step, attemptLabel(entry.attempt)]
+                  .filter(Boolean)
+                  .join(" · ")}
               </span>
             </li>
           ))}
