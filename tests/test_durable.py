@@ -203,3 +203,15 @@ async def test_a_parked_input_stream_wait_keeps_its_first_deadline(quick_parking
     assert final.status is RunStatus.FAILED
     assert final.error is not None and final.error.name == "InputStreamTimeoutError"
     assert 1 <= time.monotonic() - started < 10
+
+
+async def test_a_stopping_worker_parks_a_run_held_in_an_input_wait_at_once(backend_settings: Settings) -> None:
+    async with serving(replace(backend_settings, wait_hold_seconds=3600)) as server:
+        handle = await tasks.trigger("await-approval", {"timeout": 60})
+        await until_run(handle.id, lambda run: run.status is RunStatus.WAITING)
+        started = time.monotonic()
+        await worker_of(server).stop(grace=30)
+        elapsed = time.monotonic() - started
+        stopped = await runs.retrieve(handle.id)
+    assert parked(stopped) and stopped.waiting_input == "approval"
+    assert elapsed < 1  # the unfinished run's inputs are not drained (DRAIN_SECONDS, 2 s, is for a final run)

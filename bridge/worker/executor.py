@@ -184,6 +184,10 @@ class Worker:
         run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
         durable = DurableRun(self.bridge, run.id, journal, lambda: self._suspended(run.id), self._stopping)
         scope = RunScope(context, run_streams, run_inputs, durable)
+        # Once the run is final, `on` handlers still get the input values accepted before. An execution that
+        # leaves the run unfinished (parked, handed back, fenced, retried later) stops reading at once: the
+        # next execution reads every value again, and draining would hold this one (a stopping worker too).
+        drain = DRAIN_SECONDS
         try:
             try:
                 with entered(scope):
@@ -192,13 +196,16 @@ class Worker:
                 # Every appended chunk is stored before the run is final: readers end on "final and drained".
                 await run_streams.flush()
         except Fenced:
+            drain = 0
             log.warning("run %s: a newer execution started elsewhere; this one stops", run.id)
             return False
         except Unwind:  # parked, or handed back: another execution resumes it
+            drain = 0
             return True
         except asyncio.CancelledError:
             current = await engine.broker.get_run(run.id)
             if current is not None and not current.status.is_final:  # the worker is stopping, not the run cancelled
+                drain = 0
                 with contextlib.suppress(BridgeError, Fenced):
                     await engine.hand_back(run.id, execution)
             raise
@@ -206,13 +213,14 @@ class Worker:
             await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
         except Exception as exc:
             if run.attempt_number < (run.max_attempts or policy.max_attempts):
+                drain = 0
                 await self._retry_later(durable, policy.delay_before(run.attempt_number + 1))
             else:
                 await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
         else:
             await self._record(engine.complete(run.id, output, execution))
         finally:
-            await run_inputs.close(DRAIN_SECONDS)
+            await run_inputs.close(drain)
         return True
 
     async def _retry_later(self, durable: DurableRun, delay: float) -> None:
