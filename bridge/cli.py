@@ -132,15 +132,16 @@ def worker(args: argparse.Namespace) -> None:
         bridge = Bridge(settings)
         await bridge.start()
         state.use(bridge)
+        # Before the worker claims anything (and logs that it runs): from then on a SIGTERM drains it.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         runner = Worker(bridge, default_registry)
         await runner.start()
         log.info(
             "worker %s running %s with concurrency %d", runner.id, ", ".join(default_registry.ids), runner.concurrency
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         await runner.stop()
         await bridge.stop()

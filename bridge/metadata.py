@@ -14,8 +14,9 @@ from bridge.worker.context import require_run_scope
 
 async def _change(what: str, change: Any) -> dict[str, Any]:
     scope = require_run_scope(f"metadata.{what}")
-    scope.durable.check_outside_step(f"metadata.{what}")
     engine = (await state.current()).engine
+    if scope.durable.in_live_step:  # part of the step's effect: applied when the step runs, not counted
+        return await engine.update_metadata(scope.context.run_id, change)
     # Numbered from the top of the task: a replayed change that an earlier execution applied is skipped.
     sequence = scope.durable.next_metadata_change()
     if sequence is None:

@@ -235,9 +235,31 @@ async def test_concurrent_metadata_changes_are_each_applied_once_across_a_resume
     assert final.status is RunStatus.COMPLETED and final.metadata["counter"] == 20
 
 
-async def test_a_metadata_change_inside_a_step_is_refused_naming_the_step(backend_settings: Settings) -> None:
+async def test_a_stream_append_inside_a_step_is_refused_naming_the_step(backend_settings: Settings) -> None:
+    async with serving(backend_settings):
+        handle = await tasks.trigger("durable-append-in-step", None)
+        final = await until_final(handle.id)
+    assert final.status is RunStatus.FAILED and "log" not in final.realtime_streams
+    assert final.error is not None and "inside the step 'effect'" in final.error.message
+
+
+async def test_metadata_changes_inside_and_around_a_step_are_applied_once_across_a_retry(
+    backend_settings: Settings,
+) -> None:
     async with serving(backend_settings):
         handle = await tasks.trigger("durable-metadata-in-step", None)
         final = await until_final(handle.id)
-    assert final.status is RunStatus.FAILED and "inside" not in final.metadata
-    assert final.error is not None and "inside the step 'effect'" in final.error.message
+    assert final.status is RunStatus.COMPLETED and final.attempt_number == 2
+    assert final.metadata == {"before": 1, "inside": 1, "after": 1}
+
+
+async def test_a_stopping_worker_parks_a_run_held_in_an_input_wait_at_once(backend_settings: Settings) -> None:
+    async with serving(replace(backend_settings, wait_hold_seconds=3600)) as server:
+        handle = await tasks.trigger("await-approval", {"timeout": 60})
+        await until_run(handle.id, lambda run: run.status is RunStatus.WAITING)
+        started = time.monotonic()
+        await worker_of(server).stop(grace=30)
+        elapsed = time.monotonic() - started
+        stopped = await runs.retrieve(handle.id)
+    assert parked(stopped) and stopped.waiting_input == "approval"
+    assert elapsed < 1  # the unfinished run's inputs are not drained (DRAIN_SECONDS, 2 s, is for a final run)

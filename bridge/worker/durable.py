@@ -88,9 +88,13 @@ class DurableRun:
                 self._live_step = None
             return await self.journal.record(kind, name, result)
 
+    @property
+    def in_live_step(self) -> bool:
+        return self._live_step is not None
+
     def check_outside_step(self, what: str) -> None:
-        """Metadata changes and stream appends are counted from the top of the task so a replay skips those
-        already made; inside a step, which a replay does not run, they would shift that count."""
+        """Stream appends are counted from the top of the task so a replay skips those already stored;
+        inside a step, which a replay does not run, they would shift that count."""
         if self._live_step is not None:
             raise ValidationError(f"{what} inside the step {self._live_step!r}: make it before or after the step")
 

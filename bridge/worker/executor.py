@@ -186,6 +186,10 @@ class Worker:
         run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
         durable = DurableRun(self.bridge, run, journal, run_streams, lambda: self._suspended(run.id), self._stopping)
         scope = RunScope(context, run_streams, run_inputs, durable)
+        # Once the run is final, `on` handlers still get the input values accepted before. An execution that
+        # leaves the run unfinished (parked, handed back, fenced, retried later) stops reading at once: the
+        # next execution reads every value again, and draining would hold this one (a stopping worker too).
+        drain = DRAIN_SECONDS
         try:
             try:
                 with entered(scope):
@@ -194,13 +198,16 @@ class Worker:
                 # Every appended chunk is stored before the run is final: readers end on "final and drained".
                 await run_streams.flush()
         except Fenced:
+            drain = 0
             log.warning("run %s: a newer execution started elsewhere; this one stops", run.id)
             return False
         except Unwind:  # parked, or handed back: another execution resumes it
+            drain = 0
             return True
         except asyncio.CancelledError:
             current = await engine.broker.get_run(run.id)
             if current is not None and not current.status.is_final:  # the worker is stopping, not the run cancelled
+                drain = 0
                 with contextlib.suppress(BridgeError, Fenced):
                     await engine.hand_back(run.id, execution)
             raise
@@ -211,6 +218,7 @@ class Worker:
             if run.attempt_number >= attempts:
                 await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
                 return True
+            drain = 0
             delay = policy.delay_before(run.attempt_number + 1)
             log.warning(
                 "run %s: attempt %d of %d failed (%s: %s); retrying in %.1f s",
@@ -220,7 +228,7 @@ class Worker:
         else:
             await self._record(engine.complete(run.id, output, execution))
         finally:
-            await run_inputs.close(DRAIN_SECONDS)
+            await run_inputs.close(drain)
         return True
 
     async def _retry_later(self, durable: DurableRun, delay: float) -> bool:

@@ -343,12 +343,29 @@ async def durable_concurrent_metadata(payload: dict[str, Any]) -> None:
     await wait.for_(seconds=payload["seconds"])
 
 
-@registry.add_task("durable-metadata-in-step")
-async def durable_metadata_in_step(payload: Any) -> None:
-    """A metadata change inside a step: a replay would not run it, so it is refused."""
-    from bridge import steps
+@registry.add_task("durable-append-in-step")
+async def durable_append_in_step(payload: Any) -> None:
+    """A stream append inside a step: a replay would not run it, so it is refused."""
+    from bridge import steps, streams
 
     async def effect() -> None:
-        await metadata.set("inside", True)
+        await streams.append("log", "inside")
 
     await steps.run("effect", effect)
+
+
+@registry.add_task("durable-metadata-in-step", retry={"max_attempts": 2, "min_timeout": 0.1})
+async def durable_metadata_in_step(payload: Any, context: RunContext) -> None:
+    """Metadata changed inside a step (once, with the step) and around it (once each, replays skip them)."""
+    from bridge import steps
+
+    async def effect() -> int:
+        await metadata.increment("inside")
+        return 1
+
+    await metadata.increment("before")
+    await steps.run("effect", effect)
+    await metadata.increment("after")
+    _note(context.run_id, "top")
+    if executions[context.run_id].count("top") == 1:
+        raise RuntimeError("fail once, so the next attempt replays")

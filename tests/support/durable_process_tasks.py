@@ -1,0 +1,71 @@
+"""Tasks for tests/test_durable_processes.py, loaded by real `realtime-bridge worker` processes that the test
+stops (SIGTERM) or kills (SIGKILL). A task notes what its code did as lines of `<payload["dir"]>/events`,
+so the test counts how often each part ran, whichever process ran it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bridge import metadata, steps, streams, task, wait
+
+
+def note(payload: dict[str, Any], line: str) -> None:
+    with (Path(payload["dir"]) / "events").open("a") as events:
+        events.write(line + "\n")
+
+
+@task(id="proc-review")
+async def review(payload: dict[str, Any]) -> dict[str, Any]:
+    """A side effect in a step, a metadata increment and two chunks, then a wait token; then one more chunk."""
+
+    def effect() -> dict[str, bool]:
+        note(payload, "effect")
+        return {"effect": True}
+
+    note(payload, "top")
+    done = await steps.run("effect", effect)
+    await metadata.increment("counter")
+    log = streams.define("log")
+    await log.append("before-1")
+    await log.append("before-2")
+    token = await wait.create_token(timeout="10m")
+    await metadata.set("tokenId", token.id)
+    result = await wait.for_token(token)
+    await log.append("after")
+    note(payload, "after")
+    return {"effect": done, "result": result.unwrap()}
+
+
+@task(id="proc-slow-step")
+async def slow_step(payload: dict[str, Any]) -> dict[str, Any]:
+    """A step whose work lasts until the test sends a value on the input stream "go"."""
+
+    async def body() -> str:
+        note(payload, "in-step")
+        await metadata.set("inStep", True)
+        await streams.input("go").once(timeout="1m")  # a value sent before this execution started counts too
+        note(payload, "effect")
+        return "done"
+
+    note(payload, "top")
+    return {"step": await steps.run("slow", body)}
+
+
+@task(id="proc-inputs")
+async def inputs(payload: dict[str, Any]) -> dict[str, Any]:
+    """An input stream `wait`, then `wait.for_(seconds=2)`."""
+    note(payload, "top")
+    approval = await streams.input("approval").wait(timeout="10m")
+    await metadata.set("approval", approval)
+    await wait.for_(seconds=2)
+    note(payload, "after")
+    return {"approval": approval}
+
+
+@task(id="proc-wait")
+async def wait_for_token(payload: Any) -> Any:
+    """Waits for a token of its own (its id in the metadata) and returns the completion's data."""
+    token = await wait.create_token(timeout="10m")
+    await metadata.set("tokenId", token.id)
+    return (await wait.for_token(token)).unwrap()
