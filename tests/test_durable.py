@@ -7,17 +7,21 @@ Worker processes killed with SIGTERM / SIGKILL are in tests/test_durable_process
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 
 import pytest
 
 from bridge import cli, runs, streams, tasks, wait
+from bridge.backends.base import Delivery
 from bridge.config import Settings
 from bridge.models import Run, RunStatus
 from bridge.worker.executor import Worker
-from tests.conftest import serving
+from tests.conftest import SECRET_KEY, serving
 from tests.support.helpers import open_gate, unique, until_final, until_run, worker_of
+from tests.support.redis_server import RedisServer
 from tests.support.tasks import executions, registry
 
 
@@ -263,3 +267,63 @@ async def test_a_stopping_worker_parks_a_run_held_in_an_input_wait_at_once(backe
         stopped = await runs.retrieve(handle.id)
     assert parked(stopped) and stopped.waiting_input == "approval"
     assert elapsed < 1  # the unfinished run's inputs are not drained (DRAIN_SECONDS, 2 s, is for a final run)
+
+
+async def test_a_worker_never_takes_its_own_executing_run_for_abandoned(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's heartbeat loop that stalls for a lease between its heartbeat and its reclaim (a loaded machine;
+    one XAUTOCLAIM per task stream) gets its own delivery back from the reclaim. That run is not abandoned: it
+    goes on, with no second execution, which at its last attempt would end it CRASHED while the first one still
+    writes its stream, and a reader would end short of the stream."""
+    settings = Settings(
+        secret_key=SECRET_KEY,
+        lease_seconds=1.5,
+        default_max_attempts=1,
+        shutdown_grace_seconds=0,
+        redis_url=redis_server.url,
+        key_prefix=unique("rbtest"),
+    )
+    async with serving(settings) as server:
+        broker = server.app_bridge.broker
+        gate = unique("gate")
+        handle = await tasks.trigger("stream-chunks", {"count": 50, "gate": gate, "gate_at": 10})
+        reading = asyncio.ensure_future(chunks_of(handle.id, "numbers"))
+        await until_run(handle.id, lambda run: run.realtime_streams == ["numbers"])
+        heartbeat, reclaim = broker.heartbeat, broker.reclaim_abandoned
+        reclaimed_own = asyncio.Event()
+
+        async def stalled(worker_id: str, deliveries: Iterable[Delivery]) -> None:
+            pass  # as if the loop stalled: the delivery's idle time grows past the lease
+
+        async def watched(worker_id: str) -> list[Delivery]:
+            reclaimed = await reclaim(worker_id)
+            if any(delivery.run_id == handle.id for delivery in reclaimed):
+                reclaimed_own.set()
+            return reclaimed
+
+        monkeypatch.setattr(broker, "heartbeat", stalled)
+        monkeypatch.setattr(broker, "reclaim_abandoned", watched)
+        async with asyncio.timeout(10):
+            await reclaimed_own.wait()  # the worker's own reclaim returned the run it is executing
+        heartbeats = 0
+        second_heartbeat = asyncio.Event()
+
+        async def counted(worker_id: str, deliveries: Iterable[Delivery]) -> None:
+            nonlocal heartbeats
+            await heartbeat(worker_id, deliveries)
+            heartbeats += 1
+            if heartbeats == 2:
+                second_heartbeat.set()
+
+        monkeypatch.setattr(broker, "heartbeat", counted)
+        async with asyncio.timeout(10):
+            await second_heartbeat.wait()  # the loop went on past that reclaim (and whatever it started)
+        still = await broker.get_run(handle.id)
+        assert still is not None and still.status is RunStatus.EXECUTING, still
+        assert not reading.done()  # the run is still executing: its reader goes on
+        open_gate(gate)
+        final = await until_final(handle.id)
+        assert await reading == list(range(50))
+    assert final.status is RunStatus.COMPLETED and final.output == 50
+    assert (final.attempt_number, final.executions) == (1, 1)

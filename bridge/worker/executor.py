@@ -112,6 +112,13 @@ class Worker:
                 if self._stopping.is_set():
                     continue  # draining: heartbeats go on, no new work is taken
                 for delivery in await self.bridge.broker.reclaim_abandoned(self.id):
+                    if delivery.run_id in self._running:
+                        # This worker's own delivery, its run still executing here: it only looked abandoned
+                        # (this loop stalled for a lease between its heartbeat and this reclaim, e.g. on a
+                        # loaded machine). A second execution would find the attempt in progress and, at its
+                        # last attempt, end the live run CRASHED while it still writes. Reclaimed by this
+                        # worker, it stays pending here, and the next heartbeat keeps it.
+                        continue
                     if self._slots.locked():  # waiting for a slot would stop this loop's heartbeats:
                         break  # the rest stays pending, to be reclaimed again after a lease
                     await self._slots.acquire()  # a free slot: returns at once
@@ -152,6 +159,8 @@ class Worker:
         except AttemptsExhaustedError:
             lost = RunError("the worker executing this run stopped", "WorkerLost")
             await self._record(engine.fail(run.id, lost, RunStatus.CRASHED))
+            # Should the lost execution still be running (its worker only stalled), its next durable step stops it.
+            await self.bridge.broker.begin_attempt(run.id, run.executions + 1)
             await self.bridge.broker.ack(delivery)
             return
         if started is None:
