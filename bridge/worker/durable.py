@@ -31,6 +31,7 @@ class DurableRun:
         self._suspend = suspend
         self._release = release  # set when the worker stops: waits park and new steps hand the run back
         self._metadata_changes = 0
+        self._looked_once = False  # a resumed execution looked whether its first live wait is done
 
     @property
     def execution(self) -> int:
@@ -59,6 +60,14 @@ class DurableRun:
         entry = self.journal.replay("wait.for_token", token_id)
         if entry is not None:
             return dict(entry.result)
+        if self.execution > 1 and not self._looked_once:
+            # A resumed execution reaches the wait it parked on, done by now (its completion queued the
+            # run): take the result without suspending, which would give the slot up and store the run
+            # WAITING then EXECUTING again (4 round trips, 2 run updates published, a slot to queue for).
+            self._looked_once = True
+            current = await self._bridge.waitpoints.retrieve(token_id)
+            if current.is_done:
+                return dict(await self.journal.record("wait.for_token", token_id, current.result_dict()))
         async with self._suspend():
             token = await self._bridge.waitpoints.wait_done(token_id, self._hold_seconds(), self._release)
             if token is None:
