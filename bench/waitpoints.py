@@ -1,8 +1,8 @@
 """Wait-token and durable-run benchmark, with Redis: complete -> task resumed, by the path the resume takes,
 how late a timeout fires, and what the run journal costs per step.
 
-    .venv/bin/python bench/waitpoints.py            # 1,000 runs per scenario at 500 completions/s (~1 min)
-    .venv/bin/python bench/waitpoints.py --quick    # 300 runs at 300/s, fewer journal runs (~30 s)
+    .venv/bin/python bench/waitpoints.py            # 1,000 runs per scenario at 500 completions/s (~50 s)
+    .venv/bin/python bench/waitpoints.py --quick    # 300 runs at 300/s, fewer journal runs (~25 s)
     .venv/bin/python bench/waitpoints.py --quick --only inplace,parked
 
 Every scenario starts its own `redis-server` on a free loopback port and its own bridge processes
@@ -10,15 +10,16 @@ Every scenario starts its own `redis-server` on a free loopback port and its own
 slots), run from this checkout. This process (the SDK on Redis) creates one wait token per run,
 triggers one `bench-wait` run per token, and once every run is where the scenario wants it, completes
 the tokens at a fixed rate with `{"t": <CLOCK_MONOTONIC>}` (the clock is shared by every process on
-the machine). Each task reports `monotonic() - t` once `wait.for_token` returned, and whether that
-execution found the wait in its journal (a replay) or was still holding it (in place).
+the machine). Each task reports `monotonic() - t` once `wait.for_token` returned, and its execution
+number: 1 = resumed in place (the run was held), 2 = resumed by replay (it had parked). Before the
+completions, a 1 s settle (not in `default`): the feed shows a run WAITING before its worker listens.
 
 A wait holds its run in the worker for `BRIDGE_WAIT_HOLD` (default 2 s); past that the run parks (no
 process) and a completion queues it again: a worker then runs the task function from the top, replaying
 the journal. Scenarios:
 
   default   the bridge's default hold, as published before durable runs: the runs that waited longer
-            than the hold are parked, so this mixes both paths (it says how many of each); then
+            than the hold are parked, so this may mix both paths (it says how many of each); then
             timeouts: runs whose tokens time out after 1 s report how late they resumed
   inplace   BRIDGE_WAIT_HOLD=600s, longer than the scenario: every completion resumes in place
   parked    BRIDGE_WAIT_HOLD=0.1s: every run parked before the first completion; all resume by replay
