@@ -20,10 +20,11 @@ import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -276,11 +277,21 @@ class Waitpoints:
             raise NotFoundError(f"Waitpoint not found: {token.id}")
         token.apply_result(stored)
 
-    async def wait_done(self, token_id: str, hold: float, release: asyncio.Event) -> WaitToken | None:
-        """The token once it is done, or None when it is not done within `hold` seconds or `release` is set.
+    async def wait_done(
+        self,
+        token_id: str,
+        hold: float,
+        release: asyncio.Event,
+        suspend: Callable[[], AbstractAsyncContextManager[None]],
+        give_up: Callable[[], Awaitable[NoReturn]],
+    ) -> WaitToken:
+        """The token once it is done. A token done already returns at once; else `suspend` is entered (the
+        run shows WAITING, its worker slot is free) and, should the token not be done within `hold` seconds
+        or `release` be set, `give_up` is awaited inside it (it parks the run and raises).
 
-        The published result normally ends the wait. Should it be lost (a failed re-read after a Redis
-        reconnection, a deadline whose timer entry was never written), the waiter reads the token
+        The listener is attached before the token is read (live first, then the stored state: nothing falls
+        between). The published result normally ends the wait. Should it be lost (a failed re-read after a
+        Redis reconnection, a deadline whose timer entry was never written), the waiter reads the token
         itself at its deadline and at least every WAIT_RECHECK_SECONDS: reading times it out."""
         async with self._watch(token_id) as done:
             token = await self.retrieve(token_id)
@@ -291,22 +302,20 @@ class Waitpoints:
             released = asyncio.ensure_future(release.wait())
             watched: set[asyncio.Future[Any]] = {done, released}
             try:
-                while not done.done():
-                    until_deadline = (token.timeout_at - now_ms()) / 1000 + DEADLINE_GRACE_SECONDS
-                    until_hold = hold_until - loop.time()
-                    timeout = max(0.0, min(until_deadline, WAIT_RECHECK_SECONDS))
-                    if until_hold < timeout:  # the hold ends first: wait that long, then give up
-                        await asyncio.wait(watched, timeout=max(0.0, until_hold), return_when=FIRST)
-                        if not done.done():
-                            return None
-                        break
-                    await asyncio.wait(watched, timeout=timeout, return_when=FIRST)
-                    if released.done() and not done.done():
-                        return None
-                    if not done.done():
-                        token = await self.retrieve(token_id)
-                        if token.is_done:
-                            return token
+                async with suspend():
+                    while not done.done():
+                        until_deadline = (token.timeout_at - now_ms()) / 1000 + DEADLINE_GRACE_SECONDS
+                        until_hold = hold_until - loop.time()
+                        bound = min(until_deadline, until_hold, WAIT_RECHECK_SECONDS)
+                        await asyncio.wait(watched, timeout=max(0.0, bound), return_when=FIRST)
+                        if done.done():
+                            break
+                        if released.done() or loop.time() >= hold_until:
+                            await give_up()
+                        if bound != until_hold:  # the deadline passed, or a recheck is due: read it ourselves
+                            token = await self.retrieve(token_id)
+                            if token.is_done:
+                                return token
             finally:
                 await cancel_and_wait(released)
             token.apply_result(done.result())

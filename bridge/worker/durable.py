@@ -109,10 +109,9 @@ class DurableRun:
             entry = self.journal.replay("wait.for_token", token_id)
             if entry is not None:
                 return dict(entry.result)
-            async with self._suspend():
-                token = await self._bridge.waitpoints.wait_done(token_id, self._hold_seconds(), self._release)
-                if token is None:
-                    await self._park(token_id)
+            token = await self._bridge.waitpoints.wait_done(
+                token_id, self._hold_seconds(), self._release, self._suspend, lambda: self._park(token_id)
+            )
             return dict(await self.journal.record("wait.for_token", token_id, token.result_dict()))
 
     async def sleep_until(self, kind: str, deadline_ms: int) -> None:
