@@ -492,9 +492,14 @@ async def test_sse_route(server: RunningServer) -> None:
             http, path, {**auth, "Timeout-Seconds": "1", "X-Trigger-Stream-Start": "latest"}
         )
         assert status == 200 and events(lines) == []
-        for bad in ("0", "601", "x", "1.5"):
-            status, _ = await sse_lines(http, path, {**auth, "Timeout-Seconds": bad})
-            assert status == 400, bad
+        # Headers arrive as Latin-1: "²" passes str.isdigit() but not int(); "1_0" and "+5" pass int()
+        odd_numbers = ("x", "1.5", "²", "1²", "1_0", "+5", "9" * 5000)
+        for name, bad in [*(("Timeout-Seconds", v) for v in ("0", "601", *odd_numbers)),
+                          *(("Last-Event-ID", v) for v in ("-2", *odd_numbers))]:  # fmt: skip
+            response = await http.get(path, headers={**auth, name: bad.encode("latin-1")})
+            assert response.status_code == 400, (name, bad[:10], response.text)
+            assert response.json()["code"] == "invalid_request", response.text
+            assert response.json()["error"].startswith(f"{name} must be a whole number from "), response.text
         assert (await sse_lines(http, path, {}))[0] == 401
         assert (await sse_lines(http, path, {"Authorization": f"Bearer {other.public_access_token}"}))[0] == 403
         unknown = "/realtime/v1/streams/run_000000000000000000000000/numbers"

@@ -14,10 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from bridge.aio import cancel_and_wait
-from bridge.errors import ValidationError
 from bridge.runtime.access import require_run_read
 from bridge.runtime.output_streams import StreamReader, check_stream_key
-from bridge.server.http import bridge_of, handles_errors, principal_of
+from bridge.server.http import MAX_HEADER_INTEGER, bridge_of, handles_errors, header_int, principal_of
 
 PING_INTERVAL_SECONDS = 10.0
 DEFAULT_IDLE_SECONDS = 60.0
@@ -28,14 +27,8 @@ PING = b": ping\n\n"
 
 def _start_index(request: Request) -> int | None:
     """From `Last-Event-ID` (the last index the client has); None means "from the current tail"."""
-    last_event_id = request.headers.get("last-event-id")
-    if last_event_id is not None:
-        try:
-            last = int(last_event_id)
-        except ValueError:
-            last = -2
-        if last < -1:
-            raise ValidationError("Last-Event-ID must be the index of the last chunk received")
+    last = header_int(request, "Last-Event-ID", -1, MAX_HEADER_INTEGER - 1)
+    if last is not None:
         return last + 1
     if request.headers.get("x-trigger-stream-start", "").lower() == "latest":
         return None
@@ -43,12 +36,8 @@ def _start_index(request: Request) -> int | None:
 
 
 def _idle_seconds(request: Request) -> float:
-    value = request.headers.get("timeout-seconds")
-    if value is None:
-        return DEFAULT_IDLE_SECONDS
-    if not value.isdigit() or not 1 <= int(value) <= MAX_IDLE_SECONDS:
-        raise ValidationError(f"Timeout-Seconds must be a whole number from 1 to {MAX_IDLE_SECONDS}")
-    return float(value)
+    seconds = header_int(request, "Timeout-Seconds", 1, MAX_IDLE_SECONDS)
+    return DEFAULT_IDLE_SECONDS if seconds is None else float(seconds)
 
 
 async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
