@@ -25,6 +25,7 @@ from bridge import runs
 from bridge.config import Settings
 from bridge.models import Run, RunStatus, now_ms
 from bridge.runtime.access import AUDIENCE, ISSUER, create_public_token
+from bridge.runtime.engine import MAX_IDEMPOTENCY_KEY_LENGTH
 from bridge.server.official.electric import COLUMNS
 from bridge.server.official.feeds import FeedSessions
 from tests.conftest import RunningServer, start_server, stop_server
@@ -579,9 +580,20 @@ async def test_trigger_refuses_bad_bodies_with_400(server: RunningServer, http: 
         {"payload": 1, "options": {"maxAttempts": 1.5}},
         {"payload": 1, "options": {"maxAttempts": 0}},
         {"payload": 1, "options": {"maxAttempts": 101}},  # over limits.max_attempts
+        {"payload": 1, "options": {"idempotencyKey": "k" * (MAX_IDEMPOTENCY_KEY_LENGTH + 1)}},
     ]
     for body in bad:
         assert_json_error(await _trigger_raw(http, server, body), 400)
+    long_request_key = {"x-trigger-request-idempotency-key": "r" * (MAX_IDEMPOTENCY_KEY_LENGTH + 1)}
+    assert_json_error(await _trigger_raw(http, server, {"payload": 1}, headers=long_request_key), 400)
+    longest = "k" * MAX_IDEMPOTENCY_KEY_LENGTH
+    accepted = await _trigger_raw(
+        http,
+        server,
+        {"payload": 1, "options": {"idempotencyKey": longest}},
+        headers={"x-trigger-request-idempotency-key": longest},
+    )
+    assert accepted.status_code == 200, accepted.text
     body = assert_json_error(await _trigger_raw(http, server, {"payload": 1}, task="no-such-task"), 404)
     assert "no-such-task" in body["error"]
 
@@ -747,6 +759,9 @@ async def test_batch_refuses_bad_items_without_triggering_any(server: RunningSer
         b"\xff\xfe\n",
         _ndjson([good, {"index": 1, "task": "echo", "options": {"tags": [""]}}]),
         _ndjson([good, {"index": 1, "task": "echo", "options": {"maxAttempts": 0}}]),
+        _ndjson(
+            [good, {"index": 1, "task": "echo", "options": {"idempotencyKey": "k" * (MAX_IDEMPOTENCY_KEY_LENGTH + 1)}}]
+        ),
         _ndjson([good, {"index": 2, "task": "echo"}]),  # the batch announced 2 runs: indexes 0 and 1
         _ndjson([{"index": i, "task": "echo", "payload": i} for i in range(limit + 1)]),
     ):
