@@ -8,6 +8,7 @@ trigger and batch bodies, retrieve/cancel, CORS, health, and never a 5xx for cli
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -975,4 +976,32 @@ async def test_hostile_input_never_gets_a_5xx(server: RunningServer, http: httpx
         await http.delete(f"/api/v3/runs/{run_id}", headers=admin),
     ]
     assert [response.status_code for response in outside] == [400, 404, 404, 405]
+    assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_client_gone_mid_body_ends_its_request_quietly(
+    server: RunningServer, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn's loggers do not propagate to the root logger, where caplog listens.
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.addHandler(caplog.handler)
+    try:
+        reader, writer = await asyncio.open_connection(*server.url.removeprefix("http://").split(":"))
+        head = (
+            "POST /api/v1/tasks/echo/trigger HTTP/1.1\r\nHost: bridge\r\n"
+            f"Authorization: Bearer {server.settings.secret_key}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        writer.write(head.encode())
+        # uvicorn answers 100 Continue when the endpoint first asks for the body: the request is being read.
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+        in_flight = set(server.uvicorn.server_state.tasks)
+        writer.write(b'{"payload": "' + b"x" * 400)
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*in_flight)  # the request cycle has ended
+    finally:
+        uvicorn_errors.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert (await http.get("/healthz")).status_code == 200

@@ -7,10 +7,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from bridge.errors import BackendUnavailableError, BridgeError, ForbiddenError, PayloadTooLargeError, ValidationError
+from bridge.errors import (
+    BackendUnavailableError,
+    BridgeError,
+    ClientGoneError,
+    ForbiddenError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from bridge.runtime.access import Principal, authenticate, bearer_from_header
 from bridge.runtime.core import Bridge
 
@@ -74,11 +81,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLargeError("Request body too large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError("Request body too large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError("Request body too large")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        # Ends this request like any refused one (the answer goes nowhere), not as our bug with a traceback.
+        raise ClientGoneError("the client closed the connection before the body was complete") from exc
     return b"".join(chunks)
 
 
