@@ -18,7 +18,7 @@ import pytest
 from bridge import runs, streams, tasks
 from bridge.config import Settings
 from bridge.errors import PayloadTooLargeError, ValidationError
-from bridge.runtime.output_streams import READ_PAGE_BYTES
+from bridge.runtime.output_streams import MAX_STREAM_INDEX, READ_PAGE_BYTES
 from tests.conftest import SECRET_KEY, RunningServer
 from tests.support.helpers import open_gate, server_with, unique, until_final
 from tests.support.official_client import run_script
@@ -428,6 +428,8 @@ async def test_ws_stream_errors(server: RunningServer) -> None:
             {"startIndex": 1.5},
             {"startIndex": "0"},
             {"startIndex": True},
+            {"startIndex": MAX_STREAM_INDEX + 1},
+            {"startIndex": 2**64 - 1},  # was backend_unavailable on Redis: entry id 0-2^64 is out of range
             {"key": ""},
             {"key": "k" * 65},
             {"key": "a\nb"},
@@ -442,6 +444,10 @@ async def test_ws_stream_errors(server: RunningServer) -> None:
         await until_final(handle.id)
         await client.send(stream_subscribe("ok", handle.id, "numbers", tok, 0))
         frames = await client.frames_until(of_type("end", "ok"))
+        await client.send(stream_subscribe("last", handle.id, "numbers", tok, MAX_STREAM_INDEX))
+        assert await client.frames_until(of_type("end", "last")) == [
+            {"type": "end", "id": "last", "nextIndex": MAX_STREAM_INDEX, "reason": "finished"}
+        ]
     assert [f.get("index") for f in frames] == [0, 1, 2, None]
 
 
@@ -495,7 +501,7 @@ async def test_sse_route(server: RunningServer) -> None:
         # Headers arrive as Latin-1: "²" passes str.isdigit() but not int(); "1_0" and "+5" pass int()
         odd_numbers = ("x", "1.5", "²", "1²", "1_0", "+5", "9" * 5000)
         for name, bad in [*(("Timeout-Seconds", v) for v in ("0", "601", *odd_numbers)),
-                          *(("Last-Event-ID", v) for v in ("-2", *odd_numbers))]:  # fmt: skip
+                          *(("Last-Event-ID", v) for v in ("-2", str(MAX_STREAM_INDEX), *odd_numbers))]:  # fmt: skip
             response = await http.get(path, headers={**auth, name: bad.encode("latin-1")})
             assert response.status_code == 400, (name, bad[:10], response.text)
             assert response.json()["code"] == "invalid_request", response.text
@@ -517,6 +523,11 @@ async def test_sse_route(server: RunningServer) -> None:
         # after the run finished and the stream drained: a clean end, no timeout needed
         status, lines = await sse_lines(http, path, {**auth, "Last-Event-ID": "24"})
         assert events(lines) == [(i, i) for i in range(25, 30)]
+        # The highest resumable index ends at once; one past it (or 2^64 - 1) is refused before reading.
+        status, lines = await sse_lines(http, path, {**auth, "Last-Event-ID": str(MAX_STREAM_INDEX - 1)})
+        assert status == 200 and events(lines) == []
+        status, _ = await sse_lines(http, path, {**auth, "Last-Event-ID": str(2**64 - 1)})
+        assert status == 400
 
 
 # The official client

@@ -15,8 +15,8 @@ from starlette.responses import Response, StreamingResponse
 
 from bridge.aio import cancel_and_wait
 from bridge.runtime.access import require_run_read
-from bridge.runtime.output_streams import StreamReader, check_stream_key
-from bridge.server.http import MAX_HEADER_INTEGER, bridge_of, handles_errors, header_int, principal_of
+from bridge.runtime.output_streams import MAX_STREAM_INDEX, StreamReader, check_stream_key
+from bridge.server.http import bridge_of, handles_errors, header_int, principal_of
 
 PING_INTERVAL_SECONDS = 10.0
 DEFAULT_IDLE_SECONDS = 60.0
@@ -27,7 +27,7 @@ PING = b": ping\n\n"
 
 def _start_index(request: Request) -> int | None:
     """From `Last-Event-ID` (the last index the client has); None means "from the current tail"."""
-    last = header_int(request, "Last-Event-ID", -1, MAX_HEADER_INTEGER - 1)
+    last = header_int(request, "Last-Event-ID", -1, MAX_STREAM_INDEX - 1)
     if last is not None:
         return last + 1
     if request.headers.get("x-trigger-stream-start", "").lower() == "latest":
