@@ -530,6 +530,25 @@ async def test_sse_route(server: RunningServer) -> None:
         assert status == 400
 
 
+async def test_sse_response_ends_when_its_reader_fails(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = await tasks.trigger("stream-chunks", {"count": 3})
+    await until_final(handle.id)
+
+    async def backend_restarting(*args: Any, **kwargs: Any) -> list[bytes]:
+        raise ConnectionError("backend restarting")
+
+    monkeypatch.setattr(server.app_bridge.broker, "read_chunks", backend_restarting)
+    auth = {"Authorization": f"Bearer {handle.public_access_token}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        async with asyncio.timeout(5):  # under the 10 s ping interval: it ended, it did not go on pinging
+            status, lines = await sse_lines(http, f"/realtime/v1/streams/{handle.id}/numbers", auth)
+    assert status == 200 and events(lines) == [] and ": ping" not in lines
+    failures = [r for r in caplog.records if "its reader failed" in r.getMessage()]
+    assert len(failures) == 1 and "backend restarting" in failures[0].getMessage(), failures
+
+
 # The official client
 
 
