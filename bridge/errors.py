@@ -61,6 +61,13 @@ class TooManyError(BridgeError):
     status = 429
 
 
+class ClientGoneError(BridgeError):
+    """The client closed the connection before its request body was complete: nobody reads the answer."""
+
+    code = "client_closed_request"
+    status = 499  # nginx's "client closed request"; never seen by a client, and not a 5xx in any log
+
+
 class BackendUnavailableError(BridgeError):
     code = "backend_unavailable"
     status = 503

@@ -8,6 +8,7 @@ trigger and batch bodies, retrieve/cancel, CORS, health, and never a 5xx for cli
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -25,6 +26,7 @@ from bridge import runs
 from bridge.config import Settings
 from bridge.models import Run, RunStatus, now_ms
 from bridge.runtime.access import AUDIENCE, ISSUER, create_public_token
+from bridge.runtime.engine import MAX_IDEMPOTENCY_KEY_LENGTH
 from bridge.server.official.electric import COLUMNS
 from bridge.server.official.feeds import FeedSessions
 from tests.conftest import RunningServer, start_server, stop_server
@@ -579,9 +581,20 @@ async def test_trigger_refuses_bad_bodies_with_400(server: RunningServer, http: 
         {"payload": 1, "options": {"maxAttempts": 1.5}},
         {"payload": 1, "options": {"maxAttempts": 0}},
         {"payload": 1, "options": {"maxAttempts": 101}},  # over limits.max_attempts
+        {"payload": 1, "options": {"idempotencyKey": "k" * (MAX_IDEMPOTENCY_KEY_LENGTH + 1)}},
     ]
     for body in bad:
         assert_json_error(await _trigger_raw(http, server, body), 400)
+    long_request_key = {"x-trigger-request-idempotency-key": "r" * (MAX_IDEMPOTENCY_KEY_LENGTH + 1)}
+    assert_json_error(await _trigger_raw(http, server, {"payload": 1}, headers=long_request_key), 400)
+    longest = "k" * MAX_IDEMPOTENCY_KEY_LENGTH
+    accepted = await _trigger_raw(
+        http,
+        server,
+        {"payload": 1, "options": {"idempotencyKey": longest}},
+        headers={"x-trigger-request-idempotency-key": longest},
+    )
+    assert accepted.status_code == 200, accepted.text
     body = assert_json_error(await _trigger_raw(http, server, {"payload": 1}, task="no-such-task"), 404)
     assert "no-such-task" in body["error"]
 
@@ -747,6 +760,9 @@ async def test_batch_refuses_bad_items_without_triggering_any(server: RunningSer
         b"\xff\xfe\n",
         _ndjson([good, {"index": 1, "task": "echo", "options": {"tags": [""]}}]),
         _ndjson([good, {"index": 1, "task": "echo", "options": {"maxAttempts": 0}}]),
+        _ndjson(
+            [good, {"index": 1, "task": "echo", "options": {"idempotencyKey": "k" * (MAX_IDEMPOTENCY_KEY_LENGTH + 1)}}]
+        ),
         _ndjson([good, {"index": 2, "task": "echo"}]),  # the batch announced 2 runs: indexes 0 and 1
         _ndjson([{"index": i, "task": "echo", "payload": i} for i in range(limit + 1)]),
     ):
@@ -960,4 +976,32 @@ async def test_hostile_input_never_gets_a_5xx(server: RunningServer, http: httpx
         await http.delete(f"/api/v3/runs/{run_id}", headers=admin),
     ]
     assert [response.status_code for response in outside] == [400, 404, 404, 405]
+    assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_client_gone_mid_body_ends_its_request_quietly(
+    server: RunningServer, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn's loggers do not propagate to the root logger, where caplog listens.
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.addHandler(caplog.handler)
+    try:
+        reader, writer = await asyncio.open_connection(*server.url.removeprefix("http://").split(":"))
+        head = (
+            "POST /api/v1/tasks/echo/trigger HTTP/1.1\r\nHost: bridge\r\n"
+            f"Authorization: Bearer {server.settings.secret_key}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        writer.write(head.encode())
+        # uvicorn answers 100 Continue when the endpoint first asks for the body: the request is being read.
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+        in_flight = set(server.uvicorn.server_state.tasks)
+        writer.write(b'{"payload": "' + b"x" * 400)
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*in_flight)  # the request cycle has ended
+    finally:
+        uvicorn_errors.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert (await http.get("/healthz")).status_code == 200

@@ -119,6 +119,10 @@ async def test_idempotency_key_returns_the_same_run_marked_cached(server: Runnin
     assert other_task.id != first.id and other_task.is_cached is False
     fresh = await tasks.trigger("echo", 4)
     assert fresh.id != first.id and fresh.is_cached is False
+    with pytest.raises(ValidationError, match="at most 2048 characters"):
+        await tasks.trigger("echo", 5, idempotency_key="k" * 2049)  # never stored (was: a 2.5 MB key was)
+    longest = await tasks.trigger("echo", 6, idempotency_key="k" * 2048)
+    assert longest.is_cached is False
 
 
 @pytest.mark.parametrize(

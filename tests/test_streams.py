@@ -18,7 +18,7 @@ import pytest
 from bridge import runs, streams, tasks
 from bridge.config import Settings
 from bridge.errors import PayloadTooLargeError, ValidationError
-from bridge.runtime.output_streams import READ_PAGE_BYTES
+from bridge.runtime.output_streams import MAX_STREAM_INDEX, READ_PAGE_BYTES
 from tests.conftest import SECRET_KEY, RunningServer
 from tests.support.helpers import open_gate, server_with, unique, until_final
 from tests.support.official_client import run_script
@@ -428,6 +428,8 @@ async def test_ws_stream_errors(server: RunningServer) -> None:
             {"startIndex": 1.5},
             {"startIndex": "0"},
             {"startIndex": True},
+            {"startIndex": MAX_STREAM_INDEX + 1},
+            {"startIndex": 2**64 - 1},  # was backend_unavailable on Redis: entry id 0-2^64 is out of range
             {"key": ""},
             {"key": "k" * 65},
             {"key": "a\nb"},
@@ -442,6 +444,10 @@ async def test_ws_stream_errors(server: RunningServer) -> None:
         await until_final(handle.id)
         await client.send(stream_subscribe("ok", handle.id, "numbers", tok, 0))
         frames = await client.frames_until(of_type("end", "ok"))
+        await client.send(stream_subscribe("last", handle.id, "numbers", tok, MAX_STREAM_INDEX))
+        assert await client.frames_until(of_type("end", "last")) == [
+            {"type": "end", "id": "last", "nextIndex": MAX_STREAM_INDEX, "reason": "finished"}
+        ]
     assert [f.get("index") for f in frames] == [0, 1, 2, None]
 
 
@@ -492,9 +498,14 @@ async def test_sse_route(server: RunningServer) -> None:
             http, path, {**auth, "Timeout-Seconds": "1", "X-Trigger-Stream-Start": "latest"}
         )
         assert status == 200 and events(lines) == []
-        for bad in ("0", "601", "x", "1.5"):
-            status, _ = await sse_lines(http, path, {**auth, "Timeout-Seconds": bad})
-            assert status == 400, bad
+        # Headers arrive as Latin-1: "²" passes str.isdigit() but not int(); "1_0" and "+5" pass int()
+        odd_numbers = ("x", "1.5", "²", "1²", "1_0", "+5", "9" * 5000)
+        for name, bad in [*(("Timeout-Seconds", v) for v in ("0", "601", *odd_numbers)),
+                          *(("Last-Event-ID", v) for v in ("-2", str(MAX_STREAM_INDEX), *odd_numbers))]:  # fmt: skip
+            response = await http.get(path, headers={**auth, name: bad.encode("latin-1")})
+            assert response.status_code == 400, (name, bad[:10], response.text)
+            assert response.json()["code"] == "invalid_request", response.text
+            assert response.json()["error"].startswith(f"{name} must be a whole number from "), response.text
         assert (await sse_lines(http, path, {}))[0] == 401
         assert (await sse_lines(http, path, {"Authorization": f"Bearer {other.public_access_token}"}))[0] == 403
         unknown = "/realtime/v1/streams/run_000000000000000000000000/numbers"
@@ -512,6 +523,30 @@ async def test_sse_route(server: RunningServer) -> None:
         # after the run finished and the stream drained: a clean end, no timeout needed
         status, lines = await sse_lines(http, path, {**auth, "Last-Event-ID": "24"})
         assert events(lines) == [(i, i) for i in range(25, 30)]
+        # The highest resumable index ends at once; one past it (or 2^64 - 1) is refused before reading.
+        status, lines = await sse_lines(http, path, {**auth, "Last-Event-ID": str(MAX_STREAM_INDEX - 1)})
+        assert status == 200 and events(lines) == []
+        status, _ = await sse_lines(http, path, {**auth, "Last-Event-ID": str(2**64 - 1)})
+        assert status == 400
+
+
+async def test_sse_response_ends_when_its_reader_fails(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = await tasks.trigger("stream-chunks", {"count": 3})
+    await until_final(handle.id)
+
+    async def backend_restarting(*args: Any, **kwargs: Any) -> list[bytes]:
+        raise ConnectionError("backend restarting")
+
+    monkeypatch.setattr(server.app_bridge.broker, "read_chunks", backend_restarting)
+    auth = {"Authorization": f"Bearer {handle.public_access_token}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        async with asyncio.timeout(5):  # under the 10 s ping interval: it ended, it did not go on pinging
+            status, lines = await sse_lines(http, f"/realtime/v1/streams/{handle.id}/numbers", auth)
+    assert status == 200 and events(lines) == [] and ": ping" not in lines
+    failures = [r for r in caplog.records if "its reader failed" in r.getMessage()]
+    assert len(failures) == 1 and "backend restarting" in failures[0].getMessage(), failures
 
 
 # The official client

@@ -31,6 +31,7 @@ from bridge.runtime.retries import check_max_attempts
 
 DEFAULT_IDEMPOTENCY_TTL = "30d"
 REQUEST_KEY_TTL_SECONDS = 24 * 3600.0
+MAX_IDEMPOTENCY_KEY_LENGTH = 2048  # a run's, a request's and a wait token's idempotency key alike
 
 
 @dataclass
@@ -110,6 +111,13 @@ class RunEngine:
         self.check_size("metadata", metadata)
         if options.max_attempts is not None:
             check_max_attempts(options.max_attempts, self.limits.max_attempts)
+        for what, key in (
+            ("idempotencyKey", options.idempotency_key),
+            ("the request's idempotency key", options.request_key),
+        ):
+            # Both are stored (as the run's field and in its dedup scope) for as long as the key lives.
+            if key is not None and (not isinstance(key, str) or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH):
+                raise ValidationError(f"{what} is a string of at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
         parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
         return metadata, self.check_tags(options.tags)
 

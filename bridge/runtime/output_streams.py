@@ -34,6 +34,9 @@ WRITE_BATCH_CHUNKS = 500  # chunks stored per append call...
 WRITE_BATCH_BYTES = 4 * 1024 * 1024  # ...and at most this many bytes (or one chunk, if larger)
 WRITE_QUEUE_CHUNKS = 10_000  # chunks a writer holds before `append` waits (backpressure)
 MAX_STREAM_KEY_LENGTH = 64
+# The highest index a reader may start from: exact in every JSON client (JavaScript), and far inside
+# what a backend stores (a Redis stream entry id is 0-<index + 1>, at most 2^64 - 1).
+MAX_STREAM_INDEX = 2**53 - 1
 
 
 def check_stream_key(key: str) -> str:
@@ -42,6 +45,12 @@ def check_stream_key(key: str) -> str:
     if key.startswith("$"):
         raise ValidationError("a stream key cannot start with $ (reserved for input streams)")
     return key
+
+
+def check_start_index(index: object, what: str = "startIndex") -> int:
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_STREAM_INDEX:
+        raise ValidationError(f"{what} must be a whole number from 0 to {MAX_STREAM_INDEX}")
+    return index
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class StreamReader:
         self._broker = broker
         self.run_id = run_id
         self.key = key
-        self.next_index = max(0, start_index)
+        self.next_index = check_start_index(start_index)
         self._idle_timeout = idle_timeout
         self._live: deque[tuple[int, bytes]] = deque()
         self._live_bytes = 0

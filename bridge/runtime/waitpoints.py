@@ -35,14 +35,13 @@ from bridge.config import Settings
 from bridge.durations import deadline_from, parse_duration_seconds
 from bridge.errors import BridgeError, NotFoundError, ValidationError
 from bridge.models import iso_from_ms, new_id, now_ms
-from bridge.runtime.engine import check_size, validate_tags
+from bridge.runtime.engine import MAX_IDEMPOTENCY_KEY_LENGTH, check_size, validate_tags
 from bridge.runtime.hub import Hub, Message
 
 log = logging.getLogger(__name__)
 FIRST = asyncio.FIRST_COMPLETED
 
 TIMEOUT_ERROR_CODE = "TRIGGER_WAITPOINT_TIMEOUT"  # the official code, in a timed-out token's output
-MAX_IDEMPOTENCY_KEY_LENGTH = 2048
 TIMER_POLL_SECONDS = 1.0  # deadlines set by other processes are noticed within this long
 TIMER_BATCH = 100  # deadlines read per broker round trip, then fired concurrently
 TIMER_RETRY_SECONDS = 1.0  # pause after the backend was unavailable

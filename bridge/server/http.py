@@ -7,10 +7,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from bridge.errors import BackendUnavailableError, BridgeError, ForbiddenError, PayloadTooLargeError, ValidationError
+from bridge.errors import (
+    BackendUnavailableError,
+    BridgeError,
+    ClientGoneError,
+    ForbiddenError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from bridge.runtime.access import Principal, authenticate, bearer_from_header
 from bridge.runtime.core import Bridge
 
@@ -41,21 +48,48 @@ def principal_of(request: Request) -> Principal:
     )
 
 
+MAX_HEADER_INTEGER = 2**53 - 1  # the largest integer every JSON client (JavaScript) holds exactly
+
+
+def parse_bounded_int(raw: str, what: str, low: int, high: int) -> int:
+    """`raw` as an integer from `low` to `high`, else ValidationError (400) naming `what`.
+
+    Only ASCII digits (with a leading "-" when `low` < 0): `str.isdigit` also accepts "²", which `int`
+    refuses, and `int` accepts "٣" and "1_0". The length is checked before converting, so thousands of
+    digits cost nothing (and never hit Python's int-conversion limit)."""
+    digits = raw[1:] if raw.startswith("-") and low < 0 else raw
+    if (
+        not digits.isascii()
+        or not digits.isdigit()
+        or len(digits) > len(str(max(abs(low), abs(high))))
+        or not low <= int(raw) <= high
+    ):
+        raise ValidationError(f"{what} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def header_int(request: Request, name: str, low: int, high: int) -> int | None:
+    """The header `name` as a bounded integer (see `parse_bounded_int`); None when absent."""
+    raw = request.headers.get(name)
+    return None if raw is None else parse_bounded_int(raw, name, low, high)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 past `limit` bytes whether or not Content-Length tells the truth."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ValidationError("invalid Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLargeError("Request body too large")
+    declared = header_int(request, "Content-Length", 0, MAX_HEADER_INTEGER)
+    if declared is not None and declared > limit:
+        raise PayloadTooLargeError("Request body too large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError("Request body too large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError("Request body too large")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        # Ends this request like any refused one (the answer goes nowhere), not as our bug with a traceback.
+        raise ClientGoneError("the client closed the connection before the body was complete") from exc
     return b"".join(chunks)
 
 

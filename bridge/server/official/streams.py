@@ -8,16 +8,17 @@ the run has finished and every chunk was sent, or after `Timeout-Seconds` withou
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from bridge.aio import cancel_and_wait
-from bridge.errors import ValidationError
+from bridge.errors import BridgeError
 from bridge.runtime.access import require_run_read
-from bridge.runtime.output_streams import StreamReader, check_stream_key
-from bridge.server.http import bridge_of, handles_errors, principal_of
+from bridge.runtime.output_streams import MAX_STREAM_INDEX, StreamReader, check_stream_key
+from bridge.server.http import bridge_of, handles_errors, header_int, principal_of
 
 PING_INTERVAL_SECONDS = 10.0
 DEFAULT_IDLE_SECONDS = 60.0
@@ -25,17 +26,13 @@ MAX_IDLE_SECONDS = 600
 SEND_QUEUE_EVENTS = 256  # events ready for one slow client; past that its reader pauses and catches up later
 PING = b": ping\n\n"
 
+log = logging.getLogger(__name__)
+
 
 def _start_index(request: Request) -> int | None:
     """From `Last-Event-ID` (the last index the client has); None means "from the current tail"."""
-    last_event_id = request.headers.get("last-event-id")
-    if last_event_id is not None:
-        try:
-            last = int(last_event_id)
-        except ValueError:
-            last = -2
-        if last < -1:
-            raise ValidationError("Last-Event-ID must be the index of the last chunk received")
+    last = header_int(request, "Last-Event-ID", -1, MAX_STREAM_INDEX - 1)
+    if last is not None:
         return last + 1
     if request.headers.get("x-trigger-stream-start", "").lower() == "latest":
         return None
@@ -43,22 +40,24 @@ def _start_index(request: Request) -> int | None:
 
 
 def _idle_seconds(request: Request) -> float:
-    value = request.headers.get("timeout-seconds")
-    if value is None:
-        return DEFAULT_IDLE_SECONDS
-    if not value.isdigit() or not 1 <= int(value) <= MAX_IDLE_SECONDS:
-        raise ValidationError(f"Timeout-Seconds must be a whole number from 1 to {MAX_IDLE_SECONDS}")
-    return float(value)
+    seconds = header_int(request, "Timeout-Seconds", 1, MAX_IDLE_SECONDS)
+    return DEFAULT_IDLE_SECONDS if seconds is None else float(seconds)
 
 
 async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(SEND_QUEUE_EVENTS)
+    # The pump ends by queueing None, or what stopped its reader: waiting on the queue alone would
+    # otherwise ping forever after the reader failed.
+    queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(SEND_QUEUE_EVENTS)
 
     async def pump() -> None:
-        async with reader:
-            async for chunk in reader.chunks():
-                await queue.put(b"id: %d\ndata: %s\n\n" % (chunk.index, chunk.data))
-        await queue.put(None)
+        failure: Exception | None = None
+        try:
+            async with reader:
+                async for chunk in reader.chunks():
+                    await queue.put(b"id: %d\ndata: %s\n\n" % (chunk.index, chunk.data))
+        except Exception as exc:
+            failure = exc
+        await queue.put(failure)
 
     pumping = asyncio.create_task(pump())
     try:
@@ -69,10 +68,20 @@ async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
             except TimeoutError:
                 yield PING
                 continue
+            if isinstance(event, Exception):
+                # Headers are sent: end the body, and the client resumes from its Last-Event-ID.
+                expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
+                log.warning(
+                    "output stream %s/%s: its reader failed, ending the response: %r",
+                    reader.run_id,
+                    reader.key,
+                    event,
+                    exc_info=None if expected else event,
+                )
+                break
             if event is None:
                 break
             yield event
-        await pumping  # re-raises what stopped the reader
     finally:
         await cancel_and_wait(pumping)
 

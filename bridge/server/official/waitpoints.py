@@ -23,12 +23,8 @@ from bridge.errors import LengthRequiredError, UnauthorizedError, UnprocessableE
 from bridge.models import iso_from_ms
 from bridge.runtime.access import waitpoint_access_token
 from bridge.runtime.core import Bridge
-from bridge.runtime.waitpoints import (
-    MAX_IDEMPOTENCY_KEY_LENGTH,
-    TokenStatus,
-    WaitToken,
-    valid_callback_signature,
-)
+from bridge.runtime.engine import MAX_IDEMPOTENCY_KEY_LENGTH
+from bridge.runtime.waitpoints import TokenStatus, WaitToken, valid_callback_signature
 from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
 from bridge.server.official.api import claims_headers
 

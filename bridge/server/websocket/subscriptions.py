@@ -28,7 +28,7 @@ from bridge.models import Run
 from bridge.runtime.access import Principal, require_run_read
 from bridge.runtime.core import Bridge
 from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedSpec, authorized_tag_feed
-from bridge.runtime.output_streams import check_stream_key
+from bridge.runtime.output_streams import check_start_index, check_stream_key
 from bridge.server.websocket.protocol import Frame, internal_error_frame, required_string
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,7 @@ async def authorize_stream(bridge: Bridge, frame: Frame, principal: Principal) -
     if not isinstance(key, str):
         raise ValidationError("key must be a string")
     check_stream_key(key)
-    start_index = frame.get("startIndex", 0)
-    if not isinstance(start_index, int) or isinstance(start_index, bool) or start_index < 0:
-        raise ValidationError("startIndex must be a whole number >= 0")
+    start_index = check_start_index(frame.get("startIndex", 0))
     idle = frame.get("timeoutInSeconds")
     if idle is not None and (
         not isinstance(idle, (int, float)) or isinstance(idle, bool) or not 1 <= idle <= MAX_IDLE_SECONDS
