@@ -560,8 +560,12 @@ class PipelinedWriter:
         self.broker = broker
         self.writer = writer
         conn = broker._conn
-        self.keys = [conn.keys.run_stream(writer.run_id, writer.key)]
-        self.head = [conn.retention_ms, conn.keys.wire(stream_channel(writer.run_id, writer.key))]
+        self.keys = [
+            conn.keys.run_stream(writer.run_id, writer.key),
+            conn.keys.run_stream_failure(writer.run_id, writer.key),
+        ]
+        # At the stream's end (no expected index): this bench's writers share no stream.
+        self.head = [conn.retention_ms, conn.keys.wire(stream_channel(writer.run_id, writer.key)), ""]
 
     async def enqueue(self, value: object) -> asyncio.Future[int]:
         stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -580,7 +584,7 @@ class PipelinedWriter:
             batch, PipelinedWriter.queue = PipelinedWriter.queue, []
             pipe = redis.pipeline(transaction=False)
             for writer, data, _ in batch:
-                pipe.evalsha(sha, 1, *writer.keys, *writer.head, data)
+                pipe.evalsha(sha, 2, *writer.keys, *writer.head, data)
             try:
                 firsts = await pipe.execute()
             except Exception as exc:

@@ -80,6 +80,26 @@ class RunFinishedError(BridgeError):
     status = 400
 
 
+class StreamOrderError(ConflictError):
+    """An append at an expected index found the stream shorter, or holding other chunks there: storing it
+    would leave a gap or store a chunk twice, so nothing was stored."""
+
+    code = "stream_conflict"
+
+
+class StreamFailedError(BridgeError):
+    """An output stream stopped for good at `next_index`: a batch of its chunks could not be stored in order
+    (the backend stayed unavailable past the writer's retries, or the stream lost chunks). Nothing is stored
+    after it; its writer's pending and later appends raise this, and its readers end with it."""
+
+    code = "stream_failed"
+    status = 409
+
+    def __init__(self, message: str, next_index: int) -> None:
+        super().__init__(message)
+        self.next_index = next_index
+
+
 class NonDeterminismError(BridgeError):
     """A replayed run reached a durable step that differs from its journal at the same position: the task's
     code changed (or depends on something outside its steps) since the run recorded that step."""

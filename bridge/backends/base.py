@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bridge.config import Settings
+from bridge.errors import StreamFailedError
 from bridge.models import Run
 
 MessageHandler = Callable[[str, bytes], None]
@@ -46,10 +47,29 @@ class StreamStore(abc.ABC):
     """A run's streams of numbered chunks: its output streams, and its input streams (keys `$in:<id>`)."""
 
     @abc.abstractmethod
-    async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
+    async def append_chunks(
+        self, run_id: str, key: str, chunks: Sequence[bytes], first_index: int | None = None
+    ) -> int:
         """Stores JSON-encoded chunks at the next indexes of the run's stream `key` (gapless, even with
         concurrent writers), publishes them on `stream_channel` (`encode_chunks_message`) in the same
-        step, and returns the index of the first."""
+        step, and returns the index of the first.
+
+        With `first_index`, idempotently: they are stored only if the stream holds exactly `first_index`
+        chunks; if it already holds these same chunks from `first_index` on (a retry of an append whose
+        answer was lost), nothing is stored or published and `first_index` is returned. StreamOrderError
+        when the stream holds fewer chunks, or others there. StreamFailedError, storing nothing, once
+        the stream failed (`fail_stream`)."""
+
+    @abc.abstractmethod
+    async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
+        """Marks the stream failed at its current length, atomically, and publishes that on its channel
+        (a message without chunks): no chunk is appended to it any more, and readers end with an error at
+        that index. Stored like the stream (same retention). Returns the index it stopped at; a stream that
+        failed already keeps its first failure, whose index is returned."""
+
+    @abc.abstractmethod
+    async def stream_failure(self, run_id: str, key: str) -> tuple[int, str] | None:
+        """(the index the stream stopped at, the reason) once it failed, else None."""
 
     @abc.abstractmethod
     async def append_input(self, run_id: str, key: str, data: bytes) -> int:
@@ -63,6 +83,13 @@ class StreamStore(abc.ABC):
 
     @abc.abstractmethod
     async def stream_length(self, run_id: str, key: str) -> int: ...
+
+
+def stream_failed(run_id: str, key: str, next_index: int, reason: str) -> StreamFailedError:
+    """The error a failed stream's writer and readers get."""
+    return StreamFailedError(
+        f"stream {key!r} of run {run_id} failed: it stops at index {next_index} ({reason})", next_index
+    )
 
 
 class Notifier(abc.ABC):

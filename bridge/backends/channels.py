@@ -38,7 +38,8 @@ def channels_of(run: Run) -> list[str]:
 
 
 def encode_chunks_message(first_index: int, chunks: Sequence[bytes]) -> bytes:
-    """The notification of chunks `first_index`, `first_index + 1`, ...: JSON text never holds a raw newline."""
+    """The notification of chunks `first_index`, `first_index + 1`, ...: JSON text never holds a raw newline.
+    Without chunks, it announces that the stream failed and stops at `first_index` (`fail_stream`)."""
     return b"\n".join([str(first_index).encode(), *chunks])
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import Broker, Delivery
+from bridge.backends.base import Broker, Delivery, stream_failed
 from bridge.backends.channels import channels_of, encode_chunks_message, stream_channel, waitpoint_channel
 from bridge.config import Settings
-from bridge.errors import NotFoundError, RunFinishedError
+from bridge.errors import NotFoundError, RunFinishedError, StreamOrderError
 from bridge.models import Run
 
 SWEEP_INTERVAL_SECONDS = 1.0
@@ -76,6 +76,7 @@ class MemoryBroker(Broker):
         self._by_tag: dict[str, dict[str, int]] = {}  # tag -> run id -> createdAt ms
         self._by_batch: dict[str, list[str]] = {}
         self._streams: dict[str, dict[str, list[bytes]]] = {}  # run id -> key -> chunks
+        self._stream_failures: dict[str, dict[str, tuple[int, str]]] = {}  # run id -> key -> (next index, reason)
         self._idempotency: _ExpiringMap[str] = _ExpiringMap()  # scope -> run or token id
         self._once: _ExpiringMap[str] = _ExpiringMap()
         self._values: _ExpiringMap[bytes] = _ExpiringMap()
@@ -151,14 +152,37 @@ class MemoryBroker(Broker):
         return [Run.from_storage(self._runs[rid]) for rid in self._by_batch.get(batch_id, []) if rid in self._runs]
 
     # streams
-    async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
+    async def append_chunks(
+        self, run_id: str, key: str, chunks: Sequence[bytes], first_index: int | None = None
+    ) -> int:
+        failure = self._stream_failures.get(run_id, {}).get(key)
+        if failure is not None:
+            raise stream_failed(run_id, key, *failure)
         stream = self._streams.setdefault(run_id, {}).setdefault(key, [])
         first = len(stream)
+        if first_index is not None and first != first_index:
+            if first > first_index and stream[first_index : first_index + len(chunks)] == list(chunks):
+                return first_index  # stored already: a retry
+            raise StreamOrderError(
+                f"stream {key!r} of run {run_id} holds {first} chunks, not the {first_index} expected before these"
+            )
         stream.extend(chunks)
         channel = stream_channel(run_id, key)
         if channel in self._listening:
             self._on_message(channel, encode_chunks_message(first, chunks))
         return first
+
+    async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
+        failures = self._stream_failures.setdefault(run_id, {})
+        if key not in failures:
+            failures[key] = (len(self._streams.get(run_id, {}).get(key, [])), reason)
+            channel = stream_channel(run_id, key)
+            if channel in self._listening:
+                self._on_message(channel, encode_chunks_message(failures[key][0], []))
+        return failures[key][0]
+
+    async def stream_failure(self, run_id: str, key: str) -> tuple[int, str] | None:
+        return self._stream_failures.get(run_id, {}).get(key)
 
     async def append_input(self, run_id: str, key: str, data: bytes) -> int:
         raw = self._runs.get(run_id)
@@ -373,6 +397,7 @@ class MemoryBroker(Broker):
             raw = self._runs.pop(run_id)
             del self._expiry[run_id]
             self._streams.pop(run_id, None)
+            self._stream_failures.pop(run_id, None)
             self._journals.discard(run_id)
             run = Run.from_storage(raw)
             for tag in run.tags:

@@ -8,23 +8,29 @@ before the reader came or arrives while it reads: it attaches its live listener 
 history, then follows live chunks deduplicated by index. A gap in the live feed (lost
 notifications, or a reader too slow for its bounded buffer) sends it back to storage from its
 next index, so a slow reader is paused, never fed unboundedly, and loses nothing. It ends once
-the run has finished and every chunk was read.
+the run has finished and every chunk was read; or, once it read every chunk of a stream that failed
+(its writer gave up storing it), with StreamFailedError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 
-from bridge.backends.base import Broker, StreamStore
+from bridge.backends.base import Broker, StreamStore, stream_failed
 from bridge.backends.channels import run_channel, stream_channel
-from bridge.errors import PayloadTooLargeError, ValidationError
+from bridge.errors import BackendUnavailableError, PayloadTooLargeError, StreamFailedError, ValidationError
 from bridge.runtime.engine import RunEngine
 from bridge.runtime.hub import Hub, Message
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 READ_PAGE_CHUNKS = 1000  # chunks fetched from storage per read while catching up...
 READ_PAGE_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them (or two of the largest chunks)
@@ -33,6 +39,13 @@ LIVE_BUFFER_BYTES = 8 * 1024 * 1024  # ...and at most this many bytes of them
 WRITE_BATCH_CHUNKS = 500  # chunks stored per append call...
 WRITE_BATCH_BYTES = 4 * 1024 * 1024  # ...and at most this many bytes (or one chunk, if larger)
 WRITE_QUEUE_CHUNKS = 10_000  # chunks a writer holds before `append` waits (backpressure)
+# A batch the backend failed to store is tried again, at the same index, after 0.05, 0.1, 0.2, ... s (at most
+# WRITE_RETRY_MAX_DELAY apart): at most WRITE_RETRY_ATTEMPTS tries, none started after WRITE_RETRY_SECONDS
+# (about 14 s of outage survived); then the stream fails.
+WRITE_RETRY_ATTEMPTS = 12
+WRITE_RETRY_SECONDS = 15.0
+WRITE_RETRY_FIRST_DELAY = 0.05
+WRITE_RETRY_MAX_DELAY = 2.0
 MAX_STREAM_KEY_LENGTH = 64
 # The highest index a reader may start from: exact in every JSON client (JavaScript), and far inside
 # what a backend stores (a Redis stream entry id is 0-<index + 1>, at most 2^64 - 1).
@@ -83,6 +96,8 @@ class StreamReader:
         self._behind = True  # read storage before trusting the live feed
         self._run_finished = False
         self._run_unsure = False  # run notifications may have been lost: re-read the run
+        self._failure_unsure = True  # the stream may have failed: read its failure record at the next catch-up
+        self._failure: tuple[int, str] | None = None  # (where it stopped, why) once read
         self.timed_out = False  # the last `chunks()` ended on the idle timeout, not with the run
         self._woken = asyncio.Event()
         self._channels = (stream_channel(run_id, key), run_channel(run_id))
@@ -113,8 +128,13 @@ class StreamReader:
         if message is None:
             self._behind = True  # notifications may be lost: storage tells the truth
             self._run_unsure = True
+            self._failure_unsure = True
         elif channel == self._channels[1]:
             self._run_finished = self._run_finished or message.run.status.is_final
+        elif not message.chunks[1]:  # the stream failed (a message without chunks): storage says where
+            self._failure_unsure = True
+            self._clear_live()
+            self._behind = True
         elif not self._behind:
             first, chunks = message.chunks
             size = sum(map(len, chunks))
@@ -132,7 +152,8 @@ class StreamReader:
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Every chunk from the start index; ends when the run finished and all were read, or after
-        `idle_timeout` seconds without a new chunk (then `timed_out` is true)."""
+        `idle_timeout` seconds without a new chunk (then `timed_out` is true). Raises StreamFailedError
+        once every chunk of a failed stream was read."""
         loop = asyncio.get_running_loop()
         self.timed_out = False
         idle_since = loop.time()
@@ -156,6 +177,16 @@ class StreamReader:
                     # largest chunk of room left): storage has nothing more.
                     if len(page) < READ_PAGE_CHUNKS and sum(map(len, page)) <= self._page_bytes - self._largest_chunk:
                         break
+                # A stream is marked failed before its run can finish (its writer marks it, then the task
+                # hears of it): read the mark at the start, on its notification, after a resync, and at the end.
+                if self._failure is None and (self._failure_unsure or finished_before_read):
+                    self._failure_unsure = False
+                    self._failure = await self._broker.stream_failure(self.run_id, self.key)
+                    if self._failure is not None and self.next_index < self._failure[0]:
+                        self._behind = True  # chunks were stored before it failed: read them first
+                        continue
+                if self._failure is not None:
+                    raise stream_failed(self.run_id, self.key, *self._failure)
                 if finished_before_read:
                     return  # every chunk was stored before the run finished, and all were read
                 continue
@@ -199,9 +230,20 @@ class OutputStreams:
         """How many chunks are stored: the index the next one will get."""
         return await self._broker.stream_length(run_id, key)
 
+    async def failure(self, run_id: str, key: str) -> StreamFailedError | None:
+        """What a reader of the stream ends with once it failed (its `next_index`: where it stops), else None."""
+        failure = await self._broker.stream_failure(run_id, key)
+        return None if failure is None else stream_failed(run_id, key, *failure)
+
 
 class StreamWriter:
-    """Appends to one run's stream, batching what queues up while a store is in flight."""
+    """Appends to one run's stream, batching what queues up while a store is in flight.
+
+    Chunks are stored in order, each once, or the stream fails: a batch that cannot be stored is tried
+    again, idempotently at its expected index, with a bounded backoff (WRITE_RETRY_*), while later chunks
+    wait behind it (the producer waits once WRITE_QUEUE_CHUNKS are queued). Should it still fail, the
+    stream is marked failed in storage (readers end with StreamFailedError), and every pending and later
+    append raises StreamFailedError."""
 
     def __init__(self, streams: StreamStore, run_id: str, key: str, max_chunk_bytes: int, replayed: int = 0) -> None:
         self._streams = streams
@@ -212,9 +254,11 @@ class StreamWriter:
         # indexes back without being stored twice (the task's code is deterministic between its steps).
         self._replayed = replayed
         self._appended = 0
+        self._next_index = replayed  # where the next batch must be stored: the stream's length before it
         self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
         self._room = asyncio.Semaphore(WRITE_QUEUE_CHUNKS)
         self._flusher: asyncio.Task[None] | None = None
+        self._failure: tuple[int, str] | None = None  # (the index the stream stopped at, why) once it failed
 
     def encode(self, value: object) -> bytes:
         try:
@@ -230,19 +274,28 @@ class StreamWriter:
         return await (await self.enqueue(value))
 
     async def enqueue(self, value: object) -> asyncio.Future[int]:
-        """Queues one chunk and returns a future of its index, waiting only while the queue is full."""
+        """Queues one chunk and returns a future of its index, waiting only while the queue is full.
+        StreamFailedError once the stream failed."""
         data = self.encode(value)
         stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self._appended < self._replayed:
             stored.set_result(self._appended)
             self._appended += 1
             return stored
-        self._appended += 1
+        self._raise_if_failed()
         await self._room.acquire()
+        if self._failure is not None:  # failed while we waited for room
+            self._room.release()
+            self._raise_if_failed()
+        self._appended += 1
         self._queue.append((data, stored))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return stored
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise stream_failed(self.run_id, self.key, *self._failure)
 
     async def _flush(self) -> None:
         while self._queue:
@@ -254,25 +307,77 @@ class StreamWriter:
                 size += len(self._queue[0][0])
                 batch.append(self._queue.popleft())
             try:
-                first = await self._streams.append_chunks(self.run_id, self.key, [data for data, _ in batch])
-            except Exception as exc:  # every waiting appender gets the error; later chunks would leave a hole
-                batch.extend(self._queue)
-                self._queue.clear()
-                for _, stored in batch:
-                    if not stored.done():
-                        stored.set_exception(exc)
+                first = await self._store([data for data, _ in batch])
+            except Exception as exc:  # the stream fails: a later chunk stored now would leave a hole
+                await self._give_up(exc, batch)
                 return
             finally:
                 for _ in batch:
                     self._room.release()
+            self._next_index = first + len(batch)
             for offset, (_, stored) in enumerate(batch):
                 if not stored.done():
                     stored.set_result(first + offset)
+
+    async def _store(self, chunks: list[bytes]) -> int:
+        """Stores one batch at `_next_index`, retrying while the backend is unavailable (bounded)."""
+        return await _retrying(
+            lambda: self._streams.append_chunks(self.run_id, self.key, chunks, self._next_index),
+            f"storing chunks {self._next_index} to {self._next_index + len(chunks) - 1} of stream {self.key!r} "
+            f"of run {self.run_id}",
+        )
+
+    async def _give_up(self, cause: Exception, batch: list[tuple[bytes, asyncio.Future[int]]]) -> None:
+        reason = f"chunk {self._next_index} could not be stored: {cause}"
+        if isinstance(cause, StreamFailedError):
+            self._failure = (cause.next_index, reason)
+        else:
+            self._failure = (self._next_index, reason)
+            try:  # stored before any appender hears of it: readers see the failure even if this process dies next
+                self._failure = (await self._mark_failed(reason), reason)
+            except Exception as exc:
+                log.error(
+                    "stream %r of run %s failed, and could not be marked failed (%r): its readers are not told",
+                    *(self.key, self.run_id, exc),
+                )
+        log.warning("stream %r of run %s failed: %s", self.key, self.run_id, reason)
+        pending = [*batch, *self._queue]
+        self._queue.clear()
+        for _ in range(len(pending) - len(batch)):
+            self._room.release()
+        for _, stored in pending:
+            if not stored.done():
+                stored.set_exception(stream_failed(self.run_id, self.key, *self._failure))
+
+    async def _mark_failed(self, reason: str) -> int:
+        return await _retrying(
+            lambda: self._streams.fail_stream(self.run_id, self.key, reason),
+            f"marking stream {self.key!r} of run {self.run_id} failed",
+        )
 
     async def wait_until_flushed(self) -> None:
         """Returns once every queued chunk is stored (or failed, to its appender)."""
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
+
+
+async def _retrying(store: Callable[[], Awaitable[T]], what: str) -> T:
+    """`store()`, tried again after a backend failure with an exponential backoff: at most
+    WRITE_RETRY_ATTEMPTS tries, and none started after WRITE_RETRY_SECONDS. Only for idempotent calls."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WRITE_RETRY_SECONDS
+    delay = WRITE_RETRY_FIRST_DELAY
+    attempt = 1
+    while True:
+        try:
+            return await store()
+        except (BackendUnavailableError, ConnectionError, OSError) as exc:
+            if attempt >= WRITE_RETRY_ATTEMPTS or loop.time() + delay > deadline:
+                raise
+            log.info("%s failed (attempt %d, %s); retrying in %.2f s", what, attempt, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, WRITE_RETRY_MAX_DELAY)
+        attempt += 1
 
 
 class RunStreams:

@@ -79,8 +79,16 @@ class RedisBroker(Broker):
         return await self._runs.runs_in_batch(batch_id)
 
     # streams
-    async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
-        return await self._streams.append_chunks(run_id, key, chunks)
+    async def append_chunks(
+        self, run_id: str, key: str, chunks: Sequence[bytes], first_index: int | None = None
+    ) -> int:
+        return await self._streams.append_chunks(run_id, key, chunks, first_index)
+
+    async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
+        return await self._streams.fail_stream(run_id, key, reason)
+
+    async def stream_failure(self, run_id: str, key: str) -> tuple[int, str] | None:
+        return await self._streams.stream_failure(run_id, key)
 
     async def append_input(self, run_id: str, key: str, data: bytes) -> int:
         return await self._streams.append_input(run_id, key, data)

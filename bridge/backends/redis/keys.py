@@ -9,6 +9,9 @@ With P the key prefix (`settings.key_prefix`):
     P:{run_<id>}:stream:<key>  stream of a run's chunks (output, or input for `$in:` keys), entry id
                               0-<index + 1>, field d = the chunk's JSON; TTL = retention, refreshed on
                               every append
+    P:{run_<id>}:stream-failed:<key>  hash {next, reason}: set once when the output stream failed (no
+                              chunk is appended after it: readers end with an error at index `next`);
+                              TTL = retention
     P:{run_<id>}:journal      list of the run's journal entries, in order (entry n at index n); TTL =
                               retention, refreshed with the attempt's by every accepted
                               begin_attempt and append (so either may outlive the run hash a little)
@@ -53,6 +56,10 @@ class Keys:
     def run_stream(self, run_id: str, key: str) -> str:
         """One of a run's streams: an output stream, or an input stream (its key starts with `$in:`)."""
         return f"{self.prefix}:{{{run_id}}}:stream:{key}"
+
+    def run_stream_failure(self, run_id: str, key: str) -> str:
+        """An output stream's failure record, once it failed."""
+        return f"{self.prefix}:{{{run_id}}}:stream-failed:{key}"
 
     def journal(self, run_id: str) -> str:
         return f"{self.prefix}:{{{run_id}}}:journal"

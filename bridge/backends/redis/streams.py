@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from bridge.backends.base import StreamStore
+from bridge.backends.base import StreamStore, stream_failed
 from bridge.backends.channels import stream_channel
-from bridge.backends.redis.connection import Connection, unavailable
-from bridge.errors import NotFoundError, RunFinishedError
+from bridge.backends.redis.connection import Connection, text, unavailable
+from bridge.errors import NotFoundError, RunFinishedError, StreamOrderError
 
 
 class RedisStreamStore(StreamStore):
@@ -16,14 +16,38 @@ class RedisStreamStore(StreamStore):
         self._conn = conn
         self._keys = conn.keys
         self._append_script = conn.script("append_chunks")
+        self._fail_script = conn.script("fail_stream")
         self._send_input_script = conn.script("send_input")
         self._read_chunks_script = conn.script("read_chunks")
 
-    async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
-        args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), *chunks]
+    async def append_chunks(
+        self, run_id: str, key: str, chunks: Sequence[bytes], first_index: int | None = None
+    ) -> int:
+        expected = "" if first_index is None else str(first_index)
+        channel = self._keys.wire(stream_channel(run_id, key))
+        args: list[str | int | bytes] = [self._conn.retention_ms, channel, expected, *chunks]
+        keys = [self._keys.run_stream(run_id, key), self._keys.run_stream_failure(run_id, key)]
         async with unavailable("appending to a stream"):
-            first = await self._append_script(keys=[self._keys.run_stream(run_id, key)], args=args)
-        return int(first)
+            first = int(await self._append_script(keys=keys, args=args))
+        if first == -1:
+            failure = await self.stream_failure(run_id, key)
+            raise stream_failed(run_id, key, *(failure or (0, "failed")))
+        if first < 0:
+            held = "fewer chunks" if first == -2 else "other chunks"
+            raise StreamOrderError(f"stream {key!r} of run {run_id} holds {held} than expected at index {first_index}")
+        return first
+
+    async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
+        args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), reason]
+        keys = [self._keys.run_stream(run_id, key), self._keys.run_stream_failure(run_id, key)]
+        async with unavailable("marking a stream failed"):
+            return int(await self._fail_script(keys=keys, args=args))
+
+    async def stream_failure(self, run_id: str, key: str) -> tuple[int, str] | None:
+        async with unavailable("reading a stream's state"):
+            record = self._keys.run_stream_failure(run_id, key)
+            stopped, reason = await self._conn.redis.hmget(record, ["next", "reason"])
+        return None if stopped is None else (int(stopped), text(reason or b""))
 
     async def append_input(self, run_id: str, key: str, data: bytes) -> int:
         args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), data]

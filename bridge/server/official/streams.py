@@ -3,6 +3,8 @@
 Each chunk is one event whose id is the chunk's index, so the client's `Last-Event-ID` (and
 `startIndex` N, sent as `Last-Event-ID: N-1`) resumes exactly. The response ends cleanly once
 the run has finished and every chunk was sent, or after `Timeout-Seconds` without a new chunk.
+A stream that failed (its writer gave up storing it) ends the response once its last stored chunk
+was sent; a request resuming at or past that point is answered 409 `stream_failed`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from bridge.aio import cancel_and_wait
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, StreamFailedError
 from bridge.runtime.access import require_run_read
 from bridge.runtime.output_streams import MAX_STREAM_INDEX, StreamReader, check_stream_key
 from bridge.server.http import bridge_of, handles_errors, header_int, principal_of
@@ -70,6 +72,9 @@ async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
                 continue
             if isinstance(event, Exception):
                 # Headers are sent: end the body, and the client resumes from its Last-Event-ID.
+                if isinstance(event, StreamFailedError):
+                    log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, event)
+                    break
                 expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
                 log.warning(
                     "output stream %s/%s: its reader failed, ending the response: %r",
@@ -98,6 +103,9 @@ async def read_stream(request: Request) -> Response:
     idle = _idle_seconds(request)
     if start is None:
         start = await bridge.output_streams.length(run_id, key)
+    failure = await bridge.output_streams.failure(run_id, key)
+    if failure is not None and start >= failure.next_index:
+        raise failure  # nothing more will come: 409 `stream_failed`, so the client stops resuming
     reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle)
     headers = {"cache-control": "no-cache", "x-stream-version": "v1", "x-accel-buffering": "no"}
     return StreamingResponse(_events(reader), media_type="text/event-stream", headers=headers)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from bridge.errors import BridgeError, PayloadTooLargeError, TooManyError, ValidationError
+from bridge.errors import BridgeError, PayloadTooLargeError, StreamFailedError, TooManyError, ValidationError
 from bridge.models import Run
 from bridge.runtime.access import Principal, require_run_read
 from bridge.runtime.core import Bridge
@@ -200,6 +200,19 @@ async def pump_stream(connection: StreamOutlet, subscription_id: str, request: S
                 connection.push_stream_frame(
                     subscription_id, f'{prefix}{chunk.index},"data":{chunk.data.decode()}}}', chunk.index + 1
                 )
+    except StreamFailedError as error:  # the stream itself failed: it ends here, for every reader
+        connection.stream_ended(subscription_id)
+        connection.send(
+            {
+                "type": "end",
+                "id": subscription_id,
+                "nextIndex": reader.next_index,
+                "reason": "error",
+                "code": error.code,
+                "message": error.message,
+            }
+        )
+        return
     except BridgeError as error:  # the backend failed: the subscription ends; resubscribe from the next index
         connection.stream_ended(subscription_id)
         connection.send_error(subscription_id, error)

@@ -1,14 +1,35 @@
 -- Appends chunks to a run's stream and publishes them, atomically. Entry ids are `0-<index + 1>`
 -- (XADD's `0-*` picks the next sequence number), so indexes are gapless whatever the number of
 -- writers, and reading from an index is one XRANGE.
--- KEYS[1]: the run's stream.
--- ARGV[1]: TTL ms; ARGV[2]: the (prefixed) channel; ARGV[3..]: the chunks.
--- Publishes "<first index>\n<chunk>\n<chunk>..." and returns the first chunk's index.
+-- Idempotent with an expected first index: the chunks are stored only when the stream holds exactly
+-- that many; when it already holds these very chunks there (a retry whose first reply was lost),
+-- nothing is stored again and their index is returned. A failed stream (fail_stream.lua) takes no chunk.
+-- KEYS[1]: the run's stream; KEYS[2]: the stream's failure record.
+-- ARGV[1]: TTL ms; ARGV[2]: the (prefixed) channel; ARGV[3]: the index the first chunk must get, or ''
+-- for the next one; ARGV[4..]: the chunks.
+-- Publishes "<first index>\n<chunk>\n<chunk>..." and returns the first chunk's index; -1 when the
+-- stream failed, -2 when it holds fewer chunks than expected, -3 when it holds other chunks there.
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if ARGV[3] ~= '' then
+  local expected, length, count = tonumber(ARGV[3]), redis.call('XLEN', KEYS[1]), #ARGV - 3
+  if length < expected then return -2 end
+  if length > expected then
+    if length < expected + count then return -3 end
+    local entries = redis.call(
+      'XRANGE', KEYS[1], string.format('0-%d', expected + 1), string.format('0-%d', expected + count)
+    )
+    if #entries ~= count then return -3 end
+    for i, entry in ipairs(entries) do
+      if entry[2][2] ~= ARGV[i + 3] then return -3 end
+    end
+    return expected
+  end
+end
 local first
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local id = redis.call('XADD', KEYS[1], '0-*', 'd', ARGV[i])
   if not first then first = tonumber(string.match(id, '-(%d+)$')) - 1 end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], tostring(first) .. '\n' .. table.concat(ARGV, '\n', 3))
+redis.call('PUBLISH', ARGV[2], tostring(first) .. '\n' .. table.concat(ARGV, '\n', 4))
 return first
