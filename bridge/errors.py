@@ -86,6 +86,10 @@ class StreamOrderError(ConflictError):
 
     code = "stream_conflict"
 
+    def __init__(self, message: str, *, fewer: bool) -> None:
+        super().__init__(message)
+        self.fewer = fewer  # the stream holds fewer chunks than expected: some were lost
+
 
 class StreamFailedError(BridgeError):
     """An output stream stopped for good at `next_index`: a batch of its chunks could not be stored in order

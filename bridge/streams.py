@@ -8,6 +8,7 @@ async for chunk in ai.read(run_id): ...       # anywhere: every chunk, once, in 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -61,7 +62,11 @@ class PipedStream:
         scope.durable.check_outside_step("streams.pipe")
         writer = await scope.streams.writer(self._stream.key)
         async for item in self._source:
-            self._pending.append(await writer.enqueue(item))
+            stored = await writer.enqueue(item)  # StreamFailedError once the stream failed
+            # One failure fails every later chunk too: the first one awaited (or `enqueue`) raises it,
+            # and the others' are taken here, not warned about as never retrieved.
+            stored.add_done_callback(_take_exception)
+            self._pending.append(stored)
             yield item
 
     async def wait_until_complete(self) -> None:
@@ -72,6 +77,11 @@ class PipedStream:
         for stored in self._pending:
             await stored  # raises if a chunk could not be stored
         self._pending.clear()
+
+
+def _take_exception(stored: asyncio.Future[int]) -> None:
+    if not stored.cancelled():
+        stored.exception()
 
 
 class OutputStream:

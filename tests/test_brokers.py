@@ -21,13 +21,21 @@ from redis.asyncio import Redis
 
 from bridge.backends import create_broker
 from bridge.backends.base import Broker, Delivery
-from bridge.backends.channels import CANCEL_CHANNEL, batch_channel, run_channel, tag_channel
+from bridge.backends.channels import (
+    CANCEL_CHANNEL,
+    batch_channel,
+    decode_chunks_message,
+    run_channel,
+    stream_channel,
+    tag_channel,
+)
 from bridge.backends.memory import MemoryBroker
 from bridge.backends.redis import RedisBroker
 from bridge.backends.redis import pubsub as redis_backend
 from bridge.config import Settings
-from bridge.errors import BackendUnavailableError
+from bridge.errors import BackendUnavailableError, StreamFailedError, StreamOrderError
 from bridge.models import Run, RunStatus, new_id, now_ms
+from bridge.runtime.output_streams import StreamWriter
 from tests.conftest import SECRET_KEY, start_server, stop_server
 from tests.support.redis_server import RedisServer
 
@@ -379,6 +387,69 @@ async def test_waitpoint_waiters_are_a_set_kept_with_the_token(broker: Broker, r
 
 
 # run journals
+async def test_an_append_at_an_expected_index_is_stored_once_in_order(broker: Broker) -> None:
+    run_id, key = new_id("run_"), "ai"
+    recorder = Recorder(broker)
+    await broker.listen([stream_channel(run_id, key)])
+    assert await broker.append_chunks(run_id, key, [b"0", b"1"], 0) == 0
+    assert decode_chunks_message((await recorder.next())[1]) == (0, [b"0", b"1"])
+    # A retry whose first answer was lost: already there, so neither stored nor published again.
+    assert await broker.append_chunks(run_id, key, [b"0", b"1"], 0) == 0
+    assert await broker.append_chunks(run_id, key, [b"1"], 1) == 1
+    assert await broker.append_chunks(run_id, key, [b"2"], 2) == 2
+    assert decode_chunks_message((await recorder.next())[1]) == (2, [b"2"])
+    # other chunks there, a partial, a gap
+    for chunks, first, fewer in (([b"x"], 1, False), ([b"2", b"3"], 2, False), ([b"4"], 5, True)):
+        with pytest.raises(StreamOrderError) as refused:
+            await broker.append_chunks(run_id, key, chunks, first)
+        assert refused.value.fewer is fewer and refused.value.code == "stream_conflict"
+    assert await broker.append_chunks(run_id, key, [b"3"]) == 3  # no expected index: at the end
+    assert await broker.read_chunks(run_id, key, 0, 100, 1 << 20) == [b"0", b"1", b"2", b"3"]
+    assert recorder.messages.qsize() == 1 and decode_chunks_message((await recorder.next())[1]) == (3, [b"3"])
+
+
+async def test_a_failed_stream_takes_no_more_chunks(broker: Broker, raw_redis: Redis | None) -> None:
+    run_id, key = new_id("run_"), "ai"
+    recorder = Recorder(broker)
+    await broker.listen([stream_channel(run_id, key)])
+    assert await broker.stream_failure(run_id, key) is None
+    await broker.append_chunks(run_id, key, [b"0", b"1"], 0)
+    await recorder.next()
+    assert await broker.fail_stream(run_id, key, "the backend stayed down") == 2
+    assert decode_chunks_message((await recorder.next())[1]) == (2, [])  # no chunks: it failed at 2
+    assert await broker.fail_stream(run_id, key, "again") == 2  # the first failure stays
+    assert await broker.stream_failure(run_id, key) == (2, "the backend stayed down")
+    for first in (2, None, 0):
+        with pytest.raises(StreamFailedError, match="stops at index 2") as failed:
+            await broker.append_chunks(run_id, key, [b"2"], first)
+        assert failed.value.next_index == 2 and failed.value.code == "stream_failed"
+    assert await broker.stream_length(run_id, key) == 2 and recorder.messages.empty()
+    assert await broker.stream_failure(run_id, "other") is None
+    if raw_redis is not None:
+        assert await raw_redis.pttl(f"{broker.settings.key_prefix}:{{{run_id}}}:stream-failed:{key}") > 0
+
+
+async def test_a_writer_beaten_by_another_stops_alone_and_one_missing_chunks_fails_the_stream(broker: Broker) -> None:
+    run_id = new_id("run_")
+    other, mine = (StreamWriter(broker, run_id, "ai", 1 << 20) for _ in range(2))
+    assert await other.append("theirs") == 0
+    for value in ("mine", "later"):  # an older execution not fenced off yet: it stops, the stream goes on
+        with pytest.raises(StreamOrderError):
+            await mine.append(value)
+    assert await broker.stream_failure(run_id, "ai") is None
+    assert await other.append("theirs too") == 1
+    # A resumed execution's writer that expects 5 chunks stored where there are 2: chunks were lost.
+    resumed = StreamWriter(broker, run_id, "ai", 1 << 20, replayed=5)
+    assert [await resumed.append(n) for n in range(5)] == list(range(5))  # replayed: not stored again
+    with pytest.raises(StreamFailedError) as failed:
+        await resumed.append("new")
+    assert failed.value.next_index == 2
+    assert (await broker.stream_failure(run_id, "ai") or (0, ""))[0] == 2
+    with pytest.raises(StreamFailedError):
+        await other.append("after")
+    assert await broker.read_chunks(run_id, "ai", 0, 10, 1 << 20) == [b'"theirs"', b'"theirs too"']
+
+
 async def test_an_attempt_begins_only_above_the_current_one(broker: Broker) -> None:
     run_id = new_id("run_")
     assert await broker.current_attempt(run_id) == 0
@@ -583,6 +654,9 @@ async def test_every_method_fails_as_unavailable_while_redis_is_down(
             "append_journal": lambda: broker.append_journal(run.id, 1, 0, b"x"),
             "read_journal": lambda: broker.read_journal(run.id),
             "current_attempt": lambda: broker.current_attempt(run.id),
+            "append_chunks": lambda: broker.append_chunks(run.id, "ai", [b"1"], 0),
+            "fail_stream": lambda: broker.fail_stream(run.id, "ai", "down"),
+            "stream_failure": lambda: broker.stream_failure(run.id, "ai"),
         }
         for name, call in calls.items():
             with pytest.raises(BackendUnavailableError, match="Redis"):

@@ -16,12 +16,17 @@ import orjson
 import pytest
 
 from bridge import runs, streams, tasks
+from bridge.backends.base import Broker
 from bridge.config import Settings
-from bridge.errors import PayloadTooLargeError, ValidationError
+from bridge.errors import BackendUnavailableError, PayloadTooLargeError, StreamFailedError, ValidationError
+from bridge.models import RunStatus
+from bridge.runtime import output_streams
 from bridge.runtime.output_streams import MAX_STREAM_INDEX, READ_PAGE_BYTES
-from tests.conftest import SECRET_KEY, RunningServer
+from bridge.worker.context import require_run_scope
+from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server, suite_settings
 from tests.support.helpers import open_gate, server_with, unique, until_final
 from tests.support.official_client import run_script
+from tests.support.redis_server import start_redis_server
 from tests.support.tasks import gates, registry
 from tests.support.ws_client import Frame, WsClient, connect, error, of_type
 
@@ -562,3 +567,196 @@ async def test_official_client_reads_the_stream_from_the_start_and_from_the_midd
     result = await run_script(server, "stream-read.mjs", handle.id, "numbers", tok, "23")
     assert result.ok, result.explain()
     assert result["chunks"] == list(range(23, 40))
+
+
+# A writer that cannot store a batch: it retries that batch in order, or the stream fails for everyone
+
+
+@registry.add_task("pipe-through-outage")
+async def pipe_through_outage(payload: dict[str, Any]) -> dict[str, Any]:
+    """Pipes 0..count-1 to "out". With a `gate`: once the first `gate_at` are stored, sets `gates[reached]`
+    and waits for the gate. A failed stream is caught: the result tells where it stopped, and whether a
+    later append raised too."""
+    count = int(payload["count"])
+    out = streams.define("out")
+
+    async def numbers() -> AsyncIterator[int]:
+        for number in range(count):
+            if "gate" in payload and number == payload["gate_at"]:
+                await require_run_scope("test").streams.flush()
+                gates.setdefault(payload["reached"], asyncio.Event()).set()
+                await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+            yield number
+
+    try:
+        await out.pipe(numbers()).wait_until_complete()
+    except StreamFailedError as failed:
+        try:
+            await out.append("later")
+        except StreamFailedError as later:
+            return {"failed": failed.next_index, "later": later.next_index, "message": failed.message}
+        return {"failed": failed.next_index, "later": None}
+    return {"stored": count}
+
+
+async def stored_chunks(broker: Broker, run_id: str, key: str) -> list[Any]:
+    """Every chunk in storage, in index order."""
+    chunks: list[Any] = []
+    while page := await broker.read_chunks(run_id, key, len(chunks), 1000, 1 << 24):
+        chunks.extend(orjson.loads(data) for data in page)
+    return chunks
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output_streams, "WRITE_RETRY_FIRST_DELAY", 0.001)
+    monkeypatch.setattr(output_streams, "WRITE_RETRY_MAX_DELAY", 0.001)
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_batch_that_fails_to_store_is_retried_in_order_and_stored_once(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch fails twice: once before storing, once after (its answer lost). The retries store each
+    chunk once, in order, at its index; later chunks wait behind the failing batch."""
+    broker = server.app_bridge.broker
+    real = broker.append_chunks
+    calls: list[tuple[int | None, int]] = []
+
+    async def flaky(run_id: str, key: str, chunks: Any, first_index: int | None = None) -> int:
+        calls.append((first_index, len(chunks)))
+        if key == "out" and len(calls) % 3 == 1:
+            raise BackendUnavailableError("Redis is unavailable: appending to a stream failed (down)")
+        if key == "out" and len(calls) % 3 == 2:
+            await real(run_id, key, chunks, first_index)
+            raise BackendUnavailableError("Redis is unavailable: appending to a stream failed (answer lost)")
+        return await real(run_id, key, chunks, first_index)
+
+    monkeypatch.setattr(broker, "append_chunks", flaky)
+    count = 5000
+    handle = await tasks.trigger("pipe-through-outage", {"count": count})
+    final = await until_final(handle.id)
+    assert final.status is RunStatus.COMPLETED and final.output == {"stored": count}, final
+    assert await stored_chunks(broker, handle.id, "out") == list(range(count))
+    assert await sdk_read(handle.id, "out") == list(range(count))
+    # Each batch was tried three times at the same expected index, and the next started where it ended.
+    assert len(calls) % 3 == 0 and len(calls) > 3
+    batches = calls[::3]
+    assert all(calls[i] == calls[i + 1] == calls[i + 2] for i in range(0, len(calls), 3)), calls
+    assert [first for first, _ in batches] == [sum(n for _, n in batches[:i]) for i in range(len(batches))]
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_writer_that_gives_up_fails_the_stream_for_the_task_and_every_reader(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output_streams, "WRITE_RETRY_ATTEMPTS", 3)
+    broker = server.app_bridge.broker
+    real = broker.append_chunks
+    tries: list[int | None] = []
+
+    async def down_after_the_first_batch(run_id: str, key: str, chunks: Any, first_index: int | None = None) -> int:
+        if key == "out" and first_index:
+            tries.append(first_index)
+            raise BackendUnavailableError("Redis is unavailable: appending to a stream failed (down)")
+        return await real(run_id, key, chunks, first_index)
+
+    monkeypatch.setattr(broker, "append_chunks", down_after_the_first_batch)
+    gate, reached = unique("gate"), unique("reached")
+    handle = await tasks.trigger(
+        "pipe-through-outage", {"count": 3000, "gate": gate, "gate_at": 10, "reached": reached}
+    )
+    tok = handle.public_access_token
+    async with connect(server.ws_url) as client:
+        # A live reader, subscribed while the stream is healthy.
+        await client.send({"type": "subscribe", "id": "live", "feed": "stream", "runId": handle.id, "key": "out",
+                           "token": tok})  # fmt: skip
+        async with asyncio.timeout(TIMEOUT):
+            await gates.setdefault(reached, asyncio.Event()).wait()
+        open_gate(gate)
+        final = await until_final(handle.id)
+        stopped = final.output["failed"]  # type: ignore[index]
+        assert stopped >= 10 and final.output == {
+            "failed": stopped,
+            "later": stopped,
+            "message": f"stream 'out' of run {handle.id} failed: it stops at index {stopped} (chunk {stopped} "
+            "could not be stored: Redis is unavailable: appending to a stream failed (down))",
+        }
+        assert len(tries) == 3 and set(tries) == {stopped}  # one batch, tried three times; nothing after it
+        assert await stored_chunks(broker, handle.id, "out") == list(range(stopped))
+        expected_end = {"type": "end", "nextIndex": stopped, "reason": "error", "code": "stream_failed"}
+        frames = await client.frames_until(of_type("end", "live"))
+        assert [f["data"] for f in frames if f["type"] == "chunk"] == list(range(stopped))
+        assert {k: frames[-1][k] for k in expected_end} == expected_end
+        assert frames[-1]["message"] == final.output["message"]  # type: ignore[index]
+        # A reader that comes afterwards, from the middle.
+        await client.send({"type": "subscribe", "id": "late", "feed": "stream", "runId": handle.id, "key": "out",
+                           "startIndex": 5, "token": tok})  # fmt: skip
+        frames = await client.frames_until(of_type("end", "late"))
+        assert [f["data"] for f in frames if f["type"] == "chunk"] == list(range(5, stopped))
+        assert {k: frames[-1][k] for k in expected_end} == expected_end
+    # The SDK: every stored chunk, then StreamFailedError.
+    read: list[Any] = []
+    with pytest.raises(StreamFailedError) as failed:
+        async with asyncio.timeout(TIMEOUT):
+            async for chunk in streams.read(handle.id, "out"):
+                read.append(chunk)
+    assert read == list(range(stopped)) and failed.value.next_index == stopped
+    # SSE: the stored chunks, then the response ends; resuming past them is refused.
+    path = f"/realtime/v1/streams/{handle.id}/out"
+    auth = {"Authorization": f"Bearer {tok}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        status, lines = await sse_lines(http, path, auth)
+        assert status == 200 and events(lines) == [(i, i) for i in range(stopped)]
+        response = await http.get(path, headers={**auth, "Last-Event-ID": str(stopped - 1)})
+        assert response.status_code == 409 and response.json()["code"] == "stream_failed", response.text
+
+
+async def test_a_task_piping_through_a_redis_restart_stores_every_chunk_once_in_order() -> None:
+    """redis-server (AOF, fsync always) stops while the task pipes, and comes back once the writer has
+    failed to store: every chunk is stored once, in order, or the stream ended with the failure its
+    readers see; never a silent gap."""
+    redis_server = start_redis_server(persistent=True)
+    settings = suite_settings(redis_url=redis_server.url, key_prefix=unique("outage"))
+    server, task = await start_server(settings)
+    try:
+        broker = server.app_bridge.broker
+        real = broker.append_chunks
+        writer_failed = asyncio.Event()
+
+        async def watched(run_id: str, key: str, chunks: Any, first_index: int | None = None) -> int:
+            try:
+                return await real(run_id, key, chunks, first_index)
+            except BackendUnavailableError:
+                writer_failed.set()
+                raise
+
+        count, gate, reached = 5000, unique("gate"), unique("reached")
+        handle = await tasks.trigger(
+            "pipe-through-outage", {"count": count, "gate": gate, "gate_at": 1000, "reached": reached}
+        )
+        async with asyncio.timeout(TIMEOUT):
+            await gates.setdefault(reached, asyncio.Event()).wait()
+        broker.append_chunks = watched  # type: ignore[method-assign]
+        await asyncio.to_thread(redis_server.halt)
+        open_gate(gate)  # the task pipes the other 4,000 while Redis is down
+        async with asyncio.timeout(TIMEOUT):
+            await writer_failed.wait()
+        await asyncio.to_thread(redis_server.start_again)
+        async with asyncio.timeout(60):
+            final = await until_final(handle.id)
+        stored = await stored_chunks(broker, handle.id, "out")
+        read: list[Any] = []
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                async for chunk in streams.read(handle.id, "out"):
+                    read.append(chunk)
+        except StreamFailedError as failed:  # allowed, if explicit: then every reader sees where it stopped
+            assert final.output == {"failed": failed.next_index, "later": failed.next_index, "message": failed.message}
+            assert stored == read == list(range(failed.next_index))
+        else:
+            assert final.status is RunStatus.COMPLETED and final.output == {"stored": count}, final
+            assert stored == read == list(range(count))
+    finally:
+        await stop_server(server, task)
+        redis_server.stop()

@@ -164,7 +164,8 @@ class MemoryBroker(Broker):
             if first > first_index and stream[first_index : first_index + len(chunks)] == list(chunks):
                 return first_index  # stored already: a retry
             raise StreamOrderError(
-                f"stream {key!r} of run {run_id} holds {first} chunks, not the {first_index} expected before these"
+                f"stream {key!r} of run {run_id} holds {first} chunks, not the {first_index} expected before these",
+                fewer=first < first_index,
             )
         stream.extend(chunks)
         channel = stream_channel(run_id, key)

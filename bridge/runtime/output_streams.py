@@ -25,7 +25,14 @@ import orjson
 
 from bridge.backends.base import Broker, StreamStore, stream_failed
 from bridge.backends.channels import run_channel, stream_channel
-from bridge.errors import BackendUnavailableError, PayloadTooLargeError, StreamFailedError, ValidationError
+from bridge.errors import (
+    BackendUnavailableError,
+    BridgeError,
+    PayloadTooLargeError,
+    StreamFailedError,
+    StreamOrderError,
+    ValidationError,
+)
 from bridge.runtime.engine import RunEngine
 from bridge.runtime.hub import Hub, Message
 
@@ -243,7 +250,8 @@ class StreamWriter:
     again, idempotently at its expected index, with a bounded backoff (WRITE_RETRY_*), while later chunks
     wait behind it (the producer waits once WRITE_QUEUE_CHUNKS are queued). Should it still fail, the
     stream is marked failed in storage (readers end with StreamFailedError), and every pending and later
-    append raises StreamFailedError."""
+    append raises StreamFailedError. (When another writer stored other chunks at its index, StreamOrderError
+    instead: the stream is whole, this writer alone stops.)"""
 
     def __init__(self, streams: StreamStore, run_id: str, key: str, max_chunk_bytes: int, replayed: int = 0) -> None:
         self._streams = streams
@@ -258,7 +266,7 @@ class StreamWriter:
         self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
         self._room = asyncio.Semaphore(WRITE_QUEUE_CHUNKS)
         self._flusher: asyncio.Task[None] | None = None
-        self._failure: tuple[int, str] | None = None  # (the index the stream stopped at, why) once it failed
+        self._failed: Callable[[], BridgeError] | None = None  # what every append raises, once it failed
 
     def encode(self, value: object) -> bytes:
         try:
@@ -284,7 +292,7 @@ class StreamWriter:
             return stored
         self._raise_if_failed()
         await self._room.acquire()
-        if self._failure is not None:  # failed while we waited for room
+        if self._failed is not None:  # failed while we waited for room
             self._room.release()
             self._raise_if_failed()
         self._appended += 1
@@ -294,8 +302,8 @@ class StreamWriter:
         return stored
 
     def _raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise stream_failed(self.run_id, self.key, *self._failure)
+        if self._failed is not None:
+            raise self._failed()
 
     async def _flush(self) -> None:
         while self._queue:
@@ -330,16 +338,22 @@ class StreamWriter:
     async def _give_up(self, cause: Exception, batch: list[tuple[bytes, asyncio.Future[int]]]) -> None:
         reason = f"chunk {self._next_index} could not be stored: {cause}"
         if isinstance(cause, StreamFailedError):
-            self._failure = (cause.next_index, reason)
+            stopped = cause.next_index
+            self._failed = lambda: stream_failed(self.run_id, self.key, stopped, reason)
+        elif isinstance(cause, StreamOrderError) and not cause.fewer:
+            # Another writer (an older execution of the run that was not fenced off yet) stored other chunks
+            # there: the stream is whole, only this writer cannot go on.
+            self._failed = lambda: StreamOrderError(str(cause), fewer=False)
         else:
-            self._failure = (self._next_index, reason)
+            stopped = self._next_index
             try:  # stored before any appender hears of it: readers see the failure even if this process dies next
-                self._failure = (await self._mark_failed(reason), reason)
+                stopped = await self._mark_failed(reason)
             except Exception as exc:
                 log.error(
                     "stream %r of run %s failed, and could not be marked failed (%r): its readers are not told",
                     *(self.key, self.run_id, exc),
                 )
+            self._failed = lambda: stream_failed(self.run_id, self.key, stopped, reason)
         log.warning("stream %r of run %s failed: %s", self.key, self.run_id, reason)
         pending = [*batch, *self._queue]
         self._queue.clear()
@@ -347,7 +361,7 @@ class StreamWriter:
             self._room.release()
         for _, stored in pending:
             if not stored.done():
-                stored.set_exception(stream_failed(self.run_id, self.key, *self._failure))
+                stored.set_exception(self._failed())
 
     async def _mark_failed(self, reason: str) -> int:
         return await _retrying(

@@ -45,11 +45,21 @@ class RedisServer:
     def restart(self) -> None:
         """Stops and starts the server on the same port. Without persistence nothing is kept (like a crash);
         a persistent server comes back with every write it acknowledged."""
+        self.halt()
+        self.start_again()
+
+    def halt(self) -> None:
+        """Stops the server for `start_again` (a persistent one keeps its data meanwhile)."""
         if self.persistent:
             self._end_process()
-            replacement = start_redis_server(self.port, persistent=True, directory=self.directory)
         else:
             self.stop()
+
+    def start_again(self) -> None:
+        """Starts a halted server on the same port (a persistent one with what it stored before)."""
+        if self.persistent:
+            replacement = start_redis_server(self.port, persistent=True, directory=self.directory)
+        else:
             replacement = start_redis_server(self.port)
         self.process, self.directory = replacement.process, replacement.directory
 

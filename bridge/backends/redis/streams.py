@@ -34,7 +34,9 @@ class RedisStreamStore(StreamStore):
             raise stream_failed(run_id, key, *(failure or (0, "failed")))
         if first < 0:
             held = "fewer chunks" if first == -2 else "other chunks"
-            raise StreamOrderError(f"stream {key!r} of run {run_id} holds {held} than expected at index {first_index}")
+            raise StreamOrderError(
+                f"stream {key!r} of run {run_id} holds {held} than expected at index {first_index}", fewer=first == -2
+            )
         return first
 
     async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
