@@ -118,6 +118,20 @@ describe("useRealtimeStream", () => {
     await waitFor(() => expect(result.current.parts).toEqual(["a", "b", "c", "d", "e", "f"]));
   });
 
+  test("end with reason error: the stream failed, the parts stay and error says why", async () => {
+    bridge.append(RUN, "ai", "one");
+    const { result } = renderHook(() =>
+      useRealtimeStream<string>(RUN, "ai", { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    await waitFor(() => expect(result.current.parts).toEqual(["one"]));
+    bridge.append(RUN, "ai", "two");
+    bridge.endStream(RUN, "ai", { code: "stream_failed", message: "stream 'ai' failed: it stops at index 2" });
+    await waitFor(() => expect(result.current.error).toBeDefined());
+    expect(result.current.parts).toEqual(["one", "two"]);
+    expect((result.current.error as RealtimeError).code).toBe("stream_failed");
+    expect(result.current.error?.message).toBe("stream 'ai' failed: it stops at index 2");
+  });
+
   test("end: the subscription is over, the parts stay, and a reconnect does not subscribe again", async () => {
     bridge.append(RUN, "ai", "one");
     const { result } = renderHook(() =>

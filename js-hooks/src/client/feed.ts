@@ -38,7 +38,8 @@ export type StreamState = {
   readonly nextIndex: number;
   /** True once the server ended the subscription (`end` frame). */
   readonly done: boolean;
-  /** Why it ended: `finished` (the run finished, every chunk sent) or `timeout`. */
+  /** Why it ended: `finished` (the run finished, every chunk sent), `timeout`, or `error` (the stream
+   * failed: `error` is a RealtimeError with code `stream_failed`). */
   readonly endReason: string | undefined;
   /** The last error of the subscription. */
   readonly error: Error | undefined;

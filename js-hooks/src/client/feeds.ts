@@ -236,6 +236,11 @@ export class Feeds {
     feed.done = true;
     feed.synced = true;
     feed.endReason = typeof frame.reason === "string" ? frame.reason : "finished";
+    if (feed.endReason !== "finished" && feed.endReason !== "timeout") {
+      // The stream itself failed (`stream_failed`): every chunk stored was sent, and no more will come.
+      const code = typeof frame.code === "string" ? frame.code : "stream_failed";
+      feed.error = new RealtimeError(code, typeof frame.message === "string" ? frame.message : code);
+    }
     feed.emit();
   }
 

@@ -122,7 +122,10 @@ export type EndFrame = {
   type: "end";
   id: string;
   nextIndex: number;
-  reason: "finished" | "timeout" | string;
+  reason: "finished" | "timeout" | "error" | string;
+  /** With `reason: "error"`: why the stream stopped for good (`stream_failed`). */
+  code?: string;
+  message?: string;
 };
 /**
  * Request `id` is stored: a `send` frame's value at `index` of the run's input stream, or a

@@ -86,6 +86,7 @@ export class FakeBridge {
   readonly streams = new Map<string, unknown[]>();
   /** Streams that are over (their run finished): subscribers get `end` after the last chunk. */
   readonly endedStreams = new Set<string>();
+  readonly failedStreams = new Map<string, { code: string; message: string }>();
   /** Decides the reply to each subscribe frame. */
   onSubscribe: (frame: ClientFrame, connection: Connection) => SubscribeReply = () => ({
     kind: "snapshot",
@@ -355,8 +356,9 @@ export class FakeBridge {
   }
 
   /** Ends a stream: every subscriber gets `end` (reason finished) once it has every chunk. */
-  endStream(runId: string, key: string): void {
+  endStream(runId: string, key: string, failure?: { code: string; message: string }): void {
     this.endedStreams.add(`${runId}\n${key}`);
+    if (failure) this.failedStreams.set(`${runId}\n${key}`, failure);
     for (const connection of this.openConnections) {
       for (const subscription of [...connection.subscriptions.values()]) {
         if (subscription.frame.feed === "stream" && subscription.frame.runId === runId && subscription.frame.key === key) {
@@ -379,7 +381,9 @@ export class FakeBridge {
     subscription.next = next;
     if (this.endedStreams.has(`${runId}\n${key}`)) {
       connection.subscriptions.delete(subscription.id);
-      this.send(connection, { type: "end", id: subscription.id, nextIndex: next, reason: "finished" });
+      const failure = this.failedStreams.get(`${runId}\n${key}`);
+      const reason = failure ? { reason: "error", ...failure } : { reason: "finished" };
+      this.send(connection, { type: "end", id: subscription.id, nextIndex: next, ...reason });
     }
   }
 
