@@ -82,8 +82,8 @@ class RedisBroker(Broker):
     async def append_chunks(self, run_id: str, key: str, chunks: Sequence[bytes]) -> int:
         return await self._streams.append_chunks(run_id, key, chunks)
 
-    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
-        return await self._streams.append_input(run_id, key, data)
+    async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
+        return await self._streams.append_input(run_id, key, data, idempotency_key)
 
     async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
         return await self._streams.read_chunks(run_id, key, start, count, max_bytes)

@@ -9,6 +9,8 @@ With P the key prefix (`settings.key_prefix`):
     P:{run_<id>}:stream:<key>  stream of a run's chunks (output, or input for `$in:` keys), entry id
                               0-<index + 1>, field d = the chunk's JSON; TTL = retention, refreshed on
                               every append
+    P:{run_<id>}:inkeys:<key>  hash of an input stream's idempotency keys: key -> the index of the value
+                              it stored; TTL = retention, refreshed on every keyed append
     P:{run_<id>}:journal      list of the run's journal entries, in order (entry n at index n); TTL =
                               retention, refreshed with the attempt's by every accepted
                               begin_attempt and append (so either may outlive the run hash a little)
@@ -53,6 +55,10 @@ class Keys:
     def run_stream(self, run_id: str, key: str) -> str:
         """One of a run's streams: an output stream, or an input stream (its key starts with `$in:`)."""
         return f"{self.prefix}:{{{run_id}}}:stream:{key}"
+
+    def input_keys(self, run_id: str, key: str) -> str:
+        """The idempotency keys of one of a run's input streams (`key` starts with `$in:`)."""
+        return f"{self.prefix}:{{{run_id}}}:inkeys:{key}"
 
     def journal(self, run_id: str) -> str:
         return f"{self.prefix}:{{{run_id}}}:journal"

@@ -25,9 +25,11 @@ class RedisStreamStore(StreamStore):
             first = await self._append_script(keys=[self._keys.run_stream(run_id, key)], args=args)
         return int(first)
 
-    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
+    async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
         args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), data]
-        keys = [self._keys.run(run_id), self._keys.run_stream(run_id, key)]
+        if idempotency_key is not None:
+            args.append(idempotency_key)
+        keys = [self._keys.run(run_id), self._keys.run_stream(run_id, key), self._keys.input_keys(run_id, key)]
         async with unavailable("sending to an input stream"):
             index = int(await self._send_input_script(keys=keys, args=args))
         if index == -1:
