@@ -16,8 +16,10 @@ from bridge import runs, streams, tasks
 from bridge.backends.channels import run_channel
 from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError, ValidationError
 from bridge.models import Run, RunStatus
+from bridge.runtime.engine import RunEngine
 from bridge.runtime.hub import Message
-from bridge.runtime.input_streams import input_key
+from bridge.runtime.input_streams import input_key, send_input
+from bridge.server.official import inputs as official_inputs
 from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server, suite_settings
 from tests.support.helpers import token, unique, until_final, until_run
 from tests.support.official_client import run_script
@@ -199,6 +201,30 @@ async def test_an_invalid_idempotency_key_is_refused_and_nothing_stored(server: 
     assert (await until_final(handle.id)).output == ["fits", "stop"]
 
 
+async def test_http_route_honours_the_request_idempotency_key(server: RunningServer, http: httpx.AsyncClient) -> None:
+    handle = await tasks.trigger("collect-inputs", {"timeout": 30})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    path = f"/realtime/v1/streams/{handle.id}/input/items"
+    write = {"Authorization": f"Bearer {token(f'write:inputStreams:{handle.id}')}"}
+    keyed = {**write, "x-trigger-request-idempotency-key": "req-1"}
+    for _ in range(2):
+        response = await http.post(path, json={"data": "a"}, headers=keyed)
+        assert response.status_code == 200 and response.json() == {"ok": True}, response.text
+    other = await http.post(path, json={"data": "b"}, headers={**write, "x-trigger-request-idempotency-key": "req-2"})
+    assert other.status_code == 200
+    empty = await http.post(path, json={"data": "c"}, headers={**write, "x-trigger-request-idempotency-key": ""})
+    assert empty.status_code == 200  # an empty header is no key
+    too_long = await http.post(
+        path, json={"data": "d"}, headers={**write, "x-trigger-request-idempotency-key": "k" * 2049}
+    )
+    assert too_long.status_code == 400 and too_long.json()["ok"] is False, too_long.text
+    assert "idempotency key" in too_long.json()["error"]
+    assert (await http.post(path, json={"data": "stop"}, headers=write)).status_code == 200
+    assert (await until_final(handle.id)).output == ["a", "b", "c", "stop"]
+    again = await http.post(path, json={"data": "a"}, headers=keyed)  # finished, but accepted before
+    assert again.status_code == 200 and again.json() == {"ok": True}
+
+
 async def test_ws_send_frame_with_an_idempotency_key(server: RunningServer) -> None:
     handle = await tasks.trigger("collect-inputs", {"timeout": 30})
     await until_status(handle.id, RunStatus.EXECUTING)
@@ -373,6 +399,34 @@ async def test_official_sdk_input_send_delivers_and_surfaces_errors(server: Runn
     scoped = token(f"write:inputStreams:{handle.id}")
     with_token = await run_script(server, "input-send.mjs", handle.id, "approval", "1", scoped)
     assert with_token["error"]["status"] == 400, with_token.explain()  # the public token is accepted, run finished
+
+
+async def test_official_sdk_retry_of_a_send_whose_answer_was_lost_is_stored_once(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bridge stores the value, then the answer is lost (a 503 here, a killed bridge in issue 12): the
+    SDK's retry carries the same x-trigger-request-idempotency-key, so the value is stored once."""
+    keys: list[str | None] = []
+
+    async def store_then_lose_the_answer(
+        engine: RunEngine, run_id: str, stream_id: str, value: object, idempotency_key: str | None = None
+    ) -> int:
+        keys.append(idempotency_key)
+        index = await send_input(engine, run_id, stream_id, value, idempotency_key)
+        if len(keys) == 1:
+            raise ConnectionError("the answer is lost")  # answered 503: the SDK retries
+        return index
+
+    monkeypatch.setattr(official_inputs, "send_input", store_then_lose_the_answer)
+    handle = await tasks.trigger("collect-inputs", {"timeout": 30})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    sent = await run_script(
+        server, "input-send.mjs", handle.id, "items", '"once"', env={"INPUT_SEND_MAX_ATTEMPTS": "3"}
+    )
+    assert sent.ok, sent.explain()
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys  # one key per send, the same on its retry
+    await streams.input("items").send(handle.id, "stop")
+    assert (await until_final(handle.id)).output == ["once", "stop"]
 
 
 async def test_a_value_sent_after_redis_restarted_reaches_the_waiting_task() -> None:
