@@ -161,8 +161,9 @@ export class RealtimeClient {
    * `invalid_request`, ...).
    *
    * Completing is idempotent on the bridge (a completed token answers `ack` again and keeps its
-   * first output), so unlike a send, a completion whose socket closes before the `ack` goes out
-   * again on the next one. After 3 lost connections it rejects with `connection_lost`.
+   * first output), so, like a send (by its idempotency key), a completion whose socket closes
+   * before the `ack` goes out again on the next one. After 3 lost connections it rejects with
+   * `connection_lost`.
    */
   completeToken(tokenId: string, data: unknown, token: string): Promise<void> {
     if (!this.usable) return this.unusable("complete");
