@@ -136,16 +136,20 @@ class InputStream:
     sub = approval.on(handler)                 # in the task: every value; sub.off() when done
     latest = approval.peek()                   # in the task: oldest buffered value, not consumed
     await approval.send(run_id, {"ok": True})  # anywhere: returns once the value is stored
+    await approval.send(run_id, {"ok": True}, idempotency_key=key)  # a retry with `key` stores nothing
     """
 
     def __init__(self, stream_id: str) -> None:
         input_key(stream_id)  # validates
         self.id = stream_id
 
-    async def send(self, run_id: str, data: Any) -> None:
+    async def send(self, run_id: str, data: Any, *, idempotency_key: str | None = None) -> None:
         """Refused with NotFoundError for an unknown run, RunFinishedError for a finished one,
-        PayloadTooLargeError over 1 MiB."""
-        await send_input((await state.current()).engine, run_id, self.id, data)
+        PayloadTooLargeError over 1 MiB, ValidationError for an idempotency key over 2,048 characters.
+
+        With `idempotency_key` (e.g. a UUID made once per value), sending again with the same key (to
+        the same run and stream) stores nothing: a send retried after an error is delivered once."""
+        await send_input((await state.current()).engine, run_id, self.id, data, idempotency_key)
 
     def _channel(self, what: str) -> InputChannel:
         return require_run_scope(f"{self.id}.{what}").inputs.channel(self.id)

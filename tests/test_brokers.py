@@ -25,6 +25,7 @@ from bridge.backends.channels import (
     CANCEL_CHANNEL,
     batch_channel,
     decode_chunks_message,
+    encode_chunks_message,
     run_channel,
     stream_channel,
     tag_channel,
@@ -33,7 +34,7 @@ from bridge.backends.memory import MemoryBroker
 from bridge.backends.redis import RedisBroker
 from bridge.backends.redis import pubsub as redis_backend
 from bridge.config import Settings
-from bridge.errors import BackendUnavailableError, StreamFailedError, StreamOrderError
+from bridge.errors import BackendUnavailableError, NotFoundError, RunFinishedError, StreamFailedError, StreamOrderError
 from bridge.models import Run, RunStatus, new_id, now_ms
 from bridge.runtime.output_streams import StreamWriter
 from tests.conftest import SECRET_KEY, start_server, stop_server
@@ -225,6 +226,35 @@ async def test_publish_reaches_listeners(broker: Broker) -> None:
 
 
 # task queue
+# input streams
+async def test_an_input_idempotency_key_stores_once_per_run_and_stream(broker: Broker) -> None:
+    run, other = make_run(), make_run()
+    for each in (run, other):
+        await broker.insert_run(each, None, 60)
+    recorder = Recorder(broker)
+    channel = stream_channel(run.id, "$in:a")
+    await broker.listen([channel])
+    assert await broker.append_input(run.id, "$in:a", b"1", "k") == 0
+    assert await recorder.next() == (channel, encode_chunks_message(0, [b"1"]))
+    assert await broker.append_input(run.id, "$in:a", b"2", "k") == 0  # stored and published nothing
+    await broker.publish(channel, b"marker")
+    assert await recorder.next() == (channel, b"marker")
+    assert await broker.append_input(run.id, "$in:a", b"3", "k2") == 1
+    assert await broker.append_input(run.id, "$in:a", b"4") == 2
+    assert await broker.append_input(run.id, "$in:b", b"5", "k") == 0  # per stream
+    assert await broker.append_input(other.id, "$in:a", b"6", "k") == 0  # per run
+    assert await broker.read_chunks(run.id, "$in:a", 0, 10, 1000) == [b"1", b"3", b"4"]
+    assert await broker.read_chunks(other.id, "$in:a", 0, 10, 1000) == [b"6"]
+
+    assert await broker.replace_run(changed(run, status=RunStatus.COMPLETED), 1)
+    assert await broker.append_input(run.id, "$in:a", b"2", "k") == 0  # accepted before it finished
+    with pytest.raises(RunFinishedError):
+        await broker.append_input(run.id, "$in:a", b"7", "k3")
+    with pytest.raises(NotFoundError):
+        await broker.append_input("run_missing", "$in:a", b"8", "k")
+    assert await broker.stream_length(run.id, "$in:a") == 3
+
+
 async def test_claim_ack_and_claim_timeout(broker: Broker) -> None:
     await broker.enqueue("queue-a", "run_first")
     delivery = await broker.claim("worker_1", ["queue-a"], 5)
@@ -538,12 +568,14 @@ async def test_retention(backend_settings: Settings, raw_redis: Redis | None) ->
         await broker.insert_run(run, "contract:retained", 30)
         assert await broker.claim_once("retained-token", 20)
         assert await broker.begin_attempt(run.id, 1) and await broker.append_journal(run.id, 1, 0, b"kept")
+        assert await broker.append_input(run.id, "$in:kept", b"1", "kept-key") == 0
 
         if isinstance(broker, MemoryBroker):
             broker.evict_expired(time.monotonic() + retention / 2)
             assert await broker.get_run(run.id) == run
             broker.evict_expired(time.monotonic() + retention + 1)
             assert await broker.get_run(run.id) is None
+            assert run.id not in broker._input_keys  # the input idempotency keys went with the run
             assert await broker.runs_with_tags(["kept"], 0, 10) == []
             assert await broker.runs_in_batch("batch_kept") == []
             fresh = make_run()
@@ -561,6 +593,8 @@ async def test_retention(backend_settings: Settings, raw_redis: Redis | None) ->
             (f"{prefix}:{{once:retained-token}}", 20_000),
             (f"{prefix}:{{{run.id}}}:journal", limit_ms),
             (f"{prefix}:{{{run.id}}}:attempt", limit_ms),
+            (f"{prefix}:{{{run.id}}}:stream:$in:kept", limit_ms),
+            (f"{prefix}:{{{run.id}}}:inkeys:$in:kept", limit_ms),
         ]:
             assert 0 < await raw_redis.pttl(key) <= most_ms, key
 

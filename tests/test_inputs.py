@@ -14,10 +14,12 @@ import pytest
 
 from bridge import runs, streams, tasks
 from bridge.backends.channels import run_channel
-from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError
+from bridge.errors import NotFoundError, PayloadTooLargeError, RunFinishedError, ValidationError
 from bridge.models import Run, RunStatus
+from bridge.runtime.engine import RunEngine
 from bridge.runtime.hub import Message
-from bridge.runtime.input_streams import input_key
+from bridge.runtime.input_streams import input_key, send_input
+from bridge.server.official import inputs as official_inputs
 from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server, suite_settings
 from tests.support.helpers import token, unique, until_final, until_run
 from tests.support.official_client import run_script
@@ -142,6 +144,108 @@ async def test_a_send_racing_completion_is_delivered_or_refused_never_lost(serve
         assert sorted(seen) == accepted
         stored = await server.app_bridge.broker.read_chunks(handle.id, input_key("items"), 0, 100, MIB)
         assert sorted(orjson.loads(v) for v in stored) == accepted  # nothing refused was stored
+
+
+# Idempotent sends: a send retried with its key (after an error, a reconnect) is stored once
+
+
+async def stored_values(server: RunningServer, run_id: str, stream_id: str) -> list[object]:
+    stored = await server.app_bridge.broker.read_chunks(run_id, input_key(stream_id), 0, 100, MIB)
+    return [orjson.loads(value) for value in stored]
+
+
+async def test_sdk_send_retried_with_its_key_is_stored_and_seen_once(server: RunningServer) -> None:
+    items = streams.input("items")
+    handle = await tasks.trigger("collect-inputs", {"timeout": 30})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    await items.send(handle.id, "a", idempotency_key="key-a")
+    await items.send(handle.id, "a", idempotency_key="key-a")  # the retry: nothing stored
+    await items.send(handle.id, "other value", idempotency_key="key-a")  # the key decides, not the value
+    await items.send(handle.id, "a", idempotency_key="key-b")  # another key: stored again
+    await items.send(handle.id, "a")  # no key: stored
+    await streams.input("other").send(handle.id, "o", idempotency_key="key-a")  # per stream
+    other_run = await tasks.trigger("collect-inputs", {"timeout": 30})
+    await items.send(other_run.id, "b", idempotency_key="key-a")  # per run
+    await items.send(handle.id, "stop", idempotency_key="stop-1")
+    run = await until_final(handle.id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.output == ["a", "a", "a", "stop"]
+    assert await stored_values(server, handle.id, "items") == ["a", "a", "a", "stop"]
+    assert await stored_values(server, handle.id, "other") == ["o"]
+    assert await stored_values(server, other_run.id, "items") == ["b"]
+    await items.send(handle.id, "stop", idempotency_key="stop-1")  # finished, but accepted before: no error
+    with pytest.raises(RunFinishedError):
+        await items.send(handle.id, "stop", idempotency_key="stop-2")
+    await items.send(other_run.id, "stop")
+    assert (await until_final(other_run.id)).output == ["b", "stop"]
+
+
+async def test_a_retried_send_resumes_a_parked_wait_once(server: RunningServer) -> None:
+    approval = streams.input("approval")
+    handle = await tasks.trigger("await-approval", {"timeout": 30})
+    await until_status(handle.id, RunStatus.WAITING)
+    await asyncio.gather(*(approval.send(handle.id, {"approved": True}, idempotency_key="k") for _ in range(5)))
+    run = await until_final(handle.id)
+    assert run.status is RunStatus.COMPLETED and run.output == {"approved": True}
+    assert await stored_values(server, handle.id, "approval") == [{"approved": True}]
+
+
+async def test_an_invalid_idempotency_key_is_refused_and_nothing_stored(server: RunningServer) -> None:
+    items = streams.input("items")
+    handle = await tasks.trigger("collect-inputs", {"timeout": 30})
+    for bad in ("", "k" * 2049, 7):
+        with pytest.raises(ValidationError, match="idempotency key"):
+            await items.send(handle.id, "x", idempotency_key=bad)  # type: ignore[arg-type]
+    await items.send(handle.id, "fits", idempotency_key="k" * 2048)
+    await items.send(handle.id, "stop")
+    assert (await until_final(handle.id)).output == ["fits", "stop"]
+
+
+async def test_http_route_honours_the_request_idempotency_key(server: RunningServer, http: httpx.AsyncClient) -> None:
+    handle = await tasks.trigger("collect-inputs", {"timeout": 30})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    path = f"/realtime/v1/streams/{handle.id}/input/items"
+    write = {"Authorization": f"Bearer {token(f'write:inputStreams:{handle.id}')}"}
+    keyed = {**write, "x-trigger-request-idempotency-key": "req-1"}
+    for _ in range(2):
+        response = await http.post(path, json={"data": "a"}, headers=keyed)
+        assert response.status_code == 200 and response.json() == {"ok": True}, response.text
+    other = await http.post(path, json={"data": "b"}, headers={**write, "x-trigger-request-idempotency-key": "req-2"})
+    assert other.status_code == 200
+    empty = await http.post(path, json={"data": "c"}, headers={**write, "x-trigger-request-idempotency-key": ""})
+    assert empty.status_code == 200  # an empty header is no key
+    too_long = await http.post(
+        path, json={"data": "d"}, headers={**write, "x-trigger-request-idempotency-key": "k" * 2049}
+    )
+    assert too_long.status_code == 400 and too_long.json()["ok"] is False, too_long.text
+    assert "idempotency key" in too_long.json()["error"]
+    assert (await http.post(path, json={"data": "stop"}, headers=write)).status_code == 200
+    assert (await until_final(handle.id)).output == ["a", "b", "c", "stop"]
+    again = await http.post(path, json={"data": "a"}, headers=keyed)  # finished, but accepted before
+    assert again.status_code == 200 and again.json() == {"ok": True}
+
+
+async def test_ws_send_frame_with_an_idempotency_key(server: RunningServer) -> None:
+    handle = await tasks.trigger("collect-inputs", {"timeout": 30})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    write = token(f"write:inputStreams:{handle.id}")
+    base = {"type": "send", "runId": handle.id, "streamId": "items", "token": write}
+    async with connect(server.ws_url) as client:
+        await client.send({**base, "id": "k0", "data": "a", "idempotencyKey": "frame-1"})
+        assert await client.expect(of_type("ack", "k0")) == {"type": "ack", "id": "k0", "index": 0}
+    async with connect(server.ws_url) as client:  # the same frame again, as after a reconnect
+        await client.send({**base, "id": "k0", "data": "a", "idempotencyKey": "frame-1"})
+        assert await client.expect(of_type("ack", "k0")) == {"type": "ack", "id": "k0", "index": 0}
+        await client.send({**base, "id": "k1", "data": "b", "idempotencyKey": "frame-2"})
+        assert (await client.expect(of_type("ack", "k1")))["index"] == 1
+        await client.send({**base, "id": "k2", "data": "c", "idempotencyKey": None})  # null: no key
+        assert (await client.expect(of_type("ack", "k2")))["index"] == 2
+        for i, bad in enumerate(["", "k" * 2049, 12, ["frame-1"]]):
+            await client.send({**base, "id": f"e{i}", "data": "x", "idempotencyKey": bad})
+            await client.expect(error("invalid_request", f"e{i}"))
+        await client.send({**base, "id": "k3", "data": "stop", "idempotencyKey": "frame-3"})
+        assert (await client.expect(of_type("ack", "k3")))["index"] == 3
+    assert (await until_final(handle.id)).output == ["a", "b", "c", "stop"]
 
 
 # Ordering under concurrency
@@ -295,6 +399,34 @@ async def test_official_sdk_input_send_delivers_and_surfaces_errors(server: Runn
     scoped = token(f"write:inputStreams:{handle.id}")
     with_token = await run_script(server, "input-send.mjs", handle.id, "approval", "1", scoped)
     assert with_token["error"]["status"] == 400, with_token.explain()  # the public token is accepted, run finished
+
+
+async def test_official_sdk_retry_of_a_send_whose_answer_was_lost_is_stored_once(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bridge stores the value, then the answer is lost (a 503 here, a killed bridge in issue 12): the
+    SDK's retry carries the same x-trigger-request-idempotency-key, so the value is stored once."""
+    keys: list[str | None] = []
+
+    async def store_then_lose_the_answer(
+        engine: RunEngine, run_id: str, stream_id: str, value: object, idempotency_key: str | None = None
+    ) -> int:
+        keys.append(idempotency_key)
+        index = await send_input(engine, run_id, stream_id, value, idempotency_key)
+        if len(keys) == 1:
+            raise ConnectionError("the answer is lost")  # answered 503: the SDK retries
+        return index
+
+    monkeypatch.setattr(official_inputs, "send_input", store_then_lose_the_answer)
+    handle = await tasks.trigger("collect-inputs", {"timeout": 30})
+    await until_status(handle.id, RunStatus.EXECUTING)
+    sent = await run_script(
+        server, "input-send.mjs", handle.id, "items", '"once"', env={"INPUT_SEND_MAX_ATTEMPTS": "3"}
+    )
+    assert sent.ok, sent.explain()
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys  # one key per send, the same on its retry
+    await streams.input("items").send(handle.id, "stop")
+    assert (await until_final(handle.id)).output == ["once", "stop"]
 
 
 async def test_a_value_sent_after_redis_restarted_reaches_the_waiting_task() -> None:

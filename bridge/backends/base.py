@@ -72,9 +72,13 @@ class StreamStore(abc.ABC):
         """(the index the stream stopped at, the reason) once it failed, else None."""
 
     @abc.abstractmethod
-    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
+    async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
         """Like `append_chunks` for one value, atomically refused for an unknown run (NotFoundError) or a
-        finished one (RunFinishedError): a value the run can no longer take is never accepted."""
+        finished one (RunFinishedError): a value the run can no longer take is never accepted.
+
+        With an `idempotency_key`, the value is stored together with key -> its index (kept, per run and
+        stream, for the retention); a later append with that key stores and publishes nothing and returns
+        the first index, also once the run is finished (the value was accepted before)."""
 
     @abc.abstractmethod
     async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:

@@ -77,6 +77,8 @@ class MemoryBroker(Broker):
         self._by_batch: dict[str, list[str]] = {}
         self._streams: dict[str, dict[str, list[bytes]]] = {}  # run id -> key -> chunks
         self._stream_failures: dict[str, dict[str, tuple[int, str]]] = {}  # run id -> key -> (next index, reason)
+        # run id -> (input stream key, idempotency key) -> the index it stored; dropped with the run
+        self._input_keys: dict[str, dict[tuple[str, str], int]] = {}
         self._idempotency: _ExpiringMap[str] = _ExpiringMap()  # scope -> run or token id
         self._once: _ExpiringMap[str] = _ExpiringMap()
         self._values: _ExpiringMap[bytes] = _ExpiringMap()
@@ -185,13 +187,20 @@ class MemoryBroker(Broker):
     async def stream_failure(self, run_id: str, key: str) -> tuple[int, str] | None:
         return self._stream_failures.get(run_id, {}).get(key)
 
-    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
+    async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
         raw = self._runs.get(run_id)
         if raw is None:
             raise NotFoundError(f"Run not found: {run_id}")
+        if idempotency_key is not None:
+            first = self._input_keys.get(run_id, {}).get((key, idempotency_key))
+            if first is not None:
+                return first
         if Run.from_storage(raw).status.is_final:
             raise RunFinishedError("Cannot send to input stream on a completed run")
-        return await self.append_chunks(run_id, key, [data])
+        index = await self.append_chunks(run_id, key, [data])  # it awaits nothing: still the same step
+        if idempotency_key is not None:
+            self._input_keys.setdefault(run_id, {})[(key, idempotency_key)] = index
+        return index
 
     async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
         page: list[bytes] = []
@@ -399,6 +408,7 @@ class MemoryBroker(Broker):
             del self._expiry[run_id]
             self._streams.pop(run_id, None)
             self._stream_failures.pop(run_id, None)
+            self._input_keys.pop(run_id, None)
             self._journals.discard(run_id)
             run = Run.from_storage(raw)
             for tag in run.tags:

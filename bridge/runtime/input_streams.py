@@ -25,7 +25,7 @@ import orjson
 from bridge.aio import cancel_and_wait
 from bridge.backends.base import Broker
 from bridge.errors import BridgeError, ValidationError
-from bridge.runtime.engine import RunEngine
+from bridge.runtime.engine import MAX_IDEMPOTENCY_KEY_LENGTH, RunEngine
 from bridge.runtime.hub import Hub
 from bridge.runtime.output_streams import MAX_STREAM_KEY_LENGTH, StreamReader
 
@@ -166,12 +166,27 @@ class RunInputs:
         await asyncio.gather(*(channel.close(drain_seconds) for channel in self._channels.values()))
 
 
-async def send_input(engine: RunEngine, run_id: str, stream_id: str, value: Any) -> int:
-    """Stores `value` on the run's input stream; returns its index once stored (acknowledged)."""
+def check_idempotency_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+    ):
+        raise ValidationError(f"an input idempotency key is a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+
+
+async def send_input(
+    engine: RunEngine, run_id: str, stream_id: str, value: Any, idempotency_key: str | None = None
+) -> int:
+    """Stores `value` on the run's input stream; returns its index once stored (acknowledged).
+
+    With an `idempotency_key`, a send retried with the same key (same run and stream, within the run's
+    retention) stores nothing and returns the index of the value the first one stored, whatever its
+    value: a send cut off between storing and answering can be retried and is delivered once."""
     key = input_key(stream_id)
+    check_idempotency_key(idempotency_key)
     engine.check_size("an input value", value)
-    index = await engine.broker.append_input(run_id, key, orjson.dumps(value))
+    index = await engine.broker.append_input(run_id, key, orjson.dumps(value), idempotency_key)
     # A run parked in this stream's `wait()` resumes; one about to park looks at the stream once parked.
+    # Also after a repeated key: the first send may have stored the value and stopped before resuming.
     run = await engine.broker.get_run(run_id)
     if run is not None and run.waiting_input == stream_id and run.waiting_on is not None:
         await engine.resume(run_id, run.waiting_on)

@@ -242,7 +242,7 @@ describe("RealtimeClient", () => {
     c.close();
   });
 
-  test("a request frame is serialised once, also when a completion goes out again on a new socket", async () => {
+  test("a request frame is serialised once, also when a send or a completion goes out again on a new socket", async () => {
     const c = client({ reconnectInitialDelayMs: 10 });
     let serialised = 0;
     const value = {
@@ -251,21 +251,23 @@ describe("RealtimeClient", () => {
         return { approved: true };
       },
     };
-    const sent = c.sendInput("run_1", "approval", value, "t");
+    const sent = c.sendInput("run_1", "approval", value, "t", { idempotencyKey: "mine" });
     const completed = c.completeToken("waitpoint_1", value, "t");
     last().open();
-    const send = last().sent.find((f) => f.type === "send");
-    expect(send).toMatchObject({ runId: "run_1", streamId: "approval", data: { approved: true } });
-    last().receive({ type: "ack", id: send.id, index: 0 });
-    await expect(sent).resolves.toEqual({ index: 0 });
-    last().drop();
+    const firstSend = last().sent.find((f) => f.type === "send");
+    expect(firstSend).toMatchObject({ runId: "run_1", streamId: "approval", data: { approved: true }, idempotencyKey: "mine" });
+    last().drop(); // neither answered: both go again, the same frames (the send's key makes it stored once)
     vi.advanceTimersByTime(10);
     last().open();
+    const send = last().sent.find((f) => f.type === "send");
+    expect(send).toEqual(firstSend);
+    last().receive({ type: "ack", id: send.id, index: 0 });
+    await expect(sent).resolves.toEqual({ index: 0 });
     const complete = last().sent.find((f) => f.type === "complete");
     expect(complete).toMatchObject({ tokenId: "waitpoint_1", data: { approved: true } });
     last().receive({ type: "ack", id: complete.id });
     await completed;
-    expect(serialised).toBe(2); // one per frame, though the completion went out twice
+    expect(serialised).toBe(2); // one per frame, though each went out twice
     c.close();
   });
 

@@ -7,6 +7,7 @@ import {
   useInputStreamSend,
   useRealtimeStream,
 } from "../src/index.js";
+import { newIdempotencyKey } from "../src/client/requests.js";
 import type { ClientFrame, Connection, FakeBridge } from "./support/fakeBridge.js";
 import { useFakeBridge } from "./support/useFakeBridge.js";
 
@@ -102,7 +103,50 @@ describe("useInputStreamSend", () => {
     expect(bridge.inputValues(RUN, "cancel")).toEqual(["stop"]);
   });
 
-  test("a send in flight when the socket drops is not re-sent: it fails with connection_lost", async () => {
+  test("every send carries its own idempotency key", async () => {
+    const { result } = renderHook(() =>
+      useInputStreamSend<string>("cancel", RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    await act(async () => {
+      await result.current.sendAsync("a");
+      await result.current.sendAsync("a"); // the same value again: another send, stored again
+    });
+    const keys = bridge.framesOfType("send").map((frame) => frame.idempotencyKey);
+    expect(keys).toHaveLength(2);
+    for (const key of keys) expect(key).toMatch(/^[0-9a-f-]{32,36}$/);
+    expect(keys[0]).not.toBe(keys[1]);
+    expect(bridge.inputValues(RUN, "cancel")).toEqual(["a", "a"]);
+  });
+
+  test("a send whose socket drops before the ack goes out again with its key and is stored once", async () => {
+    const held: Array<{ connection: Connection; frame: ClientFrame }> = [];
+    bridge.onSend = (frame, connection) => {
+      held.push({ connection, frame });
+      return { kind: "hold" };
+    };
+    const { result } = renderHook(() =>
+      useInputStreamSend<string>("cancel", RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    let promise!: Promise<{ index: number }>;
+    act(() => {
+      promise = result.current.sendAsync("stop");
+    });
+    await bridge.until(() => held.length === 1, 5000, "the send frame");
+    // The bridge stores the value, then the connection drops before the ack reaches the client.
+    bridge.dropAll();
+    bridge.ackSend(held[0]!.connection, held[0]!.frame);
+    bridge.onSend = () => ({ kind: "ack" });
+    await expect(promise).resolves.toEqual({ index: 0 });
+    const frames = bridge.framesOfType("send");
+    expect(frames).toHaveLength(2);
+    expect(frames[1]).toEqual(frames[0]); // the same frame: same id, same key
+    expect(typeof frames[0]!.idempotencyKey).toBe("string");
+    expect(bridge.inputValues(RUN, "cancel")).toEqual(["stop"]); // stored once
+    await waitFor(() => expect(result.current.isLoading).toBe(false));
+    expect(result.current.error).toBeUndefined();
+  });
+
+  test("a send that lost 3 connections before its ack fails with connection_lost, and goes no more", async () => {
     bridge.onSend = () => ({ kind: "hold" });
     const { result } = renderHook(() =>
       useInputStreamSend<string>("cancel", RUN, { accessToken: "tok", baseURL: bridge.baseURL }),
@@ -111,23 +155,53 @@ describe("useInputStreamSend", () => {
     act(() => {
       promise = result.current.sendAsync("stop");
     });
-    await bridge.until(() => bridge.framesOfType("send").length === 1, 5000, "the send frame");
-    bridge.dropAll();
+    for (let writes = 1; writes <= 3; writes++) {
+      await bridge.until(() => bridge.framesOfType("send").length === writes, 5000, `send write ${writes}`);
+      bridge.dropAll();
+    }
     const error = await promise.catch((reason: unknown) => reason);
     expect((error as RealtimeError).code).toBe("connection_lost");
     await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe("connection_lost"));
     expect(result.current.isLoading).toBe(false);
-
-    // The client reconnects (or not) without sending it again.
     await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(bridge.framesOfType("send")).toHaveLength(1);
+    const frames = bridge.framesOfType("send");
+    expect(frames).toHaveLength(3);
+    expect(new Set(frames.map((frame) => frame.idempotencyKey)).size).toBe(1);
 
-    // The caller decides: sending again works on a new connection.
+    // The caller decides: sending again is a new send (a new key) on a new connection.
     bridge.onSend = () => ({ kind: "ack" });
     await act(async () => {
       await expect(result.current.sendAsync("stop")).resolves.toEqual({ index: 0 });
     });
-    expect(bridge.framesOfType("send")).toHaveLength(2);
+    expect(bridge.framesOfType("send")[3]!.idempotencyKey).not.toBe(frames[0]!.idempotencyKey);
+  });
+
+  test("the idempotency key: a UUID, else 128 random bits from getRandomValues, else from Math.random", () => {
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+    expect(newIdempotencyKey()).toMatch(uuid);
+    const withoutUUID = { getRandomValues: globalThis.crypto.getRandomValues.bind(globalThis.crypto) } as Partial<Crypto>;
+    const noCrypto = {} as Partial<Crypto>;
+    for (const source of [withoutUUID, noCrypto]) {
+      const keys = new Set(Array.from({ length: 50 }, () => newIdempotencyKey(source)));
+      expect(keys.size).toBe(50);
+      for (const key of keys) expect(key).toMatch(/^[0-9a-f]{32}$/);
+    }
+  });
+
+  test("a send retried with a refreshed token keeps its key", async () => {
+    bridge.onSend = (frame) => (frame.token === "fresh" ? { kind: "ack" } : { kind: "error", code: "unauthorized" });
+    const { result } = renderHook(() =>
+      useInputStreamSend<string>("cancel", RUN, {
+        accessToken: "old",
+        baseURL: bridge.baseURL,
+        refreshAccessToken: async () => "fresh",
+      }),
+    );
+    await act(async () => {
+      await expect(result.current.sendAsync("stop")).resolves.toEqual({ index: 0 });
+    });
+    const [first, second] = bridge.framesOfType("send");
+    expect(second!.idempotencyKey).toBe(first!.idempotencyKey);
   });
 
   test("a send made before the socket is open waits for it and goes out once", async () => {

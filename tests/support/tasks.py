@@ -116,8 +116,10 @@ async def collect_inputs(payload: dict[str, Any]) -> list[Any]:
     seen: list[Any] = []
     subscription = items.on(seen.append)
     try:
-        while (await items.once(timeout=payload.get("timeout", 30))) != "stop":
-            pass
+        # Not `while once() != "stop"`: values stored together are dispatched together, so "stop" may
+        # reach the handler alone while the loop has not called `once` again yet.
+        while "stop" not in seen:
+            await items.once(timeout=payload.get("timeout", 30))
     finally:
         subscription.off()
     return seen

@@ -90,8 +90,8 @@ class RedisBroker(Broker):
     async def stream_failure(self, run_id: str, key: str) -> tuple[int, str] | None:
         return await self._streams.stream_failure(run_id, key)
 
-    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
-        return await self._streams.append_input(run_id, key, data)
+    async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
+        return await self._streams.append_input(run_id, key, data, idempotency_key)
 
     async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
         return await self._streams.read_chunks(run_id, key, start, count, max_bytes)

@@ -12,6 +12,8 @@ With P the key prefix (`settings.key_prefix`):
     P:{run_<id>}:stream-failed:<key>  hash {next, reason}: set once when the output stream failed (no
                               chunk is appended after it: readers end with an error at index `next`);
                               TTL = retention
+    P:{run_<id>}:inkeys:<key>  hash of an input stream's idempotency keys: key -> the index of the value
+                              it stored; TTL = retention, refreshed on every keyed append
     P:{run_<id>}:journal      list of the run's journal entries, in order (entry n at index n); TTL =
                               retention, refreshed with the attempt's by every accepted
                               begin_attempt and append (so either may outlive the run hash a little)
@@ -60,6 +62,10 @@ class Keys:
     def run_stream_failure(self, run_id: str, key: str) -> str:
         """An output stream's failure record, once it failed."""
         return f"{self.prefix}:{{{run_id}}}:stream-failed:{key}"
+
+    def input_keys(self, run_id: str, key: str) -> str:
+        """The idempotency keys of one of a run's input streams (`key` starts with `$in:`)."""
+        return f"{self.prefix}:{{{run_id}}}:inkeys:{key}"
 
     def journal(self, run_id: str) -> str:
         return f"{self.prefix}:{{{run_id}}}:journal"

@@ -51,9 +51,11 @@ class RedisStreamStore(StreamStore):
             stopped, reason = await self._conn.redis.hmget(record, ["next", "reason"])
         return None if stopped is None else (int(stopped), text(reason or b""))
 
-    async def append_input(self, run_id: str, key: str, data: bytes) -> int:
+    async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
         args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), data]
-        keys = [self._keys.run(run_id), self._keys.run_stream(run_id, key)]
+        if idempotency_key is not None:
+            args.append(idempotency_key)
+        keys = [self._keys.run(run_id), self._keys.run_stream(run_id, key), self._keys.input_keys(run_id, key)]
         async with unavailable("sending to an input stream"):
             index = int(await self._send_input_script(keys=keys, args=args))
         if index == -1:

@@ -6,6 +6,11 @@ official service: 401 bad token, 403 without `write:inputStreams:{runId}`, 413 f
 1 MiB or without Content-Length (chunked uploads are refused), 400 for an invalid body, 404
 `{"ok": false, "error": "Run not found"}`, 400 `{"ok": false, "error": "Cannot send to input
 stream on a completed run"}`.
+
+The official SDK sends every request with an `x-trigger-request-idempotency-key` header (a UUID per
+call, the same on its retries): honoured here as the send's idempotency key, so a retried send is
+stored once and answered `{"ok": true}` again (also once the run finished). A key over 2,048
+characters is 400 `{"ok": false, ...}`; an empty header is no key.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from bridge.server.http import bridge_of, error_response, handles_errors, json_r
 MAX_INPUT_BODY_BYTES = 1024 * 1024  # the official route's limit on the whole body
 RUN_NOT_FOUND = "Run not found"
 RUN_FINISHED = "Cannot send to input stream on a completed run"
+IDEMPOTENCY_HEADER = "x-trigger-request-idempotency-key"  # what the official SDK sends on every request
 
 
 @handles_errors
@@ -40,7 +46,8 @@ async def send_input_stream(request: Request) -> Response:
             raise ValidationError("Invalid request body: not valid JSON") from exc
         if not isinstance(parsed, dict) or "data" not in parsed:
             raise ValidationError('Invalid request body: expected {"data": ...}')
-        await send_input(bridge.engine, run_id, request.path_params["stream_id"], parsed["data"])
+        key = request.headers.get(IDEMPOTENCY_HEADER) or None
+        await send_input(bridge.engine, run_id, request.path_params["stream_id"], parsed["data"], key)
     except NotFoundError:
         return error_response(NotFoundError(RUN_NOT_FOUND), ok=False)
     except RunFinishedError:

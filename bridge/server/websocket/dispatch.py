@@ -107,7 +107,9 @@ async def _unsubscribe(session: Session, frame: Frame) -> None:
 
 
 async def _send_input(session: Session, frame: Frame) -> None:
-    """A value for a run's input stream: acknowledged with its index once stored."""
+    """A value for a run's input stream: acknowledged with its index once stored. With `idempotencyKey`,
+    a frame sent again with that key (e.g. after a reconnect) stores nothing and is acknowledged with the
+    first one's index."""
     request_id = required_string(frame, "id", MAX_SUBSCRIPTION_ID_LENGTH)
     run_id = required_string(frame, "runId", 128)
     stream_id = required_string(frame, "streamId", 128)
@@ -115,7 +117,8 @@ async def _send_input(session: Session, frame: Frame) -> None:
         raise ValidationError("a send frame needs a data field")
     principal = frame_principal(session.bridge.settings.secret_key, frame)
     principal.require_any("write", [("inputStreams", run_id)])
-    index = await send_input(session.bridge.engine, run_id, stream_id, frame["data"])
+    key = frame.get("idempotencyKey")
+    index = await send_input(session.bridge.engine, run_id, stream_id, frame["data"], key)
     await session.flush_run_streams(run_id)
     session.send({"type": "ack", "id": request_id, "index": index})
 

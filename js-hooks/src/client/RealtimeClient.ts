@@ -15,7 +15,7 @@ import {
   type SubscribeOptions,
 } from "./feeds.js";
 import type { FeedSpec, ServerFrame, StreamSpec } from "./protocol.js";
-import { Requests, type SendInputResult } from "./requests.js";
+import { newIdempotencyKey, Requests, type SendInputResult } from "./requests.js";
 import { Socket, type WebSocketConstructor } from "./socket.js";
 
 export type { FeedListener, FeedState, StreamListener, StreamState } from "./feed.js";
@@ -135,13 +135,22 @@ export class RealtimeClient {
    * `RealtimeError` carrying the bridge's code (`unauthorized`, `forbidden`, `not_found`,
    * `run_finished`, `payload_too_large`, `invalid_request`, ...).
    *
-   * A send waits for the socket if it is not open yet. A send already written to a socket that
-   * then closes before the `ack` is NOT sent again (the bridge may or may not have stored it):
-   * it rejects with code `connection_lost`, and the caller decides whether to send again.
+   * A send waits for the socket if it is not open yet. Every send carries an idempotency key
+   * (`options.idempotencyKey`, else a fresh UUID): a send written to a socket that then closes
+   * before the `ack` goes out again on the next one with the same key, and the bridge stores it
+   * once (a repeated key is acknowledged with the first index). After 3 lost connections it
+   * rejects with code `connection_lost` (the value may or may not have been stored; sending again
+   * with the same `idempotencyKey` is safe).
    */
-  sendInput(runId: string, streamId: string, data: unknown, token: string): Promise<SendInputResult> {
+  sendInput(
+    runId: string,
+    streamId: string,
+    data: unknown,
+    token: string,
+    options?: { idempotencyKey?: string },
+  ): Promise<SendInputResult> {
     if (!this.usable) return this.unusable("send");
-    return this.requests.sendInput(runId, streamId, data, token);
+    return this.requests.sendInput(runId, streamId, data, token, options?.idempotencyKey ?? newIdempotencyKey());
   }
 
   /**
@@ -152,8 +161,9 @@ export class RealtimeClient {
    * `invalid_request`, ...).
    *
    * Completing is idempotent on the bridge (a completed token answers `ack` again and keeps its
-   * first output), so unlike a send, a completion whose socket closes before the `ack` goes out
-   * again on the next one. After 3 lost connections it rejects with `connection_lost`.
+   * first output), so, like a send (by its idempotency key), a completion whose socket closes
+   * before the `ack` goes out again on the next one. After 3 lost connections it rejects with
+   * `connection_lost`.
    */
   completeToken(tokenId: string, data: unknown, token: string): Promise<void> {
     if (!this.usable) return this.unusable("complete");

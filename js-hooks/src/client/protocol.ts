@@ -83,13 +83,18 @@ export type SubscribeFrame =
       timeoutInSeconds?: number;
     };
 
-/** A value for an input stream of a running run: answered by `ack` or an `error` with this id. */
+/**
+ * A value for an input stream of a running run: answered by `ack` or an `error` with this id. With
+ * `idempotencyKey` (1 to 2,048 characters), a send repeating the key (same run and stream) stores
+ * nothing and is acknowledged with the first one's index.
+ */
 export type SendFrame = {
   type: "send";
   id: string;
   runId: string;
   streamId: string;
   data: unknown;
+  idempotencyKey?: string;
   token: string;
 };
 

@@ -10,6 +10,18 @@ import type { Socket } from "./socket.js";
 /** What the bridge answered to an input-stream `send`: the value is stored at `index`. */
 export type SendInputResult = { index: number };
 
+/**
+ * A fresh idempotency key for one input-stream send: `crypto.randomUUID()` where available, else
+ * 128 random bits from `crypto.getRandomValues`, else (no Web Crypto at all) from `Math.random`.
+ */
+export function newIdempotencyKey(crypto: Partial<Crypto> | undefined = (globalThis as { crypto?: Crypto }).crypto): string {
+  if (typeof crypto?.randomUUID === "function") return crypto.randomUUID();
+  const bytes = new Uint8Array(16);
+  if (typeof crypto?.getRandomValues === "function") crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
 /** A request frame waiting for its `ack` or `error`. */
 type PendingRequest = {
   /** The frame, serialised. */
@@ -19,8 +31,9 @@ type PendingRequest = {
   /** How many sockets the frame went out on. */
   writes: number;
   /**
-   * Idempotent requests (`complete`) go out again on the next socket when theirs closes before
-   * the answer, up to `MAX_REQUEST_WRITES` times; others fail with `connection_lost`.
+   * Idempotent requests (a `complete`, a `send` with its idempotency key) go out again on the next
+   * socket when theirs closes before the answer, up to `MAX_REQUEST_WRITES` times; others fail with
+   * `connection_lost`.
    */
   resend: boolean;
   /** The `connection_lost` message: what the caller may have lost. */
@@ -56,14 +69,22 @@ export class Requests {
   }
 
   /** See `RealtimeClient.sendInput`. */
-  sendInput(runId: string, streamId: string, data: unknown, token: string): Promise<SendInputResult> {
+  sendInput(
+    runId: string,
+    streamId: string,
+    data: unknown,
+    token: string,
+    idempotencyKey: string = newIdempotencyKey(),
+  ): Promise<SendInputResult> {
     // `undefined` goes as `null`: the frame must carry `data` (JSON would drop the field).
     const value = data === undefined ? null : data;
-    const frame: SendFrame = { type: "send", id: `x${this.nextRequest++}`, runId, streamId, data: value, token };
+    const id = `x${this.nextRequest++}`;
+    const frame: SendFrame = { type: "send", id, runId, streamId, data: value, idempotencyKey, token };
+    // With its key, the frame written again after a lost connection is stored once: it goes again.
     return this.request(
       frame,
-      false,
-      "the connection closed before the bridge acknowledged the value: it may or may not have been stored",
+      true,
+      `the connection closed ${MAX_REQUEST_WRITES} times before the bridge acknowledged the value: it may or may not have been stored`,
     ).then((ack) => ({ index: typeof ack.index === "number" ? ack.index : -1 }));
   }
 
@@ -94,7 +115,7 @@ export class Requests {
     return request !== undefined;
   }
 
-  /** A socket opened: requests not out on a socket go now (new ones, and resent completions). */
+  /** A socket opened: requests not out on a socket go now (new ones, and resent sends and completions). */
   onOpen(): void {
     for (const pending of Array.from(this.pending.values())) {
       if (!pending.sent) this.write(pending);
@@ -102,8 +123,9 @@ export class Requests {
   }
 
   /**
-   * The socket closed. A request written to it may or may not have been stored: a send is never
-   * written again blindly; a completion (idempotent) goes again on the next socket, a few times.
+   * The socket closed. A request written to it may or may not have been stored: both kinds are
+   * idempotent (a completion by nature, a send by its idempotency key), so each goes again on the
+   * next socket, the same frame text (same id and key), a few times.
    */
   onClose(): void {
     for (const [id, pending] of Array.from(this.pending)) {

@@ -2,6 +2,7 @@
 import { useCallback } from "react";
 import type { SendInputResult } from "../client/RealtimeClient.js";
 import { getRealtimeClient } from "../client/registry.js";
+import { newIdempotencyKey } from "../client/requests.js";
 import { useLatest } from "../utils/useLatest.js";
 import { useRequestState, withFreshToken } from "../utils/useRequestState.js";
 import { useApiClient, type UseApiClientOptions } from "./useApiClient.js";
@@ -70,9 +71,11 @@ export interface InputStreamSendInstance<TData> {
  * const { send } = useInputStreamSend(defineInputStream<{ approved: boolean }>("approval"), runId, { accessToken });
  * ```
  *
- * A send resolves once the bridge acknowledged (stored) the value. One written to a connection
- * that drops before the acknowledgement is not sent again (it may or may not have been stored):
- * `error` becomes a `RealtimeError` with code `connection_lost`, and the caller decides.
+ * A send resolves once the bridge acknowledged (stored) the value. Each call gets its own
+ * idempotency key (`crypto.randomUUID()` where available, else a random string), so one written
+ * to a connection that drops before the acknowledgement goes out again on the next connection and
+ * is stored once. After 3 lost connections, `error` becomes a `RealtimeError` with code
+ * `connection_lost` (it may or may not have been stored), and the caller decides.
  */
 export function useInputStreamSend<TStream extends RealtimeDefinedInputStream<any>>(
   stream: TStream,
@@ -107,7 +110,8 @@ export function useInputStreamSend(
         if (!api) throw new Error("Could not send to input stream: Missing access token");
         if (!run) throw new Error("Could not send to input stream: Missing run ID");
         const client = getRealtimeClient(api.baseURL);
-        return withFreshToken(api, (token) => client.sendInput(run, id, data, token));
+        const idempotencyKey = newIdempotencyKey(); // one per call: its rewrites (reconnect, fresh token) reuse it
+        return withFreshToken(api, (token) => client.sendInput(run, id, data, token, { idempotencyKey }));
       }),
     [latest, track],
   );

@@ -283,7 +283,13 @@ export class FakeBridge {
     return this.inputs.get(`${runId}\n${streamId}`) ?? [];
   }
 
-  /** Stores the value of a `send` frame and answers `ack` with its index (for held sends too). */
+  /** Input idempotency keys: `${runId}\n${streamId}\n${key}` -> the index the key stored. */
+  readonly inputKeys = new Map<string, number>();
+
+  /**
+   * Stores the value of a `send` frame and answers `ack` with its index (for held sends too). As
+   * the bridge: a frame repeating an `idempotencyKey` stores nothing and gets the first index.
+   */
   ackSend(connection: Connection, frame: ClientFrame): number {
     const key = `${frame.runId}\n${frame.streamId}`;
     let list = this.inputs.get(key);
@@ -291,8 +297,13 @@ export class FakeBridge {
       list = [];
       this.inputs.set(key, list);
     }
-    list.push(frame.data);
-    const index = list.length - 1;
+    const idempotency = typeof frame.idempotencyKey === "string" ? `${key}\n${frame.idempotencyKey}` : undefined;
+    let index = idempotency === undefined ? undefined : this.inputKeys.get(idempotency);
+    if (index === undefined) {
+      list.push(frame.data);
+      index = list.length - 1;
+      if (idempotency !== undefined) this.inputKeys.set(idempotency, index);
+    }
     this.send(connection, { type: "ack", id: frame.id, index });
     this.emit();
     return index;
