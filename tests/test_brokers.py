@@ -12,10 +12,12 @@ import os
 import random
 import signal
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 
 import httpx
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -533,6 +535,46 @@ async def test_the_memory_sweep_drops_a_journal_with_its_run_or_at_its_own_deadl
     assert await broker.read_journal(orphan) == [b"entry"]
     broker.evict_expired(time.monotonic() + broker.settings.retention_seconds + 1)
     assert await broker.read_journal(orphan) == [] and await broker.current_attempt(orphan) == 0
+
+
+# streams
+async def test_stream_pages_stop_at_count_and_bytes_but_never_empty(broker: Broker) -> None:
+    run_id = new_id("run_")
+    assert await broker.stream_length(run_id, "s") == 0 and await broker.read_chunks(run_id, "s", 0, 10, 100) == []
+    assert await broker.append_chunks(run_id, "s", [b'"a"', b'"bb"', b"[1,2,3]"]) == 0
+    assert await broker.append_chunks(run_id, "s", [b"4"]) == 3
+    assert await broker.append_chunks(run_id, "other", [b"0"]) == 0  # each key is its own stream
+    assert await broker.stream_length(run_id, "s") == 4
+    assert await broker.read_chunks(run_id, "s", 0, 10, 1 << 20) == [b'"a"', b'"bb"', b"[1,2,3]", b"4"]
+    assert await broker.read_chunks(run_id, "s", 1, 2, 1 << 20) == [b'"bb"', b"[1,2,3]"]
+    assert await broker.read_chunks(run_id, "s", 0, 10, 7) == [b'"a"', b'"bb"']  # a third would make 14 bytes
+    assert await broker.read_chunks(run_id, "s", 2, 10, 1) == [b"[1,2,3]"]  # the first whatever its size
+    assert await broker.read_chunks(run_id, "s", 4, 10, 100) == []
+
+
+async def test_the_memory_backend_stores_a_small_chunk_in_its_bytes_plus_under_100() -> None:
+    """Chunks come from orjson.dumps, whose result keeps its ~4 KiB write buffer: storing those objects
+    cost ~4 KiB per chunk for the retention (issue 12: 20,000 chunks of 2-6 bytes, +80 MB)."""
+    broker = MemoryBroker(Settings(secret_key=SECRET_KEY))  # not started: the test sweeps
+    run = make_run()
+    await broker.insert_run(run, None, 60)
+    count, data_bytes = 20_000, 0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            chunk = orjson.dumps("x" * (i % 5))  # 2 to 6 bytes, as the SDK's StreamWriter encodes them
+            data_bytes += len(chunk)
+            await broker.append_chunks(run.id, "tokens", [chunk])
+        grown = tracemalloc.get_traced_memory()[0] - before
+        del chunk
+        broker.evict_expired(time.monotonic() + broker.settings.retention_seconds + 1)
+        swept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert (grown - data_bytes) / count < 100, f"{grown} bytes for {data_bytes} bytes of chunks"
+    assert swept < grown / 100  # the retention sweep frees the stream with its run
+    assert await broker.stream_length(run.id, "tokens") == 0
 
 
 # small shared state

@@ -135,3 +135,18 @@ def test_room_is_not_signalled_without_a_claim_and_a_claim_with_room_succeeds() 
         box.push(str(n))
     drain(box)
     assert rooms.count == 0
+
+
+def test_room_is_signalled_when_a_discard_drains_the_outbox_to_its_low_watermarks() -> None:
+    """A stream dropped while its chunks filled the outbox may leave the sender nothing to pop: the discard
+    itself must wake the producers (a paused receive loop) that wait for room."""
+    box, rooms = outbox(high_frames=4, high_bytes=1_000)
+    box.push("feed update")
+    for n in range(3):
+        box.push(f"chunk {n}", tag="stream-1")
+    assert box.claim_room() is False
+    box.discard(("snapshot", "never queued"))
+    assert rooms.count == 0  # nothing freed
+    box.discard_tagged("stream-1")
+    assert rooms.count == 1 and box.has_room
+    assert drain(box) == ["feed update"]

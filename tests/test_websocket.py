@@ -645,6 +645,56 @@ async def test_consumer_over_the_send_queue_bound_is_closed_with_4008(
         assert [(r["id"], r["status"]) for r in snapshot["runs"]] == [(ids[-1], "COMPLETED")]
 
 
+PIPELINED_PINGS = 20_000
+
+
+async def test_client_pipelining_frames_while_reading_gets_every_reply_and_stays_open(server: RunningServer) -> None:
+    """Each ping queues a pong: read as fast as they came, 20,000 pings overran the 1,000-frame send queue
+    (closed with 4008, on loopback before a single pong was sent). The server now stops reading instead."""
+    async with connect(server.ws_url) as client:
+
+        async def pipeline() -> None:
+            for n in range(PIPELINED_PINGS):
+                await client.send({"type": "ping", "id": f"p{n}"})
+
+        async with asyncio.timeout(60):
+            _, frames = await asyncio.gather(
+                pipeline(), client.frames_until(of_type("pong", f"p{PIPELINED_PINGS - 1}"), timeout=60)
+            )
+        assert frames == [{"type": "pong", "id": f"p{n}"} for n in range(PIPELINED_PINGS)]
+        assert await client.sync() == []  # still open
+
+
+async def test_client_pipelining_frames_without_reading_is_still_released_after_the_send_grace(
+    backend_settings: Settings,
+) -> None:
+    """Not receiving its frames while the outbox is full must not keep a client that reads nothing served:
+    the sender's grace still lets go of it."""
+    grace = 0.5
+    async with server_with(backend_settings, slow_consumer_grace_seconds=grace) as server:
+        handlers = server.uvicorn.server_state.tasks
+        others = set(handlers)
+        async with stalled_client(server) as slow:
+            (handler,) = set(handlers) - others  # the server's task serving `slow`
+
+            async def pipeline() -> None:  # until the server stops reading: its sends then block
+                for n in range(10_000):
+                    await slow.send({"type": "ping", "id": f"{n:06}" + "x" * 100_000})  # a 100 kB pong each
+
+            sending = asyncio.create_task(pipeline())
+            try:
+                await asyncio.wait({handler}, timeout=30)
+                assert handler.done(), "the connection of a client that reads nothing is still served"
+            finally:
+                sending.cancel()
+                await asyncio.wait({sending})
+            # No close frame could be written behind the data the client left unread (as in the next test);
+            # reading lets that data go and the connection end.
+            frames, close = await slow.drain_until_closed(timeout=30)
+        assert close is None or close.code == CLOSE_SLOW_CONSUMER
+        assert 0 < len(frames) < 10_000  # the pongs were cut, not all queued
+
+
 async def test_consumer_that_stops_reading_is_released_after_the_send_grace(backend_settings: Settings) -> None:
     grace = 0.5
     async with server_with(backend_settings, slow_consumer_grace_seconds=grace) as server:

@@ -2,7 +2,8 @@
 subscriptions' lifecycle, and the close codes.
 
 A reader that stops reading altogether — the outbox over its bounds, or one send blocked for the
-grace period — is closed with code 4008 and its memory freed.
+grace period — is closed with code 4008 and its memory freed. A client that sends faster than it
+reads is throttled instead: no frame of it is received while the outbox is over its high watermark.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class Connection:
 
     async def stream_room(self) -> None:
         """Returns once a stream may push one more chunk frame."""
+        await self._wait_for_room()
+
+    async def _wait_for_room(self) -> None:
+        """Returns at once under the outbox's high watermark, else once it is down to its low one."""
         while not self.outbox.claim_room():
             self._room.clear()
             await self._room.wait()
@@ -155,6 +160,11 @@ class Connection:
 
     async def _receive_forever(self) -> None:
         while True:
+            # Receive-side backpressure: a frame may queue a reply, and a client pipelining requests would
+            # otherwise overrun the outbox's bound (4008) however fast it reads. Unread, its frames wait in
+            # the server's bounded receive queue, then in TCP. One that stops reading is still closed by
+            # the sender: over the bound, or a send blocked for the grace.
+            await self._wait_for_room()
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return

@@ -4,10 +4,11 @@
   place (`coalesce`): a slow reader gets a run's newest state, not every intermediate one.
 - Over its frame or byte bound the reader is a slow consumer: `push` and `coalesce` answer False,
   and the connection closes it.
-- Flow control for producers that must not be coalesced (output stream chunks): they push only
-  while the outbox is under its high watermarks (`has_room`). One that finds no room calls
-  `claim_room`; `on_room` fires once the sender has drained the outbox to its low watermarks
-  (half the high ones), so producers resume in bursts, not frame by frame.
+- Flow control for producers that must not be coalesced (output stream chunks, and the receive
+  loop: each client frame may queue a reply): they push only while the outbox is under its high
+  watermarks (`has_room`). One that finds no room calls `claim_room`; `on_room` fires once the
+  outbox is down to its low watermarks (half the high ones), drained by the sender or by a
+  discard, so producers resume in bursts, not frame by frame.
 """
 
 from __future__ import annotations
@@ -70,15 +71,21 @@ class Outbox:
         """The oldest frame (the outbox must not be empty)."""
         frame = self._frames.pop(next(iter(self._frames)))
         self._bytes -= len(frame)
-        if self._room_wanted and len(self._frames) <= self.low_frames and self._bytes <= self.low_bytes:
-            self._room_wanted = False
-            self._on_room()
+        self._signal_room()
         return frame
 
     def discard(self, key: Hashable) -> None:
         frame = self._frames.pop(key, None)
         if frame is not None:
             self._bytes -= len(frame)
+            # Also here: what a discard frees may leave the sender nothing to pop, and a producer
+            # waiting for room would wait for a frame that no one pushes.
+            self._signal_room()
+
+    def _signal_room(self) -> None:
+        if self._room_wanted and len(self._frames) <= self.low_frames and self._bytes <= self.low_bytes:
+            self._room_wanted = False
+            self._on_room()
 
     def discard_tagged(self, tag: Hashable) -> None:
         for key in [k for k in self._frames if isinstance(k, _Serial) and k.tag == tag]:
