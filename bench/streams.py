@@ -184,15 +184,23 @@ async def append_rate(redis_url: str, chunks: int, sequential: int) -> dict[str,
 
     from bridge import streams
     from bridge.runtime.input_streams import RunInputs
+    from bridge.runtime.journal import Journal
     from bridge.runtime.output_streams import RunStreams
     from bridge.worker.context import RunScope, entered
+    from bridge.worker.durable import DurableRun
     from bridge.worker.registry import RunContext
 
-    def scope_of(run_id: str) -> RunScope:
+    async def scope_of(run_id: str) -> RunScope:
         # The scope a worker gives a task, so the SDK's `streams` write to `run_id` from here.
+        run = await bridge.engine.retrieve(run_id)
+        limits = bridge.settings.limits
+        journal = await Journal.open(
+            bridge.broker, run_id, run.executions, limits.max_journal_entries, limits.max_payload_bytes
+        )
         context = RunContext(run_id=run_id, task_id=TASK_ID, tags=(), batch_id=None)
-        inputs = RunInputs(bridge.hub, bridge.broker, run_id)
-        return RunScope(context, RunStreams(bridge.engine, run_id), inputs, contextlib.nullcontext)
+        run_streams = RunStreams(bridge.engine, run_id)
+        durable = DurableRun(bridge, run, journal, run_streams, contextlib.nullcontext, asyncio.Event())
+        return RunScope(context, run_streams, RunInputs(bridge.hub, bridge.broker, run_id), durable)
 
     bridge = await start_bridge(redis_url)
     results: dict[str, float] = {}
@@ -204,7 +212,7 @@ async def append_rate(redis_url: str, chunks: int, sequential: int) -> dict[str,
     # The SDK as a task uses it: the run's streams in the task context, then `pipe` and `append`.
     for name, count in (("warm-up", chunks // 10), ("sdk_pipe", chunks)):
         run_id = (await new_runs(bridge, 1))[0]
-        with entered(scope_of(run_id)):
+        with entered(await scope_of(run_id)):
             ai = streams.define(KEY)
             await ai.append({"first": True})  # lists the key on the run, outside the timing
             started = time.perf_counter()
@@ -218,7 +226,7 @@ async def append_rate(redis_url: str, chunks: int, sequential: int) -> dict[str,
             results[name] = timed(count, elapsed)
 
     run_id = (await new_runs(bridge, 1))[0]
-    with entered(scope_of(run_id)):
+    with entered(await scope_of(run_id)):
         ai = streams.define(KEY)
         await ai.append({"first": True})
         started = time.perf_counter()

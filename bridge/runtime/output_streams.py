@@ -57,6 +57,7 @@ MAX_STREAM_KEY_LENGTH = 64
 # The highest index a reader may start from: exact in every JSON client (JavaScript), and far inside
 # what a backend stores (a Redis stream entry id is 0-<index + 1>, at most 2^64 - 1).
 MAX_STREAM_INDEX = 2**53 - 1
+MAX_IDLE_SECONDS = 600  # the longest idle timeout a client may ask of a stream reader (both protocols)
 
 
 def check_stream_key(key: str) -> str:

@@ -252,7 +252,6 @@ class Worker:
         except BridgeError as exc:
             log.warning("run %s: could not schedule its retry (%s); it is retried after the lease", durable.run_id, exc)
             return False
-        return True  # unreachable: `retry_after` leaves by Parked
 
     @contextlib.asynccontextmanager
     async def _suspended(self, run_id: str) -> AsyncIterator[None]:

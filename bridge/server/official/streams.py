@@ -19,12 +19,11 @@ from starlette.responses import Response, StreamingResponse
 from bridge.aio import cancel_and_wait
 from bridge.errors import BridgeError, StreamFailedError
 from bridge.runtime.access import require_run_read
-from bridge.runtime.output_streams import MAX_STREAM_INDEX, StreamReader, check_stream_key
+from bridge.runtime.output_streams import MAX_IDLE_SECONDS, MAX_STREAM_INDEX, StreamReader, check_stream_key
 from bridge.server.http import bridge_of, handles_errors, header_int, principal_of
 
 PING_INTERVAL_SECONDS = 10.0
 DEFAULT_IDLE_SECONDS = 60.0
-MAX_IDLE_SECONDS = 600
 SEND_QUEUE_EVENTS = 256  # events ready for one slow client; past that its reader pauses and catches up later
 PING = b": ping\n\n"
 

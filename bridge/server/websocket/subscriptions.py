@@ -28,12 +28,10 @@ from bridge.models import Run
 from bridge.runtime.access import Principal, require_run_read
 from bridge.runtime.core import Bridge
 from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedSpec, authorized_tag_feed
-from bridge.runtime.output_streams import check_start_index, check_stream_key
+from bridge.runtime.output_streams import MAX_IDLE_SECONDS, check_start_index, check_stream_key
 from bridge.server.websocket.protocol import Frame, internal_error_frame, required_string
 
 log = logging.getLogger(__name__)
-
-MAX_IDLE_SECONDS = 600
 
 
 @dataclass(frozen=True)
