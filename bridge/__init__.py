@@ -6,12 +6,15 @@ The SDK's modules keep the official names (`bridge.auth`, `bridge.streams`, ...)
 they drive lives in `bridge.runtime`, `bridge.backends`, `bridge.worker` and `bridge.server`.
 """
 
+from importlib.metadata import version
+
 from bridge import auth, metadata, runs, steps, streams, tasks, wait
 from bridge.errors import AbortTaskRunError
 from bridge.runtime.state import configure
 from bridge.tasks import task
 from bridge.worker.registry import RunContext
 
+__version__ = version("realtime-bridge")  # pyproject.toml holds it
 __all__ = [
     "AbortTaskRunError",
     "RunContext",

@@ -1,54 +1,77 @@
-"""`realtime-bridge serve` and `realtime-bridge worker`."""
+"""`realtime-bridge serve` and `realtime-bridge worker` (also `python -m bridge`).
+
+A problem the person starting it can fix (a tasks file that does not load, a bad Redis URL, a missing
+or short secret key, a port in use) is one line on stderr and exit code 2; `--debug` shows the traceback.
+A Redis that does not answer yet is waited for.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from importlib.metadata import version
 
 from starlette.applications import Starlette
 
-from bridge.config import DEV_SECRET_KEY_PREFIX, Settings
+from bridge.config import DEV_SECRET_KEY_PREFIX, ConfigError, Settings
 from bridge.durations import parse_duration_seconds
 from bridge.errors import BridgeError
 from bridge.worker.registry import default_registry, load_tasks
 
 log = logging.getLogger("bridge")
 SHUTDOWN_GRACE_SECONDS = 5
+EXIT_USAGE = 2  # argparse's code for a bad command line; the errors below are the same kind of mistake
+
+
+class CliError(Exception):
+    """A mistake in how the command was started: printed as one line, exit code 2."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis-url",
-        help="use Redis (any number of processes) instead of the in-memory backend; default $BRIDGE_REDIS_URL",
+        help="use Redis (any number of processes) instead of the in-memory backend; every process then needs "
+        "the same BRIDGE_SECRET_KEY (default: $BRIDGE_REDIS_URL, else in-memory)",
     )
     parser.add_argument(
         "--tasks",
         action="append",
         default=[],
         metavar="MODULE_OR_FILE",
-        help="import this module or file to register its @task functions (repeatable)",
+        help="import this module or file to register its @task functions; repeatable (default: none)",
     )
-    parser.add_argument("--concurrency", type=int, help="runs executed at once by this process's worker (default 10)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="runs executed at once by this process's worker (default: $BRIDGE_WORKER_CONCURRENCY or 10)",
+    )
     parser.add_argument(
         "--max-attempts",
         type=int,
-        help="attempts of a task without a retry policy of its own (default $BRIDGE_MAX_ATTEMPTS or 3)",
+        help="attempts of a task without a retry policy of its own (default: $BRIDGE_MAX_ATTEMPTS or 3)",
     )
     parser.add_argument(
         "--wait-hold",
         type=_duration,
-        help="how long a wait keeps its run in this worker before parking it (default $BRIDGE_WAIT_HOLD or 2s)",
+        help="how long a wait keeps its run in this worker before parking it (default: $BRIDGE_WAIT_HOLD or 2s)",
     )
     parser.add_argument(
         "--shutdown-grace",
         type=_duration,
         help="on SIGTERM, how long executing runs get to reach their next durable step before they are handed "
-        "back (default $BRIDGE_SHUTDOWN_GRACE or 30s)",
+        "back (default: $BRIDGE_SHUTDOWN_GRACE or 30s)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of a startup error (default: one line)"
     )
 
 
@@ -60,8 +83,12 @@ def _duration(value: str) -> float:
 
 
 def warn_if_development_key(settings: Settings) -> None:
-    if settings.secret_key.startswith(DEV_SECRET_KEY_PREFIX) and "BRIDGE_SECRET_KEY" not in os.environ:
-        log.warning("BRIDGE_SECRET_KEY is not set: using a random development key, %s", settings.secret_key)
+    """Called once the port is bound, so that a startup error is the only line the command prints."""
+    if settings.secret_key.startswith(DEV_SECRET_KEY_PREFIX) and not os.environ.get("BRIDGE_SECRET_KEY"):
+        log.warning(
+            "BRIDGE_SECRET_KEY is not set: signing with a random development key, valid until this process "
+            "stops; set BRIDGE_SECRET_KEY for tokens that outlive it (required with Redis)"
+        )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -73,9 +100,18 @@ def _settings(args: argparse.Namespace) -> Settings:
         shutdown_grace_seconds=args.shutdown_grace,
     )
     if not 1 <= settings.default_max_attempts <= settings.limits.max_attempts:
-        sys.exit(f"realtime-bridge: --max-attempts / BRIDGE_MAX_ATTEMPTS is 1 to {settings.limits.max_attempts}")
-    warn_if_development_key(settings)
+        raise CliError(f"--max-attempts / BRIDGE_MAX_ATTEMPTS is 1 to {settings.limits.max_attempts}")
     return settings
+
+
+def _load(specs: list[str]) -> None:
+    for spec in specs:
+        try:
+            load_tasks(spec)
+        except FileNotFoundError as exc:
+            raise CliError(f"cannot load tasks from {spec}: no such file ({os.path.abspath(spec)})") from exc
+        except Exception as exc:  # the task module's own code: any error it raises (--debug shows where)
+            raise CliError(f"cannot load tasks from {spec}: {type(exc).__name__}: {exc}") from exc
 
 
 def with_public_url(settings: Settings, host: str, port: int) -> Settings:
@@ -90,29 +126,60 @@ def with_public_url(settings: Settings, host: str, port: int) -> Settings:
     return replace(settings, public_url=f"http://{host}:{port}")
 
 
-def run_server(app: Starlette, settings: Settings, host: str, port: int) -> None:
-    """Serves `app` with uvicorn, with the bridge's frame limit and a bounded graceful shutdown."""
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything else starts: a port in use is known at once."""
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms per keep-alive response)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
+        sock.close()
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            raise CliError(f"port {port} on {host} is in use: stop what listens there or give another --port") from exc
+        raise CliError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from exc
+    return sock
+
+
+async def wait_for_backend(settings: Settings) -> None:
+    """With Redis, returns once it answers (logging the wait once); in memory, at once."""
+    if settings.redis_url:
+        from bridge.backends.redis.startup import wait_until_reachable
+
+        await wait_until_reachable(settings.redis_url)
+
+
+def run_server(make_app: Callable[[], Starlette], settings: Settings, host: str, port: int) -> None:
+    """Listens on host:port, waits for the backend, then serves the app `make_app` builds with uvicorn,
+    with the bridge's frame limit and a bounded graceful shutdown."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        ws_max_size=settings.limits.max_frame_bytes,
-        log_level="info",
-        proxy_headers=False,
-        # Held long-polls and open streams would otherwise delay a restart until they end by themselves.
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-    )
+    sock = listen(host, port)
+    with sock:
+        warn_if_development_key(settings)
+        asyncio.run(wait_for_backend(settings))
+        config = uvicorn.Config(
+            make_app(),
+            ws_max_size=settings.limits.max_frame_bytes,
+            log_level="info",
+            proxy_headers=False,
+            # Held long-polls and open streams would otherwise delay a restart until they end by themselves.
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
+        server = uvicorn.Server(config)
+        # uvicorn says where it listens only for a socket of its own
+        log.info("serving on http://%s:%d (CTRL+C to stop)", f"[{host}]" if ":" in host else host, port)
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it stopped on
+            server.run(sockets=[sock])
 
 
 def serve(args: argparse.Namespace) -> None:
     from bridge.server.app import create_app
 
-    for spec in args.tasks:
-        load_tasks(spec)
     settings = with_public_url(_settings(args), args.host, args.port)
-    run_server(create_app(settings, registry=default_registry if args.tasks else None), settings, args.host, args.port)
+    _load(args.tasks)
+    registry = default_registry if args.tasks else None
+    run_server(lambda: create_app(settings, registry=registry), settings, args.host, args.port)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -121,14 +188,14 @@ def worker(args: argparse.Namespace) -> None:
     from bridge.worker.executor import Worker
 
     if not args.tasks:
-        sys.exit("realtime-bridge worker: give --tasks MODULE_OR_FILE")
-    for spec in args.tasks:
-        load_tasks(spec)
+        raise CliError("give --tasks MODULE_OR_FILE: the tasks this worker runs")
     settings = _settings(args)
     if not settings.redis_url:
-        sys.exit("realtime-bridge worker: needs --redis-url (with the in-memory backend, `serve --tasks` runs tasks)")
+        raise CliError("needs --redis-url (with the in-memory backend, `serve --tasks` runs tasks)")
+    _load(args.tasks)
 
     async def main() -> None:
+        await wait_for_backend(settings)
         bridge = Bridge(settings)
         await bridge.start()
         state.use(bridge)
@@ -149,20 +216,39 @@ def worker(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="realtime-bridge", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="run the bridge server (and, with --tasks, a worker)")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8787)
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="realtime-bridge", description=__doc__.split("\n\n")[0])
+    root.add_argument("--version", action="version", version=f"%(prog)s {version('realtime-bridge')}")
+    commands = root.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve", help="run the bridge server (and, with --tasks, a worker)", description="Run the bridge server."
+    )
+    serve_parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)"
+    )
+    serve_parser.add_argument("--port", type=int, default=8787, help="port to listen on (default: %(default)s)")
     _common(serve_parser)
     serve_parser.set_defaults(handler=serve)
-    worker_parser = commands.add_parser("worker", help="run tasks from the Redis queue")
+    worker_parser = commands.add_parser(
+        "worker", help="run tasks from the Redis queue", description="Run tasks from the Redis queue."
+    )
     _common(worker_parser)
     worker_parser.set_defaults(handler=worker)
-    args = parser.parse_args(argv)
-    args.handler(args)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (CliError, ConfigError) as exc:
+        if args.debug:
+            raise
+        print(f"realtime-bridge {args.command}: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:  # Ctrl-C while waiting for Redis: nothing to report
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,13 @@ from dataclasses import dataclass, field, replace
 from bridge.durations import parse_duration_seconds
 
 DEV_SECRET_KEY_PREFIX = "tr_dev_"
+# HS256 signs with the key: RFC 7518 asks for at least the hash's size (PyJWT warns below it).
+MIN_SECRET_KEY_BYTES = 32
+MAKE_SECRET_KEY = "python -c \"import secrets; print('tr_prod_' + secrets.token_hex(32))\""
+
+
+class ConfigError(ValueError):
+    """A setting the bridge cannot start with; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,31 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     limits: Limits = field(default_factory=Limits)
 
+    def __post_init__(self) -> None:
+        size = len(self.secret_key.encode())
+        if size < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(
+                f"the secret key (BRIDGE_SECRET_KEY) is {size} bytes; it needs at least {MIN_SECRET_KEY_BYTES}. "
+                f"Make one with: {MAKE_SECRET_KEY}"
+            )
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
+        """The settings from BRIDGE_* variables, `overrides` (those not None) winning. Without a secret key,
+        the in-memory backend makes a development key; with Redis every process must share one, so
+        a missing key is a ConfigError."""
         env = os.environ
+        given = {k: v for k, v in overrides.items() if v is not None}
+        redis_url = given.pop("redis_url", None) or env.get("BRIDGE_REDIS_URL") or None
+        secret_key = given.pop("secret_key", None) or env.get("BRIDGE_SECRET_KEY")
+        if not secret_key and redis_url:
+            raise ConfigError(
+                "BRIDGE_SECRET_KEY is not set: with Redis, every serve and worker process needs the same key "
+                f"(it signs tokens and callback URLs). Make one with: {MAKE_SECRET_KEY}"
+            )
         settings = cls(
-            secret_key=env.get("BRIDGE_SECRET_KEY") or DEV_SECRET_KEY_PREFIX + secrets.token_hex(16),
-            redis_url=env.get("BRIDGE_REDIS_URL") or None,
+            secret_key=str(secret_key or development_secret_key()),
+            redis_url=str(redis_url) if redis_url else None,
             retention_seconds=parse_duration_seconds(env.get("BRIDGE_RETENTION", "7d")),
             key_prefix=env.get("BRIDGE_KEY_PREFIX", "rb"),
             worker_concurrency=int(env.get("BRIDGE_WORKER_CONCURRENCY", "10")),
@@ -76,5 +102,9 @@ class Settings:
             wait_hold_seconds=parse_duration_seconds(env.get("BRIDGE_WAIT_HOLD", "2s")),
             shutdown_grace_seconds=parse_duration_seconds(env.get("BRIDGE_SHUTDOWN_GRACE", "30s")),
         )
-        given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
+
+
+def development_secret_key() -> str:
+    """A random key for one in-memory process: nothing it signs is valid anywhere else."""
+    return DEV_SECRET_KEY_PREFIX + secrets.token_hex(MIN_SECRET_KEY_BYTES // 2)

@@ -13,7 +13,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bridge"
 
 # Lowest first. A module belongs to the first layer one of whose prefixes it starts with.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("bridge.aio", "bridge.durations", "bridge.errors", "bridge.config", "bridge.models")),
+    (
+        "foundation",
+        ("bridge.aio", "bridge.durations", "bridge.errors", "bridge.config", "bridge.models", "bridge.outages"),
+    ),
     ("backends", ("bridge.backends",)),
     ("runtime", ("bridge.runtime",)),
     ("worker", ("bridge.worker",)),

@@ -219,7 +219,7 @@ def test_the_worker_command_takes_the_durable_settings_from_flags(monkeypatch: p
     assert (settings.default_max_attempts, settings.wait_hold_seconds, settings.shutdown_grace_seconds) == (5, 0.5, 90)
     with pytest.raises(SystemExit):
         parser.parse_args(["--wait-hold", "soon"])
-    with pytest.raises(SystemExit, match="1 to 100"):
+    with pytest.raises(cli.CliError, match="1 to 100"):
         cli._settings(parser.parse_args(["--max-attempts", "101"]))
 
 

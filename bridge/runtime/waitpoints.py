@@ -35,6 +35,7 @@ from bridge.config import Settings
 from bridge.durations import deadline_from, parse_duration_seconds
 from bridge.errors import BridgeError, NotFoundError, ValidationError
 from bridge.models import iso_from_ms, new_id, now_ms
+from bridge.outages import OutageLog
 from bridge.runtime.engine import MAX_IDEMPOTENCY_KEY_LENGTH, check_size, validate_tags
 from bridge.runtime.hub import Hub, Message
 
@@ -363,6 +364,7 @@ class WaitpointTimer:
         self._waitpoints = waitpoints
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        self._outage = OutageLog(log, "wait token timer")
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._fire_forever())
@@ -400,8 +402,9 @@ class WaitpointTimer:
             self._wake.clear()
             try:
                 delay = await self.fire_due()
+                self._outage.recovered()
             except BridgeError as exc:
-                log.warning("wait token timer: backend unavailable (%s); retrying", exc.message)
+                self._outage.failed(exc.message)
                 delay = TIMER_RETRY_SECONDS
             except Exception:  # a bug must not stop every timeout in this process
                 log.exception("wait token timer failed; retrying")

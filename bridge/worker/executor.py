@@ -19,6 +19,7 @@ from bridge.backends.base import Delivery
 from bridge.backends.channels import CANCEL_CHANNEL
 from bridge.errors import AbortTaskRunError, BridgeError, NonDeterminismError, RunFinishedError
 from bridge.models import Run, RunError, RunStatus, new_id
+from bridge.outages import OutageLog
 from bridge.runtime.core import Bridge
 from bridge.runtime.engine import AttemptsExhaustedError
 from bridge.runtime.hub import Message
@@ -48,6 +49,7 @@ class Worker:
         self._checks: set[asyncio.Task[None]] = set()
         self._waiting: set[str] = set()  # runs suspended in `wait()`: they hold no slot
         self._stopping = asyncio.Event()  # set by `stop`: waits park at once, new steps hand the run back
+        self._outage = OutageLog(log, f"worker {self.id}")  # claims and heartbeats: one outage, logged once
 
     async def start(self) -> None:
         await self.bridge.broker.register_tasks(self.registry.ids)
@@ -90,9 +92,10 @@ class Worker:
             await self._slots.acquire()
             try:
                 delivery = await self.bridge.broker.claim(self.id, task_ids, CLAIM_TIMEOUT_SECONDS)
-            except BridgeError:  # e.g. Redis restarting: keep claiming once it is back
+                self._outage.recovered()
+            except BridgeError as exc:  # e.g. Redis restarting: keep claiming once it is back
                 self._slots.release()
-                log.warning("worker %s: backend unavailable for claiming; retrying", self.id)
+                self._outage.failed(f"claiming: {exc.message}")
                 await asyncio.sleep(CLAIM_RETRY_SECONDS)
                 continue
             except BaseException:
@@ -109,6 +112,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await self.bridge.broker.heartbeat(self.id, [d for d, _ in self._running.values()])
+                self._outage.recovered()
                 if self._stopping.is_set():
                     continue  # draining: heartbeats go on, no new work is taken
                 for delivery in await self.bridge.broker.reclaim_abandoned(self.id):
@@ -123,8 +127,8 @@ class Worker:
                         break  # the rest stays pending, to be reclaimed again after a lease
                     await self._slots.acquire()  # a free slot: returns at once
                     self._spawn(delivery)
-            except BridgeError:
-                log.warning("worker %s: backend unavailable for heartbeat; retrying", self.id)
+            except BridgeError as exc:
+                self._outage.failed(f"heartbeat: {exc.message}")
 
     def _spawn(self, delivery: Delivery) -> None:
         execution = asyncio.create_task(self._execute(delivery))

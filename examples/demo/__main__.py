@@ -11,8 +11,8 @@ import argparse
 import logging
 import os
 
-from bridge.cli import run_server, warn_if_development_key, with_public_url
-from bridge.config import Settings
+from bridge.cli import CliError, run_server, with_public_url
+from bridge.config import ConfigError, Settings
 from examples.demo.app import create_demo_app
 
 log = logging.getLogger("demo")
@@ -26,13 +26,18 @@ def main() -> None:
     parser.add_argument("--no-worker", action="store_true", help="run no tasks here (a separate worker does)")
     args = parser.parse_args()
 
-    settings = with_public_url(Settings.from_env(), args.host, args.port)
+    try:
+        settings = with_public_url(Settings.from_env(), args.host, args.port)
+    except ConfigError as exc:  # e.g. Redis without BRIDGE_SECRET_KEY
+        parser.error(str(exc))
     if args.no_worker and not settings.redis_url:
         parser.error("--no-worker needs BRIDGE_REDIS_URL: a separate worker only sees the runs through Redis")
-    warn_if_development_key(settings)
     log.info("backend: %s", "redis" if settings.redis_url else "in-memory")
     log.info("the demo: http://%s:%d/", args.host, args.port)
-    run_server(create_demo_app(settings, worker=not args.no_worker), settings, args.host, args.port)
+    try:
+        run_server(lambda: create_demo_app(settings, worker=not args.no_worker), settings, args.host, args.port)
+    except (CliError, ConfigError) as exc:  # e.g. the port in use, a bad Redis URL
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

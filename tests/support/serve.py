@@ -33,7 +33,7 @@ def main() -> None:
         wait_until_up(int(sys.argv[2]))
         return
     settings = Settings.from_env()
-    run_server(create_app(settings, registry=registry), settings, "127.0.0.1", int(sys.argv[1]))
+    run_server(lambda: create_app(settings, registry=registry), settings, "127.0.0.1", int(sys.argv[1]))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 - runs.py, streams.py, queue.py, waitpoints.py, journal.py, values.py: one store per broker role
   (idempotency.py: the idempotency scopes runs and wait tokens share)
 - broker.py: `RedisBroker`, composing them
+- startup.py: waiting for Redis when a process starts before it
 """
 
 from bridge.backends.redis.broker import RedisBroker

@@ -74,7 +74,7 @@ class Connection:
                 timeout=POOL_WAIT_SECONDS,
                 socket_timeout=None,  # see the module docstring: bounded by OPERATION_TIMEOUT_SECONDS
                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                retry=_no_retry(),
+                retry=no_retry(),
                 protocol=RESP_VERSION,
             )
         )
@@ -85,7 +85,7 @@ class Connection:
                 timeout=POOL_WAIT_SECONDS,
                 socket_timeout=None,  # bounded per claim by its BLOCK plus a grace (queue.py)
                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                retry=_no_retry(),
+                retry=no_retry(),
                 protocol=RESP_VERSION,
             )
         )
@@ -93,7 +93,7 @@ class Connection:
             url,
             socket_timeout=None,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            retry=_no_retry(),
+            retry=no_retry(),
             protocol=RESP_VERSION,
         )
         self.scripts: dict[str, AsyncScript] = {}  # registered so far, by name
@@ -110,7 +110,7 @@ class Connection:
         await self.pubsub_pool.disconnect()
 
 
-def _no_retry() -> Retry:
+def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 

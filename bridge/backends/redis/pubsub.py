@@ -23,6 +23,7 @@ from bridge.aio import cancel_and_wait
 from bridge.backends.redis.connection import CONNECT_TIMEOUT_SECONDS, OPERATION_TIMEOUT_SECONDS, chunks, text
 from bridge.backends.redis.keys import Keys
 from bridge.errors import BackendUnavailableError
+from bridge.outages import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Subscriptions:
         self._was_live = False
         self._sessions = 0
         self._first_attempt = asyncio.Event()
+        self._outage = OutageLog(log, "Redis pub/sub connection")
         self._task: asyncio.Task[None] | None = None
         self.live = False
         self.down = asyncio.Event()  # set while no connection is live (tests await it)
@@ -216,10 +218,7 @@ class Subscriptions:
             try:
                 await self._session(self._pool.make_connection())  # type: ignore[no-untyped-call]
             except (RedisError, OSError, _ConnectionLost) as exc:
-                if self._sessions != sessions:
-                    log.warning("Redis pub/sub connection lost (%s); reconnecting", str(exc) or type(exc).__name__)
-                elif failures == 0:
-                    log.warning("cannot open the Redis pub/sub connection (%s); retrying", exc)
+                self._outage.failed(str(exc) or type(exc).__name__)
             except Exception:
                 log.exception("Redis pub/sub connection failed; reconnecting")
             finally:
@@ -258,6 +257,7 @@ class Subscriptions:
                         raise _ConnectionLost("the connection closed during the handshake")
             self.live = True
             self.down.clear()
+            self._outage.recovered()
             self._first_attempt.set()
             self._sessions += 1
             resync, self._was_live = self._was_live, True
