@@ -71,6 +71,9 @@ test.describe("Chat page (useRealtimeStream over the WebSocket)", () => {
     await second.goto(url);
 
     await page.reload();
+    // The form shows what this reply was asked with, not the defaults.
+    await expect(page.getByTestId("chat-prompt")).toHaveValue(prompt);
+    await expect(page.getByTestId("chat-delay")).toHaveValue("110");
     const reloaded = page.getByTestId("chat-card");
     await expect(reloaded.getByTestId("chat-reply")).toHaveText(expected);
     await expect(reloaded.getByTestId("chat-status")).toHaveText("COMPLETED");
@@ -78,6 +81,7 @@ test.describe("Chat page (useRealtimeStream over the WebSocket)", () => {
     // Never more parts than the stream has: no chunk was shown twice at any point.
     expect(Math.max(...(await renderedCounts(reloaded, "chat")))).toBe(total);
 
+    await expect(second.getByTestId("chat-prompt")).toHaveValue(prompt);
     const other = second.getByTestId("chat-card");
     await expect(other.getByTestId("chat-reply")).toHaveText(expected);
     await expect(other.getByTestId("chat-token-count")).toHaveText(String(total));

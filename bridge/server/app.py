@@ -58,9 +58,11 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
         if worker:
             await worker.start()
         app.state.worker = worker
+        app.state.running = True
         try:
             yield
         finally:
+            app.state.running = False
             if worker:
                 # In memory nothing outlives this process: no point letting runs reach their next step.
                 await worker.stop(grace=None if settings.redis_url else 0)
@@ -87,6 +89,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
         routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error}
     )
     app.state.bridge = bridge
+    app.state.running = False  # True from the end of the lifespan's start to the start of its stop
     app.state.topics = TopicRouter(bridge.hub)
     app.state.feed_sessions = feed_sessions
     return app

@@ -12,15 +12,25 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from tests.conftest import RunningServer
+from bridge.config import Settings
 
 HARNESS_DIR = Path(__file__).resolve().parents[2] / "e2e" / "official-client"
 DEFAULT_TIMEOUT_SECONDS = 45.0
 _SLACK_SECONDS = 10.0  # the script's own timeout fires this much earlier, so it still prints its partial result
+
+
+class Reachable(Protocol):
+    """A bridge the scripts talk to: the test server (`RunningServer`), or one mounted in an app."""
+
+    @property
+    def url(self) -> str: ...  # the official clients' baseURL
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 class HarnessMissingError(RuntimeError):
@@ -60,7 +70,7 @@ class HarnessResult:
 
 
 async def run_script(
-    server: RunningServer,
+    server: Reachable,
     script: str,
     *args: str,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,

@@ -24,7 +24,12 @@ from bridge.runtime.feeds import FeedSpec
 from bridge.server.topics import TopicRouter
 from bridge.server.websocket.dispatch import handle_frame
 from bridge.server.websocket.outbox import Outbox
-from bridge.server.websocket.protocol import CLOSE_SLOW_CONSUMER, error_frame, welcome_frame
+from bridge.server.websocket.protocol import (
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_SLOW_CONSUMER,
+    error_frame,
+    welcome_frame,
+)
 from bridge.server.websocket.subscriptions import (
     AnySubscription,
     FeedSubscription,
@@ -171,6 +176,9 @@ class Connection:
             raw = message.get("text")
             if raw is None:
                 raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+            if _over(raw, self.limits.max_frame_bytes):
+                # `realtime-bridge serve` has uvicorn refuse it unread; a host app's server may allow more.
+                await self._close(CLOSE_MESSAGE_TOO_BIG, "frame too large")
             await handle_frame(self, raw)
 
     # subscriptions (dispatch.Session)
@@ -264,6 +272,11 @@ class Connection:
             }
         )
         self._spawn(self.drop(subscription))
+
+
+def _over(text: str, limit: int) -> bool:
+    """Whether `text` takes more than `limit` bytes in UTF-8; encoded only when its length cannot tell."""
+    return len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit)
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

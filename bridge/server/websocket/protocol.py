@@ -10,6 +10,7 @@ from bridge.runtime.access import INVALID_TOKEN_MESSAGE, Principal, authenticate
 
 PROTOCOL_VERSION = 1
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_MESSAGE_TOO_BIG = 1009  # a client frame over Limits.max_frame_bytes (RFC 6455)
 MAX_SUBSCRIPTION_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 16_384
 

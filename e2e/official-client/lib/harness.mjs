@@ -217,6 +217,9 @@ export function summarizeRun(run) {
  * Watch state for one run rendered by a realtime hook: distinct statuses in order,
  * the latest run object, onComplete calls, and feed requests made after completion.
  */
+// The path BRIDGE_URL adds in front of every route: "" at a server's root, "/realtime" under a mount.
+const basePath = config.baseURL ? new URL(config.baseURL).pathname.replace(/\/$/, "") : "";
+
 export function createRunWatch() {
   let settle;
   const watch = {
@@ -261,7 +264,7 @@ export function createRunWatch() {
         ? null
         : state.requests.filter(
             (r) =>
-              r.path.startsWith("/realtime/v1/runs") &&
+              r.path.startsWith(`${basePath}/realtime/v1/runs`) &&
               r.t >= watch.onCompleteAtMs &&
               r.error !== "aborted"
           ).length,

@@ -108,7 +108,14 @@ export function App() {
         {route.path === "run" && <RunPage />}
         {route.path === "dashboard" && <DashboardPage tag={route.params.get("tag") || "demo"} />}
         {route.path === "ten" && <TenHooksPage />}
-        {route.path === "chat" && <ChatPage runId={route.params.get("run")} token={route.params.get("token")} />}
+        {route.path === "chat" && (
+          <ChatPage
+            runId={route.params.get("run")}
+            token={route.params.get("token")}
+            sentPrompt={route.params.get("prompt")}
+            sentDelay={route.params.get("delay")}
+          />
+        )}
         {route.path === "approval" && (
           <ApprovalPage runId={route.params.get("run")} token={route.params.get("token")} />
         )}

@@ -1,5 +1,5 @@
 import { useInputStreamSend, useRealtimeRun, useRealtimeStream } from "@realtime-bridge/react-hooks";
-import { useCallback, useRef, useState, type FormEvent } from "react";
+import { useCallback, useEffect, useRef, useState, type FormEvent } from "react";
 import { baseURL, triggerRun } from "../api";
 import { isFinal } from "../runs";
 import { ChatReply, type Chat, type ChatOutput } from "../components/ChatReply";
@@ -9,9 +9,29 @@ import { useAction } from "../components/useAction";
 
 const SUGGESTIONS = ["Hello", "What is realtime-bridge?", "Tell me about streams"];
 
-/** The run the page shows lives in the URL hash (#/chat?run=…&token=…): a reload re-attaches to it. */
-export function chatHash(page: "chat" | "official", runId: string, token: string): string {
-  return `#/${page}?${new URLSearchParams({ run: runId, token }).toString()}`;
+const DEFAULT_PROMPT = "Hello";
+const DEFAULT_DELAY_MS = 45;
+const MAX_DELAY_MS = 2000;
+
+/** What a prompt was sent with: kept in the URL beside its run, so the form always matches the reply shown. */
+export type Sent = { prompt: string; delayMs: number };
+
+/**
+ * The run the page shows lives in the URL hash (#/chat?run=…&token=…&prompt=…&delay=…): a reload
+ * re-attaches to it, and the form shows the prompt and delay that reply was sent with.
+ */
+export function chatHash(page: "chat" | "official", runId: string, token: string, sent?: Sent): string {
+  const params = new URLSearchParams({ run: runId, token });
+  if (sent) {
+    params.set("prompt", sent.prompt);
+    params.set("delay", String(sent.delayMs));
+  }
+  return `#/${page}?${params.toString()}`;
+}
+
+function delayOf(value: string | null): number {
+  const delay = Number(value ?? DEFAULT_DELAY_MS);
+  return Number.isFinite(delay) ? Math.min(Math.max(delay, 0), MAX_DELAY_MS) : DEFAULT_DELAY_MS;
 }
 
 /**
@@ -95,16 +115,31 @@ function LiveReply({ runId, token }: { runId: string; token: string }) {
   );
 }
 
-export function ChatPage({ runId, token }: { runId: string | null; token: string | null }) {
-  const [prompt, setPrompt] = useState("Hello");
-  const [delayMs, setDelayMs] = useState(45);
+export function ChatPage({
+  runId,
+  token,
+  sentPrompt,
+  sentDelay,
+}: {
+  runId: string | null;
+  token: string | null;
+  sentPrompt: string | null;
+  sentDelay: string | null;
+}) {
+  const [prompt, setPrompt] = useState(sentPrompt ?? DEFAULT_PROMPT);
+  const [delayMs, setDelayMs] = useState(() => delayOf(sentDelay));
   const { busy, failure, run } = useAction();
+  // Another run in the URL (back, forward, a pasted link): the form follows the reply it shows.
+  useEffect(() => {
+    if (sentPrompt !== null) setPrompt(sentPrompt);
+    if (sentDelay !== null) setDelayMs(delayOf(sentDelay));
+  }, [runId, sentPrompt, sentDelay]);
 
   async function send(event?: FormEvent, text = prompt) {
     event?.preventDefault();
     await run(async () => {
       const started = await triggerRun("chat", { prompt: text, tokenSeconds: delayMs / 1000 });
-      window.location.hash = chatHash("chat", started.runId, started.publicAccessToken);
+      window.location.hash = chatHash("chat", started.runId, started.publicAccessToken, { prompt: text, delayMs });
     });
   }
 
@@ -154,7 +189,7 @@ export function ChatPage({ runId, token }: { runId: string | null; token: string
             <input
               type="number"
               min={0}
-              max={2000}
+              max={MAX_DELAY_MS}
               step={5}
               value={delayMs}
               onChange={(event) => setDelayMs(Number(event.target.value) || 0)}

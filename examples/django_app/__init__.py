@@ -1,0 +1,1 @@
+"""A Django project with the bridge mounted in it: see asgi.py."""

@@ -1,0 +1,1 @@
+"""A FastAPI app with the bridge mounted in it: see app.py."""
