@@ -200,7 +200,7 @@ async def append_rate(redis_url: str, chunks: int, sequential: int) -> dict[str,
         context = RunContext(run_id=run_id, task_id=TASK_ID, tags=(), batch_id=None)
         run_streams = RunStreams(bridge.engine, run_id)
         durable = DurableRun(bridge, run, journal, run_streams, contextlib.nullcontext, asyncio.Event())
-        return RunScope(context, run_streams, RunInputs(bridge.hub, bridge.broker, run_id), durable)
+        return RunScope(context, run_streams, RunInputs(bridge.hub, bridge.broker, run_id), durable, bridge)
 
     bridge = await start_bridge(redis_url)
     results: dict[str, float] = {}

@@ -2,15 +2,16 @@
 
 from bridge import task, tasks, runs, metadata, streams, steps, wait, auth, configure
 
-The SDK's modules keep the official names (`bridge.auth`, `bridge.streams`, ...); the machinery
-they drive lives in `bridge.runtime`, `bridge.backends`, `bridge.worker` and `bridge.server`.
+The SDK's modules keep the official names (`bridge.auth`, `bridge.streams`, ...); they reach a bridge
+through `bridge.client` (in this process, or a running one over HTTP: `configure(url=...)`), and the
+machinery they drive lives in `bridge.runtime`, `bridge.backends`, `bridge.worker` and `bridge.server`.
 """
 
 from importlib.metadata import version
 
 from bridge import auth, metadata, runs, steps, streams, tasks, wait
+from bridge.client.state import configure
 from bridge.errors import AbortTaskRunError
-from bridge.runtime.state import configure
 from bridge.tasks import task
 from bridge.worker.registry import RunContext
 

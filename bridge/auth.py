@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from bridge.client import state as client
 from bridge.runtime import access as tokens
-from bridge.runtime import state
 
 Expiration = str | int | float | timedelta | datetime
 
 
 def _secret_key() -> str:
-    return state.configured().settings.secret_key
+    return client.configured().secret_key
 
 
 def create_public_token(*, scopes: tokens.ScopeSpec, expiration_time: Expiration = tokens.DEFAULT_EXPIRATION) -> str:

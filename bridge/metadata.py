@@ -8,13 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.errors import ValidationError
-from bridge.runtime import state
 from bridge.worker.context import require_run_scope
 
 
 async def _change(what: str, change: Any) -> dict[str, Any]:
     scope = require_run_scope(f"metadata.{what}")
-    engine = (await state.current()).engine
+    engine = scope.bridge.engine
     if scope.durable.in_live_step:  # part of the step's effect: applied when the step runs, not counted
         return await engine.update_metadata(scope.context.run_id, change)
     # Numbered from the top of the task: a replayed change that an earlier execution applied is skipped.
@@ -25,8 +24,8 @@ async def _change(what: str, change: Any) -> dict[str, Any]:
 
 
 async def current() -> dict[str, Any]:
-    context = require_run_scope("metadata.current").context
-    return (await (await state.current()).engine.retrieve(context.run_id)).metadata
+    scope = require_run_scope("metadata.current")
+    return (await scope.bridge.engine.retrieve(scope.context.run_id)).metadata
 
 
 async def get(key: str, default: Any = None) -> Any:

@@ -55,6 +55,14 @@ def iso_from_ms(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def ms_from_iso(text: str | None) -> int | None:
+    """The inverse of `iso_from_ms` (any ISO 8601 time with a zone; a naive one is UTC)."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
 def new_id(prefix: str) -> str:
     """`run_` + 24 random base32-ish characters: unguessable, URL- and Redis-key-safe."""
     return prefix + secrets.token_hex(12)
@@ -148,6 +156,33 @@ class Run:
             "version": self.version,
             "attemptNumber": self.attempt_number,
         }
+
+    @classmethod
+    def from_public(cls, data: dict[str, Any]) -> Run:
+        """A run as `to_public` gives it (what a remote SDK reads); what that shape leaves out (durable
+        execution's bookkeeping) keeps its default."""
+        error = data.get("error")
+        return cls(
+            id=data["id"],
+            task_identifier=data["taskIdentifier"],
+            payload=data.get("payload"),
+            status=RunStatus(data["status"]),
+            output=data.get("output"),
+            error=RunError.from_dict(error) if error else None,
+            metadata=data.get("metadata") or {},
+            tags=list(data.get("tags") or []),
+            created_at=ms_from_iso(data["createdAt"]) or 0,
+            updated_at=ms_from_iso(data.get("updatedAt")) or 0,
+            started_at=ms_from_iso(data.get("startedAt")),
+            finished_at=ms_from_iso(data.get("finishedAt")),
+            idempotency_key=data.get("idempotencyKey"),
+            batch_id=data.get("batchId"),
+            is_test=bool(data.get("isTest")),
+            realtime_streams=list(data.get("realtimeStreams") or []),
+            number=data.get("number", 0),
+            version=data.get("version", 0),
+            attempt_number=data.get("attemptNumber", 0),
+        )
 
     def to_storage(self) -> bytes:
         return orjson.dumps({f.name: _storable(getattr(self, f.name)) for f in fields(self)})

@@ -9,20 +9,14 @@ async for chunk in ai.read(run_id): ...       # anywhere: every chunk, once, in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+from bridge.client import state as client
 from bridge.durations import parse_duration_seconds
-from bridge.runtime import state
-from bridge.runtime.input_streams import (
-    Handler,
-    InputChannel,
-    InputStreamTimeoutError,
-    Subscription,
-    input_key,
-    send_input,
-)
-from bridge.runtime.output_streams import check_stream_key
+from bridge.runtime.input_streams import Handler, InputChannel, InputStreamTimeoutError, Subscription, input_key
+from bridge.runtime.output_streams import check_start_index, check_stream_key
 from bridge.worker.context import require_run_scope
 
 DEFAULT_KEY = "default"
@@ -103,10 +97,11 @@ class OutputStream:
     ) -> AsyncIterator[Any]:
         """Every chunk of `run_id`'s stream from `start_index`; ends when the run finished and all
         were read, or after `timeout_in_seconds` without a new chunk."""
-        bridge = await state.current()
-        async with bridge.output_streams.reader(run_id, self.key, start_index, timeout_in_seconds) as reader:
-            async for chunk in reader.chunks():
-                yield chunk.value()
+        start = check_start_index(start_index, "start_index")
+        transport = await client.current()
+        async with contextlib.aclosing(transport.read(run_id, self.key, start, timeout_in_seconds)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
 
 def define(key: str = DEFAULT_KEY) -> OutputStream:
@@ -149,7 +144,7 @@ class InputStream:
 
         With `idempotency_key` (e.g. a UUID made once per value), sending again with the same key (to
         the same run and stream) stores nothing: a send retried after an error is delivered once."""
-        await send_input((await state.current()).engine, run_id, self.id, data, idempotency_key)
+        await (await client.current()).send_input(run_id, self.id, data, idempotency_key)
 
     def _channel(self, what: str) -> InputChannel:
         return require_run_scope(f"{self.id}.{what}").inputs.channel(self.id)

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from bridge.client import state as client
+from bridge.client.results import BatchHandle, RunHandle
 from bridge.config import Limits
-from bridge.models import Run
-from bridge.runtime import state
-from bridge.runtime.access import create_public_token, run_access_token
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.retries import RetryPolicy
 from bridge.worker.registry import TaskDefinition, TaskFunction, TaskRegistry, default_registry
-
-
-@dataclass(frozen=True)
-class RunHandle:
-    id: str
-    task_identifier: str
-    public_access_token: str
-    is_cached: bool
-
-
-@dataclass(frozen=True)
-class BatchHandle:
-    batch_id: str
-    runs: list[RunHandle]
-    public_access_token: str  # reads every run of the batch
 
 
 class Task(TaskDefinition):
@@ -54,10 +37,6 @@ def task(
     return lambda function: (registry or default_registry).register(Task.of(id, function, retry))
 
 
-def _handle(secret_key: str, run: Run, created: bool) -> RunHandle:
-    return RunHandle(run.id, run.task_identifier, run_access_token(secret_key, run.id), not created)
-
-
 async def trigger(
     task_id: str,
     payload: Any = None,
@@ -69,7 +48,6 @@ async def trigger(
     max_attempts: int | None = None,
 ) -> RunHandle:
     """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run."""
-    bridge = await state.current()
     options = TriggerOptions(
         tags=[tags] if isinstance(tags, str) else list(tags or []),
         idempotency_key=idempotency_key,
@@ -77,19 +55,16 @@ async def trigger(
         metadata=metadata,
         max_attempts=max_attempts,
     )
-    run, created = await bridge.engine.trigger(task_id, payload, options)
-    return _handle(bridge.settings.secret_key, run, created)
+    return await (await client.current()).trigger(task_id, payload, options)
 
 
 async def batch_trigger(task_id: str, items: list[dict[str, Any]]) -> BatchHandle:
     """`items` like the official SDK: `[{"payload": ..., "options": {"tags": [...], ...}}, ...]`."""
-    bridge = await state.current()
     prepared = []
     for item in items:
         options = item.get("options") or {}
         prepared.append(
             (
-                task_id,
                 item.get("payload"),
                 TriggerOptions(
                     tags=list(options.get("tags") or []),
@@ -100,10 +75,4 @@ async def batch_trigger(task_id: str, items: list[dict[str, Any]]) -> BatchHandl
                 ),
             )
         )
-    batch_id, results = await bridge.engine.batch_trigger(prepared)
-    secret = bridge.settings.secret_key
-    return BatchHandle(
-        batch_id=batch_id,
-        runs=[_handle(secret, run, created) for run, created in results],
-        public_access_token=create_public_token(secret, [f"read:batch:{batch_id}"], "1h"),
-    )
+    return await (await client.current()).batch_trigger(task_id, prepared)

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from bridge.client import state as client
+from bridge.client.local import created_token
+from bridge.client.results import CreatedToken, RetrievedToken
 from bridge.durations import deadline_from
 from bridge.errors import ValidationError
 from bridge.models import now_ms
-from bridge.runtime import state
-from bridge.runtime.access import waitpoint_access_token
-from bridge.runtime.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, WaitToken, timeout_error
+from bridge.runtime.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, timeout_error
 from bridge.worker.context import current_run_scope, require_run_scope
 
 T = TypeVar("T")
@@ -45,14 +46,6 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class CreatedToken:
-    id: str
-    url: str  # POST JSON here to complete the token (a webhook's target); it carries its own signature
-    public_access_token: str  # completes this token only (`write:waitpoints:<id>`), for 24 hours
-    is_cached: bool  # True when an idempotency key returned an existing token
-
-
-@dataclass(frozen=True)
 class TokenResult(Generic[T]):
     """What `for_token` returns: `ok` with the completion's `output`, or not ok with the timeout `error`."""
 
@@ -67,30 +60,11 @@ class TokenResult(Generic[T]):
         return self.output  # type: ignore[return-value]  # None is a valid completion value
 
 
-@dataclass(frozen=True)
-class RetrievedToken:
-    id: str
-    url: str
-    status: TokenStatus
-    created_at: datetime
-    timeout_at: datetime  # without a timeout given: when the retention ends (the token is deleted then)
-    tags: list[str]
-    completed_at: datetime | None = None
-    idempotency_key: str | None = None
-    idempotency_key_expires_at: datetime | None = None
-    output: Any = None  # the completion's data when COMPLETED
-    error: WaitpointTimeoutError | None = None  # set when TIMED_OUT
-
-
 TokenRef = str | CreatedToken | RetrievedToken
 
 
 def _token_id(token: TokenRef) -> str:
     return token if isinstance(token, str) else token.id
-
-
-def _datetime(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 async def create_token(
@@ -104,7 +78,12 @@ async def create_token(
     ahead; a past date times out at once); without one it times out when the retention ends (7 days by
     default), when it would be deleted. The same `idempotency_key` within its TTL (default: the token's
     life) returns the same token with `is_cached=True`."""
-    bridge = await state.current()
+    scope = current_run_scope()
+    if scope is None:
+        return await (await client.current()).create_token(
+            timeout=timeout, idempotency_key=idempotency_key, idempotency_key_ttl=idempotency_key_ttl, tags=tags
+        )
+    bridge = scope.bridge
 
     async def create() -> dict[str, Any]:
         token, created = await bridge.waitpoints.create(
@@ -112,14 +91,9 @@ async def create_token(
         )
         return {"id": token.id, "isCached": not created}
 
-    scope = current_run_scope()  # in a task, a durable step: a resumed run gets the token it created before
-    created = await (scope.durable.step("wait.create_token", idempotency_key or "", create) if scope else create())
-    return CreatedToken(
-        id=created["id"],
-        url=bridge.waitpoints.callback_url(created["id"]),
-        public_access_token=waitpoint_access_token(bridge.settings.secret_key, created["id"]),
-        is_cached=created["isCached"],
-    )
+    # In a task, a durable step: a resumed run gets the token it created before.
+    created = await scope.durable.step("wait.create_token", idempotency_key or "", create)
+    return created_token(bridge, created["id"], created["isCached"])
 
 
 async def for_token(token: TokenRef) -> TokenResult[Any]:
@@ -158,37 +132,18 @@ async def until(date: datetime, *, throw_if_in_the_past: bool = False) -> None:
 
 
 async def _pause(seconds: float, what: str) -> None:
-    durable = require_run_scope(what).durable
-    limit = (await state.current()).settings.limits.max_wait_token_timeout_seconds
+    scope = require_run_scope(what)
+    limit = scope.bridge.settings.limits.max_wait_token_timeout_seconds
     if seconds > limit:
         raise ValidationError(f"{what}: at most {limit / 86400:g} days")
-    await durable.sleep_until(what, now_ms() + int(seconds * 1000))
+    await scope.durable.sleep_until(what, now_ms() + int(seconds * 1000))
 
 
 async def complete_token(token: TokenRef, data: Any = None) -> None:
     """Completes the token with `data` (any JSON value, at most 1 MiB encoded). Completing a token that
     is already done succeeds and keeps its first output. NotFoundError for an unknown token."""
-    await (await state.current()).waitpoints.complete(_token_id(token), data)
+    await (await client.current()).complete_token(_token_id(token), data)
 
 
 async def retrieve_token(token: TokenRef) -> RetrievedToken:
-    bridge = await state.current()
-    found = await bridge.waitpoints.retrieve(_token_id(token))
-    return _retrieved(found, bridge.waitpoints.callback_url(found.id))
-
-
-def _retrieved(token: WaitToken, url: str) -> RetrievedToken:
-    timed_out = token.status is TokenStatus.TIMED_OUT
-    return RetrievedToken(
-        id=token.id,
-        url=url,
-        status=token.status,
-        created_at=datetime.fromtimestamp(token.created_at / 1000, tz=UTC),
-        tags=list(token.tags),
-        timeout_at=datetime.fromtimestamp(token.timeout_at / 1000, tz=UTC),
-        completed_at=_datetime(token.completed_at),
-        idempotency_key=token.idempotency_key,
-        idempotency_key_expires_at=_datetime(token.idempotency_key_expires_at),
-        output=None if timed_out else token.output,
-        error=token.timeout_error() if timed_out else None,
-    )
+    return await (await client.current()).retrieve_token(_token_id(token))

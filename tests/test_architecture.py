@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runtime", ("bridge.runtime",)),
     ("worker", ("bridge.worker",)),
     ("server", ("bridge.server",)),
+    ("client", ("bridge.client",)),
     (
         "sdk",
         (

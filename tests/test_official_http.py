@@ -729,22 +729,24 @@ async def test_batch_two_phase_dedups_by_index_and_feeds_the_batch(
     ]
     sent = await _send_items(http, server, batch_id, _ndjson(items))
     assert sent.status_code == 200, sent.text
-    assert sent.json() == {"id": batch_id, "itemsAccepted": 3, "itemsDeduplicated": 0, "sealed": True}
-    again = await _send_items(http, server, batch_id, _ndjson(items))
-    assert again.json() == {"id": batch_id, "itemsAccepted": 0, "itemsDeduplicated": 3, "sealed": True}
+    answer = sent.json()
+    item_runs = answer.pop("runs")  # the bridge's addition: each item's run, in the request's order
+    assert answer == {"id": batch_id, "itemsAccepted": 3, "itemsDeduplicated": 0, "sealed": True}
+    assert [(item["index"], item["isCached"]) for item in item_runs] == [(0, False), (1, False), (2, False)]
+    again = (await _send_items(http, server, batch_id, _ndjson(items[::-1]))).json()
+    assert again.pop("runs") == item_runs[::-1]  # a repeated request learns the runs the first one triggered
+    assert again == {"id": batch_id, "itemsAccepted": 0, "itemsDeduplicated": 3, "sealed": True}
 
     response = await feed(http, f"/realtime/v1/batches/{batch_id}", bearer(batch_token))
     assert response.status_code == 200
     run_ids = [row["value"]["id"] for row in rows(response)]
-    assert len(run_ids) == 3
-    outputs = []
-    for run_id in run_ids:
-        run = await until_final(run_id)
+    assert sorted(run_ids) == sorted(item["id"] for item in item_runs)
+    for item in item_runs:
+        run = await until_final(item["id"])
         assert run.batch_id == batch_id and run.tags == ["bt"]
-        outputs.append(run.output["echo"]["i"])
-        retrieved = (await http.get(f"/api/v3/runs/{run_id}", headers=bearer(batch_token))).json()
+        assert run.output["echo"]["i"] == item["index"]
+        retrieved = (await http.get(f"/api/v3/runs/{run.id}", headers=bearer(batch_token))).json()
         assert retrieved["batchId"] == batch_id and retrieved["triggerFunction"] == "batchTrigger"
-    assert sorted(outputs) == [0, 1, 2]
 
 
 async def test_batch_refuses_bad_items_without_triggering_any(server: RunningServer, http: httpx.AsyncClient) -> None:

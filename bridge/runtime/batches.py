@@ -1,6 +1,6 @@
 """The official two-phase batch: phase one reserves a batch id and remembers how many runs it
 will hold; phase two triggers items by their index, each index at most once (a retried request
-adds nothing twice). Both are remembered for the retention.
+adds nothing twice, and learns the runs the first one triggered). All is remembered for the retention.
 
 (`RunEngine.batch_trigger` is the one-call batch of the Python SDK.)
 """
@@ -8,8 +8,10 @@ adds nothing twice). Both are remembered for the retention.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from bridge.errors import NotFoundError, ValidationError
 from bridge.models import new_id
@@ -24,6 +26,29 @@ class BatchItem:
     task_id: str
     payload: Any
     options: TriggerOptions
+
+
+@dataclass(frozen=True)
+class ItemRun:
+    """The run an item triggered; `id` is None while the request that first sent the item still triggers it."""
+
+    index: int
+    id: str | None = None
+    is_cached: bool = False  # its idempotency key returned an existing run
+
+    def to_public(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "isCached": self.is_cached}
+
+    @classmethod
+    def from_public(cls, data: dict[str, Any]) -> ItemRun:
+        return cls(data["index"], data["id"], data["isCached"])
+
+
+@dataclass
+class AddedItems:
+    accepted: int = 0
+    deduplicated: int = 0
+    runs: list[ItemRun] = field(default_factory=list)  # one per item of the request, in its order
 
 
 def _run_count_key(batch_id: str) -> str:
@@ -65,18 +90,25 @@ class Batches:
             raise NotFoundError(f"Batch not found: {batch_id[:MAX_BATCH_ID_LENGTH]}")
         return int(announced)
 
-    async def add_items(self, batch_id: str, items: Sequence[BatchItem]) -> tuple[int, int]:
-        """Phase two: triggers each item whose index was not sent before; returns (accepted, deduplicated).
-        All or nothing: every item is checked before any index is marked sent."""
+    async def add_items(self, batch_id: str, items: Sequence[BatchItem]) -> AddedItems:
+        """Phase two: triggers each item whose index was not sent before. All or nothing: every item is
+        checked before any index is marked sent."""
         if len(items) > self._limits.max_batch_items:
             raise ValidationError(f"a batch has at most {self._limits.max_batch_items} items")
         for item in items:
             await self._engine.check_trigger(item.task_id, item.payload, item.options)
-        accepted = deduplicated = 0
+        added = AddedItems()
         for item in items:
+            run_key = f"batch-run:{batch_id}:{item.index}"
             if not await self._broker.claim_once(f"batch-item:{batch_id}:{item.index}", self._retention):
-                deduplicated += 1
+                added.deduplicated += 1
+                stored = await self._broker.get_value(run_key)  # None while the first request still triggers it
+                added.runs.append(ItemRun.from_public(orjson.loads(stored)) if stored else ItemRun(item.index))
                 continue
-            await self._engine.trigger(item.task_id, item.payload, item.options, batch_id=batch_id)
-            accepted += 1
-        return accepted, deduplicated
+            run, created = await self._engine.trigger(item.task_id, item.payload, item.options, batch_id=batch_id)
+            # Remembered, so a request repeated after its answer was lost learns its runs too.
+            ran = ItemRun(item.index, run.id, not created)
+            await self._broker.put_value(run_key, orjson.dumps(ran.to_public()), self._retention)
+            added.accepted += 1
+            added.runs.append(ran)
+        return added

@@ -9,6 +9,7 @@ published between the snapshot and the live feed is lost or shown twice.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +71,14 @@ class FeedSpec:
         if self.kind == "tags":
             return run.created_at >= self.since_ms and all(tag in run.tags for tag in self.tags)
         return True
+
+    def admits(self, run: Run, seen: Mapping[str, int]) -> bool:
+        """Whether a consumer that has `seen` (run id -> newest version) takes this state of `run`: it belongs
+        to the feed and is newer, and a tags feed is not full yet (like the official feed, it holds at most
+        `limit` runs)."""
+        if not self.matches(run) or run.version <= seen.get(run.id, 0):
+            return False
+        return self.kind != "tags" or run.id in seen or len(seen) < self.limit
 
     async def snapshot(self, runs: RunStore) -> list[Run]:
         if self.kind == "run":
@@ -158,10 +167,8 @@ class FeedCursor:
             self._resync_needed = True
         else:
             run = message.run
-            if not self.spec.matches(run) or run.version <= self._seen.get(run.id, 0):
+            if not self.spec.admits(run, self._seen):
                 return
-            if self.spec.kind == "tags" and run.id not in self._seen and len(self._seen) >= self.spec.limit:
-                return  # the feed is full; like the official feed it holds at most `limit` runs
             self._pending.pop(run.id, None)  # re-insert: the order of pending follows the latest change
             self._pending[run.id] = run
         self._changed.set()

@@ -32,8 +32,13 @@ def use(bridge: Bridge) -> None:
     _ready = True
 
 
+def in_use() -> Bridge | None:
+    """The bridge configured or handed over so far, if any."""
+    return _bridge
+
+
 def configured() -> Bridge:
-    """The SDK's bridge, configured from the environment if nobody configured one; not started."""
+    """The process's bridge, configured from the environment if nobody configured one; not started."""
     return _bridge or configure()
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from bridge.worker.registry import RunContext
 
 if TYPE_CHECKING:
+    from bridge.runtime.core import Bridge
     from bridge.runtime.input_streams import RunInputs
     from bridge.runtime.output_streams import RunStreams
     from bridge.worker.durable import DurableRun
@@ -24,6 +25,7 @@ class RunScope:
     streams: RunStreams
     inputs: RunInputs
     durable: DurableRun  # its durable steps: replayed from the journal, or run live and recorded
+    bridge: Bridge  # the bridge executing it: every SDK call the task makes goes there, whatever `configure` says
 
 
 _current_scope: ContextVar[RunScope | None] = ContextVar("current_run_scope", default=None)

@@ -198,7 +198,7 @@ class Worker:
         run_streams = RunStreams(engine, run.id, resumed=execution > 1)
         run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
         durable = DurableRun(self.bridge, run, journal, run_streams, lambda: self._suspended(run.id), self._stopping)
-        scope = RunScope(context, run_streams, run_inputs, durable)
+        scope = RunScope(context, run_streams, run_inputs, durable, self.bridge)
         # Once the run is final, `on` handlers still get the input values accepted before. An execution that
         # leaves the run unfinished (parked, handed back, fenced, retried later) stops reading at once: the
         # next execution reads every value again, and draining would hold this one (a stopping worker too).

@@ -125,7 +125,8 @@ async def create_batch(request: Request) -> Response:
 
 @handles_errors
 async def add_batch_items(request: Request) -> Response:
-    """Phase two: NDJSON items (`{"index", "task", "payload", "options"}`), deduplicated by index."""
+    """Phase two: NDJSON items (`{"index", "task", "payload", "options"}`), deduplicated by index; the answer
+    lists each item's run (`runs`), which the Python SDK's `batch_trigger` hands back."""
     bridge = bridge_of(request)
     principal = principal_of(request)
     batch_id = request.path_params["batch_id"]
@@ -152,8 +153,16 @@ async def add_batch_items(request: Request) -> Response:
                 index, item["task"], payload, _trigger_options(options, None, bridge.settings.limits.max_attempts)
             )
         )
-    accepted, deduplicated = await bridge.batches.add_items(batch_id, items)
-    return json_response({"id": batch_id, "itemsAccepted": accepted, "itemsDeduplicated": deduplicated, "sealed": True})
+    added = await bridge.batches.add_items(batch_id, items)
+    return json_response(
+        {
+            "id": batch_id,
+            "itemsAccepted": added.accepted,
+            "itemsDeduplicated": added.deduplicated,
+            "sealed": True,
+            "runs": [run.to_public() for run in added.runs],  # the bridge's addition: official clients ignore it
+        }
+    )
 
 
 def retrieve_run_body(run: Run) -> dict[str, Any]:
