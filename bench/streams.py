@@ -340,7 +340,7 @@ class SseClient(asyncio.Protocol):
             self.sink.ready += 1
             self.ready.set()
             buffer = buffer[end + 4 :]
-        # Each event is one chunk of the chunked body: "<hex>\r\nid: N\ndata: JSON\n\n\r\n".
+        # Each event is one chunk of the chunked body: "<hex>\r\nid: N-<epoch>\ndata: JSON\n\n\r\n".
         position = 0
         while True:
             start = buffer.find(b"id: ", position)
@@ -351,7 +351,7 @@ class SseClient(asyncio.Protocol):
             if end < 0:
                 position = start
                 break
-            index = int(buffer[start + 4 : data_at])
+            index = int(buffer[start + 4 : data_at].partition(b"-")[0])
             self.sink.chunk(index, self.next_index, buffer[data_at + 7 : end], now)
             self.next_index = index + 1
             position = end + 2
