@@ -340,7 +340,7 @@ class SseClient(asyncio.Protocol):
             self.sink.ready += 1
             self.ready.set()
             buffer = buffer[end + 4 :]
-        # Each event is one chunk of the chunked body: "<hex>\r\nid: N\ndata: JSON\n\n\r\n".
+        # Each event is one chunk of the chunked body: "<hex>\r\nid: N-<epoch>\ndata: JSON\n\n\r\n".
         position = 0
         while True:
             start = buffer.find(b"id: ", position)
@@ -351,7 +351,7 @@ class SseClient(asyncio.Protocol):
             if end < 0:
                 position = start
                 break
-            index = int(buffer[start + 4 : data_at])
+            index = int(buffer[start + 4 : data_at].partition(b"-")[0])
             self.sink.chunk(index, self.next_index, buffer[data_at + 7 : end], now)
             self.next_index = index + 1
             position = end + 2
@@ -563,6 +563,7 @@ class PipelinedWriter:
     sha: str | None = None
 
     def __init__(self, broker: Any, writer: Any) -> None:
+        from bridge.backends.base import new_epoch
         from bridge.backends.channels import stream_channel
 
         self.broker = broker
@@ -571,9 +572,11 @@ class PipelinedWriter:
         self.keys = [
             conn.keys.run_stream(writer.run_id, writer.key),
             conn.keys.run_stream_failure(writer.run_id, writer.key),
+            conn.keys.run_stream_epoch(writer.run_id, writer.key),
         ]
         # At the stream's end (no expected index): this bench's writers share no stream.
-        self.head = [conn.retention_ms, conn.keys.wire(stream_channel(writer.run_id, writer.key)), ""]
+        channel = conn.keys.wire(stream_channel(writer.run_id, writer.key))
+        self.head = [conn.retention_ms, channel, "", new_epoch()]
 
     async def enqueue(self, value: object) -> asyncio.Future[int]:
         stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -592,7 +595,7 @@ class PipelinedWriter:
             batch, PipelinedWriter.queue = PipelinedWriter.queue, []
             pipe = redis.pipeline(transaction=False)
             for writer, data, _ in batch:
-                pipe.evalsha(sha, 2, *writer.keys, *writer.head, data)
+                pipe.evalsha(sha, len(writer.keys), *writer.keys, *writer.head, data)
             try:
                 firsts = await pipe.execute()
             except Exception as exc:

@@ -104,6 +104,20 @@ class StreamFailedError(BridgeError):
         self.next_index = next_index
 
 
+class StreamResetError(BridgeError):
+    """A stream's storage was lost or replaced (Redis flushed, a failover to a replica that missed writes, the
+    retention passed, an in-memory bridge restarted): its epoch is not the one a reader read under, or it holds
+    fewer chunks than the reader already read. What the reader holds may not be what the stream holds now, so
+    it must not resume at `next_index`: it can only read the stream again from index 0, without an epoch."""
+
+    code = "stream_reset"
+    status = 409
+
+    def __init__(self, message: str, next_index: int) -> None:
+        super().__init__(message)
+        self.next_index = next_index  # where the reader was
+
+
 class NonDeterminismError(BridgeError):
     """A replayed run reached a durable step that differs from its journal at the same position: the task's
     code changed (or depends on something outside its steps) since the run recorded that step."""

@@ -96,7 +96,10 @@ class OutputStream:
         self, run_id: str, *, start_index: int = 0, timeout_in_seconds: float | None = 60
     ) -> AsyncIterator[Any]:
         """Every chunk of `run_id`'s stream from `start_index`; ends when the run finished and all
-        were read, or after `timeout_in_seconds` without a new chunk."""
+        were read, or after `timeout_in_seconds` without a new chunk. Raises StreamFailedError (from
+        bridge.errors) once every chunk of a stream that failed was read, and StreamResetError when the
+        stream's storage was lost or replaced while it read (or before: `start_index` past what is stored),
+        so what it yielded may differ from what the stream now holds."""
         start = check_start_index(start_index, "start_index")
         transport = await client.current()
         async with contextlib.aclosing(transport.read(run_id, self.key, start, timeout_in_seconds)) as chunks:

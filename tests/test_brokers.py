@@ -22,12 +22,11 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge.backends import create_broker
-from bridge.backends.base import Broker, Delivery
+from bridge.backends.base import Broker, Delivery, StreamPage
 from bridge.backends.channels import (
     CANCEL_CHANNEL,
     batch_channel,
     decode_chunks_message,
-    encode_chunks_message,
     run_channel,
     stream_channel,
     tag_channel,
@@ -237,7 +236,8 @@ async def test_an_input_idempotency_key_stores_once_per_run_and_stream(broker: B
     channel = stream_channel(run.id, "$in:a")
     await broker.listen([channel])
     assert await broker.append_input(run.id, "$in:a", b"1", "k") == 0
-    assert await recorder.next() == (channel, encode_chunks_message(0, [b"1"]))
+    message = await recorder.next()
+    assert message[0] == channel and decode_chunks_message(message[1])[::2] == (0, [b"1"])
     assert await broker.append_input(run.id, "$in:a", b"2", "k") == 0  # stored and published nothing
     await broker.publish(channel, b"marker")
     assert await recorder.next() == (channel, b"marker")
@@ -245,8 +245,8 @@ async def test_an_input_idempotency_key_stores_once_per_run_and_stream(broker: B
     assert await broker.append_input(run.id, "$in:a", b"4") == 2
     assert await broker.append_input(run.id, "$in:b", b"5", "k") == 0  # per stream
     assert await broker.append_input(other.id, "$in:a", b"6", "k") == 0  # per run
-    assert await broker.read_chunks(run.id, "$in:a", 0, 10, 1000) == [b"1", b"3", b"4"]
-    assert await broker.read_chunks(other.id, "$in:a", 0, 10, 1000) == [b"6"]
+    assert (await broker.read_chunks(run.id, "$in:a", 0, 10, 1000)).chunks == [b"1", b"3", b"4"]
+    assert (await broker.read_chunks(other.id, "$in:a", 0, 10, 1000)).chunks == [b"6"]
 
     assert await broker.replace_run(changed(run, status=RunStatus.COMPLETED), 1)
     assert await broker.append_input(run.id, "$in:a", b"2", "k") == 0  # accepted before it finished
@@ -424,20 +424,20 @@ async def test_an_append_at_an_expected_index_is_stored_once_in_order(broker: Br
     recorder = Recorder(broker)
     await broker.listen([stream_channel(run_id, key)])
     assert await broker.append_chunks(run_id, key, [b"0", b"1"], 0) == 0
-    assert decode_chunks_message((await recorder.next())[1]) == (0, [b"0", b"1"])
+    assert decode_chunks_message((await recorder.next())[1])[::2] == (0, [b"0", b"1"])
     # A retry whose first answer was lost: already there, so neither stored nor published again.
     assert await broker.append_chunks(run_id, key, [b"0", b"1"], 0) == 0
     assert await broker.append_chunks(run_id, key, [b"1"], 1) == 1
     assert await broker.append_chunks(run_id, key, [b"2"], 2) == 2
-    assert decode_chunks_message((await recorder.next())[1]) == (2, [b"2"])
+    assert decode_chunks_message((await recorder.next())[1])[::2] == (2, [b"2"])
     # other chunks there, a partial, a gap
     for chunks, first, fewer in (([b"x"], 1, False), ([b"2", b"3"], 2, False), ([b"4"], 5, True)):
         with pytest.raises(StreamOrderError) as refused:
             await broker.append_chunks(run_id, key, chunks, first)
         assert refused.value.fewer is fewer and refused.value.code == "stream_conflict"
     assert await broker.append_chunks(run_id, key, [b"3"]) == 3  # no expected index: at the end
-    assert await broker.read_chunks(run_id, key, 0, 100, 1 << 20) == [b"0", b"1", b"2", b"3"]
-    assert recorder.messages.qsize() == 1 and decode_chunks_message((await recorder.next())[1]) == (3, [b"3"])
+    assert (await broker.read_chunks(run_id, key, 0, 100, 1 << 20)).chunks == [b"0", b"1", b"2", b"3"]
+    assert recorder.messages.qsize() == 1 and decode_chunks_message((await recorder.next())[1])[::2] == (3, [b"3"])
 
 
 async def test_a_failed_stream_takes_no_more_chunks(broker: Broker, raw_redis: Redis | None) -> None:
@@ -448,7 +448,7 @@ async def test_a_failed_stream_takes_no_more_chunks(broker: Broker, raw_redis: R
     await broker.append_chunks(run_id, key, [b"0", b"1"], 0)
     await recorder.next()
     assert await broker.fail_stream(run_id, key, "the backend stayed down") == 2
-    assert decode_chunks_message((await recorder.next())[1]) == (2, [])  # no chunks: it failed at 2
+    assert decode_chunks_message((await recorder.next())[1])[::2] == (2, [])  # no chunks: it failed at 2
     assert await broker.fail_stream(run_id, key, "again") == 2  # the first failure stays
     assert await broker.stream_failure(run_id, key) == (2, "the backend stayed down")
     for first in (2, None, 0):
@@ -459,6 +459,50 @@ async def test_a_failed_stream_takes_no_more_chunks(broker: Broker, raw_redis: R
     assert await broker.stream_failure(run_id, "other") is None
     if raw_redis is not None:
         assert await raw_redis.pttl(f"{broker.settings.key_prefix}:{{{run_id}}}:stream-failed:{key}") > 0
+
+
+async def test_a_stream_gets_its_epoch_with_its_first_write_and_a_new_one_once_its_storage_is_lost(
+    broker: Broker, raw_redis: Redis | None
+) -> None:
+    """The epoch is stored in the same step as a stream's first chunk (or input value, or failure record), kept
+    as long as the stream and published with its chunks. Lost storage (the stream's keys gone, as after a
+    FLUSHALL; a new in-memory process) gives the same stream a new epoch."""
+    run = make_run()
+    await broker.insert_run(run, None, 60)
+    recorder = Recorder(broker)
+    await broker.listen([stream_channel(run.id, "ai"), stream_channel(run.id, "$in:a")])
+
+    async def state(of: Broker, key: str) -> StreamPage:
+        return await of.read_chunks(run.id, key, 0, 0, 0)
+
+    assert await state(broker, "ai") == StreamPage(None, 0, [])
+    await broker.append_chunks(run.id, "ai", [b"0"], 0)
+    epoch = (await state(broker, "ai")).epoch
+    assert epoch and decode_chunks_message((await recorder.next())[1]) == (0, epoch, [b"0"])
+    await broker.append_chunks(run.id, "ai", [b"1"], 1)
+    assert decode_chunks_message((await recorder.next())[1]).epoch == epoch
+    assert await state(broker, "ai") == StreamPage(epoch, 2, [])
+    await broker.append_input(run.id, "$in:a", b"1")
+    assert decode_chunks_message((await recorder.next())[1]).epoch == (await state(broker, "$in:a")).epoch
+    await broker.fail_stream(run.id, "empty", "down before its first chunk")
+    assert (await state(broker, "empty")).epoch
+    if raw_redis is not None:
+        stream_key, epoch_key = (
+            f"{broker.settings.key_prefix}:{{{run.id}}}:{k}:ai" for k in ("stream", "stream-epoch")
+        )
+        assert (
+            await raw_redis.pttl(epoch_key) > 0
+            and await raw_redis.pttl(stream_key) - await raw_redis.pttl(epoch_key) < 1000
+        )
+        await raw_redis.delete(stream_key, epoch_key)
+        again = broker
+    else:
+        again = MemoryBroker(broker.settings)  # the process restarted
+        await again.insert_run(run, None, 60)
+    assert await state(again, "ai") == StreamPage(None, 0, [])
+    await again.append_chunks(run.id, "ai", [b'"other"'], 0)
+    renewed = (await state(again, "ai")).epoch
+    assert renewed and renewed != epoch
 
 
 async def test_a_writer_beaten_by_another_stops_alone_and_one_missing_chunks_fails_the_stream(broker: Broker) -> None:
@@ -479,7 +523,7 @@ async def test_a_writer_beaten_by_another_stops_alone_and_one_missing_chunks_fai
     assert (await broker.stream_failure(run_id, "ai") or (0, ""))[0] == 2
     with pytest.raises(StreamFailedError):
         await other.append("after")
-    assert await broker.read_chunks(run_id, "ai", 0, 10, 1 << 20) == [b'"theirs"', b'"theirs too"']
+    assert (await broker.read_chunks(run_id, "ai", 0, 10, 1 << 20)).chunks == [b'"theirs"', b'"theirs too"']
 
 
 async def test_an_attempt_begins_only_above_the_current_one(broker: Broker) -> None:
@@ -540,16 +584,24 @@ async def test_the_memory_sweep_drops_a_journal_with_its_run_or_at_its_own_deadl
 # streams
 async def test_stream_pages_stop_at_count_and_bytes_but_never_empty(broker: Broker) -> None:
     run_id = new_id("run_")
-    assert await broker.stream_length(run_id, "s") == 0 and await broker.read_chunks(run_id, "s", 0, 10, 100) == []
+    assert await broker.stream_length(run_id, "s") == 0
+    assert await broker.read_chunks(run_id, "s", 0, 10, 100) == StreamPage(None, 0, [])
     assert await broker.append_chunks(run_id, "s", [b'"a"', b'"bb"', b"[1,2,3]"]) == 0
     assert await broker.append_chunks(run_id, "s", [b"4"]) == 3
     assert await broker.append_chunks(run_id, "other", [b"0"]) == 0  # each key is its own stream
     assert await broker.stream_length(run_id, "s") == 4
-    assert await broker.read_chunks(run_id, "s", 0, 10, 1 << 20) == [b'"a"', b'"bb"', b"[1,2,3]", b"4"]
-    assert await broker.read_chunks(run_id, "s", 1, 2, 1 << 20) == [b'"bb"', b"[1,2,3]"]
-    assert await broker.read_chunks(run_id, "s", 0, 10, 7) == [b'"a"', b'"bb"']  # a third would make 14 bytes
-    assert await broker.read_chunks(run_id, "s", 2, 10, 1) == [b"[1,2,3]"]  # the first whatever its size
-    assert await broker.read_chunks(run_id, "s", 4, 10, 100) == []
+
+    async def chunks(start: int, count: int, max_bytes: int) -> list[bytes]:
+        page = await broker.read_chunks(run_id, "s", start, count, max_bytes)
+        assert page.length == 4 and page.epoch
+        return page.chunks
+
+    assert await chunks(0, 10, 1 << 20) == [b'"a"', b'"bb"', b"[1,2,3]", b"4"]
+    assert await chunks(1, 2, 1 << 20) == [b'"bb"', b"[1,2,3]"]
+    assert await chunks(0, 10, 7) == [b'"a"', b'"bb"']  # a third would make 14 bytes
+    assert await chunks(2, 10, 1) == [b"[1,2,3]"]  # the first whatever its size
+    assert await chunks(4, 10, 100) == []
+    assert await chunks(1, 0, 100) == []  # no chunk asked: the epoch and length alone
 
 
 async def test_the_memory_backend_stores_a_small_chunk_in_its_bytes_plus_under_100() -> None:

@@ -143,7 +143,7 @@ async def test_a_send_racing_completion_is_delivered_or_refused_never_lost(serve
                 await inputs_changed.wait()
         assert sorted(seen) == accepted
         stored = await server.app_bridge.broker.read_chunks(handle.id, input_key("items"), 0, 100, MIB)
-        assert sorted(orjson.loads(v) for v in stored) == accepted  # nothing refused was stored
+        assert sorted(orjson.loads(v) for v in stored.chunks) == accepted  # nothing refused was stored
 
 
 # Idempotent sends: a send retried with its key (after an error, a reconnect) is stored once
@@ -151,7 +151,7 @@ async def test_a_send_racing_completion_is_delivered_or_refused_never_lost(serve
 
 async def stored_values(server: RunningServer, run_id: str, stream_id: str) -> list[object]:
     stored = await server.app_bridge.broker.read_chunks(run_id, input_key(stream_id), 0, 100, MIB)
-    return [orjson.loads(value) for value in stored]
+    return [orjson.loads(value) for value in stored.chunks]
 
 
 async def test_sdk_send_retried_with_its_key_is_stored_and_seen_once(server: RunningServer) -> None:

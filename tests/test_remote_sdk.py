@@ -30,6 +30,7 @@ from bridge.errors import (
     NotFoundError,
     PayloadTooLargeError,
     RunFinishedError,
+    StreamResetError,
     UnauthorizedError,
     ValidationError,
 )
@@ -112,6 +113,8 @@ async def test_output_and_input_streams(remote: Transport) -> None:
     written = await tasks.trigger("stream-numbers", {"count": 50})
     assert await collect(streams.read(written.id, "numbers")) == list(range(50))
     assert await collect(streams.read(written.id, "numbers", start_index=45)) == [45, 46, 47, 48, 49]
+    with pytest.raises(StreamResetError):  # past what is stored: this reader read a stream that was lost
+        await collect(streams.read(written.id, "numbers", start_index=51))
 
     waiting = await tasks.trigger("await-approval", {})
     await streams.input("approval").send(waiting.id, {"approved": True})

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from bridge import runs, streams, tasks
-from bridge.backends.base import Broker
+from bridge.backends.base import Broker, StreamPage
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError, PayloadTooLargeError, StreamFailedError, ValidationError
 from bridge.models import RunStatus
@@ -233,7 +233,7 @@ async def read_sse(reader: Reader, http: httpx.AsyncClient, run_id: str, key: st
             index = None
             async for line in response.aiter_lines():
                 if line.startswith("id: "):
-                    index = int(line[4:])
+                    index = event_index(line)
                 elif line.startswith("data: "):
                     assert index is not None
                     reader.take(index, orjson.loads(line[6:]))
@@ -320,9 +320,9 @@ async def test_catching_up_on_large_chunks_reads_bounded_pages(
     page_sizes: list[int] = []
     read_chunks = bridge.broker.read_chunks
 
-    async def measured(*args: Any) -> list[bytes]:
+    async def measured(*args: Any) -> StreamPage:
         page = await read_chunks(*args)
-        page_sizes.append(sum(map(len, page)))
+        page_sizes.append(sum(map(len, page.chunks)))
         return page
 
     monkeypatch.setattr(bridge.broker, "read_chunks", measured)
@@ -330,7 +330,7 @@ async def test_catching_up_on_large_chunks_reads_bounded_pages(
     assert [value[0] for value in received] == list(range(48))
     assert max(page_sizes) <= READ_PAGE_BYTES and len(page_sizes) >= 3
     one = await read_chunks(handle.id, "big", 0, 10, 10)  # the first chunk comes whatever its size
-    assert len(one) == 1
+    assert len(one.chunks) == 1
 
 
 async def test_stream_of_a_run_that_finished_without_chunks_ends_at_zero(server: RunningServer) -> None:
@@ -354,7 +354,10 @@ async def test_resume_from_the_middle_and_beyond_the_end(server: RunningServer) 
         past = await client.frames_until(of_type("end", "past"))
     assert [(f["index"], f["data"]) for f in frames[:-1]] == [(i, i) for i in range(42, 50)]
     assert frames[-1] == {"type": "end", "id": "mid", "nextIndex": 50, "reason": "finished"}
-    assert past == [{"type": "end", "id": "past", "nextIndex": 70, "reason": "finished"}]
+    # 70 was never stored: a reader there read a stream that is lost (or made the index up)
+    assert [{k: f[k] for k in ("type", "nextIndex", "reason", "code")} for f in past] == [
+        {"type": "end", "nextIndex": 70, "reason": "error", "code": "stream_reset"}
+    ]
 
 
 async def test_slow_ws_reader_is_paused_and_then_gets_every_chunk_once(backend_settings: Settings) -> None:
@@ -442,6 +445,10 @@ async def test_ws_stream_errors(server: RunningServer) -> None:
             {"timeoutInSeconds": 0},
             {"timeoutInSeconds": 601},
             {"timeoutInSeconds": "60"},
+            {"epoch": ""},
+            {"epoch": "e" * 65},
+            {"epoch": "a-b"},
+            {"epoch": 7},
         ]
         for i, fields in enumerate(bad):
             await client.send({**stream_subscribe(f"bad{i}", handle.id, "numbers", tok, 0), **fields})
@@ -450,9 +457,8 @@ async def test_ws_stream_errors(server: RunningServer) -> None:
         await client.send(stream_subscribe("ok", handle.id, "numbers", tok, 0))
         frames = await client.frames_until(of_type("end", "ok"))
         await client.send(stream_subscribe("last", handle.id, "numbers", tok, MAX_STREAM_INDEX))
-        assert await client.frames_until(of_type("end", "last")) == [
-            {"type": "end", "id": "last", "nextIndex": MAX_STREAM_INDEX, "reason": "finished"}
-        ]
+        (end,) = await client.frames_until(of_type("end", "last"))
+        assert end["nextIndex"] == MAX_STREAM_INDEX and end["code"] == "stream_reset"  # past the 3 stored
     assert [f.get("index") for f in frames] == [0, 1, 2, None]
 
 
@@ -473,6 +479,7 @@ async def test_ws_stream_ends_with_timeout_when_idle(server: RunningServer) -> N
 
 
 async def sse_lines(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[int, list[str]]:
+    """A response's status and lines, read to its clean end (a cut response raises)."""
     async with http.stream("GET", path, headers=headers) as response:
         if response.status_code != 200:
             await response.aread()
@@ -480,8 +487,24 @@ async def sse_lines(http: httpx.AsyncClient, path: str, headers: dict[str, str])
         return 200, [line async for line in response.aiter_lines()]
 
 
+async def cut_sse_lines(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> list[str]:
+    """The lines of a 200 response the bridge cuts (its body never ends): what an official client reconnects after."""
+    lines: list[str] = []
+    async with http.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):  # closed without the chunked body's last chunk
+            async for line in response.aiter_lines():
+                lines.append(line)
+    return lines
+
+
+def event_index(line: str) -> int:
+    """The chunk index of an `id: <index>-<epoch>` line."""
+    return int(line[4:].partition("-")[0])
+
+
 def events(lines: list[str]) -> list[tuple[int, Any]]:
-    ids = [int(line[4:]) for line in lines if line.startswith("id: ")]
+    ids = [event_index(line) for line in lines if line.startswith("id: ")]
     data = [orjson.loads(line[6:]) for line in lines if line.startswith("data: ")]
     return list(zip(ids, data, strict=True))
 
@@ -528,9 +551,10 @@ async def test_sse_route(server: RunningServer) -> None:
         # after the run finished and the stream drained: a clean end, no timeout needed
         status, lines = await sse_lines(http, path, {**auth, "Last-Event-ID": "24"})
         assert events(lines) == [(i, i) for i in range(25, 30)]
-        # The highest resumable index ends at once; one past it (or 2^64 - 1) is refused before reading.
-        status, lines = await sse_lines(http, path, {**auth, "Last-Event-ID": str(MAX_STREAM_INDEX - 1)})
-        assert status == 200 and events(lines) == []
+        # Resuming past the 30 chunks stored: some were lost, or the client is wrong; 2^64 - 1 is not read at all.
+        for last in ("30", str(MAX_STREAM_INDEX - 1)):
+            response = await http.get(path, headers={**auth, "Last-Event-ID": last})
+            assert response.status_code == 409 and response.json()["code"] == "stream_reset", response.text
         status, _ = await sse_lines(http, path, {**auth, "Last-Event-ID": str(2**64 - 1)})
         assert status == 400
 
@@ -541,15 +565,22 @@ async def test_sse_response_ends_when_its_reader_fails(
     handle = await tasks.trigger("stream-chunks", {"count": 3})
     await until_final(handle.id)
 
-    async def backend_restarting(*args: Any, **kwargs: Any) -> list[bytes]:
-        raise ConnectionError("backend restarting")
+    read_chunks = server.app_bridge.broker.read_chunks
+    reads = 0
+
+    async def backend_restarting(*args: Any) -> StreamPage:
+        nonlocal reads
+        reads += 1
+        if reads > 1:  # the route's own check before it answers passes; the reader's first read fails
+            raise ConnectionError("backend restarting")
+        return await read_chunks(*args)
 
     monkeypatch.setattr(server.app_bridge.broker, "read_chunks", backend_restarting)
     auth = {"Authorization": f"Bearer {handle.public_access_token}"}
     async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
         async with asyncio.timeout(5):  # under the 10 s ping interval: it ended, it did not go on pinging
-            status, lines = await sse_lines(http, f"/realtime/v1/streams/{handle.id}/numbers", auth)
-    assert status == 200 and events(lines) == [] and ": ping" not in lines
+            lines = await cut_sse_lines(http, f"/realtime/v1/streams/{handle.id}/numbers", auth)
+    assert events(lines) == [] and ": ping" not in lines  # cut: the official client resumes, not "done"
     failures = [r for r in caplog.records if "its reader failed" in r.getMessage()]
     assert len(failures) == 1 and "backend restarting" in failures[0].getMessage(), failures
 
@@ -563,7 +594,8 @@ async def test_official_client_reads_the_stream_from_the_start_and_from_the_midd
     result = await run_script(server, "stream-read.mjs", handle.id, "numbers", tok, "0")
     assert result.ok, result.explain()
     assert result["chunks"] == list(range(40))
-    assert result["ids"] == [str(i) for i in range(40)]  # event ids are the indexes
+    epoch = (await server.app_bridge.broker.read_chunks(handle.id, "numbers", 0, 0, 0)).epoch
+    assert result["ids"] == [f"{i}-{epoch}" for i in range(40)]  # event ids: the index and the stream's epoch
     result = await run_script(server, "stream-read.mjs", handle.id, "numbers", tok, "23")
     assert result.ok, result.explain()
     assert result["chunks"] == list(range(23, 40))
@@ -602,7 +634,7 @@ async def pipe_through_outage(payload: dict[str, Any]) -> dict[str, Any]:
 async def stored_chunks(broker: Broker, run_id: str, key: str) -> list[Any]:
     """Every chunk in storage, in index order."""
     chunks: list[Any] = []
-    while page := await broker.read_chunks(run_id, key, len(chunks), 1000, 1 << 24):
+    while page := (await broker.read_chunks(run_id, key, len(chunks), 1000, 1 << 24)).chunks:
         chunks.extend(orjson.loads(data) for data in page)
     return chunks
 
@@ -702,12 +734,12 @@ async def test_a_writer_that_gives_up_fails_the_stream_for_the_task_and_every_re
             async for chunk in streams.read(handle.id, "out"):
                 read.append(chunk)
     assert read == list(range(stopped)) and failed.value.next_index == stopped
-    # SSE: the stored chunks, then the response ends; resuming past them is refused.
+    # SSE: the stored chunks, then the response is cut (no clean end: the official client reconnects), and
+    # resuming past them is refused.
     path = f"/realtime/v1/streams/{handle.id}/out"
     auth = {"Authorization": f"Bearer {tok}"}
     async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
-        status, lines = await sse_lines(http, path, auth)
-        assert status == 200 and events(lines) == [(i, i) for i in range(stopped)]
+        assert events(await cut_sse_lines(http, path, auth)) == [(i, i) for i in range(stopped)]
         response = await http.get(path, headers={**auth, "Last-Event-ID": str(stopped - 1)})
         assert response.status_code == 409 and response.json()["code"] == "stream_failed", response.text
 

@@ -9,6 +9,7 @@ hub, the servers, the SDK — is backend-agnostic.
 from __future__ import annotations
 
 import abc
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -43,16 +44,36 @@ class RunStore(abc.ABC):
     async def runs_in_batch(self, batch_id: str) -> list[Run]: ...
 
 
+@dataclass(frozen=True)
+class StreamPage:
+    """What one storage read of a stream found, all read in one atomic step."""
+
+    epoch: str | None  # the stream's epoch; None while nothing of it is stored (no chunk, no failure)
+    length: int  # how many chunks the stream holds
+    chunks: list[bytes]  # the chunks asked for, from the read's start index
+
+
+def new_epoch() -> str:
+    """A fresh stream epoch: 16 random hex characters."""
+    return secrets.token_hex(8)
+
+
 class StreamStore(abc.ABC):
-    """A run's streams of numbered chunks: its output streams, and its input streams (keys `$in:<id>`)."""
+    """A run's streams of numbered chunks: its output streams, and its input streams (keys `$in:<id>`).
+
+    Each stream has an epoch, created in the same atomic step as its first chunk (or its failure record)
+    and kept as long as the stream: the identity of this incarnation of its storage. Storage that is lost
+    (Redis flushed, a failover to a replica that missed writes, the retention passed) takes the epoch with
+    it, and a stream written again gets a new one, so a reader that knows the epoch it read under can tell
+    that index N no longer holds what it read there (Centrifugo's offset + epoch)."""
 
     @abc.abstractmethod
     async def append_chunks(
         self, run_id: str, key: str, chunks: Sequence[bytes], first_index: int | None = None
     ) -> int:
         """Stores JSON-encoded chunks at the next indexes of the run's stream `key` (gapless, even with
-        concurrent writers), publishes them on `stream_channel` (`encode_chunks_message`) in the same
-        step, and returns the index of the first.
+        concurrent writers), publishes them with the stream's epoch on `stream_channel`
+        (`encode_chunks_message`) in the same step, and returns the index of the first.
 
         With `first_index`, idempotently: they are stored only if the stream holds exactly `first_index`
         chunks; if it already holds these same chunks from `first_index` on (a retry of an append whose
@@ -81,9 +102,10 @@ class StreamStore(abc.ABC):
         the first index, also once the run is finished (the value was accepted before)."""
 
     @abc.abstractmethod
-    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> StreamPage:
         """Up to `count` stored chunks from index `start` on, ending before the chunk that would take
-        their total size past `max_bytes` (the first one is returned whatever its size)."""
+        their total size past `max_bytes` (the first one is returned whatever its size), with the stream's
+        epoch and length read in the same step. `count` 0 reads only the epoch and length."""
 
     @abc.abstractmethod
     async def stream_length(self, run_id: str, key: str) -> int: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from bridge.models import Run
 
@@ -37,12 +38,20 @@ def channels_of(run: Run) -> list[str]:
     return channels
 
 
-def encode_chunks_message(first_index: int, chunks: Sequence[bytes]) -> bytes:
-    """The notification of chunks `first_index`, `first_index + 1`, ...: JSON text never holds a raw newline.
-    Without chunks, it announces that the stream failed and stops at `first_index` (`fail_stream`)."""
-    return b"\n".join([str(first_index).encode(), *chunks])
+class ChunksMessage(NamedTuple):
+    first: int
+    epoch: str | None  # the stream's epoch when they were stored (None from a bridge older than epochs)
+    chunks: list[bytes]
 
 
-def decode_chunks_message(raw: bytes) -> tuple[int, list[bytes]]:
-    first, *chunks = raw.split(b"\n")
-    return int(first), chunks
+def encode_chunks_message(first_index: int, epoch: str, chunks: Sequence[bytes]) -> bytes:
+    """The notification of chunks `first_index`, `first_index + 1`, ... of the stream's epoch `epoch`:
+    "<first> <epoch>" then one chunk per line (JSON text never holds a raw newline). Without chunks, it
+    announces that the stream failed and stops at `first_index` (`fail_stream`)."""
+    return b"\n".join([b"%d %s" % (first_index, epoch.encode()), *chunks])
+
+
+def decode_chunks_message(raw: bytes) -> ChunksMessage:
+    header, *chunks = raw.split(b"\n")
+    first, _, epoch = header.partition(b" ")
+    return ChunksMessage(int(first), epoch.decode() or None, chunks)

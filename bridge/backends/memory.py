@@ -1,7 +1,9 @@
 """The in-process broker: the default, for one process with nothing to install.
 
 Notifications are delivered synchronously from the storing call, so none is ever lost and
-`on_resync` is never needed. Retention is enforced by a sweep that runs with the broker.
+`on_resync` is never needed. Retention is enforced by a sweep that runs with the broker. Every stream's
+epoch is the broker's own, new in every process: nothing outlives the process, so a reader resuming
+with an epoch of an earlier process is told its stream was reset.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import Broker, Delivery, stream_failed
+from bridge.backends.base import Broker, Delivery, StreamPage, new_epoch, stream_failed
 from bridge.backends.channels import channels_of, encode_chunks_message, stream_channel, waitpoint_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, RunFinishedError, StreamOrderError
@@ -114,6 +116,7 @@ class MemoryBroker(Broker):
         self._by_tag: dict[str, dict[str, int]] = {}  # tag -> run id -> createdAt ms
         self._by_batch: dict[str, list[str]] = {}
         self._streams: dict[str, dict[str, _Stream]] = {}  # run id -> key -> chunks
+        self._epoch = new_epoch()  # every stream's: this process's storage
         self._stream_failures: dict[str, dict[str, tuple[int, str]]] = {}  # run id -> key -> (next index, reason)
         # run id -> (input stream key, idempotency key) -> the index it stored; dropped with the run
         self._input_keys: dict[str, dict[tuple[str, str], int]] = {}
@@ -213,7 +216,7 @@ class MemoryBroker(Broker):
         stream.extend(chunks)
         channel = stream_channel(run_id, key)
         if channel in self._listening:
-            self._on_message(channel, encode_chunks_message(first, chunks))
+            self._on_message(channel, encode_chunks_message(first, self._epoch, chunks))
         return first
 
     async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
@@ -222,7 +225,7 @@ class MemoryBroker(Broker):
             failures[key] = (len(self._streams.get(run_id, {}).get(key, [])), reason)
             channel = stream_channel(run_id, key)
             if channel in self._listening:
-                self._on_message(channel, encode_chunks_message(failures[key][0], []))
+                self._on_message(channel, encode_chunks_message(failures[key][0], self._epoch, []))
         return failures[key][0]
 
     async def stream_failure(self, run_id: str, key: str) -> tuple[int, str] | None:
@@ -243,9 +246,12 @@ class MemoryBroker(Broker):
             self._input_keys.setdefault(run_id, {})[(key, idempotency_key)] = index
         return index
 
-    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> StreamPage:
         stream = self._streams.get(run_id, {}).get(key)
-        return stream.read(start, count, max_bytes) if stream is not None else []
+        length = len(stream) if stream is not None else 0
+        stored = length > 0 or key in self._stream_failures.get(run_id, {})
+        chunks = stream.read(start, count, max_bytes) if stream is not None else []
+        return StreamPage(self._epoch if stored else None, length, chunks)
 
     async def stream_length(self, run_id: str, key: str) -> int:
         stream = self._streams.get(run_id, {}).get(key)

@@ -33,7 +33,13 @@ from bridge.client.results import BatchHandle, CreatedToken, RetrievedToken, Run
 from bridge.client.retries import retrying
 from bridge.client.websocket import Frame, subscription_frames
 from bridge.durations import parse_duration_seconds
-from bridge.errors import BackendUnavailableError, ConflictError, StreamFailedError, ValidationError
+from bridge.errors import (
+    BackendUnavailableError,
+    ConflictError,
+    StreamFailedError,
+    StreamResetError,
+    ValidationError,
+)
 from bridge.models import Run, now_ms
 from bridge.runtime.access import create_public_token, run_access_token, waitpoint_access_token
 from bridge.runtime.engine import TriggerOptions
@@ -236,7 +242,8 @@ class RemoteTransport:
                 elif frame["type"] == "end":
                     if frame.get("reason") in ("finished", "timeout"):
                         return
-                    raise StreamFailedError(str(frame.get("message")), int(frame["nextIndex"]))
+                    failure = StreamResetError if frame.get("code") == StreamResetError.code else StreamFailedError
+                    raise failure(str(frame.get("message")), int(frame["nextIndex"]))
 
     async def send_input(self, run_id: str, stream_id: str, data: Any, idempotency_key: str | None) -> None:
         # Without a key of the caller's, one per call: a send tried again is stored once.

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from bridge.backends.base import Notifier
-from bridge.backends.channels import decode_chunks_message
+from bridge.backends.channels import ChunksMessage, decode_chunks_message
 from bridge.models import Run
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class Message:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self._run: Run | None = None
-        self._chunks: tuple[int, list[bytes]] | None = None
+        self._chunks: ChunksMessage | None = None
 
     @property
     def run(self) -> Run:
@@ -36,8 +36,8 @@ class Message:
         return self._run
 
     @property
-    def chunks(self) -> tuple[int, list[bytes]]:
-        """A stream channel's message: the first chunk's index and the chunks' JSON."""
+    def chunks(self) -> ChunksMessage:
+        """A stream channel's message: the first chunk's index, the stream's epoch and the chunks' JSON."""
         if self._chunks is None:
             self._chunks = decode_chunks_message(self.raw)
         return self._chunks

@@ -10,6 +10,13 @@ notifications, or a reader too slow for its bounded buffer) sends it back to sto
 next index, so a slow reader is paused, never fed unboundedly, and loses nothing. It ends once
 the run has finished and every chunk was read; or, once it read every chunk of a stream that failed
 (its writer gave up storing it), with StreamFailedError.
+
+A reader knows the epoch of what it read (given by a resuming client, else learned from its first
+read): every storage read returns the stream's epoch and length in the same step, and every live
+message its epoch. Storage of another epoch, or holding fewer chunks than the reader already read,
+means the stream's storage was lost or replaced: the reader ends with StreamResetError rather than go
+on at an index that now holds something else. A reader waiting for chunks reads storage again every
+STORAGE_CHECK_SECONDS, so a stream (or run) lost with nobody writing to it is noticed too.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import TypeVar
 
 import orjson
 
-from bridge.backends.base import Broker, StreamStore, stream_failed
+from bridge.backends.base import Broker, StreamPage, StreamStore, stream_failed
 from bridge.backends.channels import run_channel, stream_channel
 from bridge.errors import (
     BackendUnavailableError,
@@ -31,6 +38,7 @@ from bridge.errors import (
     PayloadTooLargeError,
     StreamFailedError,
     StreamOrderError,
+    StreamResetError,
     ValidationError,
 )
 from bridge.runtime.engine import RunEngine
@@ -58,6 +66,10 @@ MAX_STREAM_KEY_LENGTH = 64
 # what a backend stores (a Redis stream entry id is 0-<index + 1>, at most 2^64 - 1).
 MAX_STREAM_INDEX = 2**53 - 1
 MAX_IDLE_SECONDS = 600  # the longest idle timeout a client may ask of a stream reader (both protocols)
+MAX_EPOCH_LENGTH = 64  # a stream epoch a client sends back (the bridge's are 16 hex characters)
+# A reader waiting this long for a chunk reads storage again (the stream's epoch and length, and the run): a
+# stream lost while nobody writes to it sends no notification.
+STORAGE_CHECK_SECONDS = 10.0
 
 
 def check_stream_key(key: str) -> str:
@@ -72,6 +84,31 @@ def check_start_index(index: object, what: str = "startIndex") -> int:
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_STREAM_INDEX:
         raise ValidationError(f"{what} must be a whole number from 0 to {MAX_STREAM_INDEX}")
     return index
+
+
+def check_epoch(epoch: object, what: str = "epoch") -> str | None:
+    """A stream epoch a client sends back, or None for none."""
+    if epoch is None:
+        return None
+    if (
+        not isinstance(epoch, str)
+        or not 1 <= len(epoch) <= MAX_EPOCH_LENGTH
+        or not (epoch.isascii() and epoch.isalnum())
+    ):
+        raise ValidationError(f"{what} must be 1 to {MAX_EPOCH_LENGTH} ASCII letters and digits, as the bridge sent it")
+    return epoch
+
+
+def check_position(run_id: str, key: str, page: StreamPage, next_index: int, epoch: str | None) -> None:
+    """StreamResetError unless a reader at `next_index`, which read what it has under `epoch` (None: unknown),
+    can go on with what storage holds now (`page`): the same epoch, and at least the chunks it read."""
+    if page.length < next_index or (epoch is not None and page.epoch != epoch):
+        raise StreamResetError(
+            f"stream {key!r} of run {run_id} was reset: its storage was lost or replaced (it holds {page.length}"
+            f" chunks, epoch {page.epoch or 'none'}; this reader is at index {next_index}, epoch"
+            f" {epoch or 'unknown'}): read it again from index 0, without an epoch",
+            next_index,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,17 +129,20 @@ class StreamReader:
         key: str,
         start_index: int = 0,
         idle_timeout: float | None = None,
+        epoch: str | None = None,
     ) -> None:
         self._hub = hub
         self._broker = broker
         self.run_id = run_id
         self.key = key
         self.next_index = check_start_index(start_index)
+        self.epoch = epoch  # of the chunks before `next_index`: given by a resuming client, else learned
         self._idle_timeout = idle_timeout
         self._live: deque[tuple[int, bytes]] = deque()
         self._live_bytes = 0
         self._behind = True  # read storage before trusting the live feed
         self._run_finished = False
+        self._run_seen = False  # the run was stored when the reader read it: vanishing later is a reset
         self._run_unsure = False  # run notifications may have been lost: re-read the run
         self._failure_unsure = True  # the stream may have failed: read its failure record at the next catch-up
         self._failure: tuple[int, str] | None = None  # (where it stopped, why) once read
@@ -126,6 +166,13 @@ class StreamReader:
     async def _read_run(self) -> None:
         self._run_unsure = False
         run = await self._broker.get_run(self.run_id)
+        if run is None and self._run_seen:
+            raise StreamResetError(
+                f"stream {self.key!r} of run {self.run_id} was reset: the run vanished from storage (lost, or past"
+                " its retention) while the stream was read",
+                self.next_index,
+            )
+        self._run_seen = self._run_seen or run is not None
         self._run_finished = self._run_finished or run is None or run.status.is_final
 
     async def __aexit__(self, *exc: object) -> None:
@@ -139,12 +186,19 @@ class StreamReader:
             self._failure_unsure = True
         elif channel == self._channels[1]:
             self._run_finished = self._run_finished or message.run.status.is_final
-        elif not message.chunks[1]:  # the stream failed (a message without chunks): storage says where
-            self._failure_unsure = True
+        else:
+            self._on_chunks(*message.chunks)
+        self._woken.set()
+
+    def _on_chunks(self, first: int, epoch: str | None, chunks: list[bytes]) -> None:
+        if not chunks or (self.epoch is not None and epoch != self.epoch):
+            # The stream failed (a message without chunks), or was stored again under another epoch (its
+            # storage was lost): storage says where it stops, or that it was reset.
+            self._failure_unsure = self._failure_unsure or not chunks
             self._clear_live()
             self._behind = True
         elif not self._behind:
-            first, chunks = message.chunks
+            self.epoch = self.epoch or epoch  # the first chunks this reader sees come live
             size = sum(map(len, chunks))
             if len(self._live) + len(chunks) > LIVE_BUFFER_CHUNKS or self._live_bytes + size > LIVE_BUFFER_BYTES:
                 self._clear_live()
@@ -152,7 +206,6 @@ class StreamReader:
             else:
                 self._live.extend(enumerate(chunks, start=first))
                 self._live_bytes += size
-        self._woken.set()
 
     def _clear_live(self) -> None:
         self._live.clear()
@@ -161,7 +214,7 @@ class StreamReader:
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Every chunk from the start index; ends when the run finished and all were read, or after
         `idle_timeout` seconds without a new chunk (then `timed_out` is true). Raises StreamFailedError
-        once every chunk of a failed stream was read."""
+        once every chunk of a failed stream was read, StreamResetError once its storage was lost."""
         loop = asyncio.get_running_loop()
         self.timed_out = False
         idle_since = loop.time()
@@ -176,14 +229,17 @@ class StreamReader:
                     page = await self._broker.read_chunks(
                         self.run_id, self.key, self.next_index, READ_PAGE_CHUNKS, self._page_bytes
                     )
-                    for data in page:
+                    check_position(self.run_id, self.key, page, self.next_index, self.epoch)
+                    self.epoch = self.epoch or page.epoch
+                    for data in page.chunks:
                         yield Chunk(self.next_index, data)
                         self.next_index += 1
-                    if page:
+                    if page.chunks:
                         idle_since = loop.time()  # idle means no new chunk, not a slow consumer
                     # Fewer than asked, and not for lack of room (a page cut by bytes has less than one
                     # largest chunk of room left): storage has nothing more.
-                    if len(page) < READ_PAGE_CHUNKS and sum(map(len, page)) <= self._page_bytes - self._largest_chunk:
+                    size = sum(map(len, page.chunks))
+                    if len(page.chunks) < READ_PAGE_CHUNKS and size <= self._page_bytes - self._largest_chunk:
                         break
                 # A stream is marked failed before its run can finish (its writer marks it, then the task
                 # hears of it): read the mark at the start, on its notification, after a resync, and at the end.
@@ -216,12 +272,17 @@ class StreamReader:
                 continue
             self._woken.clear()
             deadline = None if self._idle_timeout is None else idle_since + self._idle_timeout
+            check_at = loop.time() + STORAGE_CHECK_SECONDS
             try:
-                async with asyncio.timeout_at(deadline):  # run changes wake us too, but only chunks reset it
+                # Run changes wake us too, but only chunks reset the idle deadline.
+                async with asyncio.timeout_at(check_at if deadline is None else min(deadline, check_at)):
                     await self._woken.wait()
             except TimeoutError:
-                self.timed_out = True
-                return
+                if deadline is not None and loop.time() >= deadline:
+                    self.timed_out = True
+                    return
+                self._behind = True  # a while without news: check that the storage under us is still there
+                self._run_unsure = True
 
 
 class OutputStreams:
@@ -231,8 +292,21 @@ class OutputStreams:
         self._hub = hub
         self._broker = broker
 
-    def reader(self, run_id: str, key: str, start_index: int = 0, idle_timeout: float | None = None) -> StreamReader:
-        return StreamReader(self._hub, self._broker, run_id, key, start_index, idle_timeout)
+    def reader(
+        self,
+        run_id: str,
+        key: str,
+        start_index: int = 0,
+        idle_timeout: float | None = None,
+        epoch: str | None = None,
+    ) -> StreamReader:
+        return StreamReader(self._hub, self._broker, run_id, key, start_index, idle_timeout, epoch)
+
+    async def check_resume(self, run_id: str, key: str, start_index: int, epoch: str | None) -> None:
+        """StreamResetError when a reader resuming at `start_index` under `epoch` could not go on (`check_position`):
+        for a server to refuse it before it answers."""
+        page = await self._broker.read_chunks(run_id, key, start_index, 0, 0)
+        check_position(run_id, key, page, start_index, epoch)
 
     async def length(self, run_id: str, key: str) -> int:
         """How many chunks are stored: the index the next one will get."""

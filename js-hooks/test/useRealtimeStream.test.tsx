@@ -20,6 +20,11 @@ function streamSubscribes() {
   return bridge.framesOfType("subscribe").filter((frame) => frame.feed === "stream");
 }
 
+/** The fake bridge's current epoch of a stream of RUN. */
+function epochOf(key: string): string {
+  return bridge.epochs.get(`${RUN}\n${key}`)!;
+}
+
 describe("useRealtimeStream", () => {
   test("every chunk, in order: the ones written before subscribing, then live ones", async () => {
     for (const word of ["a", "b", "c"]) bridge.append(RUN, "ai", word);
@@ -29,7 +34,7 @@ describe("useRealtimeStream", () => {
     await waitFor(() => expect(result.current.parts).toEqual(["a", "b", "c"]));
     for (const word of ["d", "e", "f", "g"]) bridge.append(RUN, "ai", word);
     await waitFor(() => expect(result.current.parts).toEqual(["a", "b", "c", "d", "e", "f", "g"]));
-    expect(result.current.lastEventId).toBe("6");
+    expect(result.current.lastEventId).toBe(`6-${epochOf("ai")}`); // the index and the stream's epoch
     expect(result.current.error).toBeUndefined();
 
     const [frame] = streamSubscribes();
@@ -82,7 +87,7 @@ describe("useRealtimeStream", () => {
     bridge.append(RUN, "ai", "w3");
     bridge.append(RUN, "ai", "w4");
     await bridge.until(() => streamSubscribes().length === 2, 5000, "resubscribe");
-    expect(streamSubscribes()[1]).toMatchObject({ startIndex: 3, key: "ai", runId: RUN });
+    expect(streamSubscribes()[1]).toMatchObject({ startIndex: 3, key: "ai", runId: RUN, epoch: epochOf("ai") });
     bridge.append(RUN, "ai", "w5");
     await waitFor(() => expect(result.current.parts).toEqual(["w0", "w1", "w2", "w3", "w4", "w5"]));
     expect(seen).toEqual(["w0", "w1", "w2", "w3", "w4", "w5"]);
@@ -254,11 +259,64 @@ describe("useRealtimeStream", () => {
       useRealtimeStream<string>(RUN, "ai", { accessToken: "tok", baseURL: bridge.baseURL, startIndex: 2 }),
     );
     await waitFor(() => expect(fromTwo.result.current.parts).toEqual(["2", "3"]));
-    expect(fromTwo.result.current.lastEventId).toBe("3");
+    expect(fromTwo.result.current.lastEventId).toBe(`3-${epochOf("ai")}`);
     const afterOne = renderHook(() =>
       useRealtimeStream<string>(RUN, "ai", { accessToken: "tok", baseURL: bridge.baseURL, lastEventId: "0", startIndex: 3 }),
     );
     await waitFor(() => expect(afterOne.result.current.parts).toEqual(["1", "2", "3"]));
+  });
+
+  test("a stream reset (its storage lost) while read, or found when resuming, is `error` stream_reset; the parts stay", async () => {
+    for (const word of ["a", "b"]) bridge.append(RUN, "ai", word);
+    const live = renderHook(() =>
+      useRealtimeStream<string>(RUN, "ai", { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    await waitFor(() => expect(live.result.current.parts).toEqual(["a", "b"]));
+    const oldEpoch = epochOf("ai");
+    bridge.resetStream(RUN, "ai");
+    await waitFor(() => expect((live.result.current.error as RealtimeError | undefined)?.code).toBe("stream_reset"));
+    expect(live.result.current.parts).toEqual(["a", "b"]);
+
+    // A resume: by `lastEventId` (its epoch is sent), or after a reconnect (the epoch learned is sent).
+    for (const word of ["x", "y", "z"]) bridge.append(RUN, "ai", word);
+    const byId = renderHook(() =>
+      useRealtimeStream<string>(RUN, "ai", { accessToken: "tok", baseURL: bridge.baseURL, lastEventId: `0-${oldEpoch}` }),
+    );
+    await waitFor(() => expect((byId.result.current.error as RealtimeError | undefined)?.code).toBe("stream_reset"));
+    expect(byId.result.current.parts).toEqual([]);
+    expect(streamSubscribes().at(-1)).toMatchObject({ startIndex: 1, epoch: oldEpoch });
+
+    const reconnecting = renderHook(() =>
+      // Another token: not the ended subscription of `live`, which hooks with the same (stream, token) share.
+      useRealtimeStream<string>(RUN, "ai", { accessToken: "tok2", baseURL: bridge.baseURL }),
+    );
+    await waitFor(() => expect(reconnecting.result.current.parts).toEqual(["x", "y", "z"]));
+    const readEpoch = epochOf("ai");
+    bridge.dropAll();
+    bridge.resetStream(RUN, "ai"); // lost while the page was away, and written again past where it was
+    for (const word of ["p", "q", "r", "s"]) bridge.append(RUN, "ai", word);
+    await waitFor(() => expect((reconnecting.result.current.error as RealtimeError | undefined)?.code).toBe("stream_reset"));
+    expect(streamSubscribes().at(-1)).toMatchObject({ startIndex: 3, epoch: readEpoch });
+    expect(reconnecting.result.current.parts).toEqual(["x", "y", "z"]); // never "s" as if it followed "z"
+  });
+
+  test("the epoch of the first chunk frame is sent on resubscribe; a chunk of another epoch ends it with stream_reset", async () => {
+    bridge.onSubscribe = (frame) => (frame.feed === "stream" ? { kind: "hold" } : { kind: "snapshot" });
+    const { result } = renderHook(() =>
+      useRealtimeStream<string>(RUN, "ai", { accessToken: "tok", baseURL: bridge.baseURL, throttleInMs: 0 }),
+    );
+    await bridge.until(() => bridge.streamSubscriptions().length === 1, 5000, "subscribe");
+    const first = bridge.streamSubscriptions()[0]!;
+    bridge.send(first.connection, { type: "chunk", id: first.id, epoch: "e7", index: 0, data: "a" });
+    bridge.send(first.connection, { type: "chunk", id: first.id, index: 2, data: "c" }); // a hole: read again
+    await bridge.until(() => streamSubscribes().length === 2, 5000, "resubscribe after a hole");
+    expect(streamSubscribes()[1]).toMatchObject({ startIndex: 1, epoch: "e7" });
+    const again = bridge.streamSubscriptions().find((sub) => sub.id !== first.id)!;
+    // A server that did not check the epoch sent chunks of another one: they are not parts of this stream.
+    bridge.send(again.connection, { type: "chunk", id: again.id, epoch: "e8", index: 1, data: "other" });
+    await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe("stream_reset"));
+    expect(result.current.parts).toEqual(["a"]);
+    expect(bridge.framesOfType("unsubscribe").map((frame) => frame.id)).toEqual([first.id, again.id]);
   });
 
   test("maxParts keeps the last parts; onParts gets each flush with ids", async () => {
@@ -274,10 +332,10 @@ describe("useRealtimeStream", () => {
     );
     await waitFor(() => expect(result.current.parts).toEqual(["c", "d"]));
     expect(batches.flat()).toEqual([
-      { id: "0", chunk: "a" },
-      { id: "1", chunk: "b" },
-      { id: "2", chunk: "c" },
-      { id: "3", chunk: "d" },
+      { id: `0-${epochOf("ai")}`, chunk: "a" },
+      { id: `1-${epochOf("ai")}`, chunk: "b" },
+      { id: `2-${epochOf("ai")}`, chunk: "c" },
+      { id: `3-${epochOf("ai")}`, chunk: "d" },
     ]);
   });
 
@@ -295,7 +353,7 @@ describe("useRealtimeStream", () => {
     for (let i = 0; i < 10_000; i++) bridge.append(RUN, "n", i);
     const last10 = Array.from({ length: 10 }, (_, i) => 9990 + i);
     await waitFor(() => expect(result.current.parts).toEqual(last10));
-    expect(result.current.lastEventId).toBe("9999");
+    expect(result.current.lastEventId).toBe(`9999-${epochOf("n")}`);
     expect(seen).toHaveLength(10_000);
     // The hook's subscription in the client (a probe with the same bound shares it).
     const probe = getRealtimeClient(bridge.baseURL).subscribeStream(
@@ -370,5 +428,17 @@ describe("useRealtimeRunWithStreams", () => {
     bridge.endStream(run.id, "progress");
     await waitFor(() => expect(result.current.run?.status).toBe("COMPLETED"));
     expect(result.current.streams.ai?.join("")).toBe("Hello!");
+  });
+
+  test("a stream reset is its `error`", async () => {
+    const run = bridge.setRun(makeRun({ status: "EXECUTING" }));
+    bridge.append(run.id, "ai", "Hel");
+    const { result } = renderHook(() =>
+      useRealtimeRunWithStreams<any, { ai: string }>(run.id, { accessToken: "tok", baseURL: bridge.baseURL }),
+    );
+    await waitFor(() => expect(result.current.streams.ai).toEqual(["Hel"]));
+    bridge.resetStream(run.id, "ai");
+    await waitFor(() => expect((result.current.error as RealtimeError | undefined)?.code).toBe("stream_reset"));
+    expect(result.current.error?.message).toContain("was reset");
   });
 });

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from bridge.backends.base import Broker, Delivery
+from bridge.backends.base import Broker, Delivery, StreamPage
 from bridge.backends.redis.connection import Connection, unavailable
 from bridge.backends.redis.journal import RedisJournalStore
 from bridge.backends.redis.pubsub import Subscriptions
@@ -93,7 +93,7 @@ class RedisBroker(Broker):
     async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
         return await self._streams.append_input(run_id, key, data, idempotency_key)
 
-    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> StreamPage:
         return await self._streams.read_chunks(run_id, key, start, count, max_bytes)
 
     async def stream_length(self, run_id: str, key: str) -> int:

@@ -12,6 +12,11 @@ With P the key prefix (`settings.key_prefix`):
     P:{run_<id>}:stream-failed:<key>  hash {next, reason}: set once when the output stream failed (no
                               chunk is appended after it: readers end with an error at index `next`);
                               TTL = retention
+    P:{run_<id>}:stream-epoch:<key>  string: the stream's epoch (16 hex characters), set by the script that
+                              stores its first chunk (or its failure record) when it has none; TTL = the
+                              stream's, refreshed with it. Lost with the stream (FLUSHALL, a failover that
+                              missed writes): a stream written again gets a new one, and readers that
+                              know the old one are told the stream was reset
     P:{run_<id>}:inkeys:<key>  hash of an input stream's idempotency keys: key -> the index of the value
                               it stored; TTL = retention, refreshed on every keyed append
     P:{run_<id>}:journal      list of the run's journal entries, in order (entry n at index n); TTL =
@@ -62,6 +67,10 @@ class Keys:
     def run_stream_failure(self, run_id: str, key: str) -> str:
         """An output stream's failure record, once it failed."""
         return f"{self.prefix}:{{{run_id}}}:stream-failed:{key}"
+
+    def run_stream_epoch(self, run_id: str, key: str) -> str:
+        """One of a run's streams' epoch (output or input stream)."""
+        return f"{self.prefix}:{{{run_id}}}:stream-epoch:{key}"
 
     def input_keys(self, run_id: str, key: str) -> str:
         """The idempotency keys of one of a run's input streams (`key` starts with `$in:`)."""

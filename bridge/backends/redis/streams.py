@@ -1,11 +1,12 @@
-"""A run's output and input streams in Redis: one Redis stream per key, entry id 0-<index + 1>."""
+"""A run's output and input streams in Redis: one Redis stream per key, entry id 0-<index + 1>, and its
+epoch next to it (keys.py), created by the script that stores its first chunk."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import cast
 
-from bridge.backends.base import StreamStore, stream_failed
+from bridge.backends.base import StreamPage, StreamStore, new_epoch, stream_failed
 from bridge.backends.channels import stream_channel
 from bridge.backends.redis.connection import Connection, text, unavailable
 from bridge.errors import NotFoundError, RunFinishedError, StreamOrderError
@@ -25,10 +26,9 @@ class RedisStreamStore(StreamStore):
     ) -> int:
         expected = "" if first_index is None else str(first_index)
         channel = self._keys.wire(stream_channel(run_id, key))
-        args: list[str | int | bytes] = [self._conn.retention_ms, channel, expected, *chunks]
-        keys = [self._keys.run_stream(run_id, key), self._keys.run_stream_failure(run_id, key)]
+        args: list[str | int | bytes] = [self._conn.retention_ms, channel, expected, new_epoch(), *chunks]
         async with unavailable("appending to a stream"):
-            first = int(await self._append_script(keys=keys, args=args))
+            first = int(await self._append_script(keys=self._stream_keys(run_id, key), args=args))
         if first == -1:
             failure = await self.stream_failure(run_id, key)
             raise stream_failed(run_id, key, *(failure or (0, "failed")))
@@ -40,10 +40,15 @@ class RedisStreamStore(StreamStore):
         return first
 
     async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
-        args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), reason]
-        keys = [self._keys.run_stream(run_id, key), self._keys.run_stream_failure(run_id, key)]
+        channel = self._keys.wire(stream_channel(run_id, key))
+        args: list[str | int | bytes] = [self._conn.retention_ms, channel, reason, new_epoch()]
         async with unavailable("marking a stream failed"):
-            return int(await self._fail_script(keys=keys, args=args))
+            return int(await self._fail_script(keys=self._stream_keys(run_id, key), args=args))
+
+    def _stream_keys(self, run_id: str, key: str) -> list[str]:
+        """The keys of append_chunks.lua and fail_stream.lua: the stream, its failure record, its epoch."""
+        keys = self._keys
+        return [keys.run_stream(run_id, key), keys.run_stream_failure(run_id, key), keys.run_stream_epoch(run_id, key)]
 
     async def stream_failure(self, run_id: str, key: str) -> tuple[int, str] | None:
         async with unavailable("reading a stream's state"):
@@ -52,10 +57,16 @@ class RedisStreamStore(StreamStore):
         return None if stopped is None else (int(stopped), text(reason or b""))
 
     async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
-        args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), data]
+        channel = self._keys.wire(stream_channel(run_id, key))
+        args: list[str | int | bytes] = [self._conn.retention_ms, channel, data, new_epoch()]
         if idempotency_key is not None:
             args.append(idempotency_key)
-        keys = [self._keys.run(run_id), self._keys.run_stream(run_id, key), self._keys.input_keys(run_id, key)]
+        keys = [
+            self._keys.run(run_id),
+            self._keys.run_stream(run_id, key),
+            self._keys.input_keys(run_id, key),
+            self._keys.run_stream_epoch(run_id, key),
+        ]
         async with unavailable("sending to an input stream"):
             index = int(await self._send_input_script(keys=keys, args=args))
         if index == -1:
@@ -64,11 +75,12 @@ class RedisStreamStore(StreamStore):
             raise RunFinishedError("Cannot send to input stream on a completed run")
         return index
 
-    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> list[bytes]:
+    async def read_chunks(self, run_id: str, key: str, start: int, count: int, max_bytes: int) -> StreamPage:
         args: list[str | int] = [f"0-{start + 1}", count, max_bytes]
+        keys = [self._keys.run_stream(run_id, key), self._keys.run_stream_epoch(run_id, key)]
         async with unavailable("reading a stream"):
-            page = await self._read_chunks_script(keys=[self._keys.run_stream(run_id, key)], args=args)
-        return cast(list[bytes], page)
+            epoch, length, *chunks = await self._read_chunks_script(keys=keys, args=args)
+        return StreamPage(None if epoch is None else text(epoch), int(length), cast(list[bytes], chunks))
 
     async def stream_length(self, run_id: str, key: str) -> int:
         async with unavailable("reading a stream's length"):

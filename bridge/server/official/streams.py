@@ -1,10 +1,18 @@
 """The official output-stream route: Server-Sent Events, version 1, as `useRealtimeStream` reads them.
 
-Each chunk is one event whose id is the chunk's index, so the client's `Last-Event-ID` (and
-`startIndex` N, sent as `Last-Event-ID: N-1`) resumes exactly. The response ends cleanly once
-the run has finished and every chunk was sent, or after `Timeout-Seconds` without a new chunk.
-A stream that failed (its writer gave up storing it) ends the response once its last stored chunk
-was sent; a request resuming at or past that point is answered 409 `stream_failed`.
+Each chunk is one event whose id is `<index>-<epoch>`: the chunk's index and the stream's epoch. The
+official client takes ids as opaque (it reads a Redis-stream-like timestamp from the part before the
+"-", which is the index, as before) and sends the last one back as `Last-Event-ID` when it reconnects,
+so a resume is exact, and refused (409 `stream_reset`) when the stream's storage was lost meanwhile.
+A plain `Last-Event-ID: N` (`startIndex` N + 1, as the client sends it) resumes without an epoch: only a
+stream holding fewer than N + 1 chunks can then be told apart.
+
+The response ends cleanly once the run has finished and every chunk was sent, or after `Timeout-Seconds`
+without a new chunk: the official client takes a clean end for the end of the stream. When its reader
+stops with an error (the stream failed, was reset, or the backend failed) the response is cut instead
+(the connection closes without the body's end), so the client reconnects with its `Last-Event-ID`: a
+failed or reset stream then gets 409 (`stream_failed`, `stream_reset`), which the official client
+surfaces as its error and does not retry; after a backend failure it resumes where it was.
 """
 
 from __future__ import annotations
@@ -15,12 +23,19 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from bridge.aio import cancel_and_wait
-from bridge.errors import BridgeError, StreamFailedError
+from bridge.errors import BridgeError, StreamFailedError, StreamResetError
 from bridge.runtime.access import require_run_read
-from bridge.runtime.output_streams import MAX_IDLE_SECONDS, MAX_STREAM_INDEX, StreamReader, check_stream_key
-from bridge.server.http import bridge_of, handles_errors, header_int, principal_of
+from bridge.runtime.output_streams import (
+    MAX_IDLE_SECONDS,
+    MAX_STREAM_INDEX,
+    StreamReader,
+    check_epoch,
+    check_stream_key,
+)
+from bridge.server.http import bridge_of, handles_errors, header_int, parse_bounded_int, principal_of
 
 PING_INTERVAL_SECONDS = 10.0
 DEFAULT_IDLE_SECONDS = 60.0
@@ -30,14 +45,22 @@ PING = b": ping\n\n"
 log = logging.getLogger(__name__)
 
 
-def _start_index(request: Request) -> int | None:
-    """From `Last-Event-ID` (the last index the client has); None means "from the current tail"."""
-    last = header_int(request, "Last-Event-ID", -1, MAX_STREAM_INDEX - 1)
-    if last is not None:
-        return last + 1
+def _resume_point(request: Request) -> tuple[int | None, str | None]:
+    """(the first index wanted, the epoch the client read under) from `Last-Event-ID` (`<index>` or
+    `<index>-<epoch>`, the last event the client has); a None index means "from the current tail"."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is not None:
+        index, dash, epoch = raw.partition("-") if not raw.startswith("-") else (raw, "", "")
+        last = parse_bounded_int(index, "Last-Event-ID", -1, MAX_STREAM_INDEX - 1)
+        return last + 1, check_epoch(epoch, "Last-Event-ID's epoch (after its '-')") if dash else None
     if request.headers.get("x-trigger-stream-start", "").lower() == "latest":
-        return None
-    return 0
+        return None, None
+    return 0, None
+
+
+def _event_id(index: int, epoch: str | None) -> bytes:
+    """`<index>-<epoch>`; the index alone for a stream stored before epochs existed."""
+    return b"%d-%s" % (index, epoch.encode()) if epoch else b"%d" % index
 
 
 def _idle_seconds(request: Request) -> float:
@@ -45,49 +68,74 @@ def _idle_seconds(request: Request) -> float:
     return DEFAULT_IDLE_SECONDS if seconds is None else float(seconds)
 
 
-async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
-    # The pump ends by queueing None, or what stopped its reader: waiting on the queue alone would
-    # otherwise ping forever after the reader failed.
-    queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(SEND_QUEUE_EVENTS)
+class EventStream:
+    """The response's events, from its reader; `cut` once the reader stopped with an error."""
 
-    async def pump() -> None:
-        failure: Exception | None = None
-        try:
-            async with reader:
-                async for chunk in reader.chunks():
-                    await queue.put(b"id: %d\ndata: %s\n\n" % (chunk.index, chunk.data))
-        except Exception as exc:
-            failure = exc
-        await queue.put(failure)
+    def __init__(self, reader: StreamReader) -> None:
+        self._reader = reader
+        self.cut = False
 
-    pumping = asyncio.create_task(pump())
-    try:
-        while True:
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        reader = self._reader
+        # The pump ends by queueing None, or what stopped its reader: waiting on the queue alone would
+        # otherwise ping forever after the reader failed.
+        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(SEND_QUEUE_EVENTS)
+
+        async def pump() -> None:
+            failure: Exception | None = None
             try:
-                async with asyncio.timeout(PING_INTERVAL_SECONDS):
-                    event = await queue.get()
-            except TimeoutError:
-                yield PING
-                continue
-            if isinstance(event, Exception):
-                # Headers are sent: end the body, and the client resumes from its Last-Event-ID.
-                if isinstance(event, StreamFailedError):
-                    log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, event)
+                async with reader:
+                    async for chunk in reader.chunks():
+                        await queue.put(b"id: %s\ndata: %s\n\n" % (_event_id(chunk.index, reader.epoch), chunk.data))
+            except Exception as exc:
+                failure = exc
+            await queue.put(failure)
+
+        pumping = asyncio.create_task(pump())
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(PING_INTERVAL_SECONDS):
+                        event = await queue.get()
+                except TimeoutError:
+                    yield PING
+                    continue
+                if isinstance(event, Exception):
+                    self.cut = True  # headers are sent: the client hears of it when it reconnects
+                    if isinstance(event, (StreamFailedError, StreamResetError)):
+                        log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, event)
+                        break
+                    expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
+                    log.warning(
+                        "output stream %s/%s: its reader failed, cutting the response: %r",
+                        reader.run_id,
+                        reader.key,
+                        event,
+                        exc_info=None if expected else event,
+                    )
                     break
-                expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
-                log.warning(
-                    "output stream %s/%s: its reader failed, ending the response: %r",
-                    reader.run_id,
-                    reader.key,
-                    event,
-                    exc_info=None if expected else event,
-                )
-                break
-            if event is None:
-                break
-            yield event
-    finally:
-        await cancel_and_wait(pumping)
+                if event is None:
+                    break
+                yield event
+        finally:
+            await cancel_and_wait(pumping)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A `text/event-stream` response whose body is not ended when its events were `cut`: uvicorn then
+    closes the connection (logging "ASGI callable returned without completing response"), which the
+    client sees as a broken response, not as the end of the stream."""
+
+    def __init__(self, events: EventStream, headers: dict[str, str]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self._events = events
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for event in self._events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        if not self._events.cut:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 @handles_errors
@@ -98,13 +146,16 @@ async def read_stream(request: Request) -> Response:
     key = check_stream_key(request.path_params["key"])
     run = await bridge.engine.retrieve(run_id)
     require_run_read(principal, run)
-    start = _start_index(request)
+    start, epoch = _resume_point(request)
     idle = _idle_seconds(request)
     if start is None:
         start = await bridge.output_streams.length(run_id, key)
+    # Refused before any header is sent, so the client stops resuming: 409 `stream_reset` when what it read
+    # is gone, 409 `stream_failed` when nothing more will come.
+    await bridge.output_streams.check_resume(run_id, key, start, epoch)
     failure = await bridge.output_streams.failure(run_id, key)
     if failure is not None and start >= failure.next_index:
-        raise failure  # nothing more will come: 409 `stream_failed`, so the client stops resuming
-    reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle)
+        raise failure
+    reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle, epoch=epoch)
     headers = {"cache-control": "no-cache", "x-stream-version": "v1", "x-accel-buffering": "no"}
-    return StreamingResponse(_events(reader), media_type="text/event-stream", headers=headers)
+    return EventStreamResponse(EventStream(reader), headers)

@@ -5,7 +5,8 @@ A feed subscription follows its topic through the `TopicRouter`; its updates coa
 outbox per (topic, run). A stream subscription is a pump task: a `StreamReader` (live listener
 attached before history is read, chunks deduplicated by index) whose chunks become `chunk`
 frames, then one `end` frame. A chunk frame is the chunk's stored JSON text spliced into a
-prefix, never decoded and re-encoded.
+prefix, never decoded and re-encoded; the first one also names the stream's epoch, which the client
+sends back when it resumes, so a stream whose storage was lost meanwhile ends with `stream_reset`.
 
 Stream flow control: the pump pushes a chunk only while the outbox has room (see outbox.py), and
 otherwise waits for the sender to drain it. While it waits, its reader's bounded live buffer may
@@ -23,12 +24,19 @@ from typing import Any, Protocol
 
 import orjson
 
-from bridge.errors import BridgeError, PayloadTooLargeError, StreamFailedError, TooManyError, ValidationError
+from bridge.errors import (
+    BridgeError,
+    PayloadTooLargeError,
+    StreamFailedError,
+    StreamResetError,
+    TooManyError,
+    ValidationError,
+)
 from bridge.models import Run
 from bridge.runtime.access import Principal, require_run_read
 from bridge.runtime.core import Bridge
 from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedSpec, authorized_tag_feed
-from bridge.runtime.output_streams import MAX_IDLE_SECONDS, check_start_index, check_stream_key
+from bridge.runtime.output_streams import MAX_IDLE_SECONDS, check_epoch, check_start_index, check_stream_key
 from bridge.server.websocket.protocol import Frame, internal_error_frame, required_string
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,7 @@ class StreamRequest:
     key: str
     start_index: int
     idle_timeout: float | None
+    epoch: str | None  # of the chunks the client holds before `start_index`
 
 
 @dataclass
@@ -156,6 +165,7 @@ async def authorize_stream(bridge: Bridge, frame: Frame, principal: Principal) -
         raise ValidationError("key must be a string")
     check_stream_key(key)
     start_index = check_start_index(frame.get("startIndex", 0))
+    epoch = check_epoch(frame.get("epoch"))
     idle = frame.get("timeoutInSeconds")
     if idle is not None and (
         not isinstance(idle, (int, float)) or isinstance(idle, bool) or not 1 <= idle <= MAX_IDLE_SECONDS
@@ -163,7 +173,7 @@ async def authorize_stream(bridge: Bridge, frame: Frame, principal: Principal) -
         raise ValidationError(f"timeoutInSeconds must be a number from 1 to {MAX_IDLE_SECONDS}")
     run = await bridge.engine.retrieve(run_id)
     require_run_read(principal, run)
-    return StreamRequest(run_id, key, start_index, None if idle is None else float(idle))
+    return StreamRequest(run_id, key, start_index, None if idle is None else float(idle), epoch)
 
 
 class StreamOutlet(Protocol):
@@ -186,19 +196,23 @@ class StreamOutlet(Protocol):
 
 async def pump_stream(connection: StreamOutlet, subscription_id: str, request: StreamRequest) -> None:
     """Sends the stream as `chunk` frames, then `end`; cancelled by unsubscribe, token expiry or disconnect."""
-    prefix = '{"type":"chunk","id":' + orjson.dumps(subscription_id).decode() + ',"index":'
+    prefix = '{"type":"chunk","id":' + orjson.dumps(subscription_id).decode() + ","
     reader = connection.bridge.output_streams.reader(
-        request.run_id, request.key, request.start_index, request.idle_timeout
+        request.run_id, request.key, request.start_index, request.idle_timeout, request.epoch
     )
     try:
         async with reader:
+            first = True
             async for chunk in reader.chunks():
                 if not connection.has_stream_room():
                     await connection.stream_room()
-                connection.push_stream_frame(
-                    subscription_id, f'{prefix}{chunk.index},"data":{chunk.data.decode()}}}', chunk.index + 1
-                )
-    except StreamFailedError as error:  # the stream itself failed: it ends here, for every reader
+                # The first chunk frame names the epoch the chunks are read under (set by then, unless the
+                # stream was stored before epochs existed).
+                epoch = f'"epoch":{orjson.dumps(reader.epoch).decode()},' if first and reader.epoch else ""
+                first = False
+                frame = f'{prefix}{epoch}"index":{chunk.index},"data":{chunk.data.decode()}}}'
+                connection.push_stream_frame(subscription_id, frame, chunk.index + 1)
+    except (StreamFailedError, StreamResetError) as error:  # the stream failed, or its storage was lost
         connection.stream_ended(subscription_id)
         connection.send(
             {

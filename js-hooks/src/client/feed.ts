@@ -36,10 +36,13 @@ export type StreamState = {
   readonly count: number;
   /** The next index wanted: `startIndex + count`. */
   readonly nextIndex: number;
+  /** The stream's epoch the chunks were read under, once the server named it (or the spec gave it). */
+  readonly epoch: string | undefined;
   /** True once the server ended the subscription (`end` frame). */
   readonly done: boolean;
-  /** Why it ended: `finished` (the run finished, every chunk sent), `timeout`, or `error` (the stream
-   * failed: `error` is a RealtimeError with code `stream_failed`). */
+  /** Why it ended: `finished` (the run finished, every chunk sent), `timeout`, or `error` (`error` is
+   * a RealtimeError with code `stream_failed`: the stream stopped for good, or `stream_reset`: its
+   * storage was lost, and the chunks held may not be what it holds now). */
   readonly endReason: string | undefined;
   /** The last error of the subscription. */
   readonly error: Error | undefined;
@@ -189,6 +192,8 @@ export class StreamFeed extends BaseFeed<StreamState> {
   startIndex: number;
   chunks: unknown[] = [];
   receivedAt: number[] = [];
+  /** The epoch of the chunks held: sent back on every resubscribe. */
+  epoch: string | undefined;
   done = false;
   endReason: string | undefined;
   state: StreamState;
@@ -204,6 +209,7 @@ export class StreamFeed extends BaseFeed<StreamState> {
   ) {
     super(key, token);
     this.startIndex = Math.max(0, Math.floor(spec.startIndex ?? 0));
+    this.epoch = spec.epoch;
     this.state = this.freeze();
   }
 
@@ -252,6 +258,7 @@ export class StreamFeed extends BaseFeed<StreamState> {
       receivedAt: this.receivedAt,
       count: this.chunks.length,
       nextIndex: this.nextIndex,
+      epoch: this.epoch,
       done: this.done,
       endReason: this.endReason,
       error: this.error,

@@ -206,6 +206,17 @@ export class Feeds {
     if (!(feed instanceof StreamFeed) || feed.phase !== "live") return;
     const index = frame.index;
     if (typeof index !== "number" || !Number.isInteger(index)) return;
+    if (typeof frame.epoch === "string" && frame.epoch !== feed.epoch) {
+      if (feed.epoch !== undefined) {
+        // Another epoch than the chunks held (a server that did not check ours): the stream was reset.
+        const sid = feed.sid;
+        const message = `stream '${feed.spec.key}' was reset: its epoch is ${frame.epoch}, not ${feed.epoch}`;
+        this.end(feed, "error", "stream_reset", message);
+        if (sid !== undefined) this.socket.send({ type: "unsubscribe", id: sid });
+        return;
+      }
+      feed.epoch = frame.epoch;
+    }
     if (index < feed.nextIndex) return; // already have it: dedupe by index
     if (index > feed.nextIndex) {
       // A hole (the protocol promises none): read again from the first missing index.
@@ -232,14 +243,25 @@ export class Feeds {
       this.sendSubscribe(feed);
       return;
     }
+    const reason = typeof frame.reason === "string" ? frame.reason : "finished";
+    this.end(feed, reason, frame.code, frame.message);
+  }
+
+  /**
+   * The stream feed is over. A `reason` other than `finished` and `timeout` is an error: the stream
+   * failed (`stream_failed`: every chunk stored was sent, and no more will come) or was reset
+   * (`stream_reset`: its storage was lost; resubscribing from index 0 without an epoch reads what
+   * it holds now).
+   */
+  private end(feed: StreamFeed, reason: string, code: unknown, message: unknown): void {
+    this.unbind(feed);
     feed.phase = "ended";
     feed.done = true;
     feed.synced = true;
-    feed.endReason = typeof frame.reason === "string" ? frame.reason : "finished";
-    if (feed.endReason !== "finished" && feed.endReason !== "timeout") {
-      // The stream itself failed (`stream_failed`): every chunk stored was sent, and no more will come.
-      const code = typeof frame.code === "string" ? frame.code : "stream_failed";
-      feed.error = new RealtimeError(code, typeof frame.message === "string" ? frame.message : code);
+    feed.endReason = reason;
+    if (reason !== "finished" && reason !== "timeout") {
+      const errorCode = typeof code === "string" ? code : "stream_failed";
+      feed.error = new RealtimeError(errorCode, typeof message === "string" ? message : errorCode);
     }
     feed.emit();
   }
@@ -390,10 +412,12 @@ export class Feeds {
       feed: "stream",
       runId: feed.spec.runId,
       key: feed.spec.key,
-      // Resume after the last chunk received: never a duplicate, never a gap.
+      // Resume after the last chunk received: never a duplicate, never a gap; with the epoch it was
+      // read under, so a stream whose storage was lost meanwhile ends with `stream_reset`.
       startIndex: feed.nextIndex,
       token: feed.token,
     };
+    if (feed.epoch !== undefined) frame.epoch = feed.epoch;
     if (feed.spec.timeoutInSeconds !== undefined) frame.timeoutInSeconds = feed.spec.timeoutInSeconds;
     return frame;
   }

@@ -57,6 +57,12 @@ export type StreamSpec = {
   runId: string;
   key: string;
   startIndex?: number;
+  /**
+   * Resuming: the stream's epoch the chunks before `startIndex` were read under (as a chunk frame
+   * named it). If the stream's storage was lost since, the subscription ends with `stream_reset`
+   * instead of going on at an index that now holds something else.
+   */
+  epoch?: string;
   /** End the subscription after this many seconds without a new chunk (1 to 600). */
   timeoutInSeconds?: number;
 };
@@ -80,6 +86,7 @@ export type SubscribeFrame =
       runId: string;
       key: string;
       startIndex: number;
+      epoch?: string;
       timeoutInSeconds?: number;
     };
 
@@ -122,13 +129,17 @@ export type WelcomeFrame = {
 export type SnapshotFrame = { type: "snapshot"; id: string; topic: string; runs: WireRun[] };
 export type UpdateFrame = { type: "update"; topic: string; run: WireRun };
 export type ErrorFrame = { type: "error"; id: string | null; code: string; message: string };
-export type ChunkFrame = { type: "chunk"; id: string; index: number; data: unknown };
+/** One chunk; the first chunk frame of a subscription names the stream's `epoch`. */
+export type ChunkFrame = { type: "chunk"; id: string; index: number; data: unknown; epoch?: string };
 export type EndFrame = {
   type: "end";
   id: string;
   nextIndex: number;
   reason: "finished" | "timeout" | "error" | string;
-  /** With `reason: "error"`: why the stream stopped for good (`stream_failed`). */
+  /**
+   * With `reason: "error"`: `stream_failed` (the stream stopped for good at `nextIndex`) or
+   * `stream_reset` (its storage was lost: what the client holds may not be what it holds now).
+   */
   code?: string;
   message?: string;
 };
@@ -200,6 +211,7 @@ export function streamKey(spec: StreamSpec): string {
     spec.runId,
     spec.key,
     spec.startIndex ?? 0,
+    spec.epoch ?? null,
     spec.timeoutInSeconds ?? null,
   ]);
 }

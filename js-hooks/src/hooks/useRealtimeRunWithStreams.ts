@@ -36,7 +36,8 @@ type View = { identity: string; streams: Record<string, unknown[]>; error: Error
  * streams.ai?.join("");
  * ```
  *
- * `throttleInMs` (default 16) batches the re-renders the streams cause.
+ * `throttleInMs` (default 16) batches the re-renders the streams cause. A stream that failed or was
+ * reset (its storage lost: a RealtimeError with code `stream_failed` or `stream_reset`) is `error`.
  */
 export function useRealtimeRunWithStreams<
   T = any,

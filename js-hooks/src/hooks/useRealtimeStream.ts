@@ -46,7 +46,7 @@ export function defineStream<TPart>(id: string): RealtimeDefinedStream<TPart> {
   return Object.freeze({ id });
 }
 
-/** One chunk with its event id (the chunk's index) and when it was received: `onParts`. */
+/** One chunk with its event id (`<index>-<epoch>`, as the bridge's SSE ids) and when it was received: `onParts`. */
 export type StreamPart<TPart> = { id: string; chunk: TPart; timestamp: number };
 
 export type UseRealtimeStreamOptions<TPart> = UseApiClientOptions & {
@@ -69,7 +69,11 @@ export type UseRealtimeStreamOptions<TPart> = UseApiClientOptions & {
   timeoutInSeconds?: number;
   /** The first chunk index to read. @default 0 */
   startIndex?: number;
-  /** Resume after this event id (a chunk index, as returned in `lastEventId`): wins over `startIndex`. */
+  /**
+   * Resume after this event id (as returned in `lastEventId`: `<index>-<epoch>`, or a chunk index):
+   * wins over `startIndex`. With its epoch, a stream whose storage was lost since ends with `error`
+   * code `stream_reset` instead of resuming at an index that now holds something else.
+   */
   lastEventId?: string | number;
   /**
    * Accepted for compatibility; only `"beginning"` is supported: the stream is read from its
@@ -87,8 +91,16 @@ export type UseRealtimeStreamOptions<TPart> = UseApiClientOptions & {
 export type UseRealtimeStreamInstance<TPart> = {
   /** Every chunk received, in order, each once. */
   parts: Array<TPart>;
-  /** The index of the last part, as a string (the official SSE event id); pass it back as `lastEventId` to resume. */
+  /**
+   * The last part's event id, `<index>-<epoch>` (the stream's epoch, as in the bridge's SSE event ids;
+   * the index alone until the server named it): pass it back as `lastEventId` to resume.
+   */
   lastEventId: string | undefined;
+  /**
+   * A RealtimeError: `stream_failed` (the stream stopped for good), `stream_reset` (its storage was
+   * lost, so `parts` may not be what it holds now: read it again without `lastEventId`), or the
+   * subscription's error (`not_found`, `forbidden`, ...).
+   */
   error: Error | undefined;
   /** Stops the subscription now; the parts stay. */
   stop: () => void;
@@ -103,14 +115,23 @@ type View<TPart> = {
   error: Error | undefined;
 };
 
-function resolveStartIndex(options: UseRealtimeStreamOptions<unknown> | undefined): number {
+/** Where to start, and the epoch of what came before: from `lastEventId` (`<index>` or `<index>-<epoch>`), else `startIndex`. */
+function resolveStart(options: UseRealtimeStreamOptions<unknown> | undefined): { startIndex: number; epoch?: string } {
   const last = options?.lastEventId;
   if (last !== undefined && last !== "") {
-    const index = Number(last);
-    if (Number.isInteger(index) && index >= 0) return index + 1;
+    const [index, epoch] = String(last).split("-", 2) as [string, string | undefined];
+    const lastIndex = Number(index);
+    if (index !== "" && Number.isInteger(lastIndex) && lastIndex >= 0) {
+      return epoch ? { startIndex: lastIndex + 1, epoch } : { startIndex: lastIndex + 1 };
+    }
   }
   const start = options?.startIndex;
-  return typeof start === "number" && Number.isFinite(start) && start > 0 ? Math.floor(start) : 0;
+  return { startIndex: typeof start === "number" && Number.isFinite(start) && start > 0 ? Math.floor(start) : 0 };
+}
+
+/** A chunk's event id: `<index>-<epoch>`, as the bridge's SSE route names it (the index alone without an epoch). */
+function eventId(index: number, epoch: string | undefined): string {
+  return epoch ? `${index}-${epoch}` : String(index);
 }
 
 function resolveTimeout(value: number | undefined): number {
@@ -130,7 +151,9 @@ function resolveTimeout(value: number | undefined): number {
  * ```
  *
  * Every chunk arrives once and in order, also across reconnects: the subscription resumes from
- * the last index received + 1.
+ * the last index received + 1, with the stream's epoch; if the stream's storage was lost meanwhile
+ * (the bridge's Redis flushed, an in-memory bridge restarted), `error` is a RealtimeError with code
+ * `stream_reset` rather than a silent resume.
  */
 export function useRealtimeStream<TDefinedStream extends RealtimeDefinedStream<any>>(
   stream: TDefinedStream,
@@ -183,9 +206,9 @@ function useStreamImplementation<TPart>(
 ): UseRealtimeStreamInstance<TPart> {
   const apiClient = useApiClient(options);
   const enabled = options?.enabled !== false && !!runId;
-  const startIndex = resolveStartIndex(options as UseRealtimeStreamOptions<unknown> | undefined);
+  const start = resolveStart(options as UseRealtimeStreamOptions<unknown> | undefined);
   const timeoutInSeconds = resolveTimeout(options?.timeoutInSeconds);
-  const spec: StreamSpec | undefined = runId ? { runId, key, startIndex, timeoutInSeconds } : undefined;
+  const spec: StreamSpec | undefined = runId ? { runId, key, ...start, timeoutInSeconds } : undefined;
   const baseURL = apiClient?.baseURL;
   const token = apiClient?.accessToken;
   const identity =
@@ -230,7 +253,7 @@ function useStreamImplementation<TPart>(
           const cap = maxParts.current;
           if (cap !== undefined && cap >= 0 && parts.length > cap) parts = parts.slice(parts.length - cap);
         }
-        const lastEventId = latest.nextIndex > firstIndex ? String(latest.nextIndex - 1) : undefined;
+        const lastEventId = latest.nextIndex > firstIndex ? eventId(latest.nextIndex - 1, latest.epoch) : undefined;
         setView({ identity, parts, lastEventId, error: latest.error });
         if (flushed.length > 0) onParts.current?.(flushed);
       },
@@ -245,7 +268,7 @@ function useStreamImplementation<TPart>(
       for (let index = Math.max(next, state.startIndex); index < state.nextIndex; index++) {
         const i = index - state.startIndex;
         const chunk = state.chunks[i] as TPart;
-        batch.push({ id: String(index), chunk, timestamp: state.receivedAt[i] ?? Date.now() });
+        batch.push({ id: eventId(index, state.epoch), chunk, timestamp: state.receivedAt[i] ?? Date.now() });
         try {
           onData.current?.(chunk);
         } catch (error) {

@@ -1,6 +1,7 @@
 /**
  * Against a real realtime-bridge server (opt-in): set BRIDGE_URL and BRIDGE_SECRET_KEY, with the
- * test tasks of tests/support/tasks.py registered ("echo", "slow-progress", "fail"). Skipped otherwise.
+ * test tasks of tests/support/tasks.py registered ("echo", "slow-progress", "fail", "stream-chunks", ...).
+ * Skipped otherwise.
  *
  *   BRIDGE_URL=http://127.0.0.1:8787 BRIDGE_SECRET_KEY=... npx vitest run test/e2e
  */
@@ -11,6 +12,7 @@ import {
   useInputStreamSend,
   useRealtimeRun,
   useRealtimeRunsWithTag,
+  useRealtimeStream,
   useRealtimeTaskTrigger,
   useRun,
   useTaskTrigger,
@@ -81,6 +83,30 @@ describe.skipIf(!baseURL)("against a real bridge", () => {
     await waitFor(() => expect(fetched.result.current.run?.status).toBe("FAILED"), { timeout: 10_000 });
     expect(fetched.result.current.run!.createdAt).toBeInstanceOf(Date);
     expect(fetched.result.current.run!.isFailed).toBe(true);
+  });
+
+  test("a stream resumed by lastEventId: exact with its epoch, stream_reset with another", { timeout: 20_000 }, async () => {
+    const trigger = renderHook(() => useTaskTrigger("stream-chunks", { accessToken: secretKey, baseURL }));
+    act(() => trigger.result.current.submit({ count: 5 }));
+    await waitFor(() => expect(trigger.result.current.handle).toBeDefined(), { timeout: 10_000 });
+    const { id: runId, publicAccessToken: accessToken } = trigger.result.current.handle!;
+    const whole = renderHook(() => useRealtimeStream<number>(runId, "numbers", { accessToken, baseURL }));
+    await waitFor(() => expect(whole.result.current.parts).toEqual([0, 1, 2, 3, 4]), { timeout: 10_000 });
+    const [, epoch] = whole.result.current.lastEventId!.split("-");
+    expect(whole.result.current.lastEventId).toBe(`4-${epoch}`);
+    expect(epoch).toMatch(/^[0-9a-f]{16}$/);
+
+    const resumed = renderHook(() =>
+      useRealtimeStream<number>(runId, "numbers", { accessToken, baseURL, lastEventId: `1-${epoch}` }),
+    );
+    await waitFor(() => expect(resumed.result.current.parts).toEqual([2, 3, 4]), { timeout: 10_000 });
+    // An epoch of storage that is gone (another process, a flushed Redis): told, not resumed.
+    const stale = renderHook(() =>
+      useRealtimeStream<number>(runId, "numbers", { accessToken, baseURL, lastEventId: "1-0123456789abcdef" }),
+    );
+    await waitFor(() => expect(stale.result.current.error).toMatchObject({ code: "stream_reset" }), { timeout: 10_000 });
+    expect(stale.result.current.parts).toEqual([]);
+    expect(resumed.result.current.error).toBeUndefined();
   });
 
   test("a token that may not read the run gets a forbidden error", { timeout: 15_000 }, async () => {

@@ -18,6 +18,8 @@ export type Subscription = {
   frame: ClientFrame;
   /** Stream subscriptions: the next chunk index this subscription will be sent. */
   next?: number;
+  /** Stream subscriptions: the epoch of what the subscriber holds (what it sent, then what it was sent). */
+  epoch?: string;
 };
 
 export type Connection = {
@@ -87,6 +89,9 @@ export class FakeBridge {
   /** Streams that are over (their run finished): subscribers get `end` after the last chunk. */
   readonly endedStreams = new Set<string>();
   readonly failedStreams = new Map<string, { code: string; message: string }>();
+  /** Each stream's epoch: new with its first chunk, and again when `resetStream` loses its chunks. */
+  readonly epochs = new Map<string, string>();
+  private epochCount = 0;
   /** Decides the reply to each subscribe frame. */
   onSubscribe: (frame: ClientFrame, connection: Connection) => SubscribeReply = () => ({
     kind: "snapshot",
@@ -269,6 +274,7 @@ export class FakeBridge {
     connection.subscriptions.set(frame.id, subscription);
     if (frame.feed === "stream") {
       subscription.next = typeof frame.startIndex === "number" ? frame.startIndex : 0;
+      if (typeof frame.epoch === "string") subscription.epoch = frame.epoch;
       // "hold": subscribed, nothing sent yet (a test sends chunks itself, or calls catchUp).
       if (reply.kind === "snapshot") this.catchUp(connection, subscription);
       return;
@@ -349,20 +355,14 @@ export class FakeBridge {
     if (!list) {
       list = [];
       this.streams.set(id, list);
+      this.epochs.set(id, `e${++this.epochCount}`);
       const run = this.runs.get(runId);
       if (run && !(run.realtimeStreams ?? []).includes(key)) {
         this.change(runId, { realtimeStreams: [...(run.realtimeStreams ?? []), key] });
       }
     }
     list.push(data);
-    for (const connection of this.openConnections) {
-      for (const subscription of connection.subscriptions.values()) {
-        if (subscription.frame.feed === "stream" && subscription.frame.runId === runId && subscription.frame.key === key) {
-          this.catchUp(connection, subscription);
-        }
-      }
-    }
-    this.emit();
+    this.catchUpAll(runId, key);
     return list.length - 1;
   }
 
@@ -370,6 +370,21 @@ export class FakeBridge {
   endStream(runId: string, key: string, failure?: { code: string; message: string }): void {
     this.endedStreams.add(`${runId}\n${key}`);
     if (failure) this.failedStreams.set(`${runId}\n${key}`, failure);
+    this.catchUpAll(runId, key);
+  }
+
+  /**
+   * The stream's storage is lost (as a flushed Redis): its chunks go, it gets a new epoch, and every
+   * subscription holding chunks of the old one ends with `stream_reset`.
+   */
+  resetStream(runId: string, key: string): void {
+    const id = `${runId}\n${key}`;
+    this.streams.set(id, []);
+    this.epochs.set(id, `e${++this.epochCount}`);
+    this.catchUpAll(runId, key);
+  }
+
+  private catchUpAll(runId: string, key: string): void {
     for (const connection of this.openConnections) {
       for (const subscription of [...connection.subscriptions.values()]) {
         if (subscription.frame.feed === "stream" && subscription.frame.runId === runId && subscription.frame.key === key) {
@@ -380,13 +395,26 @@ export class FakeBridge {
     this.emit();
   }
 
-  /** Sends a subscription every chunk it has not had yet, then `end` if the stream is over. */
+  /**
+   * Sends a subscription every chunk it has not had yet (the first one naming the stream's epoch),
+   * then `end` if the stream is over; `end` with `stream_reset` when the subscriber holds chunks of
+   * another epoch, or more chunks than the stream has.
+   */
   catchUp(connection: Connection, subscription: Subscription): void {
     const { runId, key } = subscription.frame;
     const list = this.chunks(runId, key);
+    const epoch = this.epochs.get(`${runId}\n${key}`);
     let next = subscription.next ?? 0;
+    if ((subscription.epoch !== undefined && subscription.epoch !== epoch) || next > list.length) {
+      connection.subscriptions.delete(subscription.id);
+      const message = `stream '${key}' of run ${runId} was reset`;
+      this.send(connection, { type: "end", id: subscription.id, nextIndex: next, reason: "error", code: "stream_reset", message });
+      return;
+    }
     while (next < list.length) {
-      this.send(connection, { type: "chunk", id: subscription.id, index: next, data: list[next] });
+      const named = subscription.epoch === undefined ? { epoch } : {};
+      subscription.epoch = epoch;
+      this.send(connection, { type: "chunk", id: subscription.id, index: next, data: list[next], ...named });
       next += 1;
     }
     subscription.next = next;
