@@ -135,7 +135,10 @@ class Worker:
         self._running[delivery.run_id] = (delivery, execution)
         self._waiting.discard(delivery.run_id)
 
-        def finished(_: asyncio.Task[None]) -> None:
+        def finished(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and (error := done.exception()) is not None:
+                # e.g. the run vanished from storage mid-execution: say which run, never "never retrieved"
+                log.error("run %s: its execution failed", delivery.run_id, exc_info=error)
             self._running.pop(delivery.run_id, None)
             if delivery.run_id in self._waiting:
                 self._waiting.discard(delivery.run_id)  # it gave its slot back while waiting
