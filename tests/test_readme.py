@@ -31,7 +31,7 @@ from bridge.models import RunStatus
 from bridge.runtime.access import AUDIENCE
 from tests.conftest import SECRET_KEY
 from tests.support.helpers import TIMEOUT, until_final, until_run
-from tests.support.processes import ROOT, background, environment, run_program, serving_app
+from tests.support.processes import ROOT, Background, background, environment, run_program, serving_app
 from tests.support.readme import README, blocks, program, readme_port, snippet, write_file
 from tests.support.redis_server import free_port, start_redis_server
 from tests.support.serve import wait_until_up
@@ -47,7 +47,9 @@ def labels_taken_by_tests() -> set[str]:
     for module in ROOT.glob("tests/test_*.py"):
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "snippet":
-                taken.update(arg.value for arg in node.args if isinstance(arg, ast.Constant))
+                taken.update(
+                    arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+                )
     return taken
 
 
@@ -88,11 +90,12 @@ def readme_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def up(port: int, log: str | None = None) -> str:
+def up(port: int, started: Background) -> str:
+    """The URL of the bridge `started` serves on `port`, once it answers."""
     try:
         wait_until_up(port)
     except SystemExit:
-        raise AssertionError(f"nothing answered on port {port}:\n{log}") from None
+        raise AssertionError(f"nothing answered on port {port}:\n{started.output()}") from None
     return f"http://127.0.0.1:{port}"
 
 
@@ -110,7 +113,7 @@ def assert_backend_ran(output: str, key: str) -> None:
 async def test_the_quick_start_in_memory_with_the_backend_program(readme_dir: Path) -> None:
     env = environment(BRIDGE_SECRET_KEY=SECRET_KEY)  # "Start the bridge with a secret key of your own"
     with readme_port() as port, background(["bash", "-c", snippet("serve")], readme_dir, env) as serve:
-        url = up(port, serve.output())
+        url = up(port, serve)
         output = await run_program(readme_dir / "backend.py", environment(BRIDGE_URL=url, BRIDGE_SECRET_KEY=SECRET_KEY))
     assert_backend_ran(output, SECRET_KEY)
 
@@ -126,7 +129,7 @@ async def test_the_quick_start_with_redis_with_the_backend_program(readme_dir: P
             readme_port() as port,
             background(["bash", "-x", "-c", command], readme_dir, environment(PS4="+ ")) as both,
         ):
-            url = up(port, both.output())
+            url = up(port, both)
             made = re.search(r"^\+ export BRIDGE_SECRET_KEY=(tr_prod_\w{64})$", both.output(), re.MULTILINE)
             assert made, both.output()
             output = await run_program(
@@ -150,7 +153,7 @@ async def test_the_task_modules_serve_what_their_backend_blocks_and_the_prose_sa
     serve = [sys.executable, "-m", "bridge", "serve", *(f"--tasks={module}" for module in modules)]
     port = free_port()
     with background([*serve, "--port", str(port)], tmp_path, environment(BRIDGE_SECRET_KEY=SECRET_KEY)) as served:
-        url = up(port, served.output())
+        url = up(port, served)
         client = environment(BRIDGE_URL=url, BRIDGE_SECRET_KEY=SECRET_KEY)
         chat, review, welcome = await asyncio.gather(
             *(run_program(tmp_path / f"{name}_backend.py", client) for name in backends)

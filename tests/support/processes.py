@@ -44,8 +44,8 @@ class ServedApp:
 
 @contextlib.asynccontextmanager
 async def serving_app(target: str, *uvicorn_args: str, public_url: bool = True) -> AsyncIterator[ServedApp]:
-    """`uvicorn TARGET` (from this checkout) with the bridge mounted at /realtime, on a socket bound here:
-    requests wait in its backlog until the app has started."""
+    """`uvicorn TARGET` run from this checkout (the app mounts the bridge at /realtime: `bridge_url`), on a
+    socket bound here: requests wait in its backlog until the app has started."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
