@@ -223,10 +223,18 @@ def parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser(
         "serve", help="run the bridge server (and, with --tasks, a worker)", description="Run the bridge server."
     )
+    # argparse converts a string default with `type`, so a bad BRIDGE_PORT is the same one-line error as --port's
     serve_parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)"
+        "--host",
+        default=os.environ.get("BRIDGE_HOST", "127.0.0.1"),
+        help="address to listen on, or BRIDGE_HOST; 0.0.0.0 for every interface (default: %(default)s)",
     )
-    serve_parser.add_argument("--port", type=int, default=8787, help="port to listen on (default: %(default)s)")
+    serve_parser.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get("BRIDGE_PORT", "8787"),
+        help="port to listen on, or BRIDGE_PORT (default: %(default)s)",
+    )
     _common(serve_parser)
     serve_parser.set_defaults(handler=serve)
     worker_parser = commands.add_parser(

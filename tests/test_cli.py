@@ -23,18 +23,13 @@ import bridge
 from bridge import cli
 from bridge.backends.redis.pubsub import RECONNECT_BACKOFF_CAP_SECONDS, reconnect_delay
 from tests.conftest import SECRET_KEY
+from tests.support.processes import environment
 from tests.support.redis_server import RedisServer, free_port, start_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = str(ROOT / "tests/support/crash_tasks.py")  # registers its tasks with the default registry
 EXIT_SECONDS = 15.0
 STARTUP_SECONDS = 30.0
-
-
-def environment(**extra: str) -> dict[str, str]:
-    """No BRIDGE_* setting of the machine's; this checkout's `bridge` first, for a console script too."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
-    return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -9,13 +9,7 @@ the wait token's callback URL points under the mount and completes the token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
-import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import orjson
@@ -24,26 +18,15 @@ from websockets.exceptions import InvalidStatus
 
 from bridge.asgi import NOT_STARTED, BridgeApp
 from bridge.config import Settings
-from tests.conftest import SECRET_KEY, suite_settings
+from tests.conftest import suite_settings
 from tests.support.helpers import TIMEOUT
 from tests.support.official_client import run_script
+from tests.support.processes import serving_app
 from tests.support.ws_client import connect, of_type, on_topic, runs_in
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = {"fastapi": "examples.fastapi_app.app:app", "django": "examples.django_app.asgi:application"}
 TEXT = "The bridge gives Python background tasks a live connection to React pages, mounted in the app that starts them."
 SUMMARY = "The bridge gives Python background tasks a live connection to React pages,"
-
-
-@dataclass
-class ServedExample:
-    url: str  # the app's root
-    settings: Settings  # what the app's bridge runs with (for the official-client scripts)
-    stderr: str = ""  # what the process logged, once it exited
-
-    @property
-    def bridge_url(self) -> str:
-        return f"{self.url}/realtime"
 
 
 @dataclass
@@ -52,39 +35,9 @@ class MountedBridge:  # the official scripts' baseURL: the mount, not the app's 
     settings: Settings
 
 
-@contextlib.asynccontextmanager
-async def serving(target: str, *uvicorn_args: str, public_url: bool = True) -> AsyncIterator[ServedExample]:
-    """`uvicorn TARGET` on a socket bound here: requests wait in its backlog until the app has started."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        served = ServedExample(f"http://127.0.0.1:{sock.getsockname()[1]}", suite_settings())
-        env = {name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")}
-        env["BRIDGE_SECRET_KEY"] = SECRET_KEY
-        if public_url:
-            env["BRIDGE_PUBLIC_URL"] = served.bridge_url
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "uvicorn", target, "--fd", str(sock.fileno()), "--timeout-graceful-shutdown", "2"),
-            *uvicorn_args,
-            cwd=ROOT,
-            env=env,
-            pass_fds=[sock.fileno()],
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    try:
-        yield served
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        _, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
-        served.stderr = stderr.decode(errors="replace")
-
-
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
 async def test_the_apps_route_triggers_a_run_that_the_page_watches_through_the_mount(example: str) -> None:
-    async with serving(EXAMPLES[example]) as app, httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as http:
+    async with serving_app(EXAMPLES[example]) as app, httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as http:
         started = (await http.post("/api/summarize", json={"text": TEXT})).raise_for_status().json()
         run_id, token = started["runId"], started["publicAccessToken"]
         official = asyncio.create_task(
@@ -120,7 +73,7 @@ async def test_the_apps_route_triggers_a_run_that_the_page_watches_through_the_m
 
 async def test_a_mount_without_the_bridges_lifespan_or_public_url_says_so() -> None:
     async with (
-        serving(EXAMPLES["fastapi"], "--lifespan", "off", public_url=False) as app,
+        serving_app(EXAMPLES["fastapi"], "--lifespan", "off", public_url=False) as app,
         httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as http,
     ):
         response = await http.get("/realtime/healthz")
@@ -141,7 +94,7 @@ def test_a_mounted_bridge_without_a_worker_needs_redis() -> None:
 
 async def test_the_bridge_app_serves_on_its_own_too() -> None:
     """`uvicorn --factory bridge.asgi:BridgeApp`: not mounted, the server runs its lifespan itself."""
-    async with serving("bridge.asgi:BridgeApp", "--factory", public_url=False) as app:
+    async with serving_app("bridge.asgi:BridgeApp", "--factory", public_url=False) as app:
         async with httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as http:
             assert (await http.get("/healthz")).json() == {"ok": True}
         async with connect(app.url.replace("http://", "ws://") + "/ws") as client:

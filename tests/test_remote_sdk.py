@@ -1,6 +1,5 @@
 """The Python SDK from another process: `configure(url=..., secret_key=...)` against a real server (both
-backends), over its HTTP API and WebSocket; and the README's "From your backend" program against
-`realtime-bridge serve` in another process.
+backends), over its HTTP API and WebSocket. (The README's "From your backend" program: tests/test_readme.py.)
 
 The `remote` fixture also gives the SDK a fresh bridge of its own in this process, so a call that went
 to a local bridge instead of over the network would find none of the server's tasks or runs.
@@ -10,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -39,11 +34,8 @@ from bridge.runtime.access import AUDIENCE
 from bridge.runtime.waitpoints import TokenStatus
 from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
 from tests.support.helpers import unique, until_final
-from tests.support.readme import snippet
 from tests.support.redis_server import free_port
-from tests.support.serve import wait_until_up
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20.0
 
 
@@ -277,44 +269,3 @@ async def test_each_request_is_bounded_and_only_a_repeatable_one_is_tried_again(
         finally:
             await transport.aclose()
             configure()
-
-
-def environment(**variables: str) -> dict[str, str]:
-    """This environment without BRIDGE_* settings, plus `variables`; PYTHONPATH: this checkout's `bridge`,
-    whichever one the virtualenv installed."""
-    kept = {key: value for key, value in os.environ.items() if not key.startswith("BRIDGE_")}
-    return kept | {"PYTHONPATH": str(ROOT), **variables}
-
-
-@pytest.fixture
-def serve_process(tmp_path: Path) -> Iterator[str]:
-    """`realtime-bridge serve --tasks examples/demo/tasks.py` on the in-memory backend, in its own process."""
-    port = free_port()
-    command = [sys.executable, "-m", "bridge.cli", "serve", "--tasks", "examples/demo/tasks.py", "--port", str(port)]
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment(BRIDGE_SECRET_KEY=SECRET_KEY), stdout=log, stderr=log
-        )
-        try:
-            wait_until_up(port)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
-
-
-def test_the_readme_backend_program_runs_verbatim(serve_process: str, tmp_path: Path) -> None:
-    program = tmp_path / "backend.py"
-    program.write_text(snippet("from-your-backend"))
-    result = subprocess.run(
-        [sys.executable, str(program)],
-        env=environment(BRIDGE_URL=serve_process, BRIDGE_SECRET_KEY=SECRET_KEY),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[-3].startswith("COMPLETED") and "'progress': 1.0" in lines[-3]
-    assert "Hello a@b.c" in lines[-2]
