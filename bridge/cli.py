@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from bridge.config import DEV_SECRET_KEY_PREFIX, Settings
 from bridge.durations import parse_duration_seconds
 from bridge.errors import BridgeError
+from bridge.logs import FORMATS, LEVELS, configure_logging, log_settings
 from bridge.worker.registry import default_registry, load_tasks
 
 log = logging.getLogger("bridge")
@@ -49,6 +50,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         type=_duration,
         help="on SIGTERM, how long executing runs get to reach their next durable step before they are handed "
         "back (default $BRIDGE_SHUTDOWN_GRACE or 30s)",
+    )
+    parser.add_argument(
+        "--log-level", choices=LEVELS, help="the bridge's log level (default $BRIDGE_LOG_LEVEL or info)"
+    )
+    parser.add_argument(
+        "--log-format", choices=FORMATS, help="text, or json: one object per line (default $BRIDGE_LOG_FORMAT or text)"
     )
 
 
@@ -99,7 +106,7 @@ def run_server(app: Starlette, settings: Settings, host: str, port: int) -> None
         host=host,
         port=port,
         ws_max_size=settings.limits.max_frame_bytes,
-        log_level="info",
+        log_config=None,  # uvicorn logs through the handler configure_logging set up
         proxy_headers=False,
         # Held long-polls and open streams would otherwise delay a restart until they end by themselves.
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
@@ -150,7 +157,6 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="realtime-bridge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the bridge server (and, with --tasks, a worker)")
@@ -162,6 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     _common(worker_parser)
     worker_parser.set_defaults(handler=worker)
     args = parser.parse_args(argv)
+    try:
+        configure_logging(*log_settings(args.log_level, args.log_format))
+    except ValueError as exc:
+        sys.exit(f"realtime-bridge: {exc}")
     args.handler(args)
 
 

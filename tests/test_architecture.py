@@ -13,7 +13,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bridge"
 
 # Lowest first. A module belongs to the first layer one of whose prefixes it starts with.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("bridge.aio", "bridge.durations", "bridge.errors", "bridge.config", "bridge.models")),
+    (
+        "foundation",
+        (
+            "bridge.aio",
+            "bridge.durations",
+            "bridge.errors",
+            "bridge.config",
+            "bridge.models",
+            "bridge.metrics",
+            "bridge.tracing",
+            "bridge.logs",
+        ),
+    ),
     ("backends", ("bridge.backends",)),
     ("runtime", ("bridge.runtime",)),
     ("worker", ("bridge.worker",)),

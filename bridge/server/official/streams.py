@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from bridge.aio import cancel_and_wait
 from bridge.errors import BridgeError, StreamFailedError
+from bridge.metrics import Metrics
 from bridge.runtime.access import require_run_read
 from bridge.runtime.output_streams import MAX_IDLE_SECONDS, MAX_STREAM_INDEX, StreamReader, check_stream_key
 from bridge.server.http import bridge_of, handles_errors, header_int, principal_of
@@ -45,7 +46,7 @@ def _idle_seconds(request: Request) -> float:
     return DEFAULT_IDLE_SECONDS if seconds is None else float(seconds)
 
 
-async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
+async def _events(reader: StreamReader, metrics: Metrics) -> AsyncIterator[bytes]:
     # The pump ends by queueing None, or what stopped its reader: waiting on the queue alone would
     # otherwise ping forever after the reader failed.
     queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(SEND_QUEUE_EVENTS)
@@ -62,30 +63,32 @@ async def _events(reader: StreamReader) -> AsyncIterator[bytes]:
 
     pumping = asyncio.create_task(pump())
     try:
-        while True:
-            try:
-                async with asyncio.timeout(PING_INTERVAL_SECONDS):
-                    event = await queue.get()
-            except TimeoutError:
-                yield PING
-                continue
-            if isinstance(event, Exception):
-                # Headers are sent: end the body, and the client resumes from its Last-Event-ID.
-                if isinstance(event, StreamFailedError):
-                    log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, event)
+        with metrics.sse_connections.track_inprogress(), metrics.sse_subscriptions.track_inprogress():
+            while True:
+                try:
+                    async with asyncio.timeout(PING_INTERVAL_SECONDS):
+                        event = await queue.get()
+                except TimeoutError:
+                    event = PING
+                if event is None:
                     break
-                expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
-                log.warning(
-                    "output stream %s/%s: its reader failed, ending the response: %r",
-                    reader.run_id,
-                    reader.key,
-                    event,
-                    exc_info=None if expected else event,
-                )
-                break
-            if event is None:
-                break
-            yield event
+                if isinstance(event, Exception):
+                    # Headers are sent: end the body, and the client resumes from its Last-Event-ID.
+                    if isinstance(event, StreamFailedError):
+                        log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, event)
+                        break
+                    expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
+                    log.warning(
+                        "output stream %s/%s: its reader failed, ending the response: %r",
+                        reader.run_id,
+                        reader.key,
+                        event,
+                        exc_info=None if expected else event,
+                    )
+                    break
+                yield event
+                metrics.sse_frames.inc()
+                metrics.sse_bytes.inc(len(event))
     finally:
         await cancel_and_wait(pumping)
 
@@ -107,4 +110,4 @@ async def read_stream(request: Request) -> Response:
         raise failure  # nothing more will come: 409 `stream_failed`, so the client stops resuming
     reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle)
     headers = {"cache-control": "no-cache", "x-stream-version": "v1", "x-accel-buffering": "no"}
-    return StreamingResponse(_events(reader), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(_events(reader, bridge.metrics), media_type="text/event-stream", headers=headers)
