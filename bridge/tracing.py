@@ -3,14 +3,15 @@ executions, its output stream appends and the input values sent to it, in one tr
 
 The trigger's span context travels in the run record (`Run.trace_context`, a W3C `traceparent`), so the
 worker executing the run, in any process, starts its span as a child of the trigger's. Only the API is
-used: spans go where the process's tracer provider sends them. Without the extra installed, or before the
-process sets a tracer provider, `span` and `current_traceparent` do nothing.
+used: spans go where the process's tracer provider sends them, if it set one before a bridge started
+(`notice_provider`); otherwise, and without the extra installed, `span` and `current_traceparent` do nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,34 +30,35 @@ else:
     _propagator = TraceContextTextMapPropagator()
 
 
-_provider_set = False  # latched: a process sets its tracer provider once
+_provider_set = False  # once true, stays: a process sets its tracer provider once
+_NO_SPAN = contextlib.nullcontext()
 
 
-def _tracing() -> bool:
-    """Whether spans go anywhere: the extra is installed and the process set a tracer provider. Checked first:
-    the API's no-op span costs several times the `with` around it, and there is one per stream batch."""
+def notice_provider() -> None:
+    """Called as a bridge starts: from then on spans are made if the process has set a tracer provider by now.
+    Checked here, not per span: asking the API costs about as much as the rest of a stream batch's
+    bookkeeping, and its no-op span several times more."""
     global _provider_set
     if not _provider_set and _tracer is not None:
         _provider_set = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-    return _provider_set
 
 
-@contextlib.contextmanager
-def span(name: str, attributes: Attributes, parent: str | None = None, start_time: int | None = None) -> Iterator[None]:
-    """A span around the block: a child of `parent` (a `traceparent`) when given, else of the current span;
-    started at `start_time` (`time.time_ns()`) when what it covers began before its parent was known."""
-    if not _tracing():
-        yield
-        return
+def span(
+    name: str, attributes: Attributes, parent: str | None = None, start_time: int | None = None
+) -> AbstractContextManager[object]:
+    """A span around a `with` block: a child of `parent` (a `traceparent`) when given, else of the current span;
+    started at `start_time` (`time.time_ns()`) when what it covers began before its parent was known; a
+    shared empty context when not tracing."""
+    if not _provider_set:
+        return _NO_SPAN
     assert _tracer is not None
     context = _propagator.extract({"traceparent": parent}) if parent else None
-    with _tracer.start_as_current_span(name, context=context, attributes=attributes, start_time=start_time):
-        yield
+    return _tracer.start_as_current_span(name, context=context, attributes=attributes, start_time=start_time)
 
 
 def current_traceparent() -> str | None:
     """The current span's context as a `traceparent`, to store with what continues the trace elsewhere."""
-    if not _tracing():
+    if not _provider_set:
         return None
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)

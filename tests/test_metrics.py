@@ -309,6 +309,7 @@ async def test_no_token_or_key_reaches_the_logs_or_the_metrics(
         secret = bearer(SECRET_KEY)
         triggered = await http.post("/api/v1/tasks/echo/trigger", json={"payload": 1}, headers=secret)
         run_id = triggered.json()["id"]
+        await until_final(run_id)  # so a subscription to it gets its snapshot and no update after
         trigger_token = create_public_token(SECRET_KEY, ["trigger:tasks:echo"], one_time=True)
         by_token = await http.post("/api/v1/tasks/echo/trigger", json={"payload": 2}, headers=bearer(trigger_token))
         assert by_token.status_code == 200
@@ -325,7 +326,6 @@ async def test_no_token_or_key_reaches_the_logs_or_the_metrics(
         created = (await http.post("/api/v1/waitpoints/tokens", json={}, headers=secret)).json()
         signature = created["url"].rsplit("/", 1)[1]
         assert (await http.post(created["url"].removeprefix(server.url), json={"ok": True})).status_code == 200
-        await until_final(run_id)
         scraped = (await http.get("/metrics", headers=bearer(metrics_token))).text
 
     lines = captured_logs.getvalue().splitlines()
@@ -381,7 +381,10 @@ def spans() -> Iterator[InMemorySpanExporter]:
         _EXPORTER.clear()
 
 
-async def test_a_runs_spans_are_in_the_trace_of_its_trigger(server: RunningServer, spans: InMemorySpanExporter) -> None:
+async def test_a_runs_spans_are_in_the_trace_of_its_trigger(
+    spans: InMemorySpanExporter,  # first: the provider is set before the server's bridge starts, as an app does
+    server: RunningServer,
+) -> None:
     with trace.get_tracer("tests").start_as_current_span("caller") as caller:
         run = await tasks.trigger("write-then-await-stop", {"count": 5})
     await until_run(run.id, lambda state: state.metadata.get("written") == 5)

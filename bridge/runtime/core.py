@@ -12,6 +12,7 @@ from bridge.runtime.feeds import Feeds
 from bridge.runtime.hub import Hub
 from bridge.runtime.output_streams import OutputStreams
 from bridge.runtime.waitpoints import Waitpoints
+from bridge.tracing import notice_provider
 
 
 class Bridge:
@@ -27,6 +28,7 @@ class Bridge:
         self.waitpoints = Waitpoints(self.broker, self.hub, settings, self.engine.resume_waiting_runs)
 
     async def start(self) -> None:
+        notice_provider()
         await self.broker.start()
         self.waitpoints.timer.start()
 
