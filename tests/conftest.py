@@ -64,7 +64,9 @@ class RunningServer:
         return self.url.replace("http://", "ws://") + "/ws"
 
 
-async def start_server(settings: Settings, *, with_worker: bool = True) -> tuple[RunningServer, asyncio.Task[None]]:
+async def start_server(
+    settings: Settings, *, with_worker: bool = True, **uvicorn_options: Any
+) -> tuple[RunningServer, asyncio.Task[None]]:
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms per keep-alive request)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
@@ -74,10 +76,10 @@ async def start_server(settings: Settings, *, with_worker: bool = True) -> tuple
     app = create_app(settings, registry=registry if with_worker else None)
     config = uvicorn.Config(
         app,
-        log_level="warning",
         ws_max_size=settings.limits.max_frame_bytes,
         lifespan="on",
         timeout_graceful_shutdown=2,
+        **{"log_level": "warning", **uvicorn_options},
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -93,9 +95,11 @@ async def stop_server(server: RunningServer, task: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, *, with_worker: bool = True) -> AsyncIterator[RunningServer]:
-    """A server on `settings` for the duration of the `async with`."""
-    running, task = await start_server(settings, with_worker=with_worker)
+async def serving(
+    settings: Settings, *, with_worker: bool = True, **uvicorn_options: Any
+) -> AsyncIterator[RunningServer]:
+    """A server on `settings` for the duration of the `async with` (`uvicorn_options` go to `uvicorn.Config`)."""
+    running, task = await start_server(settings, with_worker=with_worker, **uvicorn_options)
     try:
         yield running
     finally:

@@ -25,9 +25,11 @@ from bridge.errors import (
     RunFinishedError,
     ValidationError,
 )
+from bridge.metrics import NEW_RUN, Metrics
 from bridge.models import Run, RunError, RunStatus, can_transition, new_id, now_ms
 from bridge.runtime.journal import Fenced
 from bridge.runtime.retries import check_max_attempts
+from bridge.tracing import current_traceparent, span
 
 DEFAULT_IDEMPOTENCY_TTL = "30d"
 REQUEST_KEY_TTL_SECONDS = 24 * 3600.0
@@ -90,10 +92,11 @@ class _NotParked(Exception):
 
 
 class RunEngine:
-    def __init__(self, broker: Broker, settings: Settings) -> None:
+    def __init__(self, broker: Broker, settings: Settings, metrics: Metrics) -> None:
         self.broker = broker
         self.settings = settings
         self.limits = settings.limits
+        self.metrics = metrics
 
     # validation
     def check_size(self, what: str, value: Any) -> None:
@@ -135,6 +138,12 @@ class RunEngine:
         self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None = None
     ) -> tuple[Run, bool]:
         """Stores and enqueues a run; returns (run, created). An idempotency key returns the existing run."""
+        with span("bridge.trigger", {"bridge.task": task_id}):
+            return await self._trigger(task_id, payload, options, batch_id)
+
+    async def _trigger(
+        self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None
+    ) -> tuple[Run, bool]:
         metadata, tags = await self.check_trigger(task_id, payload, options)
         run = Run(
             id=new_id("run_"),
@@ -146,6 +155,7 @@ class RunEngine:
             batch_id=batch_id,
             is_test=options.is_test,
             max_attempts=options.max_attempts,
+            trace_context=current_traceparent(),  # its executions' spans are children of this one
         )
         if options.idempotency_key:
             scope: str | None = f"key:{task_id}:{options.idempotency_key}"
@@ -156,6 +166,7 @@ class RunEngine:
             scope, ttl = None, 0.0
         stored, created = await self.broker.insert_run(run, scope, min(ttl, self.settings.retention_seconds))
         if created:
+            self.metrics.run_transition(NEW_RUN, RunStatus.QUEUED)
             await self.broker.enqueue(task_id, stored.id)
         return stored, created
 
@@ -184,11 +195,13 @@ class RunEngine:
         """Applies `mutate` to the newest stored state until it is stored without a concurrent change."""
         for _ in range(self.limits.update_retries):
             run = await self.retrieve(run_id)  # a fresh decode: mutating it touches nothing shared
-            stored_version = run.version
+            stored_version, stored_status = run.version, run.status
             mutate(run)
             run.version = stored_version + 1
             run.updated_at = max(now_ms(), run.updated_at)
             if await self.broker.replace_run(run, stored_version):
+                if run.status is not stored_status:
+                    self.metrics.run_transition(stored_status, run.status)
                 return run
         raise ConflictError(f"run {run_id} changed concurrently {self.limits.update_retries} times; update not applied")
 

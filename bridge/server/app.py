@@ -19,6 +19,7 @@ from bridge.runtime.core import Bridge
 from bridge.server import official
 from bridge.server.health import healthz, readyz
 from bridge.server.http import json_response
+from bridge.server.metrics import CountRequests, metrics
 from bridge.server.official.feeds import FeedSessions
 from bridge.server.topics import TopicRouter
 from bridge.server.websocket.connection import websocket_endpoint
@@ -72,9 +73,11 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         WebSocketRoute("/ws", websocket_endpoint),
         *official.routes,
     ]
+    templates: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
     middleware = [
         Middleware(
             CORSMiddleware,
@@ -83,7 +86,9 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
             allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
-        )
+        ),
+        # Inside CORS: preflights the CORS layer answers itself are not counted.
+        Middleware(CountRequests, requests=bridge.metrics.http_requests, templates=templates),
     ]
     app = Starlette(
         routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error}
