@@ -64,9 +64,15 @@ class RunningServer:
         return self.url.replace("http://", "ws://") + "/ws"
 
 
-async def start_server(settings: Settings, *, with_worker: bool = True) -> tuple[RunningServer, asyncio.Task[None]]:
+async def start_server(
+    settings: Settings, *, with_worker: bool = True, send_buffer: int | None = None
+) -> tuple[RunningServer, asyncio.Task[None]]:
+    """`send_buffer`: the connections' SO_SNDBUF (inherited from the listening socket; fixed, so the kernel
+    does not grow it to 4 MiB), for tests whose clients stall: their sends then block after less data."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms per keep-alive request)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # connections wait in the backlog until uvicorn has run the lifespan and serves
     port = sock.getsockname()[1]
@@ -93,9 +99,11 @@ async def stop_server(server: RunningServer, task: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, *, with_worker: bool = True) -> AsyncIterator[RunningServer]:
+async def serving(
+    settings: Settings, *, with_worker: bool = True, send_buffer: int | None = None
+) -> AsyncIterator[RunningServer]:
     """A server on `settings` for the duration of the `async with`."""
-    running, task = await start_server(settings, with_worker=with_worker)
+    running, task = await start_server(settings, with_worker=with_worker, send_buffer=send_buffer)
     try:
         yield running
     finally:
