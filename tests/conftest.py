@@ -35,6 +35,14 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for fault tests that break its connections; stopped whatever happens."""
+    server = start_redis_server()
+    yield server
+    server.stop()
+
+
 def suite_settings(**overrides: Any) -> Settings:
     """The suite's settings: a failed run is not retried and a stopping worker hands its runs back at once,
     unless a test says otherwise."""

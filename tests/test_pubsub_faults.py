@@ -35,7 +35,7 @@ from bridge.server.health import READY_TIMEOUT_SECONDS
 from bridge.worker.executor import Worker
 from tests.conftest import RunningServer, serving, suite_settings
 from tests.support.helpers import open_gate, token, unique
-from tests.support.redis_server import RedisServer, start_redis_server
+from tests.support.redis_server import RedisServer
 from tests.support.tasks import Ticks, registry, ticks_by_gate
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.ws_client import Frame, WsClient, connect, of_type, runs_in
@@ -117,19 +117,13 @@ async def read_all(bridge: Bridge, run_id: str) -> list[Any]:
         return [chunk.value() async for chunk in reader.chunks()]
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[RedisServer]:
-    server = await asyncio.to_thread(start_redis_server)
-    yield server
-    await asyncio.to_thread(server.stop)
-
-
 @pytest.mark.parametrize("fault", ["client-kill", "stall"])
 async def test_subscribers_heal_within_10s_of_a_silently_dead_pubsub_connection(
-    redis: RedisServer, fault: str, monkeypatch: pytest.MonkeyPatch
+    own_redis_server: RedisServer, fault: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_pubsub, "PUBSUB_PING_INTERVAL_SECONDS", PING_INTERVAL)
     monkeypatch.setattr(redis_pubsub, "PUBSUB_PING_TIMEOUT_SECONDS", PING_TIMEOUT)
+    redis = own_redis_server
     prefix = unique("pubsubfault")
     proxy = TcpProxy(redis.port)
     await proxy.start()

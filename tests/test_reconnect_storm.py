@@ -38,7 +38,7 @@ from bridge.worker.executor import Worker
 from tests.conftest import SECRET_KEY, suite_settings
 from tests.support.helpers import Tally, open_gate, token, unique
 from tests.support.lean_ws import Frame, HandshakeError, LeanWebSocket, close_all
-from tests.support.redis_server import RedisServer, free_port, start_redis_server
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.tasks import registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,9 +211,11 @@ async def until_healthy(http: httpx.AsyncClient, process: subprocess.Popen[bytes
             await asyncio.sleep(0.02)
 
 
-async def test_2000_clients_catch_up_within_10s_of_a_bridge_restart(tmp_path: Path) -> None:
+async def test_2000_clients_catch_up_within_10s_of_a_bridge_restart(
+    own_redis_server: RedisServer, tmp_path: Path
+) -> None:
     allow_open_files(2 * CLIENTS + 1000)
-    redis: RedisServer = await asyncio.to_thread(start_redis_server)
+    redis = own_redis_server
     prefix = unique("storm")
     settings = suite_settings(redis_url=redis.url, key_prefix=prefix)
     writer = Bridge(settings)
@@ -285,4 +287,3 @@ async def test_2000_clients_catch_up_within_10s_of_a_bridge_restart(tmp_path: Pa
         await close_all([c.socket for c in clients if c.socket is not None])
         await worker.stop()
         await writer.stop()
-        await asyncio.to_thread(redis.stop)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import os
 import socket
@@ -181,9 +180,12 @@ class LeanWebSocket(asyncio.Protocol):
             self._transport.close()
 
 
+CLOSE_ALL_TIMEOUT = 10.0
+
+
 async def close_all(clients: list[LeanWebSocket]) -> None:
+    """Aborts every connection and waits (bounded) until each has ended."""
     for client in clients:
         client.close()
-    for client in clients:
-        with contextlib.suppress(Exception):
-            await client.closed
+    if clients:
+        await asyncio.wait([client.closed for client in clients], timeout=CLOSE_ALL_TIMEOUT)
