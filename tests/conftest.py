@@ -35,6 +35,14 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for fault tests that break its connections; stopped whatever happens."""
+    server = start_redis_server()
+    yield server
+    server.stop()
+
+
 def suite_settings(**overrides: Any) -> Settings:
     """The suite's settings: a failed run is not retried and a stopping worker hands its runs back at once,
     unless a test says otherwise."""
@@ -65,10 +73,15 @@ class RunningServer:
 
 
 async def start_server(
-    settings: Settings, *, with_worker: bool = True, **uvicorn_options: Any
+    settings: Settings, *, with_worker: bool = True, send_buffer: int | None = None, **uvicorn_options: Any
 ) -> tuple[RunningServer, asyncio.Task[None]]:
+    """`send_buffer`: the connections' SO_SNDBUF (inherited from the listening socket; fixed, so the kernel
+    does not grow it to 4 MiB), for tests whose clients stall: their sends then block after less data;
+    `uvicorn_options` go to `uvicorn.Config`."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms per keep-alive request)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # connections wait in the backlog until uvicorn has run the lifespan and serves
     port = sock.getsockname()[1]
@@ -96,10 +109,10 @@ async def stop_server(server: RunningServer, task: asyncio.Task[None]) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, *, with_worker: bool = True, **uvicorn_options: Any
+    settings: Settings, *, with_worker: bool = True, send_buffer: int | None = None, **uvicorn_options: Any
 ) -> AsyncIterator[RunningServer]:
-    """A server on `settings` for the duration of the `async with` (`uvicorn_options` go to `uvicorn.Config`)."""
-    running, task = await start_server(settings, with_worker=with_worker, **uvicorn_options)
+    """A server on `settings` for the duration of the `async with` (see `start_server`)."""
+    running, task = await start_server(settings, with_worker=with_worker, send_buffer=send_buffer, **uvicorn_options)
     try:
         yield running
     finally:

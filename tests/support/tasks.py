@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import metadata
@@ -371,3 +373,45 @@ async def durable_metadata_in_step(payload: Any, context: RunContext) -> None:
     _note(context.run_id, "top")
     if executions[context.run_id].count("top") == 1:
         raise RuntimeError("fail once, so the next attempt replays")
+
+
+# Fault tests (tests/test_pubsub_faults.py, tests/test_reconnect_storm.py): a task that keeps writing
+
+
+@dataclass
+class Ticks:
+    """How many ticks a `tick-until-gate` run wrote so far (registered under its gate before the trigger)."""
+
+    written: int = 0
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def until(self, count: int, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.written < count:
+                self.grew.clear()
+                await self.grew.wait()
+
+
+ticks_by_gate: dict[str, Ticks] = {}
+
+
+@registry.add_task("tick-until-gate")
+async def tick_until_gate(payload: dict[str, Any]) -> int:
+    """Every `interval` seconds: metadata `tick` = n, then chunk n on "ticks", until the gate opens.
+    Returns how many ticks it wrote."""
+    from bridge import streams
+
+    ticks = streams.define("ticks")
+    gate = gates.setdefault(payload["gate"], asyncio.Event())
+    progress = ticks_by_gate.get(payload["gate"], Ticks())
+    n = 0
+    while not gate.is_set():
+        await metadata.set("tick", n)
+        await ticks.append(n)
+        n += 1
+        progress.written = n
+        progress.grew.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(payload["interval"]):  # paced, and woken by the gate
+                await gate.wait()
+    return n
