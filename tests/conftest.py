@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 
 from bridge.config import Settings
 from bridge.runtime.core import Bridge
@@ -26,6 +27,15 @@ from tests.support.tasks import registry
 
 SECRET_KEY = "tr_dev_test_secret_key_0123456789"
 _prefixes = itertools.count()
+
+# The fuzz tests' (tests/test_fuzz_*.py) hypothesis profiles. `ci`, the default, is reproducible
+# (derandomized, no example database) and bounded; `pytest --hypothesis-profile=campaign` searches longer,
+# at random. deadline=None: an example's time is the server's (two backends, a shared machine).
+hypothesis_settings.register_profile(
+    "ci", max_examples=300, deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.register_profile("campaign", max_examples=2000, deadline=None, print_blob=True)
+hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from bridge.config import Settings
+from bridge.errors import NotFoundError
 from bridge.runtime import state
 from bridge.runtime.core import Bridge
 from bridge.server import official
@@ -26,11 +27,14 @@ from bridge.server.websocket.connection import websocket_endpoint
 from bridge.worker.executor import Worker
 from bridge.worker.registry import TaskRegistry
 
+ROUTING_ERROR_CODES = {404: NotFoundError.code, 405: "method_not_allowed"}
+
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Unknown paths and wrong methods answer JSON like every other error."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    return json_response({"error": exc.detail if isinstance(exc, HTTPException) else "internal error"}, status=status)
+    """Unknown paths and wrong methods answer JSON like every other error, with a code."""
+    assert isinstance(exc, HTTPException)  # the one exception it handles (Starlette's handler type is wider)
+    code = ROUTING_ERROR_CODES.get(exc.status_code, "invalid_request")
+    return json_response({"error": exc.detail, "code": code}, status=exc.status_code)
 
 
 EXPOSED_HEADERS = [

@@ -160,6 +160,10 @@ async def read_stream(request: Request) -> Response:
     failure = await bridge.output_streams.failure(run_id, key)
     if failure is not None and start >= failure.next_index:
         raise failure
-    reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle, epoch=epoch)
     headers = {"cache-control": "no-cache", "x-stream-version": "v1", "x-accel-buffering": "no"}
+    if request.method == "HEAD":
+        # The answer ends with its headers: a body nobody reads would hold a reader, and the connection, for as
+        # long as the run streams.
+        return Response(media_type="text/event-stream", headers=headers)
+    reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle, epoch=epoch)
     return EventStreamResponse(EventStream(reader, bridge.metrics), headers)
