@@ -24,7 +24,8 @@ SHUTDOWN_GRACE_SECONDS = 5
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis-url",
-        help="use Redis (any number of processes) instead of the in-memory backend; default $BRIDGE_REDIS_URL",
+        help="use Redis (any number of processes) instead of the in-memory backend: redis://host:port/0, or a "
+        "Redis Cluster, redis+cluster://host:port[,host:port...]; default $BRIDGE_REDIS_URL",
     )
     parser.add_argument(
         "--tasks",
@@ -74,6 +75,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
     if not 1 <= settings.default_max_attempts <= settings.limits.max_attempts:
         sys.exit(f"realtime-bridge: --max-attempts / BRIDGE_MAX_ATTEMPTS is 1 to {settings.limits.max_attempts}")
+    if settings.redis_wait_replicas < 0:
+        sys.exit("realtime-bridge: BRIDGE_REDIS_WAIT_REPLICAS is 0 or more")
     warn_if_development_key(settings)
     return settings
 

@@ -58,6 +58,9 @@ class Settings:
     default_max_attempts: int = 3
     wait_hold_seconds: float = 2.0
     shutdown_grace_seconds: float = 30.0
+    # Redis replicas that must have an acknowledged write (run, stream chunk, input, journal entry, wait
+    # token, queue entry) before it is acknowledged: 1 keeps them through a failover (docs/deployment.md).
+    redis_wait_replicas: int = 0
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -75,6 +78,7 @@ class Settings:
             default_max_attempts=int(env.get("BRIDGE_MAX_ATTEMPTS", "3")),
             wait_hold_seconds=parse_duration_seconds(env.get("BRIDGE_WAIT_HOLD", "2s")),
             shutdown_grace_seconds=parse_duration_seconds(env.get("BRIDGE_SHUTDOWN_GRACE", "30s")),
+            redis_wait_replicas=int(env.get("BRIDGE_REDIS_WAIT_REPLICAS", "0")),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given)  # type: ignore[arg-type]

@@ -15,9 +15,9 @@ class RedisStreamStore(StreamStore):
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._keys = conn.keys
-        self._append_script = conn.script("append_chunks")
-        self._fail_script = conn.script("fail_stream")
-        self._send_input_script = conn.script("send_input")
+        self._append_script = conn.script("append_chunks", acknowledged=True)
+        self._fail_script = conn.script("fail_stream", acknowledged=True)
+        self._send_input_script = conn.script("send_input", acknowledged=True)
         self._read_chunks_script = conn.script("read_chunks")
 
     async def append_chunks(
@@ -25,7 +25,8 @@ class RedisStreamStore(StreamStore):
     ) -> int:
         expected = "" if first_index is None else str(first_index)
         channel = self._keys.wire(stream_channel(run_id, key))
-        args: list[str | int | bytes] = [self._conn.retention_ms, channel, expected, *chunks]
+        publish = self._conn.publish_command
+        args: list[str | int | bytes] = [self._conn.retention_ms, publish, channel, expected, *chunks]
         keys = [self._keys.run_stream(run_id, key), self._keys.run_stream_failure(run_id, key)]
         async with unavailable("appending to a stream"):
             first = int(await self._append_script(keys=keys, args=args))
@@ -40,7 +41,8 @@ class RedisStreamStore(StreamStore):
         return first
 
     async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
-        args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), reason]
+        channel = self._keys.wire(stream_channel(run_id, key))
+        args: list[str | int | bytes] = [self._conn.retention_ms, self._conn.publish_command, channel, reason]
         keys = [self._keys.run_stream(run_id, key), self._keys.run_stream_failure(run_id, key)]
         async with unavailable("marking a stream failed"):
             return int(await self._fail_script(keys=keys, args=args))
@@ -52,7 +54,8 @@ class RedisStreamStore(StreamStore):
         return None if stopped is None else (int(stopped), text(reason or b""))
 
     async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
-        args: list[str | int | bytes] = [self._conn.retention_ms, self._keys.wire(stream_channel(run_id, key)), data]
+        channel = self._keys.wire(stream_channel(run_id, key))
+        args: list[str | int | bytes] = [self._conn.retention_ms, self._conn.publish_command, channel, data]
         if idempotency_key is not None:
             args.append(idempotency_key)
         keys = [self._keys.run(run_id), self._keys.run_stream(run_id, key), self._keys.input_keys(run_id, key)]

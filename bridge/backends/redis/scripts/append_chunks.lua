@@ -5,13 +5,13 @@
 -- that many; when it already holds these very chunks there (a retry whose first reply was lost),
 -- nothing is stored again and their index is returned. A failed stream (fail_stream.lua) takes no chunk.
 -- KEYS[1]: the run's stream; KEYS[2]: the stream's failure record.
--- ARGV[1]: TTL ms; ARGV[2]: the (prefixed) channel; ARGV[3]: the index the first chunk must get, or ''
--- for the next one; ARGV[4..]: the chunks.
+-- ARGV[1]: TTL ms; ARGV[2]: the publish command (PUBLISH, or SPUBLISH in a cluster); ARGV[3]: the wire
+-- channel; ARGV[4]: the index the first chunk must get, or '' for the next one; ARGV[5..]: the chunks.
 -- Publishes "<first index>\n<chunk>\n<chunk>..." and returns the first chunk's index; -1 when the
 -- stream failed, -2 when it holds fewer chunks than expected, -3 when it holds other chunks there.
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-if ARGV[3] ~= '' then
-  local expected, length, count = tonumber(ARGV[3]), redis.call('XLEN', KEYS[1]), #ARGV - 3
+if ARGV[4] ~= '' then
+  local expected, length, count = tonumber(ARGV[4]), redis.call('XLEN', KEYS[1]), #ARGV - 4
   if length < expected then return -2 end
   if length > expected then
     if length < expected + count then return -3 end
@@ -20,16 +20,16 @@ if ARGV[3] ~= '' then
     )
     if #entries ~= count then return -3 end
     for i, entry in ipairs(entries) do
-      if entry[2][2] ~= ARGV[i + 3] then return -3 end
+      if entry[2][2] ~= ARGV[i + 4] then return -3 end
     end
     return expected
   end
 end
 local first
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local id = redis.call('XADD', KEYS[1], '0-*', 'd', ARGV[i])
   if not first then first = tonumber(string.match(id, '-(%d+)$')) - 1 end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], tostring(first) .. '\n' .. table.concat(ARGV, '\n', 4))
+redis.call(ARGV[2], ARGV[3], tostring(first) .. '\n' .. table.concat(ARGV, '\n', 5))
 return first

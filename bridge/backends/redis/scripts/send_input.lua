@@ -4,22 +4,23 @@
 -- index in the same step, and a later send with the key stores nothing and returns that index (also
 -- once the run is finished: the value was accepted before).
 -- KEYS[1]: the run hash; KEYS[2]: the run's input stream; KEYS[3]: the stream's idempotency keys (hash).
--- ARGV[1]: TTL ms; ARGV[2]: the (prefixed) channel; ARGV[3]: the value; ARGV[4] (optional): the idempotency key.
+-- ARGV[1]: TTL ms; ARGV[2]: the publish command (PUBLISH, or SPUBLISH in a cluster); ARGV[3]: the wire
+-- channel; ARGV[4]: the value; ARGV[5] (optional): the idempotency key.
 -- Returns the value's index, -1 for an unknown run, -2 for a finished one.
 local final = redis.call('HGET', KEYS[1], 'final')
 if not final then return -1 end
-local key = ARGV[4]
+local key = ARGV[5]
 if key then
   local first = redis.call('HGET', KEYS[3], key)
   if first then return tonumber(first) end
 end
 if final == '1' then return -2 end
-local id = redis.call('XADD', KEYS[2], '0-*', 'd', ARGV[3])
+local id = redis.call('XADD', KEYS[2], '0-*', 'd', ARGV[4])
 local index = tonumber(string.match(id, '-(%d+)$')) - 1
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 if key then
   redis.call('HSET', KEYS[3], key, index)
   redis.call('PEXPIRE', KEYS[3], ARGV[1])
 end
-redis.call('PUBLISH', ARGV[2], tostring(index) .. '\n' .. ARGV[3])
+redis.call(ARGV[2], ARGV[3], tostring(index) .. '\n' .. ARGV[4])
 return index
