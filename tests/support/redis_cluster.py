@@ -9,7 +9,7 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import redis
@@ -128,7 +128,7 @@ def cluster_client(url: str) -> RedisCluster:
 
 
 @contextlib.contextmanager
-def _client(node: RedisServer) -> redis.Redis:  # type: ignore[misc]
+def _client(node: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis(port=node.port, socket_connect_timeout=0.5, socket_timeout=2)
     try:
         yield client

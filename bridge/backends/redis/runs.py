@@ -72,12 +72,18 @@ class RedisRunStore(RunStore):
         ]
         if not await self._store_script(keys=[self._keys.run(run.id)], args=args):
             return False
-        for channel in after:
+        if after:
+            # Stored, so a failed publish is not a failed write: that shard is down (or this process's
+            # way to it), and its subscribers resync once they are back.
             try:
-                await self._conn.publish(channel, data)
+                async with self._redis.pipeline(transaction=False) as pipe:  # one round trip per master
+                    for channel in after:
+                        pipe.execute_command(self._conn.publish_command, channel, data)
+                    results = await pipe.execute(raise_on_error=False)
             except (RedisError, OSError) as exc:
-                # Stored, so not a failed write: that shard is down, and its subscribers resync once back.
-                log.warning("run %s stored, but not published on %s: %s", run.id, channel, exc)
+                results = [exc]
+            for failed in (r for r in results if isinstance(r, Exception)):
+                log.warning("run %s stored, but not published on all its tag and batch channels: %s", run.id, failed)
         return True
 
     async def get_run(self, run_id: str) -> Run | None:
