@@ -575,8 +575,13 @@ class PipelinedWriter:
             conn.keys.run_stream_epoch(writer.run_id, writer.key),
         ]
         # At the stream's end (no expected index): this bench's writers share no stream.
-        channel = conn.keys.wire(stream_channel(writer.run_id, writer.key))
-        self.head = [conn.retention_ms, channel, "", new_epoch()]
+        self.head = [
+            conn.retention_ms,
+            conn.publish_command,
+            conn.keys.wire(stream_channel(writer.run_id, writer.key)),
+            "",
+            new_epoch(),
+        ]
 
     async def enqueue(self, value: object) -> asyncio.Future[int]:
         stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -589,7 +594,7 @@ class PipelinedWriter:
     async def flush(broker: Any) -> None:
         redis = broker._conn.redis
         if PipelinedWriter.sha is None:
-            PipelinedWriter.sha = await redis.script_load(broker._conn.script("append_chunks").script)
+            PipelinedWriter.sha = await redis.script_load(broker._conn.script("append_chunks").source)
         sha = PipelinedWriter.sha
         while PipelinedWriter.queue:
             batch, PipelinedWriter.queue = PipelinedWriter.queue, []

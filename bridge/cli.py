@@ -40,8 +40,9 @@ class CliError(Exception):
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis-url",
-        help="use Redis (any number of processes) instead of the in-memory backend; every process then needs "
-        "the same BRIDGE_SECRET_KEY (default: $BRIDGE_REDIS_URL, else in-memory)",
+        help="use Redis (any number of processes) instead of the in-memory backend: redis://host:port/0, or a "
+        "Redis Cluster, redis+cluster://host:port[,host:port...]; every process then needs the same "
+        "BRIDGE_SECRET_KEY (default: $BRIDGE_REDIS_URL, else in-memory)",
     )
     parser.add_argument(
         "--tasks",
@@ -110,6 +111,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
     if not 1 <= settings.default_max_attempts <= settings.limits.max_attempts:
         raise CliError(f"--max-attempts / BRIDGE_MAX_ATTEMPTS is 1 to {settings.limits.max_attempts}")
+    if settings.redis_wait_replicas < 0:
+        raise CliError("BRIDGE_REDIS_WAIT_REPLICAS is 0 or more")
     return settings
 
 

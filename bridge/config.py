@@ -66,6 +66,9 @@ class Settings:
     wait_hold_seconds: float = 2.0
     shutdown_grace_seconds: float = 30.0
     metrics_token: str | None = None  # when set, /metrics wants it as a Bearer token
+    # Redis replicas that must have an acknowledged write (run, stream chunk, input, journal entry, wait
+    # token, queue entry) before it is acknowledged: 1 keeps them through a failover (docs/deployment.md).
+    redis_wait_replicas: int = 0
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -103,6 +106,7 @@ class Settings:
             wait_hold_seconds=parse_duration_seconds(env.get("BRIDGE_WAIT_HOLD", "2s")),
             shutdown_grace_seconds=parse_duration_seconds(env.get("BRIDGE_SHUTDOWN_GRACE", "30s")),
             metrics_token=env.get("BRIDGE_METRICS_TOKEN") or None,
+            redis_wait_replicas=int(env.get("BRIDGE_REDIS_WAIT_REPLICAS", "0")),
         )
         return replace(settings, **given)  # type: ignore[arg-type]
 

@@ -1,7 +1,9 @@
 """Fixtures: both backends, a real uvicorn server on a free port, and clients for it.
 
 Every behavioural test that takes `server` (or `backend_settings`) runs twice: on the memory
-backend and on a `redis-server` this session started itself on a free port.
+backend and on a `redis-server` this session started itself on a free port. Tests marked `cluster`
+(a module's `pytestmark`; `cluster(False)` takes one test out) run a third time, on a Redis Cluster
+of 3 masters and 3 replicas the session starts the first time one needs it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hypothesis import settings as hypothesis_settings
 from bridge.config import Settings
 from bridge.runtime.core import Bridge
 from bridge.server.app import create_app
+from tests.support.redis_cluster import RedisClusterNodes, start_redis_cluster
 from tests.support.redis_server import RedisServer, start_redis_server
 from tests.support.tasks import registry
 
@@ -60,13 +63,32 @@ def suite_settings(**overrides: Any) -> Settings:
     return Settings(secret_key=SECRET_KEY, **{**defaults, **overrides})
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    cluster = start_redis_cluster()
+    yield cluster
+    cluster.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_settings" in metafunc.fixturenames:
+        backends = ["memory", "redis"]
+        marker = metafunc.definition.get_closest_marker("cluster")
+        if marker is not None and marker.args != (False,):  # a test's cluster(False) overrides its module's
+            backends.append("redis-cluster")
+        metafunc.parametrize("backend_settings", backends, indirect=True)
+
+
+@pytest.fixture
 def backend_settings(request: pytest.FixtureRequest) -> Settings:
     """Settings for one backend; Redis tests get their own key prefix, so they never see each other's keys."""
     settings = suite_settings()
     if request.param == "redis":
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         settings = replace(settings, redis_url=redis_server.url, key_prefix=f"rbtest{next(_prefixes)}")
+    elif request.param == "redis-cluster":
+        cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        settings = replace(settings, redis_url=cluster.url, key_prefix=f"rbtest{next(_prefixes)}")
     return settings
 
 

@@ -20,6 +20,7 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from bridge.backends import create_broker
 from bridge.backends.base import Broker, Delivery, StreamPage
@@ -34,13 +35,18 @@ from bridge.backends.channels import (
 from bridge.backends.memory import MemoryBroker
 from bridge.backends.redis import RedisBroker
 from bridge.backends.redis import pubsub as redis_backend
+from bridge.backends.redis.cluster import CLUSTER_SCHEME
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError, NotFoundError, RunFinishedError, StreamFailedError, StreamOrderError
 from bridge.metrics import Metrics
 from bridge.models import Run, RunStatus, new_id, now_ms
 from bridge.runtime.output_streams import StreamWriter
 from tests.conftest import SECRET_KEY, start_server, stop_server
+from tests.support.redis_cluster import cluster_client
 from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.cluster
+RawRedis = Redis | RedisCluster | None
 
 EVENT_TIMEOUT = 10.0  # for anything awaited: generous, only reached when the test fails
 _own_prefixes = itertools.count()
@@ -93,12 +99,13 @@ async def broker(backend_settings: Settings) -> AsyncIterator[Broker]:
 
 
 @pytest.fixture
-async def raw_redis(backend_settings: Settings) -> AsyncIterator[Redis | None]:
+async def raw_redis(backend_settings: Settings) -> AsyncIterator[RawRedis]:
     """A plain client on the test's Redis (None on the memory backend), to look at keys directly."""
     if not backend_settings.redis_url:
         yield None
         return
-    client = Redis.from_url(backend_settings.redis_url)
+    url = backend_settings.redis_url
+    client = cluster_client(url) if url.startswith(CLUSTER_SCHEME) else Redis.from_url(url)
     try:
         yield client
     finally:
@@ -395,7 +402,7 @@ async def test_cancelling_a_broker_call_always_cancels(broker: Broker) -> None:
 
 
 # wait token waiters
-async def test_waitpoint_waiters_are_a_set_kept_with_the_token(broker: Broker, raw_redis: Redis | None) -> None:
+async def test_waitpoint_waiters_are_a_set_kept_with_the_token(broker: Broker, raw_redis: RawRedis) -> None:
     token = new_id("waitpoint_")
     await broker.insert_waitpoint(token, b"{}", now_ms() + 60_000, 60, None, 60)
     assert await broker.waitpoint_waiters(token) == []
@@ -441,7 +448,7 @@ async def test_an_append_at_an_expected_index_is_stored_once_in_order(broker: Br
     assert recorder.messages.qsize() == 1 and decode_chunks_message((await recorder.next())[1])[::2] == (3, [b"3"])
 
 
-async def test_a_failed_stream_takes_no_more_chunks(broker: Broker, raw_redis: Redis | None) -> None:
+async def test_a_failed_stream_takes_no_more_chunks(broker: Broker, raw_redis: RawRedis) -> None:
     run_id, key = new_id("run_"), "ai"
     recorder = Recorder(broker)
     await broker.listen([stream_channel(run_id, key)])
@@ -655,7 +662,7 @@ async def test_task_registry(broker: Broker) -> None:
 
 
 # retention
-async def test_retention(backend_settings: Settings, raw_redis: Redis | None) -> None:
+async def test_retention(backend_settings: Settings, raw_redis: RawRedis) -> None:
     retention = 60.0
     broker = await started(replace(backend_settings, retention_seconds=retention))
     try:

@@ -27,6 +27,8 @@ from tests.support.redis_server import start_redis_server
 from tests.support.tasks import gates, inputs_changed, inputs_seen
 from tests.support.ws_client import connect, error, of_type
 
+pytestmark = pytest.mark.cluster
+
 TIMEOUT = 30.0
 MIB = 1024 * 1024
 

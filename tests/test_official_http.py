@@ -33,6 +33,8 @@ from tests.conftest import RunningServer, start_server, stop_server
 from tests.support.helpers import bearer, until_final
 from tests.support.tasks import gates
 
+pytestmark = pytest.mark.cluster
+
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}$")  # ISO 8601 without a zone
 UP_TO_DATE = {"headers": {"control": "up-to-date"}}
 OFFICIAL_403 = {"code": "unauthorized", "param": "access_token", "type": "authorization"}

@@ -30,6 +30,8 @@ from tests.support.redis_server import start_redis_server
 from tests.support.tasks import gates, registry
 from tests.support.ws_client import Frame, WsClient, connect, error, of_type
 
+pytestmark = pytest.mark.cluster
+
 TIMEOUT = 30.0
 
 
@@ -252,6 +254,7 @@ def drop_points(rng: random.Random, n: int, count: int) -> list[int]:
 BIG_N = 100_000
 
 
+@pytest.mark.cluster(False)  # a minute on a cluster too, with nothing of the cluster's own to show
 async def test_every_reader_gets_100k_chunks_exactly_once_through_random_drops(server: RunningServer) -> None:
     n = BIG_N
     rng = random.Random(20240917)

@@ -33,6 +33,8 @@ from tests.support.redis_server import start_redis_server
 from tests.support.tasks import registry
 from tests.support.ws_client import connect, error, of_type
 
+pytestmark = pytest.mark.cluster
+
 MIB = 1024 * 1024
 
 

@@ -28,6 +28,8 @@ from tests.conftest import SECRET_KEY, RunningServer
 from tests.support.helpers import open_gate, server_with, token, unique, until_final, until_run
 from tests.support.ws_client import Frame, WsClient, connect, error, of_type, on_topic, runs_in
 
+pytestmark = pytest.mark.cluster
+
 # helpers
 
 

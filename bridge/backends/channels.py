@@ -30,6 +30,17 @@ def waitpoint_channel(token_id: str) -> str:
     return f"waitpoint:{token_id}"
 
 
+def channel_owner(channel: str) -> str:
+    """What a channel belongs to: the run of a run or stream channel, the token of a wait token's, else the channel
+    itself. A backend that shards its data keeps a channel with its owner's (ids never hold a ':')."""
+    kind, _, rest = channel.partition(":")
+    if kind == "stream":
+        return rest.partition(":")[0]
+    if kind in ("run", "waitpoint"):
+        return rest
+    return channel
+
+
 def channels_of(run: Run) -> list[str]:
     """Where a stored run is published: its own channel, each of its tags', and its batch's."""
     channels = [run_channel(run.id), *(tag_channel(t) for t in run.tags)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +26,7 @@ class RedisServer:
     process: subprocess.Popen[bytes]
     directory: str
     persistent: bool = False  # append-only file, fsync on every write: a restart keeps every acknowledged write
+    options: tuple[str, ...] = ()  # more redis-server arguments (a cluster node's)
 
     @property
     def url(self) -> str:
@@ -58,17 +61,27 @@ class RedisServer:
         if not self.persistent:
             self.stop()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is flushed; the directory stays for `start_again` (a cluster node's config)."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
     def start_again(self) -> None:
-        """Starts a halted server on the same port (a persistent one with what it stored before)."""
-        if self.persistent:
-            replacement = start_redis_server(self.port, persistent=True, directory=self.directory)
-        else:
-            replacement = start_redis_server(self.port)
+        """Starts a halted server on the same port, in its directory when it kept it (persistent data, a
+        cluster node's config)."""
+        directory = self.directory if os.path.isdir(self.directory) else None
+        replacement = start_redis_server(
+            self.port, persistent=self.persistent, directory=directory, options=self.options
+        )
         self.process, self.directory = replacement.process, replacement.directory
 
 
 def start_redis_server(
-    port: int | None = None, *, persistent: bool = False, directory: str | None = None
+    port: int | None = None,
+    *,
+    persistent: bool = False,
+    directory: str | None = None,
+    options: tuple[str, ...] = (),
 ) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -77,11 +90,11 @@ def start_redis_server(
     directory = directory or tempfile.mkdtemp(prefix="rb-redis-")
     persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence, "--dir", directory],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence, "--dir", directory, *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = RedisServer(port, process, directory, persistent)
+    server = RedisServer(port, process, directory, persistent, options)
     client = redis.Redis(port=port, socket_connect_timeout=0.2)
     deadline = time.monotonic() + 10
     while True:

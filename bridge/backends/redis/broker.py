@@ -35,7 +35,7 @@ class RedisBroker(Broker):
         self._journals = RedisJournalStore(self._conn)
         self._values = RedisKeyValueStore(self._conn)
         self._subscriptions = Subscriptions(
-            self._conn.pubsub_pool, self._conn.keys, self._deliver, self._after_reconnect
+            self._conn.pubsub_nodes, self._conn.keys, self._deliver, self._after_reconnect
         )
         self._started = False
 
@@ -54,7 +54,7 @@ class RedisBroker(Broker):
         if self._started and not self._subscriptions.live:
             raise BackendUnavailableError("Redis is unavailable: the notification connection is reconnecting")
         async with unavailable("PING"):
-            await self._conn.redis.ping()
+            await self._conn.ping()
 
     def _deliver(self, channel: str, data: bytes) -> None:
         self._on_message(channel, data)  # looked up per message: set_listener may come after start
@@ -111,7 +111,7 @@ class RedisBroker(Broker):
 
     async def publish(self, channel: str, data: bytes) -> None:
         async with unavailable("publishing"):
-            await self._conn.redis.publish(self._conn.keys.wire(channel), data)
+            await self._conn.publish(self._conn.keys.wire(channel), data)
 
     # task queue
     async def enqueue(self, task_id: str, run_id: str) -> None:

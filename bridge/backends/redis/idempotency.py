@@ -21,7 +21,7 @@ IDEMPOTENCY_ATTEMPTS = 3
 class IdempotencyScopes:
     def __init__(self, conn: Connection) -> None:
         self._keys = conn.keys
-        self._claim_script = conn.script("claim_idempotency")
+        self._claim_script = conn.script("claim_idempotency", acknowledged=True)
 
     async def take(self, scope: str, owner_id: str, ttl: float, load: Callable[[str], Awaitable[T | None]]) -> T | None:
         """None once the scope is `owner_id`'s; else what `load` finds of the run or token owning it."""

@@ -13,8 +13,8 @@ class RedisJournalStore(JournalStore):
         self._conn = conn
         self._redis = conn.redis
         self._keys = conn.keys
-        self._begin_script = conn.script("begin_attempt")
-        self._append_script = conn.script("append_journal")
+        self._begin_script = conn.script("begin_attempt", acknowledged=True)
+        self._append_script = conn.script("append_journal", acknowledged=True)
 
     async def begin_attempt(self, run_id: str, attempt: int) -> bool:
         keys = [self._keys.attempt(run_id), self._keys.journal(run_id)]

@@ -1,8 +1,8 @@
-"""The Redis key layout, laid out for Redis Cluster from the start.
+"""The Redis key layout, the same on one Redis and on a Redis Cluster.
 
 Every key one command or script touches together shares a hash tag (the part in braces), so it
-lives in one slot. Key names and formats are stored data: changing one strands what is stored.
-With P the key prefix (`settings.key_prefix`):
+lives in one slot; so does the channel a script publishes on. Key names and formats are stored
+data: changing one strands what is stored. With P the key prefix (`settings.key_prefix`):
 
     P:{run_<id>}:run          hash {version, data, final}: the run's `to_storage()` bytes, its version
                               and whether its status is final; TTL = retention, refreshed on every write
@@ -43,19 +43,45 @@ With P the key prefix (`settings.key_prefix`):
                               stream shares the {queue} tag, so one XREADGROUP over several
                               streams, and one heartbeat script, work in Cluster
 
-Pub/sub channels on the wire are `P:<channel>` (`P:run:<id>`, `P:tag:<tag>`, `P:batch:<id>`,
-`P:stream:<run>:<key>`, `P:waitpoint:<id>`, `P:control:cancel`); the prefix is stripped before a
-message reaches `on_message`.
+Pub/sub channels on the wire, one Redis: `P:<channel>` (`P:run:<id>`, `P:tag:<tag>`, `P:batch:<id>`,
+`P:stream:<run>:<key>`, `P:waitpoint:<id>`, `P:control:cancel`). A cluster's sharded channels live in
+a slot, so there they are `P:{<owner>}:<channel>`, hash-tagged like their owner's keys
+(`bridge/backends/channels.py`: `channel_owner`): `P:{run_<id>}:run:run_<id>`,
+`P:{run_<id>}:stream:run_<id>:<key>`, `P:{waitpoint_<id>}:waitpoint:waitpoint_<id>`,
+`P:{tag:<tag>}:tag:<tag>`, `P:{batch:<id>}:batch:<id>`, `P:{control:cancel}:control:cancel`. So a
+script publishes (SPUBLISH) a run's, stream's or token's change in the slot of the keys it stores it
+in; tag and batch channels live in their indexes' slots and are published after the run is stored
+(runs.py). Subscribers map wire names back to channels (pubsub.py).
+
+What spans hash tags is never one script but steps, in an order a crash between them leaves safe:
+- a run's insert: its idempotency scope (`{idem:...}`, claim_idempotency.lua) first, then its tag
+  and batch indexes, then the run itself (store_run.lua): an index never misses a stored run (a
+  listener that attached and then reads an index finds it), and a scope whose run was never stored
+  is taken over by the next insert after a settle time (idempotency.py); an index entry whose run
+  was never stored is skipped by every read;
+- a run's change: stored and published on the run's channel in one script; in a cluster its tag and
+  batch channels are published right after (each in its own slot), so a process dying in between
+  leaves those feeds without that change until the run's next one or their next resync;
+- a wait token's insert: its deadline (`{waitpoints}`) first, then the token's hash: the timer drops
+  a deadline whose token was never stored;
+- a run parking on a wait token (engine.park): the run (`{run_<id>}`) records what it waits for,
+  then joins the token's waiters (`{waitpoint_<id>}`), and only then is its delivery acknowledged:
+  a crash in between runs the execution again, which parks again; the parking worker re-reads the
+  token afterwards, so a completion in between is not missed;
+- an input send's idempotency keys live under the run's tag (`{run_<id>}:inkeys:...`): one script.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.backends.channels import channel_owner
+
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
+    sharded: bool = False  # a cluster's channels: hash-tagged
 
     def run(self, run_id: str) -> str:
         return f"{self.prefix}:{{{run_id}}}:run"
@@ -113,5 +139,7 @@ class Keys:
         return f"{self.prefix}:{{queue}}:task:{task_id}"
 
     def wire(self, channel: str) -> str:
-        """A pub/sub channel's name on the wire."""
+        """A pub/sub channel's name on the wire (a cluster's: in its owner's slot)."""
+        if self.sharded:
+            return f"{self.prefix}:{{{channel_owner(channel)}}}:{channel}"
         return f"{self.prefix}:{channel}"

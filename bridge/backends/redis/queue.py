@@ -59,7 +59,8 @@ class RedisTaskQueue(TaskQueue):
 
     async def enqueue(self, task_id: str, run_id: str) -> None:
         async with unavailable("enqueueing a run"):
-            await self._redis.xadd(self._keys.task_queue(task_id), {"run": run_id})
+            queue = self._keys.task_queue(task_id)
+            await self._conn.write(queue, "XADD", queue, "*", "run", run_id)
 
     async def _ensure_groups(self, streams: Iterable[str]) -> None:
         for stream in streams:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
+from redis.exceptions import RedisError
 
 from bridge.backends.base import RunStore
 from bridge.backends.channels import channels_of
@@ -10,6 +13,8 @@ from bridge.backends.redis.connection import Connection, chunks, text, unavailab
 from bridge.backends.redis.idempotency import IdempotencyScopes
 from bridge.errors import ConflictError
 from bridge.models import Run, now_ms
+
+log = logging.getLogger(__name__)
 
 TAG_SCAN_PAGE = 256  # tag index members read per round trip
 TAG_SCAN_MAX_MEMBERS = 100_000  # a tag query stops after scanning this many members of its smallest index
@@ -23,7 +28,7 @@ class RedisRunStore(RunStore):
         self._redis = conn.redis
         self._keys = conn.keys
         self._scopes = IdempotencyScopes(conn)
-        self._store_script = conn.script("store_run")
+        self._store_script = conn.script("store_run", acknowledged=True)
 
     async def insert_run(self, run: Run, idempotency_scope: str | None, idempotency_ttl: float) -> tuple[Run, bool]:
         async with unavailable("storing a run"):
@@ -52,15 +57,34 @@ class RedisRunStore(RunStore):
             return run, True
 
     async def _store(self, run: Run, expected_version: int) -> bool:
+        data = run.to_storage()
+        channels = [self._keys.wire(c) for c in channels_of(run)]
+        # In a cluster the script publishes only in its own slot: the run's channel (the first).
+        in_script, after = (channels[:1], channels[1:]) if self._conn.cluster else (channels, [])
         args: list[str | int | bytes] = [
             expected_version,
             run.version,
-            run.to_storage(),
+            data,
             self._conn.retention_ms,
             "1" if run.status.is_final else "0",
-            *(self._keys.wire(c) for c in channels_of(run)),
+            self._conn.publish_command,
+            *in_script,
         ]
-        return bool(await self._store_script(keys=[self._keys.run(run.id)], args=args))
+        if not await self._store_script(keys=[self._keys.run(run.id)], args=args):
+            return False
+        if after:
+            # Stored, so a failed publish is not a failed write: that shard is down (or this process's
+            # way to it), and its subscribers resync once they are back.
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:  # one round trip per master
+                    for channel in after:
+                        pipe.execute_command(self._conn.publish_command, channel, data)
+                    results = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as exc:
+                results = [exc]
+            for failed in (r for r in results if isinstance(r, Exception)):
+                log.warning("run %s stored, but not published on all its tag and batch channels: %s", run.id, failed)
+        return True
 
     async def get_run(self, run_id: str) -> Run | None:
         async with unavailable("reading a run"):

@@ -16,9 +16,9 @@ class RedisStreamStore(StreamStore):
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._keys = conn.keys
-        self._append_script = conn.script("append_chunks")
-        self._fail_script = conn.script("fail_stream")
-        self._send_input_script = conn.script("send_input")
+        self._append_script = conn.script("append_chunks", acknowledged=True)
+        self._fail_script = conn.script("fail_stream", acknowledged=True)
+        self._send_input_script = conn.script("send_input", acknowledged=True)
         self._read_chunks_script = conn.script("read_chunks")
 
     async def append_chunks(
@@ -26,7 +26,8 @@ class RedisStreamStore(StreamStore):
     ) -> int:
         expected = "" if first_index is None else str(first_index)
         channel = self._keys.wire(stream_channel(run_id, key))
-        args: list[str | int | bytes] = [self._conn.retention_ms, channel, expected, new_epoch(), *chunks]
+        publish = self._conn.publish_command
+        args: list[str | int | bytes] = [self._conn.retention_ms, publish, channel, expected, new_epoch(), *chunks]
         async with unavailable("appending to a stream"):
             first = int(await self._append_script(keys=self._stream_keys(run_id, key), args=args))
         if first == -1:
@@ -41,7 +42,8 @@ class RedisStreamStore(StreamStore):
 
     async def fail_stream(self, run_id: str, key: str, reason: str) -> int:
         channel = self._keys.wire(stream_channel(run_id, key))
-        args: list[str | int | bytes] = [self._conn.retention_ms, channel, reason, new_epoch()]
+        publish = self._conn.publish_command
+        args: list[str | int | bytes] = [self._conn.retention_ms, publish, channel, reason, new_epoch()]
         async with unavailable("marking a stream failed"):
             return int(await self._fail_script(keys=self._stream_keys(run_id, key), args=args))
 
@@ -58,7 +60,8 @@ class RedisStreamStore(StreamStore):
 
     async def append_input(self, run_id: str, key: str, data: bytes, idempotency_key: str | None = None) -> int:
         channel = self._keys.wire(stream_channel(run_id, key))
-        args: list[str | int | bytes] = [self._conn.retention_ms, channel, data, new_epoch()]
+        publish = self._conn.publish_command
+        args: list[str | int | bytes] = [self._conn.retention_ms, publish, channel, data, new_epoch()]
         if idempotency_key is not None:
             args.append(idempotency_key)
         keys = [

@@ -10,16 +10,19 @@ from bridge.backends.redis.connection import Connection, unavailable
 
 class RedisKeyValueStore(KeyValueStore):
     def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._redis = conn.redis
         self._keys = conn.keys
 
     async def claim_once(self, key: str, ttl: float) -> bool:
         async with unavailable("claiming a one-time key"):
-            return bool(await self._redis.set(self._keys.once(key), b"1", nx=True, px=max(1, int(ttl * 1000))))
+            name = self._keys.once(key)
+            return bool(await self._conn.write(name, "SET", name, b"1", "NX", "PX", max(1, int(ttl * 1000))))
 
     async def put_value(self, key: str, value: bytes, ttl: float) -> None:
         async with unavailable("storing a value"):
-            await self._redis.set(self._keys.value(key), value, px=max(1, int(ttl * 1000)))
+            name = self._keys.value(key)
+            await self._conn.write(name, "SET", name, value, "PX", max(1, int(ttl * 1000)))
 
     async def get_value(self, key: str) -> bytes | None:
         async with unavailable("reading a value"):

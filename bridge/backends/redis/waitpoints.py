@@ -13,11 +13,13 @@ from bridge.backends.redis.idempotency import IdempotencyScopes
 
 class RedisWaitpointStore(WaitpointStore):
     def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._redis = conn.redis
         self._keys = conn.keys
         self._scopes = IdempotencyScopes(conn)
-        self._complete_script = conn.script("complete_waitpoint")
-        self._add_waiter_script = conn.script("add_waitpoint_waiter")
+        self._insert_script = conn.script("insert_waitpoint", acknowledged=True)
+        self._complete_script = conn.script("complete_waitpoint", acknowledged=True)
+        self._add_waiter_script = conn.script("add_waitpoint_waiter", acknowledged=True)
 
     async def insert_waitpoint(
         self,
@@ -35,14 +37,11 @@ class RedisWaitpointStore(WaitpointStore):
                 )
                 if existing is not None:
                     return existing, False
-            # The deadline first: a token is never stored without it (an entry whose token was not
-            # stored is dropped by the first timer that finds it due).
-            await self._redis.zadd(self._keys.deadlines(), {token_id: timeout_at_ms})
-            key = self._keys.waitpoint(token_id)
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, "spec", spec)
-                pipe.pexpire(key, max(1, int(ttl * 1000)))
-                await pipe.execute()
+            # The deadline first (another slot): a token is never stored without it (an entry whose token
+            # was not stored is dropped by the first timer that finds it due).
+            deadlines = self._keys.deadlines()
+            await self._conn.write(deadlines, "ZADD", deadlines, timeout_at_ms, token_id)
+            await self._insert_script(keys=[self._keys.waitpoint(token_id)], args=[spec, max(1, int(ttl * 1000))])
             return token_id, True
 
     async def _stored_waitpoint_id(self, token_id: str) -> str | None:
@@ -54,7 +53,8 @@ class RedisWaitpointStore(WaitpointStore):
         return (cast(bytes, spec), cast(bytes | None, result)) if spec is not None else None
 
     async def complete_waitpoint(self, token_id: str, result: bytes, ttl: float) -> bytes | None:
-        args: list[str | int | bytes] = [result, max(1, int(ttl * 1000)), self._keys.wire(waitpoint_channel(token_id))]
+        channel = self._keys.wire(waitpoint_channel(token_id))
+        args: list[str | int | bytes] = [result, max(1, int(ttl * 1000)), self._conn.publish_command, channel]
         async with unavailable("completing a wait token"):
             stored = await self._complete_script(keys=[self._keys.waitpoint(token_id)], args=args)
         return cast(bytes | None, stored)

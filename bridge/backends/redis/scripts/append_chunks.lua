@@ -6,13 +6,14 @@
 -- nothing is stored again and their index is returned. A failed stream (fail_stream.lua) takes no chunk.
 -- A stream without an epoch gets the one given (its first chunk, or its storage was lost), in this step.
 -- KEYS[1]: the run's stream; KEYS[2]: the stream's failure record; KEYS[3]: the stream's epoch.
--- ARGV[1]: TTL ms; ARGV[2]: the (prefixed) channel; ARGV[3]: the index the first chunk must get, or ''
--- for the next one; ARGV[4]: a new epoch; ARGV[5..]: the chunks.
+-- ARGV[1]: TTL ms; ARGV[2]: the publish command (PUBLISH, or SPUBLISH in a cluster); ARGV[3]: the wire
+-- channel; ARGV[4]: the index the first chunk must get, or '' for the next one; ARGV[5]: a new epoch;
+-- ARGV[6..]: the chunks.
 -- Publishes "<first index> <epoch>\n<chunk>\n<chunk>..." and returns the first chunk's index; -1 when
 -- the stream failed, -2 when it holds fewer chunks than expected, -3 when it holds other chunks there.
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-if ARGV[3] ~= '' then
-  local expected, length, count = tonumber(ARGV[3]), redis.call('XLEN', KEYS[1]), #ARGV - 4
+if ARGV[4] ~= '' then
+  local expected, length, count = tonumber(ARGV[4]), redis.call('XLEN', KEYS[1]), #ARGV - 5
   if length < expected then return -2 end
   if length > expected then
     if length < expected + count then return -3 end
@@ -21,22 +22,22 @@ if ARGV[3] ~= '' then
     )
     if #entries ~= count then return -3 end
     for i, entry in ipairs(entries) do
-      if entry[2][2] ~= ARGV[i + 4] then return -3 end
+      if entry[2][2] ~= ARGV[i + 5] then return -3 end
     end
     return expected
   end
 end
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then
-  epoch = ARGV[4]
+  epoch = ARGV[5]
   redis.call('SET', KEYS[3], epoch)
 end
 local first
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local id = redis.call('XADD', KEYS[1], '0-*', 'd', ARGV[i])
   if not first then first = tonumber(string.match(id, '-(%d+)$')) - 1 end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
-redis.call('PUBLISH', ARGV[2], tostring(first) .. ' ' .. epoch .. '\n' .. table.concat(ARGV, '\n', 5))
+redis.call(ARGV[2], ARGV[3], tostring(first) .. ' ' .. epoch .. '\n' .. table.concat(ARGV, '\n', 6))
 return first

@@ -4,7 +4,8 @@
 -- KEYS[1]: the run hash.
 -- ARGV[1]: the expected version ("0": the run must not exist); ARGV[2]: the new version;
 -- ARGV[3]: the run's storage bytes; ARGV[4]: TTL ms; ARGV[5]: "1" if its status is final else "0"
--- (read by send_input.lua); ARGV[6..]: the (prefixed) channels to publish the data on.
+-- (read by send_input.lua); ARGV[6]: the publish command (PUBLISH, or SPUBLISH in a cluster); ARGV[7..]:
+-- the wire channels to publish the data on (in a cluster, only the run's own: the others are in other slots).
 -- Returns 1 when stored, 0 when the version did not match.
 local current = redis.call('HGET', KEYS[1], 'version')
 if ARGV[1] == '0' then
@@ -14,7 +15,7 @@ elseif current ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'data', ARGV[3], 'final', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-for i = 6, #ARGV do
-  redis.call('PUBLISH', ARGV[i], ARGV[3])
+for i = 7, #ARGV do
+  redis.call(ARGV[6], ARGV[i], ARGV[3])
 end
 return 1
