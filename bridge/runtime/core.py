@@ -1,11 +1,12 @@
-"""`Bridge`: the parts one process needs — settings, broker, hub, run engine, feeds, streams, batches and
-wait tokens — started together."""
+"""`Bridge`: the parts one process needs — settings, broker, hub, run engine, feeds, streams, batches, wait
+tokens and child runs — started together."""
 
 from __future__ import annotations
 
 from bridge.backends import create_broker
 from bridge.config import Settings
 from bridge.runtime.batches import Batches
+from bridge.runtime.children import ChildRuns
 from bridge.runtime.engine import RunEngine
 from bridge.runtime.feeds import Feeds
 from bridge.runtime.hub import Hub
@@ -23,6 +24,7 @@ class Bridge:
         self.output_streams = OutputStreams(self.hub, self.broker)
         self.batches = Batches(self.engine)
         self.waitpoints = Waitpoints(self.broker, self.hub, settings, self.engine.resume_waiting_runs)
+        self.children = ChildRuns(self.engine, self.waitpoints)
 
     async def start(self) -> None:
         await self.broker.start()
