@@ -58,7 +58,7 @@ class Task(TaskDefinition):
         return await trigger_and_wait(self.id, payload, **options)
 
     async def batch_trigger_and_wait(self, items: list[dict[str, Any]]) -> BatchResult:
-        """In a task: `[{"payload": ..., "options": {...}}, ...]` waited for together (`tasks.batch_trigger_and_wait`)."""
+        """In a task: items as `batch_trigger`'s, waited for together (`tasks.batch_trigger_and_wait`)."""
         return await batch_trigger_and_wait(self.id, items)
 
 
