@@ -211,6 +211,10 @@ def parked(run: Run) -> bool:
     return run.status is RunStatus.WAITING and run.waiting_on is not None
 
 
+def is_waiting(run: Run) -> bool:
+    return run.status is RunStatus.WAITING
+
+
 def events(directory: Path) -> list[str]:
     """What the task's code did, in order, across processes (read once the run is final)."""
     return (directory / "events").read_text().splitlines()
@@ -401,14 +405,14 @@ async def gathered(calls: list[Any], at_once: int = 50) -> list[Any]:
 async def test_a_parent_waiting_on_three_children_resumes_across_a_worker_restart(
     bridge: Bridge, workers: Workers, tmp_path: Path, stop: str
 ) -> None:
-    """The parent parks while its children wait; its worker goes (deploy or crash); another worker runs the
-    children to their end and resumes the parent by replay, which gets the same children's results."""
-    a = workers.start("a", lease=SHORT_LEASE, hold="1s")
+    """The parent waits while its children wait; its worker goes (a deploy: the parent parks; a crash: it is
+    held in the worker's memory, taken over after the lease); another worker runs the children to their end
+    and resumes the parent by replay, which gets the same children's results."""
+    a = workers.start("a", lease=SHORT_LEASE, hold="1s" if stop == "sigterm" else "1h")
     await a.ready()
     run_id = await trigger(bridge, "proc-parent", {"dir": str(tmp_path), "seconds": 3})
     async with run_feed(bridge, run_id, workers) as feed:
-        waiting = await feed.run_until(run_id, "parked on its children", parked)
-        assert waiting.status is RunStatus.WAITING
+        await feed.run_until(run_id, "waiting for its children", parked if stop == "sigterm" else is_waiting)
         await (a.terminate() if stop == "sigterm" else a.kill())
         workers.start("b", lease=SHORT_LEASE, hold="1s")
         final = await feed.run_until(run_id, "final", is_final, timeout=40)
