@@ -8,13 +8,14 @@ import asyncio
 import contextlib
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from bridge import batch, runs, tasks
 from bridge.config import Settings
 from bridge.models import Run, RunStatus
-from tests.conftest import serving
-from tests.support.helpers import TIMEOUT, open_gate, unique, until_final, until_run
+from tests.conftest import SECRET_KEY, serving
+from tests.support.helpers import TIMEOUT, bearer, open_gate, unique, until_final, until_run
 from tests.support.tasks import echo, executions
 
 
@@ -32,7 +33,7 @@ async def test_a_batch_waits_for_its_last_child_and_returns_results_in_item_orde
     key, tag = unique("children"), unique("tag")
     gates = [unique("gate") for _ in range(3)]
     children = [{"key": key, "n": n, "gate": gate, "fail": n == 2} for n, gate in zip((1, 2, 3), gates, strict=True)]
-    async with serving(quick_parking):
+    async with serving(quick_parking) as server:
         handle = await tasks.trigger("parent-batch", {"tag": tag, "children": children})
         waiting = await until_run(handle.id, parked)  # no process holds it while its children run
         for gate in reversed(gates):  # the last item finishes first: the order is the items', not the ends'
@@ -40,6 +41,8 @@ async def test_a_batch_waits_for_its_last_child_and_returns_results_in_item_orde
         final = await until_final(handle.id)
         child_ids = executions[key]
         child_runs = [await runs.retrieve(child_id) for child_id in child_ids]
+        async with httpx.AsyncClient(base_url=server.url, headers=bearer(SECRET_KEY)) as http:
+            official = (await http.get(f"/api/v3/runs/{child_ids[0]}")).json()
     assert waiting.status is RunStatus.WAITING
     assert final.status is RunStatus.COMPLETED, final.error
     failed = next(child for child in child_runs if child.status is RunStatus.FAILED)
@@ -50,6 +53,10 @@ async def test_a_batch_waits_for_its_last_child_and_returns_results_in_item_orde
     for child in child_runs:
         assert (child.parent_task_run_id, child.root_task_run_id, child.depth) == (handle.id, handle.id, 1)
         assert child.batch_id is not None and child.tags == [tag]
+    assert official["depth"] == 1 and official["triggerFunction"] == "batchTriggerAndWait"
+    related = official["relatedRuns"]
+    assert related["parent"]["id"] == related["root"]["id"] == handle.id
+    assert related["parent"]["status"] == "COMPLETED" and "payload" not in related["parent"]
 
 
 async def test_trigger_and_wait_replayed_gets_the_same_child(quick_parking: Settings) -> None:
