@@ -107,3 +107,15 @@ async def test_outside_a_task_waiting_for_children_is_refused() -> None:
     ):
         with pytest.raises(RuntimeError, match="can only be called from inside a running task"):
             await call
+
+
+async def test_results_over_the_bound_together_fail_every_child_of_the_wait(backend_settings: Settings) -> None:
+    """Each output fits (1 MiB), both together do not: the parent still resumes, with the bound named."""
+    async with serving(backend_settings):
+        within = await tasks.trigger("parent-of-big-outputs", [1000, 1000])
+        beyond = await tasks.trigger("parent-of-big-outputs", [600_000, 600_000])
+        finals = [await until_final(within.id), await until_final(beyond.id)]
+    assert [final.output for final in finals] == [
+        [[True, None], [True, None]],
+        [[False, "PayloadTooLargeError"], [False, "PayloadTooLargeError"]],
+    ]

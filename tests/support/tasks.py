@@ -421,3 +421,17 @@ async def parent_mixed(payload: Any) -> list[Any]:
 
     results = await batch.trigger_and_wait([{"id": "echo", "payload": "first"}, {"id": "fail", "payload": None}])
     return [[result.ok, result.task_identifier, result.output] for result in results.runs]
+
+
+@registry.add_task("sized-output")
+async def sized_output(payload: int) -> str:
+    return "x" * payload
+
+
+@registry.add_task("parent-of-big-outputs")
+async def parent_of_big_outputs(payload: list[int]) -> list[Any]:
+    """Waits for one `sized-output` run per size; returns each result's ok and error name."""
+    from bridge import tasks
+
+    results = await tasks.batch_trigger_and_wait("sized-output", [{"payload": size} for size in payload])
+    return [[result.ok, result.error.name if result.error else None] for result in results.runs]
