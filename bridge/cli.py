@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from bridge.config import DEV_SECRET_KEY_PREFIX, ConfigError, Settings
 from bridge.durations import parse_duration_seconds
 from bridge.errors import BridgeError
+from bridge.logs import FORMATS, LEVELS, configure_logging, log_settings
 from bridge.worker.registry import default_registry, load_tasks
 
 log = logging.getLogger("bridge")
@@ -72,6 +73,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of a startup error (default: one line)"
+    )
+    parser.add_argument(
+        "--log-level", choices=LEVELS, help="the bridge's log level (default: $BRIDGE_LOG_LEVEL or info)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="text, or json: one object per line (default: $BRIDGE_LOG_FORMAT or text)",
     )
 
 
@@ -161,7 +170,7 @@ def run_server(make_app: Callable[[], Starlette], settings: Settings, host: str,
         config = uvicorn.Config(
             make_app(),
             ws_max_size=settings.limits.max_frame_bytes,
-            log_level="info",
+            log_config=None,  # uvicorn logs through the handler configure_logging set up
             proxy_headers=False,
             # Held long-polls and open streams would otherwise delay a restart until they end by themselves.
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
@@ -246,9 +255,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     try:
+        configure_logging(*log_settings(args.log_level, args.log_format))
         args.handler(args)
     except (CliError, ConfigError) as exc:
         if args.debug:

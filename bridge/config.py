@@ -65,6 +65,7 @@ class Settings:
     default_max_attempts: int = 3
     wait_hold_seconds: float = 2.0
     shutdown_grace_seconds: float = 30.0
+    metrics_token: str | None = None  # when set, /metrics wants it as a Bearer token
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -101,6 +102,7 @@ class Settings:
             default_max_attempts=int(env.get("BRIDGE_MAX_ATTEMPTS", "3")),
             wait_hold_seconds=parse_duration_seconds(env.get("BRIDGE_WAIT_HOLD", "2s")),
             shutdown_grace_seconds=parse_duration_seconds(env.get("BRIDGE_SHUTDOWN_GRACE", "30s")),
+            metrics_token=env.get("BRIDGE_METRICS_TOKEN") or None,
         )
         return replace(settings, **given)  # type: ignore[arg-type]
 

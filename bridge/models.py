@@ -121,6 +121,7 @@ class Run:
     root_task_run_id: str | None = None
     depth: int = 0
     resumes: str | None = None
+    trace_context: str | None = None  # the trigger's span as a W3C traceparent (bridge/tracing.py); not public
 
     def __post_init__(self) -> None:
         if not self.updated_at:
@@ -191,15 +192,22 @@ class Run:
         )
 
     def to_storage(self) -> bytes:
-        return orjson.dumps({f.name: _storable(getattr(self, f.name)) for f in fields(self)})
+        stored = {f.name: _storable(getattr(self, f.name)) for f in fields(self)}
+        if self.trace_context is None:  # stored only when traced: older processes can read the record
+            del stored["trace_context"]
+        return orjson.dumps(stored)
 
     @classmethod
     def from_storage(cls, raw: bytes | str) -> Run:
-        data = orjson.loads(raw)
+        # Fields this version does not know (stored by a newer process, during a rolling deploy) are ignored.
+        data = {key: value for key, value in orjson.loads(raw).items() if key in _RUN_FIELDS}
         data["status"] = RunStatus(data["status"])
         if data.get("error") is not None:
             data["error"] = RunError(**data["error"])
         return cls(**data)
+
+
+_RUN_FIELDS = frozenset(f.name for f in fields(Run))
 
 
 def _storable(value: Any) -> Any:

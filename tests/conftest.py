@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 
 from bridge.config import Settings
 from bridge.runtime.core import Bridge
@@ -27,9 +28,26 @@ from tests.support.tasks import registry
 SECRET_KEY = "tr_dev_test_secret_key_0123456789"
 _prefixes = itertools.count()
 
+# The fuzz tests' (tests/test_fuzz_*.py) hypothesis profiles. `ci`, the default, is reproducible
+# (derandomized, no example database) and bounded; `pytest --hypothesis-profile=campaign` searches longer,
+# at random. deadline=None: an example's time is the server's (two backends, a shared machine).
+hypothesis_settings.register_profile(
+    "ci", max_examples=300, deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.register_profile("campaign", max_examples=2000, deadline=None, print_blob=True)
+hypothesis_settings.load_profile("ci")
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
+    server = start_redis_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for fault tests that break its connections; stopped whatever happens."""
     server = start_redis_server()
     yield server
     server.stop()
@@ -64,9 +82,16 @@ class RunningServer:
         return self.url.replace("http://", "ws://") + "/ws"
 
 
-async def start_server(settings: Settings, *, with_worker: bool = True) -> tuple[RunningServer, asyncio.Task[None]]:
+async def start_server(
+    settings: Settings, *, with_worker: bool = True, send_buffer: int | None = None, **uvicorn_options: Any
+) -> tuple[RunningServer, asyncio.Task[None]]:
+    """`send_buffer`: the connections' SO_SNDBUF (inherited from the listening socket; fixed, so the kernel
+    does not grow it to 4 MiB), for tests whose clients stall: their sends then block after less data;
+    `uvicorn_options` go to `uvicorn.Config`."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms per keep-alive request)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # connections wait in the backlog until uvicorn has run the lifespan and serves
     port = sock.getsockname()[1]
@@ -74,10 +99,10 @@ async def start_server(settings: Settings, *, with_worker: bool = True) -> tuple
     app = create_app(settings, registry=registry if with_worker else None)
     config = uvicorn.Config(
         app,
-        log_level="warning",
         ws_max_size=settings.limits.max_frame_bytes,
         lifespan="on",
         timeout_graceful_shutdown=2,
+        **{"log_level": "warning", **uvicorn_options},
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -93,9 +118,11 @@ async def stop_server(server: RunningServer, task: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, *, with_worker: bool = True) -> AsyncIterator[RunningServer]:
-    """A server on `settings` for the duration of the `async with`."""
-    running, task = await start_server(settings, with_worker=with_worker)
+async def serving(
+    settings: Settings, *, with_worker: bool = True, send_buffer: int | None = None, **uvicorn_options: Any
+) -> AsyncIterator[RunningServer]:
+    """A server on `settings` for the duration of the `async with` (see `start_server`)."""
+    running, task = await start_server(settings, with_worker=with_worker, send_buffer=send_buffer, **uvicorn_options)
     try:
         yield running
     finally:

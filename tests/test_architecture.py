@@ -15,7 +15,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bridge"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundation",
-        ("bridge.aio", "bridge.durations", "bridge.errors", "bridge.config", "bridge.models", "bridge.outages"),
+        (
+            "bridge.aio",
+            "bridge.durations",
+            "bridge.errors",
+            "bridge.config",
+            "bridge.models",
+            "bridge.metrics",
+            "bridge.tracing",
+            "bridge.logs",
+            "bridge.outages",
+        ),
     ),
     ("backends", ("bridge.backends",)),
     ("runtime", ("bridge.runtime",)),

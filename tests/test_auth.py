@@ -114,6 +114,15 @@ def test_no_scopes_allow_nothing_and_the_backend_everything() -> None:
     assert Principal(is_backend=True).allows("write", "anything", "at_all")
 
 
+def test_some_right_of_a_kind_is_any_scope_of_that_action_and_type_whatever_its_id() -> None:
+    for scopes in (("batchTrigger:tasks:echo",), ("write:tasks",), ("batchTrigger:all:x",), ("admin",)):
+        principal(*scopes).require_some("batchTrigger", "tasks")
+    Principal(is_backend=True).require_some("batchTrigger", "tasks")
+    for scopes in ((), ("read:runs",), ("trigger:tasks:echo",), ("batchTrigger:runs:echo",)):
+        with pytest.raises(ForbiddenError):
+            principal(*scopes).require_some("batchTrigger", "tasks")
+
+
 def test_reading_a_run_needs_read_on_the_run_its_task_one_of_its_tags_or_its_batch() -> None:
     run = Run(id="run_1", task_identifier="echo", tags=["user:1", "team:a"], batch_id="batch_1")
     for scope in ("read:runs:run_1", "read:tasks:echo", "read:tags:team:a", "read:batch:batch_1", "read:runs"):

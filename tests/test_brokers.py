@@ -36,6 +36,7 @@ from bridge.backends.redis import RedisBroker
 from bridge.backends.redis import pubsub as redis_backend
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError, NotFoundError, RunFinishedError, StreamFailedError, StreamOrderError
+from bridge.metrics import Metrics
 from bridge.models import Run, RunStatus, new_id, now_ms
 from bridge.runtime.output_streams import StreamWriter
 from tests.conftest import SECRET_KEY, start_server, stop_server
@@ -507,7 +508,7 @@ async def test_a_stream_gets_its_epoch_with_its_first_write_and_a_new_one_once_i
 
 async def test_a_writer_beaten_by_another_stops_alone_and_one_missing_chunks_fails_the_stream(broker: Broker) -> None:
     run_id = new_id("run_")
-    other, mine = (StreamWriter(broker, run_id, "ai", 1 << 20) for _ in range(2))
+    other, mine = (StreamWriter(broker, Metrics(), run_id, "ai", 1 << 20) for _ in range(2))
     assert await other.append("theirs") == 0
     for value in ("mine", "later"):  # an older execution not fenced off yet: it stops, the stream goes on
         with pytest.raises(StreamOrderError):
@@ -515,7 +516,7 @@ async def test_a_writer_beaten_by_another_stops_alone_and_one_missing_chunks_fai
     assert await broker.stream_failure(run_id, "ai") is None
     assert await other.append("theirs too") == 1
     # A resumed execution's writer that expects 5 chunks stored where there are 2: chunks were lost.
-    resumed = StreamWriter(broker, run_id, "ai", 1 << 20, replayed=5)
+    resumed = StreamWriter(broker, Metrics(), run_id, "ai", 1 << 20, replayed=5)
     assert [await resumed.append(n) for n in range(5)] == list(range(5))  # replayed: not stored again
     with pytest.raises(StreamFailedError) as failed:
         await resumed.append("new")

@@ -744,51 +744,201 @@ async def test_a_writer_that_gives_up_fails_the_stream_for_the_task_and_every_re
         assert response.status_code == 409 and response.json()["code"] == "stream_failed", response.text
 
 
-async def test_a_task_piping_through_a_redis_restart_stores_every_chunk_once_in_order() -> None:
-    """redis-server (AOF, fsync always) stops while the task pipes, and comes back once the writer has
-    failed to store: every chunk is stored once, in order, or the stream ended with the failure its
-    readers see; never a silent gap."""
+# A Redis restart mid-stream: the writer and readers of both protocols, exactly once or an explicit error
+
+RESUME_ATTEMPTS = 100  # a reader's resubscriptions after explicit errors (bounded; each after a backoff)
+
+
+@dataclass
+class Outcome:
+    """How a reader that resumes after every explicit error ended: the chunks it got (in order, once each, as
+    `Reader.take` checks), where the stream stopped if it failed, and the explicit errors it resumed after."""
+
+    reader: Reader
+    failed_at: int | None = None
+    errors: list[str] = field(default_factory=list)
+    refused: asyncio.Event = field(default_factory=asyncio.Event)  # set at its first error
+
+    def error(self, what: str) -> None:
+        self.errors.append(what)
+        self.refused.set()
+        assert len(self.errors) < RESUME_ATTEMPTS, f"{self.reader.name}: {self.errors[-5:]}"
+
+
+async def backoff(outcome: Outcome) -> None:
+    await asyncio.sleep(min(1.0, 0.02 * 2 ** len(outcome.errors)))  # the hooks' growing delay between retries
+
+
+async def resuming_ws(outcome: Outcome, server: RunningServer, run_id: str, tok: str) -> None:
+    """Resubscribes from its next index after every `error` frame, as the hooks do; ends on `end`."""
+    reader = outcome.reader
+    async with connect(server.ws_url, max_size=None) as client:
+        while True:
+            reader.connections += 1
+            sub_id = f"s{reader.connections}"
+            await client.send(stream_subscribe(sub_id, run_id, "out", tok, reader.received))
+            while True:
+                frame = await next_frame(client)
+                if frame["type"] == "chunk":
+                    reader.take(frame["index"], frame["data"])
+                elif frame["type"] == "end":
+                    assert frame["nextIndex"] == reader.received, frame
+                    if frame["reason"] == "error":
+                        assert frame["code"] == "stream_failed", frame
+                        outcome.failed_at = frame["nextIndex"]
+                    else:
+                        assert frame["reason"] == "finished", frame
+                    return
+                else:
+                    assert frame["type"] == "error" and frame["code"] == "backend_unavailable", frame
+                    outcome.error(frame["code"])
+                    await backoff(outcome)
+                    break
+
+
+async def resuming_sse(outcome: Outcome, server: RunningServer, run_id: str, tok: str) -> None:
+    """Resumes with Last-Event-ID after a 503 or a response that ended or was cut; done after a 409
+    `stream_failed`, or once a response ended without a new chunk after the run finished."""
+    reader = outcome.reader
+    path = f"/realtime/v1/streams/{run_id}/out"
+    epoch = ""  # from the event ids (`<index>-<epoch>`), sent back with the next index as the official client does
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        while True:
+            reader.connections += 1
+            before = reader.received
+            last_event_id = f"{reader.received - 1}-{epoch}" if epoch else str(reader.received - 1)
+            headers = {"Authorization": f"Bearer {tok}", "Last-Event-ID": last_event_id}
+            try:
+                async with http.stream("GET", path, headers=headers) as response:
+                    if response.status_code != 200:
+                        body = orjson.loads(await response.aread())
+                        if response.status_code == 409:
+                            assert body["code"] == "stream_failed", body
+                            outcome.failed_at = reader.received
+                            return
+                        assert response.status_code == 503, (response.status_code, body)
+                        outcome.error("503")
+                        await backoff(outcome)
+                        continue
+                    index = None
+                    async for line in response.aiter_lines():
+                        if line.startswith("id: "):
+                            index_text, _, epoch = line[4:].partition("-")
+                            index = int(index_text)
+                        elif line.startswith("data: "):
+                            assert index is not None
+                            reader.take(index, orjson.loads(line[6:]))
+            except httpx.RemoteProtocolError:  # cut: its reader failed, and the client resumes
+                pass
+            if reader.received == before:  # ended or cut without a new chunk: finished, or its reader failed
+                try:
+                    if (await server.app_bridge.engine.retrieve(run_id)).status.is_final:
+                        return
+                except BackendUnavailableError:
+                    pass
+                outcome.error("ended")
+                await backoff(outcome)
+
+
+async def resuming_sdk(outcome: Outcome, run_id: str) -> None:
+    """`streams.read` from its next index again after BackendUnavailableError; done at its end or failure."""
+    reader = outcome.reader
+    while True:
+        reader.connections += 1
+        try:
+            async for value in streams.read(run_id, "out", start_index=reader.received):
+                reader.take(reader.received, value)
+        except StreamFailedError as failed:
+            assert failed.next_index == reader.received, (failed.next_index, reader.received)
+            outcome.failed_at = failed.next_index
+            return
+        except BackendUnavailableError as unavailable:
+            outcome.error(unavailable.code)
+            await backoff(outcome)
+            continue
+        return
+
+
+@pytest.mark.parametrize("outage", ["shutdown", "sigkill", "sigkill-past-the-writer-retries"])
+async def test_a_redis_restart_mid_stream_leaves_the_writer_and_every_reader_exact_or_explicitly_failed(
+    outage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-server (AOF, fsync always) stops (SIGTERM, or SIGKILL) while the task pipes and readers of every
+    kind read live, and comes back once the writer failed to store and every reader arriving meanwhile was
+    refused; the last case keeps it down until the writer gave up (its retries shortened). Every chunk is
+    stored once, in order, or the stream ends with the failure every reader sees; each reader, resuming from
+    its next index after each explicit error, gets exactly the stored chunks, once each, in order: never a
+    silent gap or a duplicate."""
     redis_server = start_redis_server(persistent=True)
     settings = suite_settings(redis_url=redis_server.url, key_prefix=unique("outage"))
     server, task = await start_server(settings)
+    gives_up = outage == "sigkill-past-the-writer-retries"
     try:
         broker = server.app_bridge.broker
-        real = broker.append_chunks
-        writer_failed = asyncio.Event()
+        real_append, real_fail = broker.append_chunks, broker.fail_stream
+        writer_failed, redis_back = asyncio.Event(), asyncio.Event()  # writer_failed: it failed once, or gave up
 
         async def watched(run_id: str, key: str, chunks: Any, first_index: int | None = None) -> int:
             try:
-                return await real(run_id, key, chunks, first_index)
+                return await real_append(run_id, key, chunks, first_index)
             except BackendUnavailableError:
-                writer_failed.set()
+                if not gives_up:
+                    writer_failed.set()
                 raise
 
+        async def marked_once_redis_is_back(run_id: str, key: str, reason: str) -> int:
+            writer_failed.set()
+            await redis_back.wait()  # Redis is back before the writer's retries of the mark run out
+            return await real_fail(run_id, key, reason)
+
+        if gives_up:
+            monkeypatch.setattr(output_streams, "WRITE_RETRY_ATTEMPTS", 3)
+            monkeypatch.setattr(output_streams, "WRITE_RETRY_FIRST_DELAY", 0.001)
+            broker.fail_stream = marked_once_redis_is_back  # type: ignore[method-assign]
         count, gate, reached = 5000, unique("gate"), unique("reached")
         handle = await tasks.trigger(
             "pipe-through-outage", {"count": count, "gate": gate, "gate_at": 1000, "reached": reached}
         )
-        async with asyncio.timeout(TIMEOUT):
+        tok = handle.public_access_token
+        outcomes = {name: Outcome(Reader(name, [])) for name in ("ws", "sse", "sdk", "late-ws", "late-sse", "late-sdk")}
+
+        def read(name: str) -> asyncio.Task[None]:
+            outcome = outcomes[name]
+            if name.endswith("ws"):
+                return asyncio.create_task(resuming_ws(outcome, server, handle.id, tok))
+            if name.endswith("sse"):
+                return asyncio.create_task(resuming_sse(outcome, server, handle.id, tok))
+            return asyncio.create_task(resuming_sdk(outcome, handle.id))
+
+        async with asyncio.timeout(90):
+            reading = [read(name) for name in ("ws", "sse", "sdk")]
             await gates.setdefault(reached, asyncio.Event()).wait()
-        broker.append_chunks = watched  # type: ignore[method-assign]
-        await asyncio.to_thread(redis_server.halt)
-        open_gate(gate)  # the task pipes the other 4,000 while Redis is down
-        async with asyncio.timeout(TIMEOUT):
+            for name in ("ws", "sse", "sdk"):
+                await outcomes[name].reader.progress.reached(999)  # live readers, at the head of the stream
+            broker.append_chunks = watched  # type: ignore[method-assign]
+            await asyncio.to_thread(redis_server.halt, kill=outage.startswith("sigkill"))
+            open_gate(gate)  # the task pipes the other 4,000 while Redis is down
+            late = [read(name) for name in ("late-ws", "late-sse", "late-sdk")]  # readers arriving meanwhile
             await writer_failed.wait()
-        await asyncio.to_thread(redis_server.start_again)
-        async with asyncio.timeout(60):
+            for name in ("late-ws", "late-sse", "late-sdk"):
+                await outcomes[name].refused.wait()
+            await asyncio.to_thread(redis_server.start_again)
+            redis_back.set()
             final = await until_final(handle.id)
+            await asyncio.gather(*reading, *late)
         stored = await stored_chunks(broker, handle.id, "out")
-        read: list[Any] = []
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                async for chunk in streams.read(handle.id, "out"):
-                    read.append(chunk)
-        except StreamFailedError as failed:  # allowed, if explicit: then every reader sees where it stopped
-            assert final.output == {"failed": failed.next_index, "later": failed.next_index, "message": failed.message}
-            assert stored == read == list(range(failed.next_index))
-        else:
+        failed_at = len(stored) if gives_up else None
+        if failed_at is None:  # the writer's retries outlasted the outage
             assert final.status is RunStatus.COMPLETED and final.output == {"stored": count}, final
-            assert stored == read == list(range(count))
+            assert stored == list(range(count))
+        else:  # explicit: the task and every reader are told where the stream stopped
+            assert failed_at >= 1000 and stored == list(range(failed_at))
+            assert final.output == {"failed": failed_at, "later": failed_at, "message": final.output["message"]}  # type: ignore[index]
+        for outcome in outcomes.values():
+            assert outcome.reader.received == len(stored), (outcome.reader.name, outcome.reader.received)
+            assert outcome.failed_at == failed_at, outcome.reader.name
+        errors = {name: len(outcome.errors) for name, outcome in outcomes.items()}
+        print(f"\nredis {outage}: {len(stored)} chunks stored, failed at {failed_at}; errors resumed after: {errors}")
     finally:
         await stop_server(server, task)
         redis_server.stop()

@@ -90,6 +90,15 @@ async def stalled_client(server: RunningServer) -> AsyncIterator[WsClient]:
         yield client
 
 
+def slow_consumer_closes(server: RunningServer) -> dict[str, float | None]:
+    """`bridge_slow_consumer_closes_total` by reason, as /metrics reports it."""
+    registry = server.app_bridge.metrics.registry
+    return {
+        reason: registry.get_sample_value("bridge_slow_consumer_closes_total", {"reason": reason})
+        for reason in ("queue_full", "send_timeout")
+    }
+
+
 # welcome, ping
 
 
@@ -636,6 +645,7 @@ async def test_consumer_over_the_send_queue_bound_is_closed_with_4008(
             frames, close = await slow.drain_until_closed(timeout=30)
         assert close is not None, "the connection ended without a close frame"
         assert close.code == CLOSE_SLOW_CONSUMER and "send queue" in close.reason
+        assert slow_consumer_closes(server) == {"queue_full": 1, "send_timeout": 0}  # on /metrics
         finished = {r["id"] for f in frames for r in runs_in(f) if r["status"] == "COMPLETED"}
         assert len(finished) < FLOOD_RUNS  # the queue was cut at its bound, not kept growing
 
@@ -716,6 +726,8 @@ async def test_consumer_that_stops_reading_is_released_after_the_send_grace(back
                 await asyncio.wait({handler}, timeout=2 * grace + 5)
                 assert handler.done(), "the stalled connection is still served"
                 assert router.topic_count == 1  # its subscription is gone; the healthy one's stays
+                # Counted once, by what gave it away first: a send blocked for the grace, or the queue's bound.
+                assert sum(slow_consumer_closes(server).values()) == 1
 
                 last = await tasks.trigger("echo", "after", tags=[tag, watched])
                 await healthy.frames_until(on_topic(topic, completed(last.id)))

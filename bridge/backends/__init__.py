@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from bridge.backends.base import Broker
 from bridge.config import Settings
+from bridge.metrics import Metrics
 
 
-def create_broker(settings: Settings) -> Broker:
+def create_broker(settings: Settings, metrics: Metrics | None = None) -> Broker:
     if settings.redis_url:
         from bridge.backends.redis import RedisBroker
 
-        return RedisBroker(settings)
+        return RedisBroker(settings, metrics)
     from bridge.backends.memory import MemoryBroker
 
     return MemoryBroker(settings)

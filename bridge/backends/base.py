@@ -178,6 +178,10 @@ class TaskQueue(abc.ABC):
     @abc.abstractmethod
     async def task_exists(self, task_id: str) -> bool: ...
 
+    @abc.abstractmethod
+    async def queue_depths(self) -> dict[str, int]:
+        """Per registered task, how many of its runs are queued and not claimed by a worker yet."""
+
 
 class WaitpointStore(abc.ABC):
     """Wait tokens: a creation record, then at most one result, and an index of their deadlines."""
@@ -223,6 +227,10 @@ class WaitpointStore(abc.ABC):
     @abc.abstractmethod
     async def waitpoint_waiters(self, token_id: str) -> list[str]:
         """The runs parked on the token, in no particular order ([] for an unknown token)."""
+
+    @abc.abstractmethod
+    async def waiting_waitpoint_count(self) -> int:
+        """How many tokens are neither completed nor timed out: those whose deadline is still indexed."""
 
 
 class JournalStore(abc.ABC):

@@ -313,6 +313,9 @@ class MemoryBroker(Broker):
     async def task_exists(self, task_id: str) -> bool:
         return task_id in self._tasks
 
+    async def queue_depths(self) -> dict[str, int]:
+        return {task_id: len(self._queues.get(task_id, ())) for task_id in self._tasks}
+
     # wait tokens
     async def insert_waitpoint(
         self,
@@ -381,6 +384,9 @@ class MemoryBroker(Broker):
         if self._waitpoints.get(token_id, time.monotonic()) is None:
             return []  # expired, not swept yet
         return list(self._waiters.get(token_id, ()))
+
+    async def waiting_waitpoint_count(self) -> int:
+        return len(self._deadlines)
 
     def _drop_stale_deadlines(self) -> None:
         """Pops forgotten deadlines off the top; rebuilds the heap when they are most of it (tokens

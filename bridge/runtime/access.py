@@ -53,6 +53,16 @@ def _parse_scope(scope: str) -> tuple[str, str, str | None]:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
+def _grant(scope: str, action: str, resource_type: str) -> tuple[bool, str | None]:
+    """Whether `scope` grants `action` on `resource_type`, and the one id it is limited to (None: every id)."""
+    if scope == "admin":
+        return True, None
+    granted_action, granted_type, granted_id = _parse_scope(scope)
+    if granted_action not in (action, "*") and not (granted_action == "write" and action in _WRITE_ALSO_GRANTS):
+        return False, None
+    return granted_type in (resource_type, "all"), granted_id
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the backend (secret key, every right) or the holder of a public token."""
@@ -66,16 +76,16 @@ class Principal:
         if self.is_backend:
             return True
         for scope in self.scopes:
-            if scope == "admin":
-                return True
-            granted_action, granted_type, granted_id = _parse_scope(scope)
-            if granted_action not in (action, "*") and not (granted_action == "write" and action in _WRITE_ALSO_GRANTS):
-                continue
-            if granted_type not in (resource_type, "all"):
-                continue
-            if granted_id is None or (resource_id is not None and granted_id == resource_id):
+            granted, granted_id = _grant(scope, action, resource_type)
+            if granted and (granted_id is None or granted_id == resource_id):
                 return True
         return False
+
+    def require_some(self, action: str, resource_type: str) -> None:
+        """Refuses a principal that may do `action` on no `resource_type` at all (whichever id), before a route
+        does any work for it, even with nothing in the request to check one by one."""
+        if not self.is_backend and not any(_grant(scope, action, resource_type)[0] for scope in self.scopes):
+            raise ForbiddenError("Unauthorized: the token's scopes do not allow this")
 
     def allows_any(self, action: str, resources: Iterable[tuple[str, str | None]]) -> bool:
         return any(self.allows(action, rtype, rid) for rtype, rid in resources)

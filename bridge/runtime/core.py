@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bridge.backends import create_broker
 from bridge.config import Settings
+from bridge.metrics import Metrics
 from bridge.runtime.batches import Batches
 from bridge.runtime.children import ChildRuns
 from bridge.runtime.engine import RunEngine
@@ -12,14 +13,16 @@ from bridge.runtime.feeds import Feeds
 from bridge.runtime.hub import Hub
 from bridge.runtime.output_streams import OutputStreams
 from bridge.runtime.waitpoints import Waitpoints
+from bridge.tracing import notice_provider
 
 
 class Bridge:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = create_broker(settings)
-        self.hub = Hub(self.broker)
-        self.engine = RunEngine(self.broker, settings)
+        self.metrics = Metrics()
+        self.broker = create_broker(settings, self.metrics)
+        self.hub = Hub(self.broker, self.metrics)
+        self.engine = RunEngine(self.broker, settings, self.metrics)
         self.feeds = Feeds(self.hub, self.broker)
         self.output_streams = OutputStreams(self.hub, self.broker)
         self.batches = Batches(self.engine)
@@ -27,9 +30,17 @@ class Bridge:
         self.children = ChildRuns(self.engine, self.waitpoints)
 
     async def start(self) -> None:
+        notice_provider()
         await self.broker.start()
         self.waitpoints.timer.start()
 
     async def stop(self) -> None:
         await self.waitpoints.timer.stop()
         await self.broker.stop()
+
+    async def read_backend_gauges(self) -> None:
+        """Reads, for a scrape, the gauges only the backend knows; they stay unset should a read fail."""
+        readings = self.metrics.backend
+        readings.queue_depths = readings.waiting_tokens = None
+        readings.queue_depths = await self.broker.queue_depths()
+        readings.waiting_tokens = await self.broker.waiting_waitpoint_count()

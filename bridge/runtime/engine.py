@@ -26,9 +26,11 @@ from bridge.errors import (
     RunFinishedError,
     ValidationError,
 )
+from bridge.metrics import NEW_RUN, Metrics
 from bridge.models import Run, RunError, RunStatus, can_transition, new_id, now_ms
 from bridge.runtime.journal import Fenced
 from bridge.runtime.retries import check_max_attempts
+from bridge.tracing import current_traceparent, span
 
 log = logging.getLogger(__name__)
 DEFAULT_IDEMPOTENCY_TTL = "30d"
@@ -59,11 +61,30 @@ class ChildOf:
     key: str  # derived from the parent's run id and step position: a replayed parent gets the same child
 
 
+# The deepest a stored value (payload, metadata, output, input value, completion data) may nest. orjson
+# encodes at most 254 levels, and a value travels inside envelopes (a run in storage, a run in a frame's list
+# of runs): a value accepted at 254 levels could be stored and then never be encoded again.
+MAX_JSON_DEPTH = 128
+_ORJSON_MAX_DEPTH = 254
+_DEPTH_HEADROOM = _ORJSON_MAX_DEPTH - MAX_JSON_DEPTH
+
+
 def encoded_size(value: Any) -> int:
+    """The value's size as JSON; ValidationError if it is not JSON or nests deeper than MAX_JSON_DEPTH levels.
+
+    The value is encoded once, inside _DEPTH_HEADROOM single-item lists: orjson refuses what nests deeper
+    than it encodes, so the same C call that measures the size checks the depth, with no walk in Python."""
+    wrapped = value
+    for _ in range(_DEPTH_HEADROOM):
+        wrapped = [wrapped]
     try:
-        return len(orjson.dumps(value))
+        return len(orjson.dumps(wrapped)) - 2 * _DEPTH_HEADROOM
     except TypeError as exc:
-        raise ValidationError(f"value is not JSON-serialisable: {exc}") from exc
+        try:
+            orjson.dumps(value)
+        except TypeError:
+            raise ValidationError(f"value is not JSON-serialisable: {exc}") from exc
+        raise ValidationError(f"value nests deeper than {MAX_JSON_DEPTH} levels") from exc
 
 
 def check_size(what: str, value: Any, limit: int) -> None:
@@ -104,12 +125,13 @@ class _NotParked(Exception):
 
 
 class RunEngine:
-    def __init__(self, broker: Broker, settings: Settings) -> None:
+    def __init__(self, broker: Broker, settings: Settings, metrics: Metrics) -> None:
         self.broker = broker
         self.settings = settings
         self.limits = settings.limits
         # Called with each run stored in a final status (bridge/runtime/children.py resumes parents with it).
         self.final_listeners: list[Callable[[Run], Awaitable[None]]] = []
+        self.metrics = metrics
 
     # validation
     def check_size(self, what: str, value: Any) -> None:
@@ -151,6 +173,12 @@ class RunEngine:
         self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None = None
     ) -> tuple[Run, bool]:
         """Stores and enqueues a run; returns (run, created). An idempotency key returns the existing run."""
+        with span("bridge.trigger", {"bridge.task": task_id}):
+            return await self._trigger(task_id, payload, options, batch_id)
+
+    async def _trigger(
+        self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None
+    ) -> tuple[Run, bool]:
         metadata, tags = await self.check_trigger(task_id, payload, options)
         run = Run(
             id=new_id("run_"),
@@ -162,6 +190,7 @@ class RunEngine:
             batch_id=batch_id,
             is_test=options.is_test,
             max_attempts=options.max_attempts,
+            trace_context=current_traceparent(),  # its executions' spans are children of this one
         )
         child_of = options.child_of
         if child_of is not None:
@@ -178,6 +207,7 @@ class RunEngine:
             scope, ttl = None, 0.0
         stored, created = await self.broker.insert_run(run, scope, min(ttl, self.settings.retention_seconds))
         if created:
+            self.metrics.run_transition(NEW_RUN, RunStatus.QUEUED)
             await self.broker.enqueue(task_id, stored.id)
         return stored, created
 
@@ -208,11 +238,13 @@ class RunEngine:
         """Applies `mutate` to the newest stored state until it is stored without a concurrent change."""
         for _ in range(self.limits.update_retries):
             run = await self.retrieve(run_id)  # a fresh decode: mutating it touches nothing shared
-            stored_version = run.version
+            stored_version, stored_status = run.version, run.status
             mutate(run)
             run.version = stored_version + 1
             run.updated_at = max(now_ms(), run.updated_at)
             if await self.broker.replace_run(run, stored_version):
+                if run.status is not stored_status:
+                    self.metrics.run_transition(stored_status, run.status)
                 return run
         raise ConflictError(f"run {run_id} changed concurrently {self.limits.update_retries} times; update not applied")
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from bridge.backends.base import Notifier
 from bridge.backends.channels import ChunksMessage, decode_chunks_message
+from bridge.metrics import Metrics
 from bridge.models import Run
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ Listener = Callable[[str, Message | None], None]
 
 
 class Hub:
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: Notifier, metrics: Metrics) -> None:
         self._notifier = notifier
         self._listeners: dict[str, set[Listener]] = {}
         self._lock = asyncio.Lock()
+        self._resyncs = metrics.hub_resyncs
+        metrics.hub_channels.set_function(lambda: self.channel_count)
         notifier.set_listener(self._dispatch, self._resync)
 
     async def attach(self, channel: str, listener: Listener) -> None:
@@ -92,6 +95,7 @@ class Hub:
 
     def _resync(self) -> None:
         for channel, listeners in tuple(self._listeners.items()):
+            self._resyncs.inc(len(listeners))
             for listener in tuple(listeners):
                 try:
                     listener(channel, None)

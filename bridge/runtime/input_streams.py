@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ from bridge.errors import BridgeError, ValidationError
 from bridge.runtime.engine import MAX_IDEMPOTENCY_KEY_LENGTH, RunEngine
 from bridge.runtime.hub import Hub
 from bridge.runtime.output_streams import MAX_STREAM_KEY_LENGTH, StreamReader
+from bridge.tracing import Attributes, span
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +186,15 @@ async def send_input(
     key = input_key(stream_id)
     check_idempotency_key(idempotency_key)
     engine.check_size("an input value", value)
+    started = time.time_ns()
     index = await engine.broker.append_input(run_id, key, orjson.dumps(value), idempotency_key)
     # A run parked in this stream's `wait()` resumes; one about to park looks at the stream once parked.
     # Also after a repeated key: the first send may have stored the value and stopped before resuming.
     run = await engine.broker.get_run(run_id)
-    if run is not None and run.waiting_input == stream_id and run.waiting_on is not None:
-        await engine.resume(run_id, run.waiting_on)
+    # Traced in the run's trace, whose context this read brings: the span starts back when the send did.
+    parent = run.trace_context if run is not None else None
+    attributes: Attributes = {"bridge.run_id": run_id, "bridge.input_stream": stream_id, "bridge.index": index}
+    with span("bridge.input.send", attributes, parent, started):
+        if run is not None and run.waiting_input == stream_id and run.waiting_on is not None:
+            await engine.resume(run_id, run.waiting_on)
     return index

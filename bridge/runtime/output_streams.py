@@ -41,8 +41,10 @@ from bridge.errors import (
     StreamResetError,
     ValidationError,
 )
+from bridge.metrics import Metrics
 from bridge.runtime.engine import RunEngine
 from bridge.runtime.hub import Hub, Message
+from bridge.tracing import Attributes, span
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -328,8 +330,11 @@ class StreamWriter:
     append raises StreamFailedError. (When another writer stored other chunks at its index, StreamOrderError
     instead: the stream is whole, this writer alone stops.)"""
 
-    def __init__(self, streams: StreamStore, run_id: str, key: str, max_chunk_bytes: int, replayed: int = 0) -> None:
+    def __init__(
+        self, streams: StreamStore, metrics: Metrics, run_id: str, key: str, max_chunk_bytes: int, replayed: int = 0
+    ) -> None:
         self._streams = streams
+        self._metrics = metrics
         self.run_id = run_id
         self.key = check_stream_key(key)
         self._max_chunk_bytes = max_chunk_bytes
@@ -389,14 +394,22 @@ class StreamWriter:
             ):
                 size += len(self._queue[0][0])
                 batch.append(self._queue.popleft())
+            attributes: Attributes = {
+                "bridge.run_id": self.run_id,
+                "bridge.stream": self.key,
+                "bridge.chunks": len(batch),
+            }
             try:
-                first = await self._store([data for data, _ in batch])
+                with span("bridge.stream.append", attributes):
+                    first = await self._store([data for data, _ in batch])
             except Exception as exc:  # the stream fails: a later chunk stored now would leave a hole
                 await self._give_up(exc, batch)
                 return
             finally:
                 for _ in batch:
                     self._room.release()
+            self._metrics.stream_chunks.inc(len(batch))
+            self._metrics.stream_bytes.inc(size)
             self._next_index = first + len(batch)
             for offset, (_, stored) in enumerate(batch):
                 if not stored.done():
@@ -490,7 +503,8 @@ class RunStreams:
                     await self._engine.add_stream_key(self.run_id, key)
                     broker = self._engine.broker
                     stored = await broker.stream_length(self.run_id, key) if self._resumed else 0
-                    writer = StreamWriter(broker, self.run_id, key, self._engine.limits.max_chunk_bytes, stored)
+                    max_chunk_bytes = self._engine.limits.max_chunk_bytes
+                    writer = StreamWriter(broker, self._engine.metrics, self.run_id, key, max_chunk_bytes, stored)
                     self._writers[key] = writer
         return writer
 

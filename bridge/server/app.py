@@ -14,22 +14,27 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from bridge.config import Settings
+from bridge.errors import NotFoundError
 from bridge.runtime import state
 from bridge.runtime.core import Bridge
 from bridge.server import official
 from bridge.server.health import healthz, readyz
 from bridge.server.http import json_response
+from bridge.server.metrics import CountRequests, metrics
 from bridge.server.official.feeds import FeedSessions
 from bridge.server.topics import TopicRouter
 from bridge.server.websocket.connection import websocket_endpoint
 from bridge.worker.executor import Worker
 from bridge.worker.registry import TaskRegistry
 
+ROUTING_ERROR_CODES = {404: NotFoundError.code, 405: "method_not_allowed"}
+
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Unknown paths and wrong methods answer JSON like every other error."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    return json_response({"error": exc.detail if isinstance(exc, HTTPException) else "internal error"}, status=status)
+    """Unknown paths and wrong methods answer JSON like every other error, with a code."""
+    assert isinstance(exc, HTTPException)  # the one exception it handles (Starlette's handler type is wider)
+    code = ROUTING_ERROR_CODES.get(exc.status_code, "invalid_request")
+    return json_response({"error": exc.detail, "code": code}, status=exc.status_code)
 
 
 EXPOSED_HEADERS = [
@@ -72,9 +77,11 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         WebSocketRoute("/ws", websocket_endpoint),
         *official.routes,
     ]
+    templates: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
     middleware = [
         Middleware(
             CORSMiddleware,
@@ -83,7 +90,9 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> S
             allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
-        )
+        ),
+        # Inside CORS: preflights the CORS layer answers itself are not counted.
+        Middleware(CountRequests, requests=bridge.metrics.http_requests, templates=templates),
     ]
     app = Starlette(
         routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error}

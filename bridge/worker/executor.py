@@ -27,6 +27,7 @@ from bridge.runtime.input_streams import DRAIN_SECONDS, RunInputs
 from bridge.runtime.journal import Fenced, Journal, Unwind
 from bridge.runtime.output_streams import RunStreams
 from bridge.runtime.retries import RetryPolicy
+from bridge.tracing import Attributes, span
 from bridge.worker.context import RunScope, entered
 from bridge.worker.durable import DurableRun
 from bridge.worker.registry import RunContext, TaskDefinition, TaskRegistry
@@ -55,6 +56,7 @@ class Worker:
         await self.bridge.broker.register_tasks(self.registry.ids)
         await self.bridge.hub.attach(CANCEL_CHANNEL, self._on_cancel_message)
         self._loops = [asyncio.create_task(self._claim_forever()), asyncio.create_task(self._heartbeat_forever())]
+        self.bridge.metrics.worker_slots.track(self)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains (what a deploy's SIGTERM asks): stops claiming, parks waiting runs at once, lets executing
@@ -75,10 +77,16 @@ class Worker:
         await asyncio.gather(*(e for _, e in self._running.values()), return_exceptions=True)
         await cancel_and_wait(heartbeat)
         await self.bridge.hub.detach(CANCEL_CHANNEL, self._on_cancel_message)
+        self.bridge.metrics.worker_slots.untrack(self)
 
     @property
     def running_run_ids(self) -> list[str]:
         return list(self._running)
+
+    @property
+    def busy_slots(self) -> int:
+        """Slots held by executions: every run executing here but those waiting with their slot given back."""
+        return len(self._running) - len(self._waiting)
 
     async def released(self, run_id: str) -> None:
         """Returns once this worker holds no execution of the run (it finished, parked or was handed back)."""
@@ -174,8 +182,15 @@ class Worker:
             await self.bridge.broker.ack(delivery)
             return
         acknowledge = True  # also when cancelled: the run was, or it was handed back with a new delivery
+        attributes: Attributes = {
+            "bridge.task": started.task_identifier,
+            "bridge.run_id": started.id,
+            "bridge.attempt": started.attempt_number,
+            "bridge.execution": started.executions,
+        }
         try:
-            acknowledge = await self._run(definition, policy, started)
+            with span("bridge.run", attributes, parent=started.trace_context):
+                acknowledge = await self._run(definition, policy, started)
         finally:
             if acknowledge:
                 with contextlib.suppress(BridgeError):

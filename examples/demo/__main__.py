@@ -13,14 +13,20 @@ import os
 
 from bridge.cli import CliError, run_server, with_public_url
 from bridge.config import ConfigError, Settings
+from bridge.logs import configure_logging, log_settings
 from examples.demo.app import create_demo_app
 
 log = logging.getLogger("demo")
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__)
+    try:
+        level, log_format = log_settings()  # BRIDGE_LOG_LEVEL and BRIDGE_LOG_FORMAT, as for realtime-bridge
+    except ConfigError as exc:
+        parser.error(str(exc))
+    configure_logging(level, log_format)
+    log.setLevel(level.upper())
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8787")))
     parser.add_argument("--no-worker", action="store_true", help="run no tasks here (a separate worker does)")

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bridge import runs
@@ -62,3 +62,17 @@ async def server_with(settings: Settings, **limits: Any) -> AsyncIterator[Runnin
     """A server with some limits changed, on the backend of `settings`."""
     async with serving(replace(settings, limits=replace(settings.limits, **limits))) as running:
         yield running
+
+
+@dataclass
+class Tally:
+    """Counts arrivals (clients that got somewhere); `all` is set once `expected` of them did."""
+
+    expected: int
+    count: int = 0
+    all: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self) -> None:
+        self.count += 1
+        if self.count == self.expected:
+            self.all.set()

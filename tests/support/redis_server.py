@@ -29,9 +29,12 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def _end_process(self) -> None:
+    def _end_process(self, *, kill: bool = False) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -48,11 +51,11 @@ class RedisServer:
         self.halt()
         self.start_again()
 
-    def halt(self) -> None:
-        """Stops the server for `start_again` (a persistent one keeps its data meanwhile)."""
-        if self.persistent:
-            self._end_process()
-        else:
+    def halt(self, *, kill: bool = False) -> None:
+        """Stops the server for `start_again` (a persistent one keeps its data meanwhile): with `kill`, by
+        SIGKILL (no shutdown code runs), else by SIGTERM (Redis shuts down cleanly)."""
+        self._end_process(kill=kill)
+        if not self.persistent:
             self.stop()
 
     def start_again(self) -> None:

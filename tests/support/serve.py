@@ -12,6 +12,7 @@ import urllib.request
 
 from bridge.cli import run_server
 from bridge.config import Settings
+from bridge.logs import configure_logging, log_settings
 from bridge.server.app import create_app
 from tests.support.tasks import registry
 
@@ -32,6 +33,7 @@ def main() -> None:
     if sys.argv[1] == "--wait":
         wait_until_up(int(sys.argv[2]))
         return
+    configure_logging(*log_settings())
     settings = Settings.from_env()
     run_server(lambda: create_app(settings, registry=registry), settings, "127.0.0.1", int(sys.argv[1]))
 

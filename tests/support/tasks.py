@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import metadata
@@ -435,3 +437,45 @@ async def parent_of_big_outputs(payload: list[int]) -> list[Any]:
 
     results = await tasks.batch_trigger_and_wait("sized-output", [{"payload": size} for size in payload])
     return [[result.ok, result.error.name if result.error else None] for result in results.runs]
+
+
+# Fault tests (tests/test_pubsub_faults.py, tests/test_reconnect_storm.py): a task that keeps writing
+
+
+@dataclass
+class Ticks:
+    """How many ticks a `tick-until-gate` run wrote so far (registered under its gate before the trigger)."""
+
+    written: int = 0
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def until(self, count: int, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.written < count:
+                self.grew.clear()
+                await self.grew.wait()
+
+
+ticks_by_gate: dict[str, Ticks] = {}
+
+
+@registry.add_task("tick-until-gate")
+async def tick_until_gate(payload: dict[str, Any]) -> int:
+    """Every `interval` seconds: metadata `tick` = n, then chunk n on "ticks", until the gate opens.
+    Returns how many ticks it wrote."""
+    from bridge import streams
+
+    ticks = streams.define("ticks")
+    gate = gates.setdefault(payload["gate"], asyncio.Event())
+    progress = ticks_by_gate.get(payload["gate"], Ticks())
+    n = 0
+    while not gate.is_set():
+        await metadata.set("tick", n)
+        await ticks.append(n)
+        n += 1
+        progress.written = n
+        progress.grew.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(payload["interval"]):  # paced, and woken by the gate
+                await gate.wait()
+    return n

@@ -19,12 +19,14 @@ from bridge.backends.redis.values import RedisKeyValueStore
 from bridge.backends.redis.waitpoints import RedisWaitpointStore
 from bridge.config import Settings
 from bridge.errors import BackendUnavailableError
+from bridge.metrics import Metrics
 from bridge.models import Run
 
 
 class RedisBroker(Broker):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         super().__init__(settings)
+        self._metrics = metrics or Metrics()  # a broker on its own (tests, benchmarks) counts for nobody
         self._conn = Connection(settings)
         self._runs = RedisRunStore(self._conn)
         self._streams = RedisStreamStore(self._conn)
@@ -59,6 +61,7 @@ class RedisBroker(Broker):
 
     async def _after_reconnect(self, resync: bool) -> None:
         if resync:
+            self._metrics.redis_reconnects.inc()
             await self._queue.after_reconnect()
             self._on_resync()
 
@@ -132,6 +135,9 @@ class RedisBroker(Broker):
     async def task_exists(self, task_id: str) -> bool:
         return await self._queue.task_exists(task_id)
 
+    async def queue_depths(self) -> dict[str, int]:
+        return await self._queue.queue_depths()
+
     # wait tokens
     async def insert_waitpoint(
         self,
@@ -166,6 +172,9 @@ class RedisBroker(Broker):
 
     async def waitpoint_waiters(self, token_id: str) -> list[str]:
         return await self._waitpoints.waitpoint_waiters(token_id)
+
+    async def waiting_waitpoint_count(self) -> int:
+        return await self._waitpoints.waiting_waitpoint_count()
 
     # run journals
     async def begin_attempt(self, run_id: str, attempt: int) -> bool:

@@ -194,3 +194,21 @@ class RedisTaskQueue(TaskQueue):
     async def task_exists(self, task_id: str) -> bool:
         async with unavailable("looking up a task"):
             return bool(await self._redis.sismember(self._keys.tasks(), task_id))
+
+    async def queue_depths(self) -> dict[str, int]:
+        """A task's stream holds its runs until they are acknowledged: the ones claimed (pending in the
+        group) are taken off its length. One pipelined round trip for every task."""
+        async with unavailable("reading queue depths"):
+            task_ids = sorted(text(t) for t in await self._redis.smembers(self._keys.tasks()))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.xlen(self._keys.task_queue(task_id))
+                    pipe.xpending(self._keys.task_queue(task_id), CONSUMER_GROUP)
+                replies = await pipe.execute(raise_on_error=False)
+        depths: dict[str, int] = {}
+        for task_id, length, pending in zip(task_ids, replies[::2], replies[1::2], strict=True):
+            if isinstance(length, Exception):
+                raise BackendUnavailableError(f"Redis is unavailable: reading queue depths failed ({length})")
+            claimed = pending["pending"] if isinstance(pending, dict) else 0  # NOGROUP: never claimed from
+            depths[task_id] = max(0, int(length) - int(claimed))
+        return depths

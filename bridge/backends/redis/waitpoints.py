@@ -82,3 +82,7 @@ class RedisWaitpointStore(WaitpointStore):
         async with unavailable("reading a wait token's waiters"):
             members = await self._redis.smembers(self._keys.waitpoint_waiters(token_id))
         return [text(m) for m in members]
+
+    async def waiting_waitpoint_count(self) -> int:
+        async with unavailable("counting waiting wait tokens"):
+            return int(await self._redis.zcard(self._keys.deadlines()))

@@ -107,6 +107,7 @@ async def create_batch(request: Request) -> Response:
     """Phase one of the official two-phase batch (`bridge.runtime.batches`): a batch id; items follow."""
     bridge = bridge_of(request)
     principal = principal_of(request)
+    principal.require_some("batchTrigger", "tasks")  # also when no taskIdentifiers name what it may trigger
     body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
     run_count = bridge.batches.check_run_count(body.get("runCount"))
     task_ids = body.get("taskIdentifiers") or []
@@ -130,6 +131,7 @@ async def add_batch_items(request: Request) -> Response:
     lists each item's run (`runs`), which the Python SDK's `batch_trigger` hands back."""
     bridge = bridge_of(request)
     principal = principal_of(request)
+    principal.require_some("batchTrigger", "tasks")  # also for a body without items
     batch_id = request.path_params["batch_id"]
     run_count = await bridge.batches.run_count(batch_id)
     body = await read_body(request, bridge.settings.limits.max_request_bytes)

@@ -12,6 +12,7 @@ or served by another bridge process) gets 409 and the client starts over with a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class FeedSessions:
     def __init__(self, bridge: Bridge, limits: Limits) -> None:
         self._bridge = bridge
         self._limits = limits
+        self._gauges = bridge.metrics.electric_subscriptions
         self._sessions: dict[str, FeedSession] = {}
         self._opening = 0
         self._sweeper: asyncio.Task[None] | None = None
@@ -65,8 +67,7 @@ class FeedSessions:
     async def stop(self) -> None:
         await cancel_and_wait(self._sweeper)
         for session in list(self._sessions.values()):
-            await _close_quietly(session.cursor)
-        self._sessions.clear()
+            await self._forget(session)
 
     async def open(self, spec: FeedSpec, columns: tuple[str, ...]) -> tuple[FeedSession, list[Run]]:
         # Sessions still reading their snapshot count too, or concurrent opens would overshoot the bound.
@@ -83,6 +84,7 @@ class FeedSessions:
             self._opening -= 1
         session = FeedSession(id=new_id("feed_"), cursor=cursor, columns=columns)
         self._sessions[session.id] = session
+        self._gauges[spec.kind].inc()
         return session, snapshot
 
     def get(self, handle: str) -> FeedSession | None:
@@ -101,8 +103,12 @@ class FeedSessions:
             await asyncio.sleep(min(idle, 5.0))
             cutoff = time.monotonic() - idle
             for session in [s for s in self._sessions.values() if s.last_used < cutoff and not s.lock.locked()]:
-                del self._sessions[session.id]
-                await _close_quietly(session.cursor)  # one failing close must not end the sweeping
+                await self._forget(session)
+
+    async def _forget(self, session: FeedSession) -> None:
+        del self._sessions[session.id]
+        self._gauges[session.cursor.spec.kind].dec()
+        await _close_quietly(session.cursor)  # one failing close must not end the sweeping
 
 
 async def _close_quietly(cursor: FeedCursor) -> None:
@@ -164,8 +170,11 @@ async def _serve_feed(request: Request, spec: FeedSpec) -> Response:
             replay = session.last_batch  # the client missed our last answer
         elif offset != f"{session.offset}_0":
             return _must_refetch()
-        hold = request.app.state.bridge.settings.limits.live_poll_hold_seconds if live and not replay else 0.0
-        changes = await _next_changes_unless_gone(request, session, hold)
+        bridge = bridge_of(request)
+        hold = bridge.settings.limits.live_poll_hold_seconds if live and not replay else 0.0
+        # Only a poll that waits for changes is held open.
+        with bridge.metrics.long_polls.track_inprogress() if hold else contextlib.nullcontext():
+            changes = await _next_changes_unless_gone(request, session, hold)
         if changes is None:
             return Response(status_code=204)  # the client left; nothing was consumed
         batch = list({run.id: run for run in [*replay, *changes]}.values())

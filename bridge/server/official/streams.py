@@ -27,6 +27,7 @@ from starlette.types import Send
 
 from bridge.aio import cancel_and_wait
 from bridge.errors import BridgeError, StreamFailedError, StreamResetError
+from bridge.metrics import Metrics
 from bridge.runtime.access import require_run_read
 from bridge.runtime.output_streams import (
     MAX_IDLE_SECONDS,
@@ -71,12 +72,13 @@ def _idle_seconds(request: Request) -> float:
 class EventStream:
     """The response's events, from its reader; `cut` once the reader stopped with an error."""
 
-    def __init__(self, reader: StreamReader) -> None:
+    def __init__(self, reader: StreamReader, metrics: Metrics) -> None:
         self._reader = reader
+        self._metrics = metrics
         self.cut = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        reader = self._reader
+        reader, metrics = self._reader, self._metrics
         # The pump ends by queueing None, or what stopped its reader: waiting on the queue alone would
         # otherwise ping forever after the reader failed.
         queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(SEND_QUEUE_EVENTS)
@@ -93,30 +95,32 @@ class EventStream:
 
         pumping = asyncio.create_task(pump())
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(PING_INTERVAL_SECONDS):
-                        event = await queue.get()
-                except TimeoutError:
-                    yield PING
-                    continue
-                if isinstance(event, Exception):
-                    self.cut = True  # headers are sent: the client hears of it when it reconnects
-                    if isinstance(event, (StreamFailedError, StreamResetError)):
-                        log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, event)
+            with metrics.sse_connections.track_inprogress(), metrics.sse_subscriptions.track_inprogress():
+                while True:
+                    try:
+                        async with asyncio.timeout(PING_INTERVAL_SECONDS):
+                            event = await queue.get()
+                    except TimeoutError:
+                        event = PING
+                    if isinstance(event, Exception):
+                        self.cut = True  # headers are sent: the client hears of it when it reconnects
+                        if isinstance(event, (StreamFailedError, StreamResetError)):
+                            log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, event)
+                            break
+                        expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
+                        log.warning(
+                            "output stream %s/%s: its reader failed, cutting the response: %r",
+                            reader.run_id,
+                            reader.key,
+                            event,
+                            exc_info=None if expected else event,
+                        )
                         break
-                    expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
-                    log.warning(
-                        "output stream %s/%s: its reader failed, cutting the response: %r",
-                        reader.run_id,
-                        reader.key,
-                        event,
-                        exc_info=None if expected else event,
-                    )
-                    break
-                if event is None:
-                    break
-                yield event
+                    if event is None:
+                        break
+                    yield event
+                    metrics.sse_frames.inc()
+                    metrics.sse_bytes.inc(len(event))
         finally:
             await cancel_and_wait(pumping)
 
@@ -156,6 +160,10 @@ async def read_stream(request: Request) -> Response:
     failure = await bridge.output_streams.failure(run_id, key)
     if failure is not None and start >= failure.next_index:
         raise failure
-    reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle, epoch=epoch)
     headers = {"cache-control": "no-cache", "x-stream-version": "v1", "x-accel-buffering": "no"}
-    return EventStreamResponse(EventStream(reader), headers)
+    if request.method == "HEAD":
+        # The answer ends with its headers: a body nobody reads would hold a reader, and the connection, for as
+        # long as the run streams.
+        return Response(media_type="text/event-stream", headers=headers)
+    reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle, epoch=epoch)
+    return EventStreamResponse(EventStream(reader, bridge.metrics), headers)

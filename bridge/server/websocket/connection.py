@@ -15,6 +15,7 @@ from collections.abc import Coroutine, Hashable
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from bridge.errors import BridgeError, PayloadTooLargeError
@@ -50,7 +51,10 @@ class Connection:
         self.bridge = bridge
         self.router = router
         self.limits = bridge.settings.limits
-        self.subscriptions = Subscriptions(self.limits.max_subscriptions_per_connection)
+        self.metrics = bridge.metrics
+        self.subscriptions = Subscriptions(
+            self.limits.max_subscriptions_per_connection, self.metrics.websocket_subscriptions
+        )
         self._room = asyncio.Event()  # set by the outbox once paused stream pumps may push again
         self.outbox = Outbox(
             max_frames=self.limits.send_queue_max_frames,
@@ -70,8 +74,14 @@ class Connection:
             return
         within_bounds = self.outbox.push(frame, tag) if key is None else self.outbox.coalesce(key, frame)
         if not within_bounds:
-            self._closing = "slow consumer: send queue over its bound"
+            self._slow_consumer(self.metrics.slow_consumer_queue_full, "send queue over its bound")
         self._ready.set()
+
+    def _slow_consumer(self, closes: Counter, reason: str) -> None:
+        """Marks the connection for a 4008 close, counted once by what gave it away."""
+        if not self._closing:
+            self._closing = f"slow consumer: {reason}"
+            closes.inc()
 
     def send(self, body: dict[str, Any]) -> None:
         self._queue(orjson.dumps(body).decode())
@@ -84,15 +94,25 @@ class Connection:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            while self.outbox and not self._closing:
-                frame = self.outbox.pop()
-                try:
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as the
-                    # send completes, and this sender would outlive its connection
-                    async with asyncio.timeout(grace):
-                        await self.websocket.send_text(frame)
-                except TimeoutError:
-                    self._closing = f"slow consumer: one frame not taken in {grace:g} s"
+            frames = sent_bytes = 0  # counted once per drained batch: the metrics stay off the per-frame path
+            try:
+                while self.outbox and not self._closing:
+                    frame = self.outbox.pop()
+                    try:
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
+                        # the send completes, and this sender would outlive its connection
+                        async with asyncio.timeout(grace):
+                            await self.websocket.send_text(frame)
+                    except TimeoutError:
+                        self._slow_consumer(
+                            self.metrics.slow_consumer_send_timeout, f"one frame not taken in {grace:g} s"
+                        )
+                        continue
+                    frames += 1
+                    sent_bytes += len(frame) if frame.isascii() else len(frame.encode())  # isascii: O(1) in CPython
+            finally:
+                self.metrics.websocket_frames.inc(frames)
+                self.metrics.websocket_bytes.inc(sent_bytes)
             if self._closing:
                 await self._close(CLOSE_SLOW_CONSUMER, self._closing)
                 return
@@ -281,5 +301,5 @@ def _over(text: str, limit: int) -> bool:
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     connection = Connection(websocket, websocket.app.state.bridge, websocket.app.state.topics)
-    with contextlib.suppress(WebSocketDisconnect):
+    with connection.metrics.websocket_connections.track_inprogress(), contextlib.suppress(WebSocketDisconnect):
         await connection.serve()

@@ -72,7 +72,7 @@ async def handle_frame(session: Session, raw: str) -> None:
             await _complete_token(session, frame)
         elif kind in ("subscribe", "unsubscribe"):
             limit = session.bridge.settings.limits.max_control_frame_bytes
-            if len(raw) > limit:  # only `send` frames carry big values
+            if len(raw.encode()) > limit:  # bytes as sent, not characters; only `send` frames carry big values
                 raise PayloadTooLargeError(f"a {kind} frame is at most {limit} bytes")
             await (_subscribe(session, frame) if kind == "subscribe" else _unsubscribe(session, frame))
         else:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from prometheus_client import Gauge
 
 from bridge.errors import (
     BridgeError,
@@ -72,10 +73,11 @@ AnySubscription = FeedSubscription | StreamSubscription
 
 
 class Subscriptions:
-    """A connection's subscriptions by id, at most `limit` of them."""
+    """A connection's subscriptions by id, at most `limit` of them, counted in `gauges` by feed kind."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, gauges: Mapping[str, Gauge]) -> None:
         self._limit = limit
+        self._gauges = gauges
         self._by_id: dict[str, AnySubscription] = {}
 
     def __len__(self) -> int:
@@ -94,6 +96,7 @@ class Subscriptions:
 
     def add(self, subscription: AnySubscription) -> None:
         self._by_id[subscription.id] = subscription
+        self._gauges[_feed_of(subscription)].inc()
 
     def get(self, subscription_id: str) -> AnySubscription | None:
         return self._by_id.get(subscription_id)
@@ -107,6 +110,7 @@ class Subscriptions:
         if not self.is_current(subscription):
             return False
         del self._by_id[subscription.id]
+        self._gauges[_feed_of(subscription)].dec()
         return True
 
     def feeds_on(self, topic: str) -> list[FeedSubscription]:
@@ -114,6 +118,10 @@ class Subscriptions:
 
     def streams_of(self, run_id: str) -> list[StreamSubscription]:
         return [s for s in self._by_id.values() if isinstance(s, StreamSubscription) and s.request.run_id == run_id]
+
+
+def _feed_of(subscription: AnySubscription) -> str:
+    return subscription.spec.kind if isinstance(subscription, FeedSubscription) else "stream"
 
 
 async def authorize_feed(bridge: Bridge, frame: Frame, principal: Principal) -> FeedSpec:
