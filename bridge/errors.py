@@ -128,3 +128,24 @@ class NonDeterminismError(BridgeError):
 
 class AbortTaskRunError(Exception):
     """Raised by a task to fail its run at once: no retry, whatever its retry policy."""
+
+
+class TaskRunError(Exception):
+    """A child run's error (`TaskRunResult.error`): the name, message and stack trace its run stored."""
+
+    def __init__(self, message: str, name: str = "Error", stack_trace: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.name = name
+        self.stack_trace = stack_trace
+
+
+class SubtaskUnwrapError(Exception):
+    """`TaskRunResult.unwrap()` on a child run that did not complete; `cause` is its error."""
+
+    def __init__(self, task_id: str, run_id: str, cause: TaskRunError) -> None:
+        super().__init__(f"Error in {task_id}: {cause.message}")
+        self.task_id = task_id
+        self.run_id = run_id
+        self.cause = cause
+        self.__cause__ = cause  # tracebacks show the child's error

@@ -115,6 +115,12 @@ class Run:
     waiting_on: str | None = None  # the wait token a parked run resumes on; no process holds it meanwhile
     waiting_input: str | None = None  # the input stream whose next value completes `waiting_on`
     metadata_ops: int = 0  # metadata changes applied, so a replayed change is not applied twice
+    # A child run (`trigger_and_wait` in a task): its parent, the root of its tree, its depth (0: no parent),
+    # and the parent's wait token its end completes (with its batch's other runs, for a batch).
+    parent_task_run_id: str | None = None
+    root_task_run_id: str | None = None
+    depth: int = 0
+    resumes: str | None = None
     trace_context: str | None = None  # the trigger's span as a W3C traceparent (bridge/tracing.py); not public
 
     def __post_init__(self) -> None:

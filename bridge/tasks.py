@@ -1,16 +1,49 @@
-"""`@task`, `tasks.trigger` and `tasks.batch_trigger`."""
+"""`@task`, `tasks.trigger` and `tasks.batch_trigger`; in a task, `trigger_and_wait` and
+`batch_trigger_and_wait` (child runs whose results the task waits for, WAITING meanwhile)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.client import state as client
 from bridge.client.results import BatchHandle, RunHandle
 from bridge.config import Limits
+from bridge.errors import SubtaskUnwrapError, TaskRunError, ValidationError
+from bridge.runtime.children import BATCH_TRIGGER_AND_WAIT, TRIGGER_AND_WAIT, ChildItem
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.retries import RetryPolicy
+from bridge.runtime.waitpoints import TokenStatus, timeout_error
+from bridge.worker.context import require_run_scope
 from bridge.worker.registry import TaskDefinition, TaskFunction, TaskRegistry, default_registry
+
+_OPTION_NAMES = frozenset({"tags", "idempotency_key", "idempotency_key_ttl", "metadata", "max_attempts"})
+
+
+@dataclass(frozen=True)
+class TaskRunResult:
+    """A child run's result (the official `TaskRunResult`): `ok` with its `output`, or not with its `error`."""
+
+    ok: bool
+    id: str
+    task_identifier: str
+    output: Any = None
+    error: TaskRunError | None = None
+
+    def unwrap(self) -> Any:
+        """The output; raises SubtaskUnwrapError (its `cause` the child's error) when the child did not complete."""
+        if self.error is not None:
+            raise SubtaskUnwrapError(self.task_identifier, self.id, self.error)
+        return self.output
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the batch forms of `trigger_and_wait` return: the batch id and one result per item, in item order."""
+
+    id: str
+    runs: list[TaskRunResult]
 
 
 class Task(TaskDefinition):
@@ -19,6 +52,14 @@ class Task(TaskDefinition):
     async def trigger(self, payload: Any = None, **options: Any) -> RunHandle:
         """`await my_task.trigger(payload, tags=[...])`: shorthand for `tasks.trigger(my_task.id, ...)`."""
         return await trigger(self.id, payload, **options)
+
+    async def trigger_and_wait(self, payload: Any = None, **options: Any) -> TaskRunResult:
+        """In a task: triggers this task and waits for its result (`tasks.trigger_and_wait`)."""
+        return await trigger_and_wait(self.id, payload, **options)
+
+    async def batch_trigger_and_wait(self, items: list[dict[str, Any]]) -> BatchResult:
+        """In a task: items as `batch_trigger`'s, waited for together (`tasks.batch_trigger_and_wait`)."""
+        return await batch_trigger_and_wait(self.id, items)
 
 
 def task(
@@ -58,21 +99,66 @@ async def trigger(
     return await (await client.current()).trigger(task_id, payload, options)
 
 
+def trigger_options(options: dict[str, Any]) -> TriggerOptions:
+    """A batch item's `options` (or `trigger_and_wait`'s keyword options), with `tasks.trigger`'s names."""
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise ValidationError(
+            f"unknown trigger option {unknown[0]!r}; the options are {', '.join(sorted(_OPTION_NAMES))}"
+        )
+    tags = options.get("tags")
+    return TriggerOptions(
+        tags=[tags] if isinstance(tags, str) else list(tags or []),
+        idempotency_key=options.get("idempotency_key"),
+        idempotency_key_ttl=options.get("idempotency_key_ttl"),
+        metadata=options.get("metadata"),
+        max_attempts=options.get("max_attempts"),
+    )
+
+
 async def batch_trigger(task_id: str, items: list[dict[str, Any]]) -> BatchHandle:
     """`items` like the official SDK: `[{"payload": ..., "options": {"tags": [...], ...}}, ...]`."""
-    prepared = []
-    for item in items:
-        options = item.get("options") or {}
-        prepared.append(
-            (
-                item.get("payload"),
-                TriggerOptions(
-                    tags=list(options.get("tags") or []),
-                    idempotency_key=options.get("idempotency_key"),
-                    idempotency_key_ttl=options.get("idempotency_key_ttl"),
-                    metadata=options.get("metadata"),
-                    max_attempts=options.get("max_attempts"),
-                ),
-            )
-        )
+    prepared = [(item.get("payload"), trigger_options(item.get("options") or {})) for item in items]
     return await (await client.current()).batch_trigger(task_id, prepared)
+
+
+async def trigger_and_wait(task_id: str, payload: Any = None, **options: Any) -> TaskRunResult:
+    """In a task: triggers a child run of `task_id` and waits for its result, with `trigger`'s options. The
+    task shows WAITING meanwhile and holds no worker slot (nor, past the wait hold, any process); the child's
+    trigger and its result are durable steps, so a replayed task gets the same child, never a second one."""
+    _, results = await wait_for_children("tasks.trigger_and_wait", [(task_id, payload, trigger_options(options))])
+    return results[0]
+
+
+async def batch_trigger_and_wait(task_id: str, items: list[dict[str, Any]]) -> BatchResult:
+    """In a task: `batch_trigger`'s items, triggered as one batch and waited for together; the results come in
+    item order once the last child finished."""
+    prepared = [(task_id, item.get("payload"), trigger_options(item.get("options") or {})) for item in items]
+    batch_id, results = await wait_for_children("tasks.batch_trigger_and_wait", prepared, batch=True)
+    return BatchResult(batch_id or "", results)
+
+
+async def wait_for_children(
+    what: str, items: list[ChildItem], *, batch: bool = False
+) -> tuple[str | None, list[TaskRunResult]]:
+    """Triggers `items` as children of the running task and waits for all; (batch id, results in item order)."""
+    durable = require_run_scope(what).durable
+    task_ids = {task_id for task_id, _, _ in items}
+    name = next(iter(task_ids)) if len(task_ids) == 1 else ""  # a replay must reach the same task(s)
+    kind = BATCH_TRIGGER_AND_WAIT if batch else TRIGGER_AND_WAIT
+    started, done = await durable.trigger_and_wait(kind, name, items, batch)
+    if done["status"] == TokenStatus.TIMED_OUT:  # the retention passed before the children finished
+        error = timeout_error(started["token"], done["output"])
+        failed = TaskRunError(error.message, type(error).__name__)
+        return started["batchId"], [
+            TaskRunResult(False, r["id"], r["taskIdentifier"], error=failed) for r in started["runs"]
+        ]
+    return started["batchId"], [_result(r) for r in done["output"]["runs"]]
+
+
+def _result(recorded: dict[str, Any]) -> TaskRunResult:
+    if recorded["ok"]:
+        return TaskRunResult(True, recorded["id"], recorded["taskIdentifier"], output=recorded.get("output"))
+    error = recorded["error"]
+    cause = TaskRunError(error.get("message", ""), error.get("name", "Error"), error.get("stackTrace", ""))
+    return TaskRunResult(False, recorded["id"], recorded["taskIdentifier"], error=cause)

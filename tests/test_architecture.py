@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "bridge.auth",
             "bridge.tasks",
+            "bridge.batch",
             "bridge.runs",
             "bridge.metadata",
             "bridge.steps",

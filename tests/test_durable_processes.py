@@ -34,7 +34,7 @@ from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "tests/support/durable_process_tasks.py"
-TASK_IDS = ["proc-inputs", "proc-review", "proc-slow-step", "proc-wait"]
+TASK_IDS = ["proc-child", "proc-inputs", "proc-parent", "proc-review", "proc-slow-step", "proc-wait"]
 STARTUP_SECONDS = 30.0  # a worker process imports everything, then logs that it runs
 EXIT_SECONDS = 10.0  # a drained worker exits well before the default 30 s grace
 STATE_SECONDS = 20.0  # a run reaches the awaited state
@@ -209,6 +209,10 @@ def is_final(run: Run) -> bool:
 
 def parked(run: Run) -> bool:
     return run.status is RunStatus.WAITING and run.waiting_on is not None
+
+
+def is_waiting(run: Run) -> bool:
+    return run.status is RunStatus.WAITING
 
 
 def events(directory: Path) -> list[str]:
@@ -395,3 +399,29 @@ async def gathered(calls: list[Any], at_once: int = 50) -> list[Any]:
             return await call
 
     return await asyncio.gather(*(one(call) for call in calls))
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+async def test_a_parent_waiting_on_three_children_resumes_across_a_worker_restart(
+    bridge: Bridge, workers: Workers, tmp_path: Path, stop: str
+) -> None:
+    """The parent waits while its children wait; its worker goes (a deploy: the parent parks; a crash: it is
+    held in the worker's memory, taken over after the lease); another worker runs the children to their end
+    and resumes the parent by replay, which gets the same children's results."""
+    a = workers.start("a", lease=SHORT_LEASE, hold="1s" if stop == "sigterm" else "1h")
+    await a.ready()
+    run_id = await trigger(bridge, "proc-parent", {"dir": str(tmp_path), "seconds": 3})
+    async with run_feed(bridge, run_id, workers) as feed:
+        await feed.run_until(run_id, "waiting for its children", parked if stop == "sigterm" else is_waiting)
+        await (a.terminate() if stop == "sigterm" else a.kill())
+        workers.start("b", lease=SHORT_LEASE, hold="1s")
+        final = await feed.run_until(run_id, "final", is_final, timeout=40)
+    assert final.status is RunStatus.COMPLETED, f"{final.status} {final.error}\n{workers.logs()}"
+    assert final.output == [2, {"task": "proc-child", "cause": "child 2 failed", "run": True}, 6]
+    noted = events(tmp_path)
+    assert noted.count("top") >= 2 and noted.count("after") == 1  # resumed by replay, finished once
+    children = {line for line in noted if line.startswith("child ")}
+    assert len(children) == 3, noted  # the replays triggered no second child
+    for child_line in children:
+        child = await bridge.engine.retrieve(child_line.removeprefix("child "))
+        assert (child.parent_task_run_id, child.root_task_run_id, child.depth) == (run_id, run_id, 1)

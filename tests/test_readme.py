@@ -143,11 +143,13 @@ async def test_the_quick_start_with_redis_with_the_backend_program(readme_dir: P
 
 
 async def test_the_task_modules_serve_what_their_backend_blocks_and_the_prose_say(tmp_path: Path) -> None:
-    modules = [write_file(tmp_path, text).name for text in (snippet("chat"), snippet("review"), snippet("welcome"))]
+    blocks = (snippet("chat"), snippet("review"), snippet("welcome"), snippet("children"))
+    modules = [write_file(tmp_path, text).name for text in blocks]
     backends = {
         "chat": snippet("chat-backend"),
         "review": snippet("review-backend"),
         "welcome": snippet("welcome-backend"),
+        "children": snippet("children-backend"),
     }
     for name, text in backends.items():
         (tmp_path / f"{name}_backend.py").write_text(program(text))
@@ -156,7 +158,7 @@ async def test_the_task_modules_serve_what_their_backend_blocks_and_the_prose_sa
     with background([*serve, "--port", str(port)], tmp_path, environment(BRIDGE_SECRET_KEY=SECRET_KEY)) as served:
         url = up(port, served)
         client = environment(BRIDGE_URL=url, BRIDGE_SECRET_KEY=SECRET_KEY)
-        chat, review, welcome = await asyncio.gather(
+        chat, review, welcome, children = await asyncio.gather(
             *(run_program(tmp_path / f"{name}_backend.py", client) for name in backends)
         )
         transport = configure(url=url, secret_key=SECRET_KEY)
@@ -171,6 +173,7 @@ async def test_the_task_modules_serve_what_their_backend_blocks_and_the_prose_sa
     result: dict[str, Any] = ast.literal_eval(output)
     assert result["stopped"] is True and "".join(chunks).startswith(result["text"]) and "3 " in result["text"]
     assert review == "{'approved': True} COMPLETED\n"
+    assert children == "['img-64.png', 'img-128.png', 'failed: width must be positive']\n"
 
 
 async def check_what_the_prose_says(welcome_run: str) -> None:

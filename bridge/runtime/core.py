@@ -1,5 +1,5 @@
-"""`Bridge`: the parts one process needs — settings, broker, hub, run engine, feeds, streams, batches and
-wait tokens — started together."""
+"""`Bridge`: the parts one process needs — settings, broker, hub, run engine, feeds, streams, batches, wait
+tokens and child runs — started together."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from bridge.backends import create_broker
 from bridge.config import Settings
 from bridge.metrics import Metrics
 from bridge.runtime.batches import Batches
+from bridge.runtime.children import ChildRuns
 from bridge.runtime.engine import RunEngine
 from bridge.runtime.feeds import Feeds
 from bridge.runtime.hub import Hub
@@ -26,6 +27,7 @@ class Bridge:
         self.output_streams = OutputStreams(self.hub, self.broker)
         self.batches = Batches(self.engine)
         self.waitpoints = Waitpoints(self.broker, self.hub, settings, self.engine.resume_waiting_runs)
+        self.children = ChildRuns(self.engine, self.waitpoints)
 
     async def start(self) -> None:
         notice_provider()

@@ -7,7 +7,8 @@ other's changes and only legal status transitions are ever stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from bridge.runtime.journal import Fenced
 from bridge.runtime.retries import check_max_attempts
 from bridge.tracing import current_traceparent, span
 
+log = logging.getLogger(__name__)
 DEFAULT_IDEMPOTENCY_TTL = "30d"
 REQUEST_KEY_TTL_SECONDS = 24 * 3600.0
 MAX_IDEMPOTENCY_KEY_LENGTH = 2048  # a run's, a request's and a wait token's idempotency key alike
@@ -45,6 +47,18 @@ class TriggerOptions:
     is_test: bool = False
     request_key: str | None = None  # the official clients' per-call retry key: a retried trigger is not doubled
     max_attempts: int | None = None  # overrides the task's retry policy for this run
+    child_of: ChildOf | None = None  # set by `trigger_and_wait` in a task (bridge/runtime/children.py)
+
+
+@dataclass(frozen=True)
+class ChildOf:
+    """A child run's link to the run waiting for it."""
+
+    parent_run_id: str
+    root_run_id: str
+    depth: int
+    resumes: str  # the parent's wait token, completed once this run (and the rest of its batch) finished
+    key: str  # derived from the parent's run id and step position: a replayed parent gets the same child
 
 
 # The deepest a stored value (payload, metadata, output, input value, completion data) may nest. orjson
@@ -115,6 +129,8 @@ class RunEngine:
         self.broker = broker
         self.settings = settings
         self.limits = settings.limits
+        # Called with each run stored in a final status (bridge/runtime/children.py resumes parents with it).
+        self.final_listeners: list[Callable[[Run], Awaitable[None]]] = []
         self.metrics = metrics
 
     # validation
@@ -176,11 +192,17 @@ class RunEngine:
             max_attempts=options.max_attempts,
             trace_context=current_traceparent(),  # its executions' spans are children of this one
         )
+        child_of = options.child_of
+        if child_of is not None:
+            run.parent_task_run_id, run.root_task_run_id = child_of.parent_run_id, child_of.root_run_id
+            run.depth, run.resumes = child_of.depth, child_of.resumes
         if options.idempotency_key:
             scope: str | None = f"key:{task_id}:{options.idempotency_key}"
             ttl = parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
         elif options.request_key:
             scope, ttl = f"request:{options.request_key}", REQUEST_KEY_TTL_SECONDS
+        elif child_of is not None:
+            scope, ttl = f"child:{child_of.key}", self.settings.retention_seconds
         else:
             scope, ttl = None, 0.0
         stored, created = await self.broker.insert_run(run, scope, min(ttl, self.settings.retention_seconds))
@@ -189,7 +211,9 @@ class RunEngine:
             await self.broker.enqueue(task_id, stored.id)
         return stored, created
 
-    async def batch_trigger(self, items: list[tuple[str, Any, TriggerOptions]]) -> tuple[str, list[tuple[Run, bool]]]:
+    async def batch_trigger(
+        self, items: list[tuple[str, Any, TriggerOptions]], batch_id: str | None = None
+    ) -> tuple[str, list[tuple[Run, bool]]]:
         if not items:
             raise ValidationError("a batch needs at least one item")
         if len(items) > self.limits.max_batch_items:
@@ -198,7 +222,7 @@ class RunEngine:
             if not await self.broker.task_exists(task_id):
                 raise NotFoundError(f"Task not found: {task_id!r}")
             self.check_item(payload, options)
-        batch_id = new_id("batch_")
+        batch_id = batch_id or new_id("batch_")
         results = [await self.trigger(task_id, payload, options, batch_id) for task_id, payload, options in items]
         return batch_id, results
 
@@ -247,7 +271,18 @@ class RunEngine:
             if apply:
                 apply(run)
 
-        return await self.update(run_id, mutate)
+        run = await self.update(run_id, mutate)
+        if target.is_final:
+            await self._finished(run)
+        return run
+
+    async def _finished(self, run: Run) -> None:
+        # The final status is stored whatever a listener does: its failure is logged, not the caller's.
+        for listener in self.final_listeners:
+            try:
+                await listener(run)
+            except Exception:
+                log.exception("run %s: could not pass on its end", run.id)
 
     async def start(self, run_id: str) -> Run:
         return await self.transition(run_id, RunStatus.EXECUTING)

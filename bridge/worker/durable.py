@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from bridge.errors import NotFoundError, ValidationError
 from bridge.models import Run, now_ms
+from bridge.runtime.children import ChildItem, Parent
 from bridge.runtime.core import Bridge
 from bridge.runtime.input_streams import InputChannel, InputStreamTimeoutError, input_key
 from bridge.runtime.journal import HandedBack, Journal, Parked
@@ -37,6 +38,7 @@ class DurableRun:
     ) -> None:
         self._bridge = bridge
         self.run_id = run.id
+        self._parent = Parent(run.id, run.root_task_run_id or run.id, run.depth)  # what its children carry
         self.journal = journal
         # Flushed before the run leaves this worker: the execution resuming it counts what is stored.
         self._streams = streams
@@ -113,6 +115,19 @@ class DurableRun:
                 token_id, self._hold_seconds(), self._release, self._suspend, lambda: self._park(token_id)
             )
             return dict(await self.journal.record("wait.for_token", token_id, token.result_dict()))
+
+    async def trigger_and_wait(
+        self, kind: str, name: str, items: list[ChildItem], batch: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Child runs: their trigger is a step keyed by its position (a replay gets the same runs, never new
+        ones), then a wait for the token their ends complete. Returns both steps' records."""
+        position = self.journal.position
+
+        async def start() -> dict[str, Any]:
+            return await self._bridge.children.start(self._parent, position, items, batch)
+
+        started = await self.step(kind, name, start)
+        return started, await self.wait_for_token(started["token"])
 
     async def sleep_until(self, kind: str, deadline_ms: int) -> None:
         """`wait.for_` / `wait.until`: a wait token of the run's own that times out at the deadline."""

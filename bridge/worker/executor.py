@@ -212,7 +212,14 @@ class Worker:
             self.bridge.settings.limits.max_journal_entries,
             engine.limits.max_payload_bytes,
         )
-        context = RunContext(run_id=run.id, task_id=run.task_identifier, tags=tuple(run.tags), batch_id=run.batch_id)
+        context = RunContext(
+            run_id=run.id,
+            task_id=run.task_identifier,
+            tags=tuple(run.tags),
+            batch_id=run.batch_id,
+            parent_task_run_id=run.parent_task_run_id,
+            root_task_run_id=run.root_task_run_id,
+        )
         run_streams = RunStreams(engine, run.id, resumed=execution > 1)
         run_inputs = RunInputs(self.bridge.hub, self.bridge.broker, run.id)
         durable = DurableRun(self.bridge, run, journal, run_streams, lambda: self._suspended(run.id), self._stopping)

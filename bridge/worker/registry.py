@@ -23,6 +23,8 @@ class RunContext:
     task_id: str
     tags: tuple[str, ...]
     batch_id: str | None
+    parent_task_run_id: str | None = None  # set in a child run (`trigger_and_wait`), as the official `ctx.run`
+    root_task_run_id: str | None = None
 
 
 @dataclass(frozen=True)

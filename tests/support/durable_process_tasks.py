@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bridge import metadata, steps, streams, task, wait
+from bridge import AbortTaskRunError, RunContext, SubtaskUnwrapError, metadata, steps, streams, task, wait
 
 
 def note(payload: dict[str, Any], line: str) -> None:
@@ -69,3 +69,31 @@ async def wait_for_token(payload: Any) -> Any:
     token = await wait.create_token(timeout="10m")
     await metadata.set("tokenId", token.id)
     return (await wait.for_token(token)).unwrap()
+
+
+@task(id="proc-child")
+async def child(payload: dict[str, Any], context: RunContext) -> int:
+    """Notes its run id, waits `seconds` (durably), then doubles `n`, or fails when `fail` is set."""
+    note(payload, f"child {context.run_id}")
+    await wait.for_(seconds=payload["seconds"])
+    if payload.get("fail"):
+        raise AbortTaskRunError(f"child {payload['n']} failed")
+    return int(payload["n"]) * 2
+
+
+@task(id="proc-parent")
+async def parent(payload: dict[str, Any]) -> list[Any]:
+    """Waits for three children in one batch (the second fails); returns their outputs or unwrap errors."""
+    note(payload, "top")
+    items = [
+        {"payload": {"dir": payload["dir"], "n": n, "seconds": payload["seconds"], "fail": n == 2}} for n in (1, 2, 3)
+    ]
+    results = await child.batch_trigger_and_wait(items)
+    outputs: list[Any] = []
+    for result in results.runs:
+        try:
+            outputs.append(result.unwrap())
+        except SubtaskUnwrapError as exc:
+            outputs.append({"task": exc.task_id, "cause": exc.cause.message, "run": exc.run_id == result.id})
+    note(payload, "after")
+    return outputs

@@ -375,6 +375,70 @@ async def durable_metadata_in_step(payload: Any, context: RunContext) -> None:
         raise RuntimeError("fail once, so the next attempt replays")
 
 
+@registry.add_task("child-gated")
+async def child_gated(payload: dict[str, Any], context: RunContext) -> int:
+    """Notes its run id under `key`; waits for `gates[gate]` when given; fails when `fail` is set, else 2n."""
+    from bridge import AbortTaskRunError
+
+    _note(payload["key"], context.run_id)
+    if "gate" in payload:
+        await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+    if payload.get("fail"):
+        raise AbortTaskRunError(f"child {payload['n']} failed")
+    return int(payload["n"]) * 2
+
+
+@registry.add_task("parent-batch")
+async def parent_batch(payload: dict[str, Any], context: RunContext) -> list[Any]:
+    """Waits for a batch of `child-gated` runs (tagged `tag`); returns each output, or its unwrap error."""
+    from bridge import SubtaskUnwrapError, tasks
+
+    _note(context.run_id, "top")
+    items = [{"payload": child, "options": {"tags": [payload["tag"]]}} for child in payload["children"]]
+    results = await tasks.batch_trigger_and_wait("child-gated", items)
+    outputs: list[Any] = []
+    for result in results.runs:
+        try:
+            outputs.append(result.unwrap())
+        except SubtaskUnwrapError as exc:
+            outputs.append([exc.task_id, exc.run_id == result.id, exc.cause.name, exc.cause.message])
+    _note(context.run_id, "after")
+    return outputs
+
+
+@registry.add_task("parent-one")
+async def parent_one(payload: dict[str, Any], context: RunContext) -> Any:
+    """`trigger_and_wait` on one `child-gated` run; returns its output."""
+    from bridge import tasks
+
+    _note(context.run_id, "top")
+    result = await tasks.trigger_and_wait("child-gated", payload["child"])
+    return {"output": result.unwrap(), "child": result.id}
+
+
+@registry.add_task("parent-mixed")
+async def parent_mixed(payload: Any) -> list[Any]:
+    """`batch.trigger_and_wait` over two tasks."""
+    from bridge import batch
+
+    results = await batch.trigger_and_wait([{"id": "echo", "payload": "first"}, {"id": "fail", "payload": None}])
+    return [[result.ok, result.task_identifier, result.output] for result in results.runs]
+
+
+@registry.add_task("sized-output")
+async def sized_output(payload: int) -> str:
+    return "x" * payload
+
+
+@registry.add_task("parent-of-big-outputs")
+async def parent_of_big_outputs(payload: list[int]) -> list[Any]:
+    """Waits for one `sized-output` run per size; returns each result's ok and error name."""
+    from bridge import tasks
+
+    results = await tasks.batch_trigger_and_wait("sized-output", [{"payload": size} for size in payload])
+    return [[result.ok, result.error.name if result.error else None] for result in results.runs]
+
+
 # Fault tests (tests/test_pubsub_faults.py, tests/test_reconnect_storm.py): a task that keeps writing
 
 

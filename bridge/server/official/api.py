@@ -7,13 +7,14 @@ tasks receive.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.errors import UnauthorizedError, ValidationError
+from bridge.errors import NotFoundError, UnauthorizedError, ValidationError
 from bridge.models import Run, RunStatus
 from bridge.runtime.access import create_public_token, require_run_read, run_access_token
 from bridge.runtime.batches import BatchItem, is_item_index
@@ -189,8 +190,8 @@ def retrieve_run_body(run: Run) -> dict[str, Any]:
         "costInCents": 0,
         "baseCostInCents": 0,
         "durationMs": run.duration_ms,
-        "depth": 0,
-        "triggerFunction": "batchTrigger" if run.batch_id else "trigger",
+        "depth": run.depth,
+        "triggerFunction": _trigger_function(run),
         "relatedRuns": {},
         "metadata": run.metadata,
         "payload": run.payload,
@@ -212,13 +213,29 @@ def retrieve_run_body(run: Run) -> dict[str, Any]:
     return body
 
 
+def _trigger_function(run: Run) -> str:
+    waited = "AndWait" if run.resumes is not None else ""
+    return f"batchTrigger{waited}" if run.batch_id else f"trigger{waited}"
+
+
 @handles_errors
 async def retrieve_run(request: Request) -> Response:
     bridge = bridge_of(request)
     principal = principal_of(request)
     run = await bridge.engine.retrieve(request.path_params["run_id"])
     require_run_read(principal, run)
-    return json_response(retrieve_run_body(run))
+    body = retrieve_run_body(run)
+    for relation, related_id in (("parent", run.parent_task_run_id), ("root", run.root_task_run_id)):
+        with contextlib.suppress(NotFoundError):  # expired with the retention
+            if related_id is not None:
+                body["relatedRuns"][relation] = related_run_details(await bridge.engine.retrieve(related_id))
+    return json_response(body)
+
+
+def related_run_details(run: Run) -> dict[str, Any]:
+    """The official `RelatedRunDetails` of a child's parent or root: the retrieve shape without the data."""
+    omitted = {"payload", "output", "error", "relatedRuns", "attemptCount", "attempts"}
+    return {key: value for key, value in retrieve_run_body(run).items() if key not in omitted}
 
 
 @handles_errors
