@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from bridge.client import state as client
 from bridge.client.results import BatchHandle, RunHandle
 from bridge.config import Limits
+from bridge.durations import Moment
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.retries import RetryPolicy
+from bridge.runtime.trigger_options import refuse_python_options
 from bridge.worker.registry import TaskDefinition, TaskFunction, TaskRegistry, default_registry
 
 
@@ -37,6 +40,13 @@ def task(
     return lambda function: (registry or default_registry).register(Task.of(id, function, retry))
 
 
+_ITEM_OPTIONS = ("idempotency_key", "idempotency_key_ttl", "metadata", "max_attempts", "delay", "ttl")
+
+
+def _tag_list(tags: list[str] | str | None) -> list[str]:
+    return [tags] if isinstance(tags, str) else list(tags or [])
+
+
 async def trigger(
     task_id: str,
     payload: Any = None,
@@ -46,33 +56,35 @@ async def trigger(
     idempotency_key_ttl: str | int | None = None,
     metadata: dict[str, Any] | None = None,
     max_attempts: int | None = None,
+    delay: Moment | None = None,
+    ttl: str | int | float | timedelta | None = None,
+    **unsupported: Any,
 ) -> RunHandle:
-    """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run."""
+    """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run. `delay` ("1h",
+    seconds, a timedelta, a datetime): the run is DELAYED until then. `ttl` ("10m", seconds): a run not started
+    that long after it was queued ends EXPIRED. An official option the bridge does not implement (`priority=`,
+    `queue=`, `debounce=`...) raises `UnsupportedOptionError`."""
+    refuse_python_options("trigger", unsupported)
     options = TriggerOptions(
-        tags=[tags] if isinstance(tags, str) else list(tags or []),
+        tags=_tag_list(tags),
         idempotency_key=idempotency_key,
         idempotency_key_ttl=idempotency_key_ttl,
         metadata=metadata,
         max_attempts=max_attempts,
+        delay=delay,
+        ttl=ttl,
     )
     return await (await client.current()).trigger(task_id, payload, options)
 
 
 async def batch_trigger(task_id: str, items: list[dict[str, Any]]) -> BatchHandle:
-    """`items` like the official SDK: `[{"payload": ..., "options": {"tags": [...], ...}}, ...]`."""
+    """`items` like the official SDK: `[{"payload": ..., "options": {"tags": [...], "delay": "1h", ...}}, ...]`,
+    with `trigger`'s options."""
     prepared = []
     for item in items:
-        options = item.get("options") or {}
-        prepared.append(
-            (
-                item.get("payload"),
-                TriggerOptions(
-                    tags=list(options.get("tags") or []),
-                    idempotency_key=options.get("idempotency_key"),
-                    idempotency_key_ttl=options.get("idempotency_key_ttl"),
-                    metadata=options.get("metadata"),
-                    max_attempts=options.get("max_attempts"),
-                ),
-            )
-        )
+        options = dict(item.get("options") or {})
+        tags = options.pop("tags", None)
+        given = {name: options.pop(name) for name in _ITEM_OPTIONS if name in options}
+        refuse_python_options("batch_trigger", options)
+        prepared.append((item.get("payload"), TriggerOptions(tags=_tag_list(tags), **given)))
     return await (await client.current()).batch_trigger(task_id, prepared)

@@ -23,6 +23,7 @@ class Bridge:
         self.output_streams = OutputStreams(self.hub, self.broker)
         self.batches = Batches(self.engine)
         self.waitpoints = Waitpoints(self.broker, self.hub, settings, self.engine.resume_waiting_runs)
+        self.engine.timer_at = self.waitpoints.timer_at  # delays and TTLs fire as wait token timeouts
 
     async def start(self) -> None:
         await self.broker.start()

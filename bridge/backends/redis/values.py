@@ -1,4 +1,4 @@
-"""One-time keys and small values in Redis: plain strings with a TTL."""
+"""One-time keys and values in Redis: plain strings with a TTL."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ class RedisKeyValueStore(KeyValueStore):
         async with unavailable("storing a value"):
             await self._redis.set(self._keys.value(key), value, px=max(1, int(ttl * 1000)))
 
-    async def get_value(self, key: str) -> bytes | None:
+    async def get_value(self, key: str, keep_for: float | None = None) -> bytes | None:
         async with unavailable("reading a value"):
-            return cast(bytes | None, await self._redis.get(self._keys.value(key)))
+            if keep_for is None:
+                return cast(bytes | None, await self._redis.get(self._keys.value(key)))
+            return cast(bytes | None, await self._redis.getex(self._keys.value(key), px=max(1, int(keep_for * 1000))))

@@ -1,8 +1,10 @@
-"""The official REST routes the hooks and the Node SDK call: trigger, batch, retrieve, cancel, claims.
+"""The official REST routes the hooks and the Node SDK call: trigger, batch, retrieve, cancel, reschedule,
+claims.
 
 Payloads arrive as the official clients serialise them (`payloadType` `application/super+json`,
 `application/json` or `text/plain`) and are stored as plain JSON values, which is what Python
-tasks receive.
+tasks receive; a payload uploaded first is a packet's storage path (`application/store`,
+bridge/runtime/packets.py). Every official trigger option is read or refused (`trigger_options`).
 """
 
 from __future__ import annotations
@@ -14,37 +16,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import UnauthorizedError, ValidationError
-from bridge.models import Run, RunStatus
+from bridge.models import Run, RunStatus, iso_from_ms
 from bridge.runtime.access import create_public_token, require_run_read, run_access_token
 from bridge.runtime.batches import BatchItem, is_item_index
 from bridge.runtime.engine import TriggerOptions
+from bridge.runtime.packets import Packets, decode_payload
 from bridge.runtime.retries import check_max_attempts
+from bridge.runtime.trigger_options import refuse_unsupported, refuse_unsupported_batch
 from bridge.runtime.trigger_tokens import trigger_as
 from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
 
 TOKEN_CLAIMS_SUBJECT = "bridge"
-_RETRIEVE_COMPLETED = frozenset({RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.FAILED, RunStatus.CRASHED})
-
-
-def decode_payload(payload: Any, payload_type: Any) -> Any:
-    """The value an official client serialised: superjson's `json` part, JSON, or plain text."""
-    if payload is None:
-        return None
-    if not isinstance(payload, str):
-        return payload  # already a JSON value (curl users, our own clients)
-    if payload_type == "text/plain":
-        return payload
-    if payload_type == "application/store":
-        raise ValidationError("offloaded payloads (over 128 KiB, application/store) are not supported by the bridge")
-    try:
-        decoded = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(f"payload is not valid JSON for payloadType {payload_type!r}") from exc
-    if payload_type == "application/super+json":
-        if not isinstance(decoded, dict):
-            raise ValidationError('a super+json payload is an object with a "json" field')
-        return decoded.get("json")
-    return decoded
+_RETRIEVE_COMPLETED = frozenset(
+    {RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.FAILED, RunStatus.CRASHED, RunStatus.EXPIRED}
+)
 
 
 def _trigger_options(options: Any, request_key: str | None, max_attempts_limit: int) -> TriggerOptions:
@@ -52,27 +37,35 @@ def _trigger_options(options: Any, request_key: str | None, max_attempts_limit: 
         options = {}
     if not isinstance(options, dict):
         raise ValidationError("options must be an object")
+    refuse_unsupported(options)
     tags = options.get("tags") or []
     key = options.get("idempotencyKey")
-    ttl = options.get("idempotencyKeyTTL")
+    key_ttl = options.get("idempotencyKeyTTL")
     metadata = options.get("metadata")
     if key is not None and not isinstance(key, str):
         raise ValidationError("options.idempotencyKey must be a string")
-    if ttl is not None and not isinstance(ttl, (str, int)):
+    if key_ttl is not None and not isinstance(key_ttl, (str, int)):
         raise ValidationError('options.idempotencyKeyTTL must be a duration like "1h" or seconds')
     if isinstance(metadata, str):
         metadata = decode_payload(metadata, options.get("metadataType") or "application/json")
     max_attempts = options.get("maxAttempts")
     if max_attempts is not None:
         check_max_attempts(max_attempts, max_attempts_limit, "options.maxAttempts")
+    delay, ttl = options.get("delay"), options.get("ttl")
+    if delay is not None and not isinstance(delay, str):  # the SDK sends a Date as its ISO text
+        raise ValidationError('options.delay is a duration like "1h" or an ISO date')
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (str, int))):
+        raise ValidationError('options.ttl is a duration like "10m" or whole seconds')
     return TriggerOptions(
         tags=tags,
         idempotency_key=key,
-        idempotency_key_ttl=ttl,
+        idempotency_key_ttl=key_ttl,
         metadata=metadata,
         is_test=options.get("test") is True,
         request_key=request_key,
         max_attempts=max_attempts,
+        delay=delay,
+        ttl=ttl,
     )
 
 
@@ -107,6 +100,7 @@ async def create_batch(request: Request) -> Response:
     bridge = bridge_of(request)
     principal = principal_of(request)
     body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
+    refuse_unsupported_batch(body)
     run_count = bridge.batches.check_run_count(body.get("runCount"))
     task_ids = body.get("taskIdentifiers") or []
     if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
@@ -165,15 +159,16 @@ async def add_batch_items(request: Request) -> Response:
     )
 
 
-def retrieve_run_body(run: Run) -> dict[str, Any]:
-    """`GET /api/v3/runs/{id}` as the official schema wants it: absent fields omitted, never null."""
+def retrieve_run_body(run: Run, packets: Packets) -> dict[str, Any]:
+    """`GET /api/v3/runs/{id}` as the official schema wants it: absent fields omitted, never null; a packet
+    as its presigned URL (`payloadPresignedUrl`, which the official `runs.retrieve` reads)."""
     status = run.status
     completed = status in _RETRIEVE_COMPLETED
     body: dict[str, Any] = {
         "id": run.id,
         "status": status.value,
         "taskIdentifier": run.task_identifier,
-        "isQueued": status is RunStatus.QUEUED,
+        "isQueued": status in (RunStatus.QUEUED, RunStatus.DELAYED),
         "isExecuting": status is RunStatus.EXECUTING,
         "isWaiting": status is RunStatus.WAITING,
         "isCompleted": completed,
@@ -191,22 +186,31 @@ def retrieve_run_body(run: Run) -> dict[str, Any]:
         "triggerFunction": "batchTrigger" if run.batch_id else "trigger",
         "relatedRuns": {},
         "metadata": run.metadata,
-        "payload": run.payload,
         # As the official service: the current attempt's number (0 before the first), and `attempts`
         # always empty (it dropped the per-attempt list from the API).
         "attemptCount": run.attempt_number,
         "attempts": [],
     }
     public = run.to_public()
+    succeeded = status is RunStatus.COMPLETED
     optional = {
         "idempotencyKey": run.idempotency_key,
         "batchId": run.batch_id,
         "startedAt": public["startedAt"],
         "finishedAt": public["finishedAt"],
-        "output": run.output if status is RunStatus.COMPLETED else None,
+        "delayedUntil": iso_from_ms(run.delay_until),
+        "ttl": run.ttl,
+        "expiredAt": iso_from_ms(run.expired_at),
+        "payloadPresignedUrl": packets.presigned_url("GET", run.payload_packet) if run.payload_packet else None,
+        "output": run.output if succeeded else None,
+        "outputPresignedUrl": packets.presigned_url("GET", run.output_packet)
+        if succeeded and run.output_packet
+        else None,
         "error": run.error.to_dict() if run.error else None,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
+    if not run.payload_packet:
+        body["payload"] = run.payload
     return body
 
 
@@ -216,7 +220,7 @@ async def retrieve_run(request: Request) -> Response:
     principal = principal_of(request)
     run = await bridge.engine.retrieve(request.path_params["run_id"])
     require_run_read(principal, run)
-    return json_response(retrieve_run_body(run))
+    return json_response(retrieve_run_body(run, bridge.engine.packets))
 
 
 @handles_errors
@@ -227,6 +231,22 @@ async def cancel_run(request: Request) -> Response:
     principal.require_any("write", [("runs", run.id), ("tasks", run.task_identifier)])
     await bridge.engine.cancel(run.id)
     return json_response({"id": run.id})
+
+
+@handles_errors
+async def reschedule_run(request: Request) -> Response:
+    """`runs.reschedule(id, {delay})`: a DELAYED run starts at the new moment; 400 for another run, as the
+    official API. The answer is the run as `GET /api/v3/runs/{id}` gives it."""
+    bridge = bridge_of(request)
+    principal = principal_of(request)
+    run = await bridge.engine.retrieve(request.path_params["run_id"])
+    principal.require_any("write", [("runs", run.id), ("tasks", run.task_identifier)])
+    body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
+    delay = body.get("delay")
+    if not isinstance(delay, str) or not delay:
+        raise ValidationError('delay is a duration like "1h" or an ISO date')
+    rescheduled = await bridge.engine.reschedule(run.id, delay)
+    return json_response(retrieve_run_body(rescheduled, bridge.engine.packets))
 
 
 @handles_errors
