@@ -30,6 +30,9 @@ async def trigger_by_task_and_wait(items: list[dict[str, Any]]) -> BatchResult:
 async def _wait(what: str, items: list[tuple[Any, dict[str, Any]]]) -> BatchResult:
     if not all(isinstance(task_id, str) for task_id, _ in items):
         raise ValidationError(f"{what}: every item names its task ('id' a task id, or 'task' a @task)")
-    prepared = [(task_id, item.get("payload"), trigger_options(item.get("options") or {})) for task_id, item in items]
+    prepared = [
+        (task_id, item.get("payload"), trigger_options(item.get("options") or {}, "batch.trigger_and_wait"))
+        for task_id, item in items
+    ]
     batch_id, results = await wait_for_children(what, prepared, batch=True)
     return BatchResult(batch_id or "", results)

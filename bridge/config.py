@@ -22,7 +22,11 @@ class ConfigError(ValueError):
 class Limits:
     """Every bound the bridge enforces; docs/limits.md lists them with their reasons."""
 
-    max_payload_bytes: int = 1024 * 1024  # trigger payload, metadata and output, encoded
+    max_payload_bytes: int = 1024 * 1024  # metadata, an input value, a step's result, a token's data, encoded
+    # A trigger payload or a run's output, encoded (the official limit): from packet_threshold_bytes (the official
+    # SDK's offload threshold) on, it is stored apart from its run as a packet (bridge/runtime/packets.py).
+    max_packet_bytes: int = 10 * 1024 * 1024
+    packet_threshold_bytes: int = 128 * 1024
     max_chunk_bytes: int = 1024 * 1024  # one output stream chunk, encoded
     max_streams_per_run: int = 32  # output stream keys of one run
     max_request_bytes: int = 3 * 1024 * 1024  # any HTTP request body

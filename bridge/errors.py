@@ -56,6 +56,17 @@ class UnprocessableError(BridgeError):
     status = 422
 
 
+class UnsupportedOptionError(UnprocessableError):
+    """A trigger option the bridge does not implement: refused, never ignored. `field` names it as the
+    request spelled it (`options.debounce`, or `debounce=` in the Python SDK)."""
+
+    code = "unsupported_option"
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class TooManyError(BridgeError):
     code = "too_many"
     status = 429

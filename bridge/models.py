@@ -13,6 +13,7 @@ import orjson
 
 
 class RunStatus(StrEnum):
+    DELAYED = "DELAYED"
     QUEUED = "QUEUED"
     EXECUTING = "EXECUTING"
     WAITING = "WAITING"
@@ -20,16 +21,20 @@ class RunStatus(StrEnum):
     FAILED = "FAILED"
     CANCELED = "CANCELED"
     CRASHED = "CRASHED"
+    EXPIRED = "EXPIRED"
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.CRASHED})
+FINAL_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.CRASHED, RunStatus.EXPIRED}
+)
 
 LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.QUEUED: frozenset({RunStatus.EXECUTING, RunStatus.CANCELED, RunStatus.CRASHED}),
+    RunStatus.DELAYED: frozenset({RunStatus.QUEUED, RunStatus.CANCELED}),
+    RunStatus.QUEUED: frozenset({RunStatus.EXECUTING, RunStatus.CANCELED, RunStatus.CRASHED, RunStatus.EXPIRED}),
     RunStatus.EXECUTING: frozenset(
         {RunStatus.WAITING, RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.CRASHED}
     ),
@@ -38,7 +43,10 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELED: frozenset(),
     RunStatus.CRASHED: frozenset(),
+    RunStatus.EXPIRED: frozenset(),
 }
+JSON_TYPE = "application/json"
+PACKET_TYPE = "application/store"  # the official payloadType of a value stored apart from its run
 
 
 def can_transition(current: RunStatus, target: RunStatus) -> bool:
@@ -122,6 +130,16 @@ class Run:
     depth: int = 0
     resumes: str | None = None
     trace_context: str | None = None  # the trigger's span as a W3C traceparent (bridge/tracing.py); not public
+    # When it starts (bridge/runtime/engine.py): DELAYED until `delay_until`, then QUEUED (`queued_at`); a run
+    # with a `ttl` (as the official API shows it, "10m") still QUEUED at `expires_at` ends EXPIRED.
+    delay_until: int | None = None
+    queued_at: int | None = None
+    ttl: str | None = None
+    expires_at: int | None = None
+    expired_at: int | None = None
+    # A payload or output stored apart from the run (bridge/runtime/packets.py): its storage path, the value None.
+    payload_packet: str | None = None
+    output_packet: str | None = None
 
     def __post_init__(self) -> None:
         if not self.updated_at:
@@ -144,8 +162,11 @@ class Run:
             "id": self.id,
             "taskIdentifier": self.task_identifier,
             "status": self.status.value,
-            "payload": self.payload,
-            "output": self.output,
+            # A packet's storage path, as the official run shape has it (`payloadType: "application/store"`).
+            "payload": self.payload_packet or self.payload,
+            "payloadType": PACKET_TYPE if self.payload_packet else JSON_TYPE,
+            "output": self.output_packet or self.output,
+            "outputType": PACKET_TYPE if self.output_packet else JSON_TYPE,
             "error": self.error.to_dict() if self.error else None,
             "metadata": self.metadata,
             "tags": self.tags,
@@ -153,6 +174,10 @@ class Run:
             "updatedAt": iso_from_ms(self.updated_at),
             "startedAt": iso_from_ms(self.started_at),
             "finishedAt": iso_from_ms(self.finished_at),
+            "delayedUntil": iso_from_ms(self.delay_until),
+            "queuedAt": iso_from_ms(self.queued_at),
+            "expiredAt": iso_from_ms(self.expired_at),
+            "ttl": self.ttl,
             "idempotencyKey": self.idempotency_key,
             "batchId": self.batch_id,
             "durationMs": self.duration_ms,
@@ -169,12 +194,14 @@ class Run:
         """A run as `to_public` gives it (what a remote SDK reads); what that shape leaves out (durable
         execution's bookkeeping) keeps its default."""
         error = data.get("error")
+        payload_packet = data.get("payload") if data.get("payloadType") == PACKET_TYPE else None
+        output_packet = data.get("output") if data.get("outputType") == PACKET_TYPE else None
         return cls(
             id=data["id"],
             task_identifier=data["taskIdentifier"],
-            payload=data.get("payload"),
+            payload=None if payload_packet else data.get("payload"),
             status=RunStatus(data["status"]),
-            output=data.get("output"),
+            output=None if output_packet else data.get("output"),
             error=RunError.from_dict(error) if error else None,
             metadata=data.get("metadata") or {},
             tags=list(data.get("tags") or []),
@@ -189,6 +216,12 @@ class Run:
             number=data.get("number", 0),
             version=data.get("version", 0),
             attempt_number=data.get("attemptNumber", 0),
+            delay_until=ms_from_iso(data.get("delayedUntil")),
+            queued_at=ms_from_iso(data.get("queuedAt")),
+            ttl=data.get("ttl"),
+            expired_at=ms_from_iso(data.get("expiredAt")),
+            payload_packet=payload_packet,
+            output_packet=output_packet,
         )
 
     def to_storage(self) -> bytes:

@@ -1,4 +1,4 @@
-"""`runs`: retrieve, cancel, and follow runs live."""
+"""`runs`: retrieve, cancel, reschedule, and follow runs live."""
 
 from __future__ import annotations
 
@@ -6,19 +6,26 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from bridge.client import state as client
-from bridge.durations import parse_duration_seconds
+from bridge.durations import Moment, parse_duration_seconds
 from bridge.models import Run, now_ms
 from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedSpec
 
 
 async def retrieve(run_id: str) -> Run:
-    """The run now. From a remote bridge (`configure(url=...)`): as the official retrieve route gives it, so
-    without `version`, `number` and `realtime_streams` (0, 0, empty); the subscriptions carry them."""
+    """The run now, a big payload or output (stored as a packet) read too. From a remote bridge
+    (`configure(url=...)`): as the official retrieve route gives it, so without `version`, `number` and
+    `realtime_streams` (0, 0, empty); the subscriptions carry them (and a packet's path, not its value)."""
     return await (await client.current()).retrieve(run_id)
 
 
 async def cancel(run_id: str) -> Run:
     return await (await client.current()).cancel(run_id)
+
+
+async def reschedule(run_id: str, *, delay: Moment) -> Run:
+    """Moves a DELAYED run's start to `delay` ("1h", seconds, a timedelta, a datetime); `ValidationError` for a
+    run that is not DELAYED."""
+    return await (await client.current()).reschedule(run_id, delay)
 
 
 async def _follow(spec: FeedSpec, stop_when_finished: bool) -> AsyncIterator[Run]:

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from bridge.client import state as client
 from bridge.client.results import BatchHandle, RunHandle
 from bridge.config import Limits
-from bridge.errors import SubtaskUnwrapError, TaskRunError, ValidationError
+from bridge.durations import Moment
+from bridge.errors import SubtaskUnwrapError, TaskRunError
 from bridge.runtime.children import BATCH_TRIGGER_AND_WAIT, TRIGGER_AND_WAIT, ChildItem
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.retries import RetryPolicy
+from bridge.runtime.trigger_options import refuse_python_options
 from bridge.runtime.waitpoints import TokenStatus, timeout_error
 from bridge.worker.context import require_run_scope
 from bridge.worker.registry import TaskDefinition, TaskFunction, TaskRegistry, default_registry
 
-_OPTION_NAMES = frozenset({"tags", "idempotency_key", "idempotency_key_ttl", "metadata", "max_attempts"})
+_OPTION_NAMES = ("tags", "idempotency_key", "idempotency_key_ttl", "metadata", "max_attempts", "delay", "ttl")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ def task(
     return lambda function: (registry or default_registry).register(Task.of(id, function, retry))
 
 
+def _tag_list(tags: list[str] | str | None) -> list[str]:
+    return [tags] if isinstance(tags, str) else list(tags or [])
+
+
 async def trigger(
     task_id: str,
     payload: Any = None,
@@ -87,38 +94,40 @@ async def trigger(
     idempotency_key_ttl: str | int | None = None,
     metadata: dict[str, Any] | None = None,
     max_attempts: int | None = None,
+    delay: Moment | None = None,
+    ttl: str | int | float | timedelta | None = None,
+    **unsupported: Any,
 ) -> RunHandle:
-    """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run."""
+    """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run. `delay` ("1h",
+    seconds, a timedelta, a datetime): the run is DELAYED until then. `ttl` ("10m", seconds): a run not started
+    that long after it was queued ends EXPIRED. An official option the bridge does not implement (`priority=`,
+    `queue=`, `debounce=`...) raises `UnsupportedOptionError`."""
+    refuse_python_options("trigger", unsupported)
     options = TriggerOptions(
-        tags=[tags] if isinstance(tags, str) else list(tags or []),
+        tags=_tag_list(tags),
         idempotency_key=idempotency_key,
         idempotency_key_ttl=idempotency_key_ttl,
         metadata=metadata,
         max_attempts=max_attempts,
+        delay=delay,
+        ttl=ttl,
     )
     return await (await client.current()).trigger(task_id, payload, options)
 
 
-def trigger_options(options: dict[str, Any]) -> TriggerOptions:
-    """A batch item's `options` (or `trigger_and_wait`'s keyword options), with `tasks.trigger`'s names."""
-    unknown = sorted(set(options) - _OPTION_NAMES)
-    if unknown:
-        raise ValidationError(
-            f"unknown trigger option {unknown[0]!r}; the options are {', '.join(sorted(_OPTION_NAMES))}"
-        )
-    tags = options.get("tags")
-    return TriggerOptions(
-        tags=[tags] if isinstance(tags, str) else list(tags or []),
-        idempotency_key=options.get("idempotency_key"),
-        idempotency_key_ttl=options.get("idempotency_key_ttl"),
-        metadata=options.get("metadata"),
-        max_attempts=options.get("max_attempts"),
-    )
+def trigger_options(options: dict[str, Any], function: str) -> TriggerOptions:
+    """A batch item's `options` (or `trigger_and_wait`'s keyword options), with `tasks.trigger`'s names: an
+    official option the bridge does not implement raises UnsupportedOptionError, any other name TypeError."""
+    given = dict(options)
+    known = {name: given.pop(name) for name in _OPTION_NAMES if name in given}
+    refuse_python_options(function, given)
+    return TriggerOptions(tags=_tag_list(known.pop("tags", None)), **known)
 
 
 async def batch_trigger(task_id: str, items: list[dict[str, Any]]) -> BatchHandle:
-    """`items` like the official SDK: `[{"payload": ..., "options": {"tags": [...], ...}}, ...]`."""
-    prepared = [(item.get("payload"), trigger_options(item.get("options") or {})) for item in items]
+    """`items` like the official SDK: `[{"payload": ..., "options": {"tags": [...], "delay": "1h", ...}}, ...]`,
+    with `trigger`'s options."""
+    prepared = [(item.get("payload"), trigger_options(item.get("options") or {}, "batch_trigger")) for item in items]
     return await (await client.current()).batch_trigger(task_id, prepared)
 
 
@@ -126,14 +135,19 @@ async def trigger_and_wait(task_id: str, payload: Any = None, **options: Any) ->
     """In a task: triggers a child run of `task_id` and waits for its result, with `trigger`'s options. The
     task shows WAITING meanwhile and holds no worker slot (nor, past the wait hold, any process); the child's
     trigger and its result are durable steps, so a replayed task gets the same child, never a second one."""
-    _, results = await wait_for_children("tasks.trigger_and_wait", [(task_id, payload, trigger_options(options))])
+    _, results = await wait_for_children(
+        "tasks.trigger_and_wait", [(task_id, payload, trigger_options(options, "trigger_and_wait"))]
+    )
     return results[0]
 
 
 async def batch_trigger_and_wait(task_id: str, items: list[dict[str, Any]]) -> BatchResult:
     """In a task: `batch_trigger`'s items, triggered as one batch and waited for together; the results come in
     item order once the last child finished."""
-    prepared = [(task_id, item.get("payload"), trigger_options(item.get("options") or {})) for item in items]
+    prepared = [
+        (task_id, item.get("payload"), trigger_options(item.get("options") or {}, "batch_trigger_and_wait"))
+        for item in items
+    ]
     batch_id, results = await wait_for_children("tasks.batch_trigger_and_wait", prepared, batch=True)
     return BatchResult(batch_id or "", results)
 

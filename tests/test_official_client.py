@@ -241,3 +241,33 @@ async def test_sdk_batch_trigger_runs_every_item(server: RunningServer) -> None:
     assert paths[:2] == ["/api/v3/batches", f"/api/v3/batches/{batch_id}/items"]
     stored = [await runs.retrieve(run["id"]) for run in result["runs"]]
     assert all(run.batch_id == batch_id for run in stored)
+
+
+async def test_sdk_delay_ttl_reschedule_and_a_512_kib_payload(server: RunningServer) -> None:
+    size = 512 * 1024  # over the SDK's 128 KiB offload threshold: uploaded as a packet before the trigger
+    options = json.dumps({"delay": "1h", "ttl": "1m"})
+    result = await run_script(server, "trigger-options.mjs", "echo", str(size), options, "1s")
+    assert result.ok, result.explain()
+    before, moved, after = result["before"], result["rescheduled"], result["after"]
+    assert before["status"] == "DELAYED" and before["ttl"] == "1m", result.explain()
+    assert before["payloadPresigned"] is True and before["payloadBlob"] == size  # runs.retrieve read the packet
+    assert moved["status"] == "DELAYED" and moved["delayedUntil"] < before["delayedUntil"]
+    assert result["statuses"][0] == "DELAYED" and result["statuses"][-1] == "COMPLETED", result.explain()
+    assert result["hookBlobs"] == {"payload": size, "output": size}  # the hook fetched both packets
+    assert after["status"] == "COMPLETED" and after["payloadBlob"] == size and after["outputBlob"] == size
+    run = result["run"]
+    assert run["delayedUntil"] == moved["delayedUntil"] and run["startedAt"] >= moved["delayedUntil"]
+    assert result["onCompleteCount"] == 1 and result["hookError"] is None and result["uncaught"] == []
+    uploads = [r["path"] for r in result["requests"] if r["method"] == "PUT"]  # the upload URL, then the upload
+    assert len(uploads) == 2 and uploads[0].startswith("/api/v2/packets/") and uploads[1].startswith("/packets/packet_")
+    stored = await runs.retrieve(result["handle"]["id"])
+    assert stored.payload == {"blob": "x" * size} and stored.ttl == "1m"
+
+
+async def test_sdk_sends_a_5_mib_payload_and_the_hook_reads_payload_and_output(server: RunningServer) -> None:
+    size = 5 * 1024 * 1024
+    result = await run_script(server, "trigger-options.mjs", "echo", str(size))
+    assert result.ok, result.explain()
+    assert result["statuses"][-1] == "COMPLETED" and result["hookBlobs"] == {"payload": size, "output": size}
+    assert result["after"]["payloadBlob"] == size and result["after"]["outputBlob"] == size
+    assert result["onCompleteCount"] == 1 and result["hookError"] is None and result["uncaught"] == []

@@ -126,6 +126,9 @@ def _routes(run_id: str, batch_id: str) -> list[tuple[str, str, dict[str, Any]]]
         ("POST", f"/api/v3/batches/{batch_id}/items", {"content": b'{"index":0,"task":"echo","payload":1}\n'}),
         ("GET", f"/api/v3/runs/{run_id}", {}),
         ("POST", f"/api/v2/runs/{run_id}/cancel", {}),
+        ("POST", f"/api/v1/runs/{run_id}/reschedule", {"json": {"delay": "1h"}}),
+        ("GET", f"/api/v1/runs/{run_id}/packets/payload", {}),
+        ("PUT", "/api/v2/packets/payload.json", {}),
         ("POST", "/api/v1/auth/jwt/claims", {}),
     ]
 
@@ -954,13 +957,19 @@ async def test_hostile_input_never_gets_a_5xx(server: RunningServer, http: httpx
             ("POST", f"/api/v2/runs/{odd}/cancel", {}),
             ("POST", f"/api/v1/tasks/{odd}/trigger", {"json": {"payload": 1}}),
             ("POST", f"/api/v3/batches/{odd}/items", {"content": b'{"task":"echo"}\n'}),
+            ("POST", f"/api/v1/runs/{odd}/reschedule", {"json": {"delay": "1h"}}),
+            ("GET", f"/api/v1/runs/{odd}/packets/{odd}", {}),
+            ("PUT", f"/api/v2/packets/{odd}", {}),
+            ("PUT", f"/packets/{odd}?expires={odd}&signature={odd}", {"content": b"{}"}),
+            ("GET", f"/packets/{odd}?expires=1&signature={odd}", {}),
         ]
     for params in odd_params:
         requests.append(("GET", "/realtime/v1/runs", {"params": params}))
         requests.append(("GET", f"/realtime/v1/runs/{run_id}", {"params": params}))
     for body in bodies:
         for path in ("/api/v1/tasks/echo/trigger", "/api/v3/batches", "/api/v3/batches/batch_x/items",
-                     "/api/v1/auth/jwt/claims", f"/api/v2/runs/{run_id}/cancel"):  # fmt: skip
+                     "/api/v1/auth/jwt/claims", f"/api/v2/runs/{run_id}/cancel",
+                     f"/api/v1/runs/{run_id}/reschedule"):  # fmt: skip
             requests.append(("POST", path, {"content": body}))
     for header in (b"Bearer \xff\xfe", b"Bearer " + b"a" * 8000, b"Bearer a.b.c", b"Bearer \xc3\xa9"):
         requests.append(("GET", f"/api/v3/runs/{run_id}", {"headers": {"Authorization": header}}))

@@ -150,6 +150,7 @@ async def test_the_task_modules_serve_what_their_backend_blocks_and_the_prose_sa
         "review": snippet("review-backend"),
         "welcome": snippet("welcome-backend"),
         "children": snippet("children-backend"),
+        "delayed": snippet("delayed-backend"),
     }
     for name, text in backends.items():
         (tmp_path / f"{name}_backend.py").write_text(program(text))
@@ -158,7 +159,7 @@ async def test_the_task_modules_serve_what_their_backend_blocks_and_the_prose_sa
     with background([*serve, "--port", str(port)], tmp_path, environment(BRIDGE_SECRET_KEY=SECRET_KEY)) as served:
         url = up(port, served)
         client = environment(BRIDGE_URL=url, BRIDGE_SECRET_KEY=SECRET_KEY)
-        chat, review, welcome, children = await asyncio.gather(
+        chat, review, welcome, children, delayed = await asyncio.gather(
             *(run_program(tmp_path / f"{name}_backend.py", client) for name in backends)
         )
         transport = configure(url=url, secret_key=SECRET_KEY)
@@ -174,6 +175,7 @@ async def test_the_task_modules_serve_what_their_backend_blocks_and_the_prose_sa
     assert result["stopped"] is True and "".join(chunks).startswith(result["text"]) and "3 " in result["text"]
     assert review == "{'approved': True} COMPLETED\n"
     assert children == "['img-64.png', 'img-128.png', 'failed: width must be positive']\n"
+    assert delayed == "DELAYED\nWAITING\n"
 
 
 async def check_what_the_prose_says(welcome_run: str) -> None:

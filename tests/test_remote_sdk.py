@@ -181,7 +181,7 @@ async def test_refusals_are_the_sdks_exceptions(server: RunningServer, remote: T
     with pytest.raises(ValidationError):
         await tasks.trigger("echo", {}, tags=[""])
     with pytest.raises(PayloadTooLargeError):
-        await tasks.trigger("echo", "x" * server.settings.limits.max_payload_bytes)
+        await tasks.trigger("echo", "x" * server.settings.limits.max_packet_bytes)
 
     wrong = configure(url=server.url, secret_key="tr_dev_not_the_bridges_key_0123456789")
     try:

@@ -617,6 +617,9 @@ async def test_subscription_ends_with_token_expired_when_its_token_expires(serve
 
 FLOOD_RUNS = 40
 FLOOD_PAYLOAD_BYTES = 100_000  # each COMPLETED frame carries payload and output: ~270 kB, 40 runs ~16 MB
+# Payloads and outputs of 128 KiB or more are packets, and a run's frames carry only their path: these tests
+# keep them in the run, so the frames really are big.
+INLINE = {"packet_threshold_bytes": 10 * 1024 * 1024}
 
 
 async def _flood(tag_sets: list[str], healthy: WsClient, topic: str) -> list[str]:
@@ -635,7 +638,7 @@ async def _flood(tag_sets: list[str], healthy: WsClient, topic: str) -> list[str
 async def test_consumer_over_the_send_queue_bound_is_closed_with_4008(
     backend_settings: Settings, bound: dict[str, int]
 ) -> None:
-    async with server_with(backend_settings, slow_consumer_grace_seconds=30, **bound) as server:
+    async with server_with(backend_settings, slow_consumer_grace_seconds=30, **bound, **INLINE) as server:
         tag = unique("slow")
         tok = token(f"read:tags:{tag}")
         async with stalled_client(server) as slow, connect(server.ws_url, max_size=None) as healthy:
@@ -709,7 +712,7 @@ async def test_client_pipelining_frames_without_reading_is_still_released_after_
 
 async def test_consumer_that_stops_reading_is_released_after_the_send_grace(backend_settings: Settings) -> None:
     grace = 0.5
-    async with server_with(backend_settings, slow_consumer_grace_seconds=grace) as server:
+    async with server_with(backend_settings, slow_consumer_grace_seconds=grace, **INLINE) as server:
         tag, watched = unique("slow"), unique("watched")
         router = topics_of(server)
         handlers = server.uvicorn.server_state.tasks
@@ -746,7 +749,7 @@ async def test_slow_reader_gets_fewer_frames_of_a_busy_run_ending_at_its_latest_
     backend_settings: Settings,
 ) -> None:
     steps = 60
-    async with server_with(backend_settings, slow_consumer_grace_seconds=60) as server:
+    async with server_with(backend_settings, slow_consumer_grace_seconds=60, **INLINE) as server:
         tag = unique("busy")
         async with stalled_client(server) as slow:
             await slow.subscribe_tags("busy", [tag], token(f"read:tags:{tag}"))

@@ -258,7 +258,7 @@ class JournalStore(abc.ABC):
 
 
 class KeyValueStore(abc.ABC):
-    """Small shared state that expires: one-time keys and small values."""
+    """Shared state that expires: one-time keys and values (a batch's run count, a packet of up to 10 MiB)."""
 
     @abc.abstractmethod
     async def claim_once(self, key: str, ttl: float) -> bool:
@@ -266,10 +266,11 @@ class KeyValueStore(abc.ABC):
 
     @abc.abstractmethod
     async def put_value(self, key: str, value: bytes, ttl: float) -> None:
-        """Stores a small value under `key` for `ttl` seconds (e.g. a batch's announced run count)."""
+        """Stores a value under `key` for `ttl` seconds."""
 
     @abc.abstractmethod
-    async def get_value(self, key: str) -> bytes | None: ...
+    async def get_value(self, key: str, keep_for: float | None = None) -> bytes | None:
+        """The value under `key`, None once expired; with `keep_for`, it is then kept that many seconds from now."""
 
 
 class Broker(RunStore, StreamStore, Notifier, TaskQueue, WaitpointStore, JournalStore, KeyValueStore):

@@ -438,8 +438,12 @@ class MemoryBroker(Broker):
     async def put_value(self, key: str, value: bytes, ttl: float) -> None:
         self._values.set(key, value, time.monotonic() + ttl)
 
-    async def get_value(self, key: str) -> bytes | None:
-        return self._values.get(key, time.monotonic())
+    async def get_value(self, key: str, keep_for: float | None = None) -> bytes | None:
+        now = time.monotonic()
+        value = self._values.get(key, now)
+        if value is not None and keep_for is not None:
+            self._values.set(key, value, now + keep_for)
+        return value
 
     # retention
     async def _sweep_forever(self) -> None:

@@ -15,6 +15,7 @@ from bridge.errors import (
     RunFinishedError,
     TooManyError,
     UnauthorizedError,
+    UnsupportedOptionError,
     ValidationError,
 )
 
@@ -32,6 +33,7 @@ _BY_CODE: dict[str, type[BridgeError]] = {
         BackendUnavailableError,
         RunFinishedError,
         NonDeterminismError,
+        UnsupportedOptionError,
     )
 }
 _BY_STATUS: dict[int, type[BridgeError]] = {

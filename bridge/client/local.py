@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from bridge.client.results import BatchHandle, CreatedToken, RetrievedToken, RunHandle
+from bridge.durations import Moment
 from bridge.models import Run, now_ms
 from bridge.runtime.access import create_public_token, run_access_token, waitpoint_access_token
 from bridge.runtime.core import Bridge
@@ -50,10 +51,14 @@ class LocalTransport:
         )
 
     async def retrieve(self, run_id: str) -> Run:
-        return await self.bridge.engine.retrieve(run_id)
+        engine = self.bridge.engine
+        return await engine.packets.resolved(await engine.retrieve(run_id))
 
     async def cancel(self, run_id: str) -> Run:
         return await self.bridge.engine.cancel(run_id)
+
+    async def reschedule(self, run_id: str, delay: Moment) -> Run:
+        return await self.bridge.engine.reschedule(run_id, delay)
 
     async def follow(self, spec: FeedSpec, stop_when_finished: bool) -> AsyncGenerator[Run, None]:
         if spec.kind == "tags":  # older runs are gone: the window ends at the retention

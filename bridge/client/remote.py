@@ -5,7 +5,8 @@ Every request authenticates with the bridge's secret key and is bounded by the t
 is tried again (`retries.py`) when it failed before it was sent (no connection), or when it is safe to
 repeat: reads, cancels and completions are; a trigger and an input send are made so (each call sends a
 fresh `x-trigger-request-idempotency-key`, which the bridge honours, as the official SDK does); a batch's
-items are (deduplicated by index). Creating a batch, and a wait token without an idempotency key, are not.
+items are (deduplicated by index), and a packet upload. Creating a batch, a wait token without an idempotency
+key, and a reschedule, are not. A payload of 128 KiB or more goes up as a packet first, as the official SDK does.
 
 Subscriptions use the WebSocket rather than the Electric long-poll: each frame carries the whole run with
 its `version` (the long-poll rows have neither the version nor `batchId` and `attemptNumber`), changes are
@@ -20,6 +21,7 @@ import contextlib
 import ssl
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +34,7 @@ from bridge.client.errors import remote_error
 from bridge.client.results import BatchHandle, CreatedToken, RetrievedToken, RunHandle
 from bridge.client.retries import retrying
 from bridge.client.websocket import Frame, subscription_frames
-from bridge.durations import parse_duration_seconds
+from bridge.durations import Moment, parse_duration_seconds
 from bridge.errors import (
     BackendUnavailableError,
     ConflictError,
@@ -40,15 +42,17 @@ from bridge.errors import (
     StreamResetError,
     ValidationError,
 )
-from bridge.models import Run, now_ms
+from bridge.models import PACKET_TYPE, Run, now_ms
 from bridge.runtime.access import create_public_token, run_access_token, waitpoint_access_token
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.feeds import FeedSpec
+from bridge.runtime.packets import decode_data
 from bridge.runtime.waitpoints import Timeout
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 REQUEST_KEY_HEADER = "x-trigger-request-idempotency-key"  # the official clients' per-call retry key
 JSON_TYPE = "application/json"
+OFFLOAD_BYTES = 128 * 1024  # as the official SDK: a payload this big is uploaded as a packet before the trigger
 # Failures that mean the request never reached the bridge: any call may be sent again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -70,21 +74,23 @@ def _duration(value: str | int | float | timedelta) -> str:
     return value if isinstance(value, str) else f"{parse_duration_seconds(value):.3f}s"
 
 
-def _timeout(value: Timeout) -> str:
+def _timeout(value: Moment) -> str:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     return _duration(value)
 
 
-def _trigger_options(options: TriggerOptions) -> dict[str, Any]:
-    ttl = options.idempotency_key_ttl
+def _trigger_options(options: TriggerOptions, payload_type: str) -> dict[str, Any]:
+    key_ttl = options.idempotency_key_ttl
     given = {
-        "payloadType": JSON_TYPE,
+        "payloadType": payload_type,
         "tags": options.tags,
         "idempotencyKey": options.idempotency_key,
-        "idempotencyKeyTTL": None if ttl is None else _duration(ttl),
+        "idempotencyKeyTTL": None if key_ttl is None else _duration(key_ttl),
         "metadata": options.metadata,
         "maxAttempts": options.max_attempts,
+        "delay": None if options.delay is None else _timeout(options.delay),
+        "ttl": None if options.ttl is None else _duration(options.ttl),
     }
     return {name: value for name, value in given.items() if value is not None}
 
@@ -172,8 +178,19 @@ class RemoteTransport:
     def _handle(self, run_id: str, task_id: str, is_cached: bool) -> RunHandle:
         return RunHandle(run_id, task_id, run_access_token(self._secret_key, run_id), is_cached)
 
+    async def _payload(self, payload: Any) -> tuple[str, str]:
+        """(payload, payloadType) as the trigger routes take them: a big one uploaded as a packet first."""
+        encoded = _json(payload)
+        if len(encoded) < OFFLOAD_BYTES:
+            return encoded.decode(), JSON_TYPE
+        name = _segment(f"trigger/{uuid.uuid4().hex}/payload.json")
+        answer = (await self._call("PUT", f"/api/v2/packets/{name}", repeatable=True)).json()
+        await self._call("PUT", answer["presignedUrl"], encoded, repeatable=True)
+        return answer["storagePath"], PACKET_TYPE
+
     async def trigger(self, task_id: str, payload: Any, options: TriggerOptions) -> RunHandle:
-        body = _json({"payload": _json(payload).decode(), "options": _trigger_options(options)})
+        data, data_type = await self._payload(payload)
+        body = _json({"payload": data, "options": _trigger_options(options, data_type)})
         headers = {REQUEST_KEY_HEADER: uuid.uuid4().hex}  # the same on every try: one run however many
         response = await self._call(
             "POST", f"/api/v1/tasks/{_segment(task_id)}/trigger", body, repeatable=True, headers=headers
@@ -184,10 +201,12 @@ class RemoteTransport:
     async def batch_trigger(self, task_id: str, items: list[tuple[Any, TriggerOptions]]) -> BatchHandle:
         announce = _json({"runCount": len(items), "taskIdentifiers": [task_id]})
         batch_id = (await self._call("POST", "/api/v3/batches", announce, repeatable=False)).json()["id"]
-        lines = (
-            {"index": index, "task": task_id, "payload": _json(payload).decode(), "options": _trigger_options(options)}
-            for index, (payload, options) in enumerate(items)
-        )
+        lines = []
+        for index, (payload, options) in enumerate(items):
+            data, data_type = await self._payload(payload)
+            lines.append(
+                {"index": index, "task": task_id, "payload": data, "options": _trigger_options(options, data_type)}
+            )
         # Every item in one request: all are triggered or none, and it may be repeated (deduplicated by index).
         response = await self._call(
             "POST",
@@ -204,11 +223,29 @@ class RemoteTransport:
         return BatchHandle(batch_id, runs, create_public_token(self._secret_key, [f"read:batch:{batch_id}"], "1h"))
 
     async def retrieve(self, run_id: str) -> Run:
-        return run_from_retrieve((await self._call("GET", f"/api/v3/runs/{_segment(run_id)}", repeatable=True)).json())
+        body = (await self._call("GET", f"/api/v3/runs/{_segment(run_id)}", repeatable=True)).json()
+        return await self._resolved(body)
+
+    async def _resolved(self, body: dict[str, Any]) -> Run:
+        """A retrieve answer as a run, the packets its presigned URLs point at read as its payload and output."""
+        run = run_from_retrieve(body)
+        values = {}
+        for field in ("payload", "output"):
+            url = body.get(f"{field}PresignedUrl")
+            if url:
+                response = await self._call("GET", url, repeatable=True)
+                values[field] = decode_data(response.content, response.headers.get("content-type"))
+        return replace(run, **values)
 
     async def cancel(self, run_id: str) -> Run:
         await self._call("POST", f"/api/v2/runs/{_segment(run_id)}/cancel", repeatable=True)
         return await self.retrieve(run_id)
+
+    async def reschedule(self, run_id: str, delay: Moment) -> Run:
+        # Not repeated once sent: a retry after the run started would be refused.
+        body = _json({"delay": _timeout(delay)})
+        path = f"/api/v1/runs/{_segment(run_id)}/reschedule"
+        return await self._resolved((await self._call("POST", path, body, repeatable=False)).json())
 
     def _frames(self, subscribe: Frame) -> AsyncGenerator[Frame, None]:
         return subscription_frames(self.url, self._secret_key, subscribe, self.timeout)

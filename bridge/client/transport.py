@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from bridge.client.results import BatchHandle, CreatedToken, RetrievedToken, RunHandle
+from bridge.durations import Moment
 from bridge.models import Run
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.feeds import FeedSpec
@@ -22,9 +23,12 @@ class Transport(Protocol):
 
     async def batch_trigger(self, task_id: str, items: list[tuple[Any, TriggerOptions]]) -> BatchHandle: ...
 
-    async def retrieve(self, run_id: str) -> Run: ...
+    async def retrieve(self, run_id: str) -> Run:
+        """The run now, its packets' values as `payload` and `output`."""
 
     async def cancel(self, run_id: str) -> Run: ...
+
+    async def reschedule(self, run_id: str, delay: Moment) -> Run: ...
 
     def follow(self, spec: FeedSpec, stop_when_finished: bool) -> AsyncGenerator[Run, None]:
         """The feed's runs now, then each change (a run's states newest last, each newer than the one before);

@@ -109,8 +109,8 @@ class ChildRuns:
                 return
             if run is None:  # expired with the retention
                 results.append({"ok": False, "id": run_id, "taskIdentifier": "", "error": _gone(run_id)})
-            else:
-                results.append(run_result(run))
+            else:  # an output stored as a packet is read back: the result carries the value
+                results.append(run_result(await self._engine.packets.resolved(run)))
         try:
             await self._waitpoints.complete(token_id, {"runs": results})
         except PayloadTooLargeError as exc:

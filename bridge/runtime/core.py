@@ -28,6 +28,7 @@ class Bridge:
         self.batches = Batches(self.engine)
         self.waitpoints = Waitpoints(self.broker, self.hub, settings, self.engine.resume_waiting_runs)
         self.children = ChildRuns(self.engine, self.waitpoints)
+        self.engine.timer_at = self.waitpoints.timer_at  # delays and TTLs fire as wait token timeouts
 
     async def start(self) -> None:
         notice_provider()

@@ -3,6 +3,12 @@
 Every change is a read-modify-write guarded by the run's version (optimistic concurrency), so
 concurrent writers — a worker, a cancel from a page, a metadata update — never lose each
 other's changes and only legal status transitions are ever stored.
+
+When a run starts: with a `delay`, it is stored DELAYED and parked on a timer of its own (a wait
+token that only times out, `timer_at`); the first process whose wait token timer fires it queues the
+run (`resume`, a compare-and-set: once). With a `ttl`, a run still QUEUED that long after it became
+queueable ends EXPIRED: by its own timer, or by the worker claiming it (`start_execution`, in the
+same compare-and-set that would start it).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -17,7 +24,7 @@ import orjson
 from bridge.backends.base import Broker
 from bridge.backends.channels import CANCEL_CHANNEL
 from bridge.config import Limits, Settings
-from bridge.durations import parse_duration_seconds
+from bridge.durations import Moment, format_duration, moment_ms, parse_duration_seconds
 from bridge.errors import (
     BridgeError,
     ConflictError,
@@ -27,8 +34,9 @@ from bridge.errors import (
     ValidationError,
 )
 from bridge.metrics import NEW_RUN, Metrics
-from bridge.models import Run, RunError, RunStatus, can_transition, new_id, now_ms
+from bridge.models import JSON_TYPE, Run, RunError, RunStatus, can_transition, new_id, now_ms
 from bridge.runtime.journal import Fenced
+from bridge.runtime.packets import PacketRef, Packets
 from bridge.runtime.retries import check_max_attempts
 from bridge.tracing import current_traceparent, span
 
@@ -48,6 +56,8 @@ class TriggerOptions:
     request_key: str | None = None  # the official clients' per-call retry key: a retried trigger is not doubled
     max_attempts: int | None = None  # overrides the task's retry policy for this run
     child_of: ChildOf | None = None  # set by `trigger_and_wait` in a task (bridge/runtime/children.py)
+    delay: Moment | None = None  # a duration or a date: the run is DELAYED until then
+    ttl: str | int | float | timedelta | None = None  # a run not started this long after it is queued expires
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,44 @@ def validate_tags(tags: Any, limits: Limits, owner: str = "a run") -> list[str]:
     return unique
 
 
+def delay_until(delay: Moment | None, now: int, limit_seconds: float) -> int | None:
+    """When a run triggered with `delay` starts (ms); None without one, or for a moment already passed."""
+    if delay is None:
+        return None
+    until = moment_ms(delay, now, "delay")
+    if until - now > limit_seconds * 1000:
+        raise ValidationError(
+            f"a delay is at most {format_duration(limit_seconds)} (BRIDGE_RETENTION, at most 365 days)"
+        )
+    return until if until > now else None
+
+
+def parse_ttl(ttl: object, limit_seconds: float) -> tuple[str, float] | None:
+    """(the TTL as the official API shows it, its seconds); None without one or for 0, as the official API."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (str, int, float, timedelta)):
+        raise ValidationError('ttl is a duration like "10m", or seconds')
+    seconds = parse_duration_seconds(ttl)
+    if seconds > limit_seconds:
+        raise ValidationError(f"a ttl is at most {format_duration(limit_seconds)} (BRIDGE_RETENTION, at most 365 days)")
+    return (ttl.strip() if isinstance(ttl, str) else format_duration(seconds), seconds) if seconds else None
+
+
+def _expired(run: Run, now: int) -> bool:
+    return run.status is RunStatus.QUEUED and run.expires_at is not None and now >= run.expires_at
+
+
+def _expire(run: Run, now: int) -> None:
+    run.status = RunStatus.EXPIRED
+    run.finished_at = run.expired_at = now
+    run.error = RunError(f"Run expired because the TTL ({run.ttl}) was reached", "TTLExpired")
+
+
+async def _no_timer(deadline_ms: int) -> str:
+    raise BridgeError("this engine has no wait token timer: delays and TTLs need a Bridge")
+
+
 class AttemptsExhaustedError(BridgeError):
     """A run's execution was lost (its worker died) on its last attempt."""
 
@@ -132,6 +180,16 @@ class RunEngine:
         # Called with each run stored in a final status (bridge/runtime/children.py resumes parents with it).
         self.final_listeners: list[Callable[[Run], Awaitable[None]]] = []
         self.metrics = metrics
+        self.packets = Packets(broker, settings)
+        # A wait token that only times out, at the given ms: set by the Bridge, whose wait tokens resume runs
+        # through this engine (`resume_waiting_runs`).
+        self.timer_at: Callable[[int], Awaitable[str]] = _no_timer
+
+    @property
+    def longest_wait(self) -> float:
+        """The longest delay or TTL, in seconds: a waiting run is not written, and a run is kept only the
+        retention after its last change."""
+        return min(self.limits.max_wait_token_timeout_seconds, self.settings.retention_seconds)
 
     # validation
     def check_size(self, what: str, value: Any) -> None:
@@ -142,7 +200,10 @@ class RunEngine:
 
     def check_item(self, payload: Any, options: TriggerOptions) -> tuple[dict[str, Any], list[str]]:
         """Everything a trigger validates before storing: returns the metadata and the tags to store."""
-        self.check_size("payload", payload)
+        if not isinstance(payload, PacketRef):  # an uploaded packet's size was checked by its upload
+            self.packets.encode("payload", payload)
+        delay_until(options.delay, now_ms(), self.longest_wait)
+        parse_ttl(options.ttl, self.longest_wait)
         if options.metadata is not None and not isinstance(options.metadata, dict):
             raise ValidationError("metadata must be an object")
         metadata = options.metadata or {}
@@ -172,7 +233,8 @@ class RunEngine:
     async def trigger(
         self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None = None
     ) -> tuple[Run, bool]:
-        """Stores and enqueues a run; returns (run, created). An idempotency key returns the existing run."""
+        """Stores and enqueues a run (a delayed one: parks it on its timer); returns (run, created). An
+        idempotency key returns the existing run."""
         with span("bridge.trigger", {"bridge.task": task_id}):
             return await self._trigger(task_id, payload, options, batch_id)
 
@@ -180,36 +242,96 @@ class RunEngine:
         self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None
     ) -> tuple[Run, bool]:
         metadata, tags = await self.check_trigger(task_id, payload, options)
+        now = now_ms()
+        until, ttl = delay_until(options.delay, now, self.longest_wait), parse_ttl(options.ttl, self.longest_wait)
         run = Run(
             id=new_id("run_"),
             task_identifier=task_id,
-            payload=payload,
+            status=RunStatus.DELAYED if until else RunStatus.QUEUED,
             metadata=metadata,
             tags=tags,
+            created_at=now,
             idempotency_key=options.idempotency_key,
             batch_id=batch_id,
             is_test=options.is_test,
             max_attempts=options.max_attempts,
             trace_context=current_traceparent(),  # its executions' spans are children of this one
+            delay_until=until,
+            queued_at=None if until else now,
+            ttl=ttl[0] if ttl else None,
+            expires_at=now + int(ttl[1] * 1000) if ttl and not until else None,
         )
         child_of = options.child_of
         if child_of is not None:
             run.parent_task_run_id, run.root_task_run_id = child_of.parent_run_id, child_of.root_run_id
             run.depth, run.resumes = child_of.depth, child_of.resumes
+        await self._store_payload(run, payload, (until - now) / 1000 if until else 0.0)
+        if until:
+            run.waiting_on = await self.timer_at(until)  # `resume` queues the run once it fires
         if options.idempotency_key:
             scope: str | None = f"key:{task_id}:{options.idempotency_key}"
-            ttl = parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
+            key_ttl = parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
         elif options.request_key:
-            scope, ttl = f"request:{options.request_key}", REQUEST_KEY_TTL_SECONDS
+            scope, key_ttl = f"request:{options.request_key}", REQUEST_KEY_TTL_SECONDS
         elif child_of is not None:
-            scope, ttl = f"child:{child_of.key}", self.settings.retention_seconds
+            scope, key_ttl = f"child:{child_of.key}", self.settings.retention_seconds
         else:
-            scope, ttl = None, 0.0
-        stored, created = await self.broker.insert_run(run, scope, min(ttl, self.settings.retention_seconds))
+            scope, key_ttl = None, 0.0
+        stored, created = await self.broker.insert_run(run, scope, min(key_ttl, self.settings.retention_seconds))
         if created:
-            self.metrics.run_transition(NEW_RUN, RunStatus.QUEUED)
+            self.metrics.run_transition(NEW_RUN, stored.status)
+        if created and stored.waiting_on:
+            await self._watch(stored.id, stored.waiting_on)
+        elif created:
             await self.broker.enqueue(task_id, stored.id)
+            await self._arm_ttl(stored)
         return stored, created
+
+    async def _store_payload(self, run: Run, payload: Any, extra_seconds: float) -> None:
+        """The payload in the run, or as a packet when big; an uploaded packet kept as long as the run needs it."""
+        if isinstance(payload, PacketRef):
+            try:
+                await self.packets.get(payload.path, extra_seconds)
+            except NotFoundError as exc:
+                raise ValidationError(f"{exc.message}: upload it first (PUT /api/v2/packets/<name>)") from exc
+            run.payload_packet = payload.path
+            return
+        encoded = self.packets.encode("payload", payload)
+        if self.packets.is_big(encoded):
+            run.payload_packet = f"{run.id}/payload.json"
+            await self.packets.put(run.payload_packet, encoded, JSON_TYPE, extra_seconds)
+        else:
+            run.payload = payload
+
+    async def _watch(self, run_id: str, timer: str) -> None:
+        """Makes the run the waiter of its timer; a timer that fired before it had a waiter is acted on here."""
+        await self.broker.add_waitpoint_waiter(timer, run_id)
+        stored = await self.broker.get_waitpoint(timer)
+        if stored is None or stored[1] is not None:
+            await self.resume(run_id, timer)
+
+    async def _arm_ttl(self, run: Run) -> None:
+        if run.expires_at is not None:
+            await self._watch(run.id, await self.timer_at(run.expires_at))
+
+    async def reschedule(self, run_id: str, delay: Moment) -> Run:
+        """Moves a DELAYED run's start to `delay` (a moment already passed: now); ValidationError for a run
+        that is not DELAYED, as the official API."""
+        now = now_ms()
+        until = delay_until(delay, now, self.longest_wait) or now
+        timer = await self.timer_at(until)  # the previous one finds the run no longer parked on it
+
+        def mutate(run: Run) -> None:
+            if run.status is not RunStatus.DELAYED:
+                raise ValidationError(f"Cannot reschedule a run that is not delayed (run {run_id} is {run.status})")
+            run.delay_until = until
+            run.waiting_on = timer
+
+        run = await self.update(run_id, mutate)
+        if run.payload_packet:  # kept until the run can read it
+            await self.packets.get(run.payload_packet, (until - now) / 1000)
+        await self._watch(run_id, timer)
+        return run
 
     async def batch_trigger(
         self, items: list[tuple[str, Any, TriggerOptions]], batch_id: str | None = None
@@ -291,27 +413,34 @@ class RunEngine:
     async def start_execution(self, run_id: str, max_attempts: int) -> Run | None:
         """Starts a new execution of a claimed run: its first attempt (QUEUED), the next one (EXECUTING: the
         previous execution failed with a retry due, or its worker was lost), or the same attempt resumed
-        (WAITING). None when the run is finished or parked (a stale delivery). AttemptsExhaustedError
-        when a lost execution was the last attempt."""
+        (WAITING). None when the run is finished or parked (a stale delivery), or past its TTL: it ends
+        EXPIRED instead, in the same write. AttemptsExhaustedError when a lost execution was the last attempt."""
 
         def mutate(run: Run) -> None:
             if run.status.is_final:
                 raise RunFinishedError(f"run {run_id} is already {run.status.value}")
             if run.waiting_on is not None:
                 raise _Parked()
-            if run.status is RunStatus.QUEUED:
+            now = now_ms()
+            if _expired(run, now):
+                _expire(run, now)
+            elif run.status is RunStatus.QUEUED:
                 run.attempt_number = 1
             elif run.status is RunStatus.EXECUTING:
                 if run.attempt_number >= (run.max_attempts or max_attempts):
                     raise AttemptsExhaustedError(f"run {run_id} used its {run.attempt_number} attempt(s)")
                 run.attempt_number += 1
-            run.status = RunStatus.EXECUTING
-            run.started_at = run.started_at or now_ms()
-            run.executions += 1
+            if not run.status.is_final:
+                run.status = RunStatus.EXECUTING
+                run.started_at = run.started_at or now
+                run.executions += 1
 
         try:
             run = await self.update(run_id, mutate)
         except (_Parked, RunFinishedError):
+            return None
+        if run.status is RunStatus.EXPIRED:
+            await self._finished(run)  # a waiting parent hears of it as of any final status
             return None
         await self.broker.begin_attempt(run_id, run.executions)  # fences off any older execution
         return run
@@ -331,12 +460,21 @@ class RunEngine:
         await self.broker.add_waitpoint_waiter(token_id, run_id)
 
     async def resume(self, run_id: str, token_id: str) -> bool:
-        """Queues a run parked on `token_id` again; False (and nothing done) when it is not parked on it,
-        so however many completers race, the run is queued once."""
+        """Queues a run parked on `token_id` (in a wait, or DELAYED: it becomes QUEUED), or expires a QUEUED
+        run past its TTL; False (and nothing done) otherwise, so however many completers race, this happens
+        once."""
 
         def mutate(run: Run) -> None:
+            now = now_ms()
+            if _expired(run, now):
+                _expire(run, now)
+                return
             if run.waiting_on != token_id or run.status.is_final:
                 raise _NotParked()
+            if run.status is RunStatus.DELAYED:
+                run.status = RunStatus.QUEUED
+                run.queued_at = now
+                run.expires_at = now + int(parse_duration_seconds(run.ttl) * 1000) if run.ttl else None
             run.waiting_on = None
             run.waiting_input = None
 
@@ -344,7 +482,12 @@ class RunEngine:
             run = await self.update(run_id, mutate)
         except (_NotParked, NotFoundError):
             return False
+        if run.status is RunStatus.EXPIRED:
+            await self._finished(run)
+            return True
         await self.broker.enqueue(run.task_identifier, run.id)
+        if run.status is RunStatus.QUEUED:  # its delay passed: its TTL starts now
+            await self._arm_ttl(run)
         return True
 
     async def resume_waiting_runs(self, token_id: str) -> None:
@@ -371,12 +514,19 @@ class RunEngine:
 
     async def complete(self, run_id: str, output: Any, execution: int | None = None) -> Run:
         try:
-            self.check_size("output", output)
+            encoded = self.packets.encode("output", output)
         except BridgeError as exc:
             return await self.fail(run_id, RunError(message=exc.message, name=type(exc).__name__), execution=execution)
+        packet = None
+        if self.packets.is_big(encoded):
+            packet = f"{run_id}/{new_id('output_')}.json"  # its own path: a fenced-off execution replaces nothing
+            await self.packets.put(packet, encoded, JSON_TYPE)
 
         def set_output(run: Run) -> None:
-            run.output = output
+            if packet:
+                run.output_packet = packet
+            else:
+                run.output = output
 
         return await self.transition(run_id, RunStatus.COMPLETED, set_output, execution)
 

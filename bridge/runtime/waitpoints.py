@@ -18,11 +18,10 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NoReturn
 
@@ -32,7 +31,7 @@ from bridge.aio import cancel_and_wait
 from bridge.backends.base import WaitpointStore
 from bridge.backends.channels import waitpoint_channel
 from bridge.config import Settings
-from bridge.durations import deadline_from, parse_duration_seconds
+from bridge.durations import Moment, moment_ms, parse_duration_seconds
 from bridge.errors import BridgeError, NotFoundError, ValidationError
 from bridge.models import iso_from_ms, new_id, now_ms
 from bridge.outages import OutageLog
@@ -48,8 +47,7 @@ TIMER_BATCH = 100  # deadlines read per broker round trip, then fired concurrent
 TIMER_RETRY_SECONDS = 1.0  # pause after the backend was unavailable
 DEADLINE_GRACE_SECONDS = 0.5  # a waiter reads its token itself this long after the deadline, if not woken
 WAIT_RECHECK_SECONDS = 60.0  # ...and at least this often: a lost notification delays a wait by at most this
-Timeout = str | int | float | timedelta | datetime
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+Timeout = Moment
 
 
 class TokenStatus(StrEnum):
@@ -179,18 +177,7 @@ class Waitpoints:
         limit = self.settings.limits.max_wait_token_timeout_seconds
         if timeout is None:
             return now + int(min(self.settings.retention_seconds, limit) * 1000)
-        if isinstance(timeout, str) and _ISO_DATE.match(timeout):  # the official clients send a Date this way
-            try:
-                timeout = datetime.fromisoformat(timeout)
-            except ValueError as exc:
-                raise ValidationError(f'invalid timeout {timeout!r}: a duration like "10m" or an ISO date') from exc
-        if not isinstance(timeout, (str, int, float, timedelta, datetime)) or isinstance(timeout, bool):
-            raise ValidationError('timeout is a duration like "10m", seconds, or a date')
-        start = datetime.fromtimestamp(now / 1000, tz=UTC)
-        try:
-            deadline = int(deadline_from(timeout, start).timestamp() * 1000)
-        except (OverflowError, ValueError) as exc:  # a datetime out of range
-            raise ValidationError(f"invalid timeout {str(timeout)[:40]!r}") from exc
+        deadline = moment_ms(timeout, now, "timeout")
         if deadline - now > limit * 1000:
             raise ValidationError(f"a wait token's timeout is at most {limit / 86400:g} days")
         return max(deadline, now)
@@ -233,6 +220,12 @@ class Waitpoints:
             self.timer.wake()
             return token, True
         return await self.retrieve(stored_id), False
+
+    async def timer_at(self, deadline_ms: int) -> str:
+        """A token of the bridge's own that only times out, at `deadline_ms`: what starts a delayed run and
+        ends a run's TTL (`RunEngine.timer_at`), fired once by whichever process's timer comes first."""
+        token, _ = await self.create(timeout=datetime.fromtimestamp(deadline_ms / 1000, UTC))
+        return token.id
 
     async def retrieve(self, token_id: str) -> WaitToken:
         """The token as it is now; one past its deadline is timed out first, whatever the timer did."""

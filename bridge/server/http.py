@@ -16,6 +16,7 @@ from bridge.errors import (
     ClientGoneError,
     ForbiddenError,
     PayloadTooLargeError,
+    UnsupportedOptionError,
     ValidationError,
 )
 from bridge.runtime.access import Principal, authenticate, bearer_from_header
@@ -34,6 +35,8 @@ def error_response(error: BridgeError, **extra: Any) -> Response:
     if isinstance(error, ForbiddenError):
         # The official body for a token without the scope (the SDK's ApiError exposes code/param/type).
         extra = {"code": "unauthorized", "param": "access_token", "type": "authorization", **extra}
+    if isinstance(error, UnsupportedOptionError):
+        extra = {"field": error.field, **extra}
     return json_response({"error": error.message, "code": error.code, **extra}, status=error.status)
 
 

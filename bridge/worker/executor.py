@@ -231,7 +231,7 @@ class Worker:
         try:
             try:
                 with entered(scope):
-                    output = await definition(run.payload, context)
+                    output = await definition(await engine.packets.payload_of(run), context)
             finally:
                 # Every appended chunk is stored before the run is final: readers end on "final and drained".
                 await run_streams.flush()

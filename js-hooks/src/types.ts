@@ -13,8 +13,8 @@ export type DeserializedJson =
   | DeserializedJson[];
 
 /**
- * Every run status the official hooks can report. The bridge itself produces
- * QUEUED, EXECUTING, WAITING, COMPLETED, FAILED, CANCELED and CRASHED.
+ * Every run status the official hooks can report. The bridge itself produces DELAYED, QUEUED,
+ * EXECUTING, WAITING, COMPLETED, FAILED, CANCELED, CRASHED and EXPIRED.
  */
 export type RunStatus =
   | "PENDING_VERSION"
@@ -263,7 +263,11 @@ export type RunHandle<T = any> = {
   isCached?: boolean;
 };
 
-/** Options of `submit(payload, options)`: the official `TriggerOptions` that a browser trigger sends. */
+/**
+ * Options of `submit(payload, options)`: the official `TriggerOptions` that a browser trigger sends.
+ * The bridge refuses `queue`, `concurrency`, `concurrencyKey`, `maxDuration`, `version` and
+ * `debounce` (422 `unsupported_option`, naming the field): it does not implement them yet.
+ */
 export type TriggerOptions = {
   /** Queue name. */
   queue?: string;

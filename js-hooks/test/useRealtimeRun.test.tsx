@@ -299,4 +299,15 @@ describe("useRealtimeRun", () => {
     await waitFor(() => expect(result.current.run?.status).toBe("EXECUTING"));
     expect(result.current.run).toMatchObject({ payload: undefined, tags: [], startedAt: undefined });
   });
+
+  test("a delayed run shows DELAYED and when; a packet's storage path is not shown as its value", async () => {
+    const delayedUntil = new Date(Date.now() + 60_000).toISOString();
+    const run = bridge.setRun(
+      makeRun({ status: "DELAYED", delayedUntil, ttl: "10m", payload: "run_1/payload.json", payloadType: "application/store" }),
+    );
+    const { result } = follow(run.id);
+    await waitFor(() => expect(result.current.run?.status).toBe("DELAYED"));
+    expect(result.current.run).toMatchObject({ isQueued: true, delayedUntil: new Date(delayedUntil), ttl: "10m" });
+    expect(result.current.run?.payload).toBeUndefined();
+  });
 });

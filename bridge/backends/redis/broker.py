@@ -196,5 +196,5 @@ class RedisBroker(Broker):
     async def put_value(self, key: str, value: bytes, ttl: float) -> None:
         await self._values.put_value(key, value, ttl)
 
-    async def get_value(self, key: str) -> bytes | None:
-        return await self._values.get_value(key)
+    async def get_value(self, key: str, keep_for: float | None = None) -> bytes | None:
+        return await self._values.get_value(key, keep_for)

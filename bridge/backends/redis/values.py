@@ -1,4 +1,4 @@
-"""One-time keys and small values in Redis: plain strings with a TTL."""
+"""One-time keys and values in Redis: plain strings with a TTL."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class RedisKeyValueStore(KeyValueStore):
             name = self._keys.value(key)
             await self._conn.write(name, "SET", name, value, "PX", max(1, int(ttl * 1000)))
 
-    async def get_value(self, key: str) -> bytes | None:
+    async def get_value(self, key: str, keep_for: float | None = None) -> bytes | None:
         async with unavailable("reading a value"):
-            return cast(bytes | None, await self._redis.get(self._keys.value(key)))
+            if keep_for is None:
+                return cast(bytes | None, await self._redis.get(self._keys.value(key)))
+            return cast(bytes | None, await self._redis.getex(self._keys.value(key), px=max(1, int(keep_for * 1000))))

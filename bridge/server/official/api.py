@@ -1,8 +1,10 @@
-"""The official REST routes the hooks and the Node SDK call: trigger, batch, retrieve, cancel, claims.
+"""The official REST routes the hooks and the Node SDK call: trigger, batch, retrieve, cancel, reschedule,
+claims.
 
 Payloads arrive as the official clients serialise them (`payloadType` `application/super+json`,
 `application/json` or `text/plain`) and are stored as plain JSON values, which is what Python
-tasks receive.
+tasks receive; a payload uploaded first is a packet's storage path (`application/store`,
+bridge/runtime/packets.py). Every official trigger option is read or refused (`trigger_options`).
 """
 
 from __future__ import annotations
@@ -15,37 +17,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import NotFoundError, UnauthorizedError, ValidationError
-from bridge.models import Run, RunStatus
+from bridge.models import Run, RunStatus, iso_from_ms
 from bridge.runtime.access import create_public_token, require_run_read, run_access_token
 from bridge.runtime.batches import BatchItem, is_item_index
 from bridge.runtime.engine import TriggerOptions
+from bridge.runtime.packets import Packets, decode_payload
 from bridge.runtime.retries import check_max_attempts
+from bridge.runtime.trigger_options import refuse_unsupported, refuse_unsupported_batch
 from bridge.runtime.trigger_tokens import trigger_as
 from bridge.server.http import bridge_of, handles_errors, json_response, principal_of, read_body, read_json_object
 
 TOKEN_CLAIMS_SUBJECT = "bridge"
-_RETRIEVE_COMPLETED = frozenset({RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.FAILED, RunStatus.CRASHED})
-
-
-def decode_payload(payload: Any, payload_type: Any) -> Any:
-    """The value an official client serialised: superjson's `json` part, JSON, or plain text."""
-    if payload is None:
-        return None
-    if not isinstance(payload, str):
-        return payload  # already a JSON value (curl users, our own clients)
-    if payload_type == "text/plain":
-        return payload
-    if payload_type == "application/store":
-        raise ValidationError("offloaded payloads (over 128 KiB, application/store) are not supported by the bridge")
-    try:
-        decoded = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(f"payload is not valid JSON for payloadType {payload_type!r}") from exc
-    if payload_type == "application/super+json":
-        if not isinstance(decoded, dict):
-            raise ValidationError('a super+json payload is an object with a "json" field')
-        return decoded.get("json")
-    return decoded
+_RETRIEVE_COMPLETED = frozenset(
+    {RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.FAILED, RunStatus.CRASHED, RunStatus.EXPIRED}
+)
 
 
 def _trigger_options(options: Any, request_key: str | None, max_attempts_limit: int) -> TriggerOptions:
@@ -53,27 +38,35 @@ def _trigger_options(options: Any, request_key: str | None, max_attempts_limit: 
         options = {}
     if not isinstance(options, dict):
         raise ValidationError("options must be an object")
+    refuse_unsupported(options)
     tags = options.get("tags") or []
     key = options.get("idempotencyKey")
-    ttl = options.get("idempotencyKeyTTL")
+    key_ttl = options.get("idempotencyKeyTTL")
     metadata = options.get("metadata")
     if key is not None and not isinstance(key, str):
         raise ValidationError("options.idempotencyKey must be a string")
-    if ttl is not None and not isinstance(ttl, (str, int)):
+    if key_ttl is not None and not isinstance(key_ttl, (str, int)):
         raise ValidationError('options.idempotencyKeyTTL must be a duration like "1h" or seconds')
     if isinstance(metadata, str):
         metadata = decode_payload(metadata, options.get("metadataType") or "application/json")
     max_attempts = options.get("maxAttempts")
     if max_attempts is not None:
         check_max_attempts(max_attempts, max_attempts_limit, "options.maxAttempts")
+    delay, ttl = options.get("delay"), options.get("ttl")
+    if delay is not None and not isinstance(delay, str):  # the SDK sends a Date as its ISO text
+        raise ValidationError('options.delay is a duration like "1h" or an ISO date')
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (str, int))):
+        raise ValidationError('options.ttl is a duration like "10m" or whole seconds')
     return TriggerOptions(
         tags=tags,
         idempotency_key=key,
-        idempotency_key_ttl=ttl,
+        idempotency_key_ttl=key_ttl,
         metadata=metadata,
         is_test=options.get("test") is True,
         request_key=request_key,
         max_attempts=max_attempts,
+        delay=delay,
+        ttl=ttl,
     )
 
 
@@ -109,6 +102,7 @@ async def create_batch(request: Request) -> Response:
     principal = principal_of(request)
     principal.require_some("batchTrigger", "tasks")  # also when no taskIdentifiers name what it may trigger
     body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
+    refuse_unsupported_batch(body)
     run_count = bridge.batches.check_run_count(body.get("runCount"))
     task_ids = body.get("taskIdentifiers") or []
     if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
@@ -168,15 +162,16 @@ async def add_batch_items(request: Request) -> Response:
     )
 
 
-def retrieve_run_body(run: Run) -> dict[str, Any]:
-    """`GET /api/v3/runs/{id}` as the official schema wants it: absent fields omitted, never null."""
+def retrieve_run_body(run: Run, packets: Packets) -> dict[str, Any]:
+    """`GET /api/v3/runs/{id}` as the official schema wants it: absent fields omitted, never null; a packet
+    as its presigned URL (`payloadPresignedUrl`, which the official `runs.retrieve` reads)."""
     status = run.status
     completed = status in _RETRIEVE_COMPLETED
     body: dict[str, Any] = {
         "id": run.id,
         "status": status.value,
         "taskIdentifier": run.task_identifier,
-        "isQueued": status is RunStatus.QUEUED,
+        "isQueued": status in (RunStatus.QUEUED, RunStatus.DELAYED),
         "isExecuting": status is RunStatus.EXECUTING,
         "isWaiting": status is RunStatus.WAITING,
         "isCompleted": completed,
@@ -194,22 +189,31 @@ def retrieve_run_body(run: Run) -> dict[str, Any]:
         "triggerFunction": _trigger_function(run),
         "relatedRuns": {},
         "metadata": run.metadata,
-        "payload": run.payload,
         # As the official service: the current attempt's number (0 before the first), and `attempts`
         # always empty (it dropped the per-attempt list from the API).
         "attemptCount": run.attempt_number,
         "attempts": [],
     }
     public = run.to_public()
+    succeeded = status is RunStatus.COMPLETED
     optional = {
         "idempotencyKey": run.idempotency_key,
         "batchId": run.batch_id,
         "startedAt": public["startedAt"],
         "finishedAt": public["finishedAt"],
-        "output": run.output if status is RunStatus.COMPLETED else None,
+        "delayedUntil": iso_from_ms(run.delay_until),
+        "ttl": run.ttl,
+        "expiredAt": iso_from_ms(run.expired_at),
+        "payloadPresignedUrl": packets.presigned_url("GET", run.payload_packet) if run.payload_packet else None,
+        "output": run.output if succeeded else None,
+        "outputPresignedUrl": packets.presigned_url("GET", run.output_packet)
+        if succeeded and run.output_packet
+        else None,
         "error": run.error.to_dict() if run.error else None,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
+    if not run.payload_packet:
+        body["payload"] = run.payload
     return body
 
 
@@ -224,18 +228,19 @@ async def retrieve_run(request: Request) -> Response:
     principal = principal_of(request)
     run = await bridge.engine.retrieve(request.path_params["run_id"])
     require_run_read(principal, run)
-    body = retrieve_run_body(run)
+    packets = bridge.engine.packets
+    body = retrieve_run_body(run, packets)
     for relation, related_id in (("parent", run.parent_task_run_id), ("root", run.root_task_run_id)):
         with contextlib.suppress(NotFoundError):  # expired with the retention
             if related_id is not None:
-                body["relatedRuns"][relation] = related_run_details(await bridge.engine.retrieve(related_id))
+                body["relatedRuns"][relation] = related_run_details(await bridge.engine.retrieve(related_id), packets)
     return json_response(body)
 
 
-def related_run_details(run: Run) -> dict[str, Any]:
+def related_run_details(run: Run, packets: Packets) -> dict[str, Any]:
     """The official `RelatedRunDetails` of a child's parent or root: the retrieve shape without the data."""
     omitted = {"payload", "output", "error", "relatedRuns", "attemptCount", "attempts"}
-    return {key: value for key, value in retrieve_run_body(run).items() if key not in omitted}
+    return {key: value for key, value in retrieve_run_body(run, packets).items() if key not in omitted}
 
 
 @handles_errors
@@ -246,6 +251,22 @@ async def cancel_run(request: Request) -> Response:
     principal.require_any("write", [("runs", run.id), ("tasks", run.task_identifier)])
     await bridge.engine.cancel(run.id)
     return json_response({"id": run.id})
+
+
+@handles_errors
+async def reschedule_run(request: Request) -> Response:
+    """`runs.reschedule(id, {delay})`: a DELAYED run starts at the new moment; 400 for another run, as the
+    official API. The answer is the run as `GET /api/v3/runs/{id}` gives it."""
+    bridge = bridge_of(request)
+    principal = principal_of(request)
+    run = await bridge.engine.retrieve(request.path_params["run_id"])
+    principal.require_any("write", [("runs", run.id), ("tasks", run.task_identifier)])
+    body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
+    delay = body.get("delay")
+    if not isinstance(delay, str) or not delay:
+        raise ValidationError('delay is a duration like "1h" or an ISO date')
+    rescheduled = await bridge.engine.reschedule(run.id, delay)
+    return json_response(retrieve_run_body(rescheduled, bridge.engine.packets))
 
 
 @handles_errors

@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
-from bridge.models import Run, RunStatus
+from bridge.models import JSON_TYPE, PACKET_TYPE, Run, RunStatus
 
 DB_STATUS = {
+    RunStatus.DELAYED: "DELAYED",
     RunStatus.QUEUED: "PENDING",
     RunStatus.EXECUTING: "EXECUTING",
     RunStatus.WAITING: "WAITING_TO_RESUME",
@@ -22,6 +23,7 @@ DB_STATUS = {
     RunStatus.FAILED: "COMPLETED_WITH_ERRORS",
     RunStatus.CANCELED: "CANCELED",
     RunStatus.CRASHED: "CRASHED",
+    RunStatus.EXPIRED: "EXPIRED",
 }
 
 _TYPES: dict[str, dict[str, Any]] = {
@@ -55,7 +57,6 @@ _TYPES: dict[str, dict[str, Any]] = {
 }
 COLUMNS = tuple(_TYPES)
 PROTECTED_COLUMNS = frozenset({"id", "taskIdentifier", "friendlyId", "status", "createdAt"})
-JSON_TYPE = "application/json"
 
 
 def schema_header(columns: tuple[str, ...]) -> str:
@@ -108,9 +109,9 @@ def row_value(run: Run, columns: tuple[str, ...]) -> dict[str, str | None]:
         "createdAt": _timestamp(run.created_at),
         "updatedAt": _timestamp(run.updated_at),
         "startedAt": _timestamp(run.started_at),
-        "delayUntil": None,
-        "queuedAt": _timestamp(run.created_at),
-        "expiredAt": None,
+        "delayUntil": _timestamp(run.delay_until),
+        "queuedAt": _timestamp(run.queued_at),
+        "expiredAt": _timestamp(run.expired_at),
         "completedAt": _timestamp(run.finished_at),
         "idempotencyKey": run.idempotency_key,
         "number": str(run.number),
@@ -118,13 +119,14 @@ def row_value(run: Run, columns: tuple[str, ...]) -> dict[str, str | None]:
         "usageDurationMs": str(run.duration_ms),
         "costInCents": "0",
         "baseCostInCents": "0",
-        "ttl": None,
-        "payload": _json_text(run.payload),
-        "payloadType": JSON_TYPE,
+        "ttl": run.ttl,
+        # A packet is its storage path: the official client fetches it (`/api/v1/runs/{id}/packets/payload`).
+        "payload": run.payload_packet or _json_text(run.payload),
+        "payloadType": PACKET_TYPE if run.payload_packet else JSON_TYPE,
         "metadata": _json_text(run.metadata),
         "metadataType": JSON_TYPE,
-        "output": _json_text(run.output),
-        "outputType": JSON_TYPE,
+        "output": run.output_packet or _json_text(run.output),
+        "outputType": PACKET_TYPE if run.output_packet else JSON_TYPE,
         "runTags": _text_array(run.tags),
         "error": _error(run),
         "realtimeStreams": _text_array(run.realtime_streams),

@@ -9,6 +9,9 @@ export type WireRun = {
   status: string;
   payload?: unknown;
   output?: unknown;
+  /** "application/store": `payload` / `output` is the storage path of a packet (a value of 128 KiB or more). */
+  payloadType?: string | null;
+  outputType?: string | null;
   error?: WireError | null;
   metadata?: Record<string, unknown> | null;
   tags?: string[] | null;
@@ -28,7 +31,6 @@ export type WireRun = {
   realtimeStreams?: string[] | null;
   /** Grows by one on every stored change of the run. */
   version: number;
-  // Not sent by protocol v1; read if a later server sends them.
   delayedUntil?: string | null;
   delayUntil?: string | null;
   expiredAt?: string | null;

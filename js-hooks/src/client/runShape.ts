@@ -14,6 +14,7 @@ const WAITING: readonly string[] = ["WAITING"];
 const EXECUTING: readonly string[] = ["DEQUEUED", "EXECUTING"];
 const FAILED: readonly string[] = ["FAILED", "CRASHED", "SYSTEM_FAILURE", "EXPIRED", "TIMED_OUT"];
 const SUCCESSFUL: readonly string[] = ["COMPLETED"];
+const PACKET = "application/store";
 
 /** The status booleans, defined exactly as the official hooks define them. */
 export function statusBooleans(status: string) {
@@ -118,8 +119,10 @@ export function toRealtimeRun<T = any>(
   const status = normalizeStatus(String(wire.status));
   const createdAt = toDate(wire.createdAt) ?? new Date(0);
   // `output` is null until the run completes: the official object has no output then.
+  // A packet's value is not in the frame (its path is): the official route
+  // GET /api/v1/runs/{id}/packets/{payload|output} gives a URL to fetch it from.
   const output =
-    skip.has("output") || skip.has("outputType") || wire.output === undefined
+    skip.has("output") || skip.has("outputType") || wire.output === undefined || wire.outputType === PACKET
       ? undefined
       : wire.output === null && status !== "COMPLETED"
         ? undefined
@@ -129,7 +132,8 @@ export function toRealtimeRun<T = any>(
     id: wire.id,
     taskIdentifier: wire.taskIdentifier,
     status,
-    payload: skip.has("payload") || skip.has("payloadType") ? undefined : wire.payload,
+    payload:
+      skip.has("payload") || skip.has("payloadType") || wire.payloadType === PACKET ? undefined : wire.payload,
     output,
     createdAt,
     updatedAt: toDate(wire.updatedAt) ?? createdAt,
