@@ -21,7 +21,7 @@ import uvicorn
 from bridge.config import Settings
 from bridge.runtime.core import Bridge
 from bridge.server.app import create_app
-from tests.support.redis_server import RedisServer, start_redis_server
+from bridge.testing.redis_server import RedisServer, start_redis_server
 from tests.support.tasks import registry
 
 SECRET_KEY = "tr_dev_test_secret_key_0123456789"

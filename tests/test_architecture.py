@@ -15,7 +15,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bridge"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundation",
-        ("bridge.aio", "bridge.durations", "bridge.errors", "bridge.config", "bridge.models", "bridge.outages"),
+        (
+            "bridge.aio",
+            "bridge.clock",
+            "bridge.durations",
+            "bridge.errors",
+            "bridge.config",
+            "bridge.models",
+            "bridge.outages",
+        ),
     ),
     ("backends", ("bridge.backends",)),
     ("runtime", ("bridge.runtime",)),
@@ -34,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "bridge.wait",
         ),
     ),
-    ("entry points", ("bridge.cli", "bridge.__main__", "bridge")),
+    ("entry points", ("bridge.cli", "bridge.__main__", "bridge.testing", "bridge")),
 ]
 
 

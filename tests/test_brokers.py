@@ -38,8 +38,8 @@ from bridge.config import Settings
 from bridge.errors import BackendUnavailableError, NotFoundError, RunFinishedError, StreamFailedError, StreamOrderError
 from bridge.models import Run, RunStatus, new_id, now_ms
 from bridge.runtime.output_streams import StreamWriter
+from bridge.testing.redis_server import RedisServer
 from tests.conftest import SECRET_KEY, start_server, stop_server
-from tests.support.redis_server import RedisServer
 
 EVENT_TIMEOUT = 10.0  # for anything awaited: generous, only reached when the test fails
 _own_prefixes = itertools.count()

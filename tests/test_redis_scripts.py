@@ -7,8 +7,8 @@ from redis.asyncio import Redis
 from bridge.backends.redis import RedisBroker
 from bridge.backends.redis.connection import script_names, script_source
 from bridge.config import Settings
+from bridge.testing.redis_server import RedisServer
 from tests.conftest import SECRET_KEY
-from tests.support.redis_server import RedisServer
 
 
 async def test_every_script_is_loaded_by_the_broker_and_accepted_by_redis(redis_server: RedisServer) -> None:

@@ -328,7 +328,9 @@ class StreamWriter:
     append raises StreamFailedError. (When another writer stored other chunks at its index, StreamOrderError
     instead: the stream is whole, this writer alone stops.)"""
 
-    def __init__(self, streams: StreamStore, run_id: str, key: str, max_chunk_bytes: int, replayed: int = 0) -> None:
+    def __init__(
+        self, streams: StreamStore, run_id: str, key: str, max_chunk_bytes: int, replayed: int = 0, stored: int = 0
+    ) -> None:
         self._streams = streams
         self.run_id = run_id
         self.key = check_stream_key(key)
@@ -337,7 +339,9 @@ class StreamWriter:
         # indexes back without being stored twice (the task's code is deterministic between its steps).
         self._replayed = replayed
         self._appended = 0
-        self._next_index = replayed  # where the next batch must be stored: the stream's length before it
+        # Where the next batch must be stored: the stream's length before it (`stored`: chunks someone else
+        # stored before this writer joined, which it appends after).
+        self._next_index = replayed + stored
         self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
         self._room = asyncio.Semaphore(WRITE_QUEUE_CHUNKS)
         self._flusher: asyncio.Task[None] | None = None
