@@ -744,7 +744,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = parser.parse_args()
 
-    from tests.support.redis_server import free_port, start_redis_server
+    from bridge.testing.redis_server import free_port, start_redis_server
 
     quick = args.quick
     rates = [float(r) for r in (args.rates or ("10" if quick else "10,15,20")).split(",")]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from bridge.client import state as client
@@ -24,7 +24,6 @@ from bridge.client.local import created_token
 from bridge.client.results import CreatedToken, RetrievedToken
 from bridge.durations import deadline_from
 from bridge.errors import ValidationError
-from bridge.models import now_ms
 from bridge.runtime.waitpoints import Timeout, TokenStatus, WaitpointTimeoutError, timeout_error
 from bridge.worker.context import current_run_scope, require_run_scope
 
@@ -125,7 +124,7 @@ async def until(date: datetime, *, throw_if_in_the_past: bool = False) -> None:
     `throw_if_in_the_past`."""
     if not isinstance(date, datetime):
         raise ValidationError("wait.until: date must be a datetime")
-    seconds = (deadline_from(date) - datetime.now(UTC)).total_seconds()
+    seconds = (deadline_from(date) - require_run_scope("wait.until").bridge.clock.now()).total_seconds()
     if seconds < 0 and throw_if_in_the_past:
         raise ValidationError("Date is in the past")
     await _pause(max(0.0, seconds), "wait.until")
@@ -136,7 +135,7 @@ async def _pause(seconds: float, what: str) -> None:
     limit = scope.bridge.settings.limits.max_wait_token_timeout_seconds
     if seconds > limit:
         raise ValidationError(f"{what}: at most {limit / 86400:g} days")
-    await scope.durable.sleep_until(what, now_ms() + int(seconds * 1000))
+    await scope.durable.sleep_until(what, scope.bridge.clock.now_ms() + int(seconds * 1000))
 
 
 async def complete_token(token: TokenRef, data: Any = None) -> None:

@@ -24,8 +24,8 @@ from hypothesis import settings as hypothesis_settings
 from bridge.config import Settings
 from bridge.runtime.core import Bridge
 from bridge.server.app import create_app
+from bridge.testing.redis_server import RedisServer, start_redis_server
 from tests.support.redis_cluster import RedisClusterNodes, start_redis_cluster
-from tests.support.redis_server import RedisServer, start_redis_server
 from tests.support.tasks import registry
 
 SECRET_KEY = "tr_dev_test_secret_key_0123456789"

@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "foundation",
         (
             "bridge.aio",
+            "bridge.clock",
             "bridge.durations",
             "bridge.errors",
             "bridge.config",
@@ -45,7 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "bridge.wait",
         ),
     ),
-    ("entry points", ("bridge.cli", "bridge.__main__", "bridge")),
+    ("entry points", ("bridge.cli", "bridge.__main__", "bridge.testing", "bridge")),
 ]
 
 

@@ -41,9 +41,9 @@ from bridge.errors import BackendUnavailableError, NotFoundError, RunFinishedErr
 from bridge.metrics import Metrics
 from bridge.models import Run, RunStatus, new_id, now_ms
 from bridge.runtime.output_streams import StreamWriter
+from bridge.testing.redis_server import RedisServer
 from tests.conftest import SECRET_KEY, start_server, stop_server
 from tests.support.redis_cluster import cluster_client
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.cluster
 RawRedis = Redis | RedisCluster | None

@@ -22,9 +22,9 @@ import pytest
 import bridge
 from bridge import cli
 from bridge.backends.redis.pubsub import RECONNECT_BACKOFF_CAP_SECONDS, reconnect_delay
+from bridge.testing.redis_server import RedisServer, free_port, start_redis_server
 from tests.conftest import SECRET_KEY
 from tests.support.processes import environment
-from tests.support.redis_server import RedisServer, free_port, start_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = str(ROOT / "tests/support/crash_tasks.py")  # registers its tasks with the default registry

@@ -18,10 +18,10 @@ from bridge import cli, runs, streams, tasks, wait
 from bridge.backends.base import Delivery
 from bridge.config import Settings
 from bridge.models import Run, RunStatus
+from bridge.testing.redis_server import RedisServer
 from bridge.worker.executor import Worker
 from tests.conftest import SECRET_KEY, serving
 from tests.support.helpers import open_gate, unique, until_final, until_run, worker_of
-from tests.support.redis_server import RedisServer
 from tests.support.tasks import executions, registry
 
 

@@ -29,8 +29,8 @@ from bridge.runtime.core import Bridge
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.feeds import FeedCursor, FeedSpec
 from bridge.runtime.input_streams import send_input
+from bridge.testing.redis_server import RedisServer
 from tests.conftest import SECRET_KEY
-from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "tests/support/durable_process_tasks.py"

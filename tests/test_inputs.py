@@ -20,10 +20,10 @@ from bridge.runtime.engine import RunEngine
 from bridge.runtime.hub import Message
 from bridge.runtime.input_streams import input_key, send_input
 from bridge.server.official import inputs as official_inputs
+from bridge.testing.redis_server import start_redis_server
 from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server, suite_settings
 from tests.support.helpers import token, unique, until_final, until_run
 from tests.support.official_client import run_script
-from tests.support.redis_server import start_redis_server
 from tests.support.tasks import gates, inputs_changed, inputs_seen
 from tests.support.ws_client import connect, error, of_type
 

@@ -35,9 +35,9 @@ from bridge.logs import UVICORN_LOGGERS, configure_logging
 from bridge.models import Run
 from bridge.runtime.access import create_public_token
 from bridge.server import metrics as metrics_route
+from bridge.testing.redis_server import RedisServer
 from tests.conftest import SECRET_KEY, RunningServer, serving, suite_settings
 from tests.support.helpers import bearer, open_gate, token, unique, until_final, until_run, worker_of
-from tests.support.redis_server import RedisServer
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]

@@ -60,6 +60,7 @@ def test_the_wheel_ships_the_typing_marker_and_the_lua_scripts_and_no_tests(sour
     assert {name.split("/")[0] for name in names} == {"bridge", f"realtime_bridge-{VERSION}.dist-info"}
     assert any(re.fullmatch(rf"realtime_bridge-{VERSION}\.dist-info/(licenses/)?LICENSE", name) for name in names)
     assert "realtime-bridge = bridge.cli:main" in entry_points
+    assert "[pytest11]\nrealtime-bridge = bridge.testing" in entry_points  # the kit's plugin, found by pytest
 
 
 def test_the_sdist_holds_the_package_and_its_documents_only(source: Path, tmp_path: Path) -> None:

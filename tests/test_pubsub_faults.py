@@ -32,10 +32,10 @@ from bridge.runtime import state
 from bridge.runtime.core import Bridge
 from bridge.runtime.engine import TriggerOptions
 from bridge.server.health import READY_TIMEOUT_SECONDS
+from bridge.testing.redis_server import RedisServer
 from bridge.worker.executor import Worker
 from tests.conftest import RunningServer, serving, suite_settings
 from tests.support.helpers import open_gate, token, unique
-from tests.support.redis_server import RedisServer
 from tests.support.tasks import Ticks, registry, ticks_by_gate
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.ws_client import Frame, WsClient, connect, of_type, runs_in

@@ -30,11 +30,11 @@ from bridge import configure, streams, tasks
 from bridge.config import Settings
 from bridge.models import RunStatus
 from bridge.runtime.access import AUDIENCE
+from bridge.testing.redis_server import free_port, start_redis_server
 from tests.conftest import SECRET_KEY
 from tests.support.helpers import TIMEOUT, until_final, until_run
 from tests.support.processes import ROOT, Background, background, environment, run_program, serving_app
 from tests.support.readme import README, blocks, program, snippet, write_file
-from tests.support.redis_server import free_port, start_redis_server
 from tests.support.serve import wait_until_up
 from tests.support.ws_client import connect, on_topic, runs_in
 

@@ -34,11 +34,11 @@ import httpx
 from bridge.runtime import state
 from bridge.runtime.core import Bridge
 from bridge.runtime.engine import TriggerOptions
+from bridge.testing.redis_server import RedisServer, free_port
 from bridge.worker.executor import Worker
 from tests.conftest import SECRET_KEY, suite_settings
 from tests.support.helpers import Tally, open_gate, token, unique
 from tests.support.lean_ws import Frame, HandshakeError, LeanWebSocket, close_all
-from tests.support.redis_server import RedisServer, free_port
 from tests.support.tasks import registry
 
 ROOT = Path(__file__).resolve().parents[1]

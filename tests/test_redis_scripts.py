@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 from bridge.backends.redis import RedisBroker
 from bridge.backends.redis.connection import script_names, script_source
 from bridge.config import Settings
+from bridge.testing.redis_server import RedisServer
 from tests.conftest import SECRET_KEY
 from tests.support.redis_cluster import RedisClusterNodes, cluster_client
-from tests.support.redis_server import RedisServer
 
 
 @pytest.mark.parametrize("deployment", ["redis_server", "redis_cluster"])

@@ -32,9 +32,9 @@ from bridge.errors import (
 from bridge.models import Run, RunStatus
 from bridge.runtime.access import AUDIENCE
 from bridge.runtime.waitpoints import TokenStatus
+from bridge.testing.redis_server import free_port
 from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server
 from tests.support.helpers import unique, until_final
-from tests.support.redis_server import free_port
 
 TIMEOUT = 20.0
 

@@ -18,10 +18,10 @@ from bridge.backends.base import StreamPage
 from bridge.backends.memory import MemoryBroker
 from bridge.errors import StreamFailedError, StreamResetError
 from bridge.runtime import output_streams
+from bridge.testing.redis_server import start_redis_server
 from tests.conftest import RunningServer, serving, start_server, stop_server, suite_settings
 from tests.support.helpers import open_gate, unique, until_final
 from tests.support.official_client import run_script
-from tests.support.redis_server import start_redis_server
 from tests.support.tasks import gates, registry
 from tests.support.ws_client import Frame, WsClient, connect, of_type
 from tests.test_streams import event_index, events, stored_chunks, stream_subscribe

@@ -22,11 +22,11 @@ from bridge.errors import BackendUnavailableError, PayloadTooLargeError, StreamF
 from bridge.models import RunStatus
 from bridge.runtime import output_streams
 from bridge.runtime.output_streams import MAX_STREAM_INDEX, READ_PAGE_BYTES
+from bridge.testing.redis_server import start_redis_server
 from bridge.worker.context import require_run_scope
 from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server, suite_settings
 from tests.support.helpers import open_gate, server_with, unique, until_final
 from tests.support.official_client import run_script
-from tests.support.redis_server import start_redis_server
 from tests.support.tasks import gates, registry
 from tests.support.ws_client import Frame, WsClient, connect, error, of_type
 

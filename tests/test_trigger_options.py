@@ -21,10 +21,10 @@ from bridge.models import RunStatus, iso_from_ms, now_ms
 from bridge.runtime.core import Bridge
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.trigger_options import REFUSED
+from bridge.testing.redis_server import RedisServer
 from bridge.worker.executor import Worker
 from tests.conftest import RunningServer, serving, suite_settings
 from tests.support.helpers import bearer, open_gate, token, unique, until_final, until_run
-from tests.support.redis_server import RedisServer
 from tests.support.tasks import registry
 
 

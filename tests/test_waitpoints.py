@@ -25,11 +25,11 @@ from bridge.runtime.access import authenticate, create_public_token
 from bridge.runtime.core import Bridge
 from bridge.runtime.hub import Message
 from bridge.runtime.waitpoints import TIMER_BATCH, WaitpointTimeoutError, callback_signature
+from bridge.testing.redis_server import start_redis_server
 from bridge.worker.executor import Worker
 from tests.conftest import SECRET_KEY, RunningServer, serving, start_server, stop_server, suite_settings
 from tests.support.helpers import bearer, token, unique, until_final, until_run, worker_of
 from tests.support.official_client import run_script
-from tests.support.redis_server import start_redis_server
 from tests.support.tasks import registry
 from tests.support.ws_client import connect, error, of_type
 

@@ -21,10 +21,10 @@ from bridge.models import Run, RunStatus
 from bridge.runtime.core import Bridge
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.feeds import FeedCursor, FeedSpec
+from bridge.testing.redis_server import RedisServer
 from bridge.worker.executor import Worker
 from bridge.worker.registry import TaskRegistry
 from tests.conftest import SECRET_KEY
-from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 LEASE_SECONDS = 1.0

@@ -1,9 +1,10 @@
 """`Bridge`: the parts one process needs — settings, broker, hub, run engine, feeds, streams, batches, wait
-tokens and child runs — started together."""
+tokens and child runs — started together, on one clock."""
 
 from __future__ import annotations
 
 from bridge.backends import create_broker
+from bridge.clock import Clock
 from bridge.config import Settings
 from bridge.metrics import Metrics
 from bridge.runtime.batches import Batches
@@ -17,16 +18,17 @@ from bridge.tracing import notice_provider
 
 
 class Bridge:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock or Clock()  # what every deadline is measured on (a test's may skip ahead)
         self.metrics = Metrics()
         self.broker = create_broker(settings, self.metrics)
         self.hub = Hub(self.broker, self.metrics)
-        self.engine = RunEngine(self.broker, settings, self.metrics)
+        self.engine = RunEngine(self.broker, settings, self.metrics, self.clock)
         self.feeds = Feeds(self.hub, self.broker)
         self.output_streams = OutputStreams(self.hub, self.broker)
         self.batches = Batches(self.engine)
-        self.waitpoints = Waitpoints(self.broker, self.hub, settings, self.engine.resume_waiting_runs)
+        self.waitpoints = Waitpoints(self.broker, self.hub, settings, self.engine.resume_waiting_runs, self.clock)
         self.children = ChildRuns(self.engine, self.waitpoints)
         self.engine.timer_at = self.waitpoints.timer_at  # delays and TTLs fire as wait token timeouts
 

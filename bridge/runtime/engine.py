@@ -23,6 +23,7 @@ import orjson
 
 from bridge.backends.base import Broker
 from bridge.backends.channels import CANCEL_CHANNEL
+from bridge.clock import Clock
 from bridge.config import Limits, Settings
 from bridge.durations import Moment, format_duration, moment_ms, parse_duration_seconds
 from bridge.errors import (
@@ -173,7 +174,9 @@ class _NotParked(Exception):
 
 
 class RunEngine:
-    def __init__(self, broker: Broker, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, broker: Broker, settings: Settings, metrics: Metrics, clock: Clock | None = None) -> None:
+        # Delays and TTLs are deadlines: measured on the bridge's clock, as wait tokens' are (bridge/clock.py).
+        self.clock = clock or Clock()
         self.broker = broker
         self.settings = settings
         self.limits = settings.limits
@@ -202,7 +205,7 @@ class RunEngine:
         """Everything a trigger validates before storing: returns the metadata and the tags to store."""
         if not isinstance(payload, PacketRef):  # an uploaded packet's size was checked by its upload
             self.packets.encode("payload", payload)
-        delay_until(options.delay, now_ms(), self.longest_wait)
+        delay_until(options.delay, self.clock.now_ms(), self.longest_wait)
         parse_ttl(options.ttl, self.longest_wait)
         if options.metadata is not None and not isinstance(options.metadata, dict):
             raise ValidationError("metadata must be an object")
@@ -242,7 +245,7 @@ class RunEngine:
         self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None
     ) -> tuple[Run, bool]:
         metadata, tags = await self.check_trigger(task_id, payload, options)
-        now = now_ms()
+        now = self.clock.now_ms()
         until, ttl = delay_until(options.delay, now, self.longest_wait), parse_ttl(options.ttl, self.longest_wait)
         run = Run(
             id=new_id("run_"),
@@ -317,7 +320,7 @@ class RunEngine:
     async def reschedule(self, run_id: str, delay: Moment) -> Run:
         """Moves a DELAYED run's start to `delay` (a moment already passed: now); ValidationError for a run
         that is not DELAYED, as the official API."""
-        now = now_ms()
+        now = self.clock.now_ms()
         until = delay_until(delay, now, self.longest_wait) or now
         timer = await self.timer_at(until)  # the previous one finds the run no longer parked on it
 
@@ -421,7 +424,7 @@ class RunEngine:
                 raise RunFinishedError(f"run {run_id} is already {run.status.value}")
             if run.waiting_on is not None:
                 raise _Parked()
-            now = now_ms()
+            now = self.clock.now_ms()
             if _expired(run, now):
                 _expire(run, now)
             elif run.status is RunStatus.QUEUED:
@@ -465,7 +468,7 @@ class RunEngine:
         once."""
 
         def mutate(run: Run) -> None:
-            now = now_ms()
+            now = self.clock.now_ms()
             if _expired(run, now):
                 _expire(run, now)
                 return

@@ -331,7 +331,14 @@ class StreamWriter:
     instead: the stream is whole, this writer alone stops.)"""
 
     def __init__(
-        self, streams: StreamStore, metrics: Metrics, run_id: str, key: str, max_chunk_bytes: int, replayed: int = 0
+        self,
+        streams: StreamStore,
+        metrics: Metrics,
+        run_id: str,
+        key: str,
+        max_chunk_bytes: int,
+        replayed: int = 0,
+        stored: int = 0,
     ) -> None:
         self._streams = streams
         self._metrics = metrics
@@ -342,7 +349,9 @@ class StreamWriter:
         # indexes back without being stored twice (the task's code is deterministic between its steps).
         self._replayed = replayed
         self._appended = 0
-        self._next_index = replayed  # where the next batch must be stored: the stream's length before it
+        # Where the next batch must be stored: the stream's length before it (`stored`: chunks someone else
+        # stored before this writer joined, which it appends after).
+        self._next_index = replayed + stored
         self._queue: deque[tuple[bytes, asyncio.Future[int]]] = deque()
         self._room = asyncio.Semaphore(WRITE_QUEUE_CHUNKS)
         self._flusher: asyncio.Task[None] | None = None

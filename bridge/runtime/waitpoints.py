@@ -30,10 +30,11 @@ import orjson
 from bridge.aio import cancel_and_wait
 from bridge.backends.base import WaitpointStore
 from bridge.backends.channels import waitpoint_channel
+from bridge.clock import Clock
 from bridge.config import Settings
 from bridge.durations import Moment, moment_ms, parse_duration_seconds
 from bridge.errors import BridgeError, NotFoundError, ValidationError
-from bridge.models import iso_from_ms, new_id, now_ms
+from bridge.models import iso_from_ms, new_id
 from bridge.outages import OutageLog
 from bridge.runtime.engine import MAX_IDEMPOTENCY_KEY_LENGTH, check_size, validate_tags
 from bridge.runtime.hub import Hub, Message
@@ -158,11 +159,14 @@ class Waitpoints:
         hub: Hub,
         settings: Settings,
         resume_waiters: Callable[[str], Awaitable[None]] = _nothing_to_resume,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.hub = hub
         self.settings = settings
+        self.clock = clock or Clock()  # deadlines are set and found due on it
         self.timer = WaitpointTimer(self)
+        self.clock.on_jump(self.timer.wake)
         self.resume_waiters = resume_waiters  # queues the runs parked on a token once it is done
 
     def callback_url(self, token_id: str) -> str:
@@ -195,7 +199,7 @@ class Waitpoints:
         tags: Any = None,
     ) -> tuple[WaitToken, bool]:
         """Stores a new token; returns (token, created). A live idempotency key returns its token instead."""
-        now = now_ms()
+        now = self.clock.now_ms()
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
         ):
@@ -233,7 +237,7 @@ class Waitpoints:
         if stored is None:
             raise NotFoundError(f"Waitpoint not found: {token_id[:80]}")
         token = WaitToken.from_storage(*stored)
-        if not token.is_done and now_ms() >= token.timeout_at:
+        if not token.is_done and self.clock.now_ms() >= token.timeout_at:
             await self._store_result(token, timeout_result(token.timeout_at))
         return token
 
@@ -242,7 +246,7 @@ class Waitpoints:
         self.check_output(output)
         token = await self.retrieve(token_id)
         if not token.is_done:
-            await self._store_result(token, result_bytes(TokenStatus.COMPLETED, output, now_ms()))
+            await self._store_result(token, result_bytes(TokenStatus.COMPLETED, output, self.clock.now_ms()))
             await self.store.forget_waitpoint_deadline(token.id)  # done: nothing left for the timer
         # Also when it was done already: a retried completion finishes what a failed one started.
         await self.resume_waiters(token.id)
@@ -297,7 +301,7 @@ class Waitpoints:
             try:
                 async with suspend():
                     while not done.done():
-                        until_deadline = (token.timeout_at - now_ms()) / 1000 + DEADLINE_GRACE_SECONDS
+                        until_deadline = (token.timeout_at - self.clock.now_ms()) / 1000 + DEADLINE_GRACE_SECONDS
                         until_hold = hold_until - loop.time()
                         bound = min(until_deadline, until_hold, WAIT_RECHECK_SECONDS)
                         await asyncio.wait(watched, timeout=max(0.0, bound), return_when=FIRST)
@@ -378,7 +382,7 @@ class WaitpointTimer:
         """Fires every passed deadline; returns how long to sleep until the next one."""
         store = self._waitpoints.store
         while True:
-            due = await store.due_waitpoints(now_ms(), TIMER_BATCH)
+            due = await store.due_waitpoints(self._waitpoints.clock.now_ms(), TIMER_BATCH)
             outcomes = await asyncio.gather(*(self._waitpoints.time_out(t) for t in due), return_exceptions=True)
             failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
             if failure is not None:
@@ -388,7 +392,7 @@ class WaitpointTimer:
         nearest = await store.next_waitpoint_deadline()
         if nearest is None:
             return TIMER_POLL_SECONDS
-        return min(TIMER_POLL_SECONDS, max(0.0, (nearest - now_ms()) / 1000))
+        return min(TIMER_POLL_SECONDS, max(0.0, (nearest - self._waitpoints.clock.now_ms()) / 1000))
 
     async def _fire_forever(self) -> None:
         while True:

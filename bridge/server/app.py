@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from bridge.clock import Clock
 from bridge.config import Settings
 from bridge.errors import NotFoundError
 from bridge.runtime import state
@@ -49,9 +50,10 @@ EXPOSED_HEADERS = [
 ]
 
 
-def create_app(settings: Settings, *, registry: TaskRegistry | None = None) -> Starlette:
-    """The bridge server; with a registry, it also runs those tasks in a worker in this process."""
-    bridge = Bridge(settings)
+def create_app(settings: Settings, *, registry: TaskRegistry | None = None, clock: Clock | None = None) -> Starlette:
+    """The bridge server; with a registry, it also runs those tasks in a worker in this process. `clock`: what
+    deadlines are measured on (default: the system's)."""
+    bridge = Bridge(settings, clock)
     feed_sessions = FeedSessions(bridge, settings.limits)
 
     @contextlib.asynccontextmanager

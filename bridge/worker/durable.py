@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from bridge.errors import NotFoundError, ValidationError
-from bridge.models import Run, now_ms
+from bridge.models import Run
 from bridge.runtime.children import ChildItem, Parent
 from bridge.runtime.core import Bridge
 from bridge.runtime.input_streams import InputChannel, InputStreamTimeoutError, input_key
@@ -156,9 +156,9 @@ class DurableRun:
         try:
             deadline = (await self._bridge.waitpoints.retrieve(token_id)).timeout_at
         except NotFoundError:  # expired with the retention: nothing will come any more
-            deadline = now_ms()
+            deadline = self._bridge.clock.now_ms()
         async with self._suspend():
-            remaining = max(0.0, (deadline - now_ms()) / 1000)
+            remaining = max(0.0, (deadline - self._bridge.clock.now_ms()) / 1000)
             hold = self._hold_seconds()
             receiving = asyncio.ensure_future(channel.once(min(remaining, hold)))
             released = asyncio.ensure_future(self._release.wait())

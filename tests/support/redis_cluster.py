@@ -17,7 +17,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from bridge.backends.redis.cluster import parse_cluster_url
-from tests.support.redis_server import RedisServer, free_port, start_redis_server
+from bridge.testing.redis_server import RedisServer, free_port, start_redis_server
 
 MASTERS = 3
 NODE_TIMEOUT_MS = 1000
