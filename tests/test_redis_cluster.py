@@ -28,7 +28,7 @@ from bridge.config import Settings
 from bridge.errors import BackendUnavailableError
 from bridge.models import RunStatus
 from tests.conftest import RunningServer, serving, suite_settings
-from tests.support.helpers import open_gate, token, unique, until_final
+from tests.support.helpers import event_index, open_gate, sse_events, token, unique, until_final
 from tests.support.redis_cluster import RedisClusterNodes, start_redis_cluster
 from tests.support.ws_client import connect
 
@@ -114,16 +114,12 @@ async def read_sse(http: httpx.AsyncClient, run_id: str, count: int, progress: a
         try:
             async with http.stream("GET", f"/realtime/v1/streams/{run_id}/numbers", headers=headers) as response:
                 if response.status_code == 200:
-                    index = None
-                    async for line in response.aiter_lines():
-                        if line.startswith("id: "):
-                            index_text, _, epoch = line[4:].partition("-")
-                            index = int(index_text)
-                        elif line.startswith("data: "):
-                            assert index == len(received), (index, len(received))
-                            received.append(orjson.loads(line[6:]))
-                            if len(received) == at:
-                                progress.set()
+                    async for event_id, value in sse_events(response):
+                        epoch = event_id.partition("-")[2]
+                        assert event_index(event_id) == len(received), (event_id, len(received))
+                        received.append(value)
+                        if len(received) == at:
+                            progress.set()
                 else:
                     assert response.status_code == 503, response.status_code
         except httpx.RemoteProtocolError:  # cut: its reader failed; the official client resumes

@@ -20,11 +20,11 @@ from bridge.errors import StreamFailedError, StreamResetError
 from bridge.runtime import output_streams
 from bridge.testing.redis_server import start_redis_server
 from tests.conftest import RunningServer, serving, start_server, stop_server, suite_settings
-from tests.support.helpers import open_gate, unique, until_final
+from tests.support.helpers import event_index, open_gate, unique, until_final
 from tests.support.official_client import run_script
 from tests.support.tasks import gates, registry
 from tests.support.ws_client import Frame, WsClient, connect, of_type
-from tests.test_streams import event_index, events, stored_chunks, stream_subscribe
+from tests.test_streams import events, stored_chunks, stream_subscribe
 
 TIMEOUT = 30.0
 reports: dict[str, dict[str, Any]] = {}  # what `append-across-a-flush` saw, by its `report` name
@@ -63,7 +63,7 @@ class SseReader:
                 async for line in response.aiter_lines():
                     self.lines.append(line)
                     if line.startswith("id: "):
-                        self.got.setdefault(event_index(line), asyncio.Event()).set()
+                        self.got.setdefault(event_index(line[4:]), asyncio.Event()).set()
             except httpx.RemoteProtocolError:  # closed without the chunked body's end
                 self.cut = True
 

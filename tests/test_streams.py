@@ -25,7 +25,7 @@ from bridge.runtime.output_streams import MAX_STREAM_INDEX, READ_PAGE_BYTES
 from bridge.testing.redis_server import start_redis_server
 from bridge.worker.context import require_run_scope
 from tests.conftest import SECRET_KEY, RunningServer, start_server, stop_server, suite_settings
-from tests.support.helpers import open_gate, server_with, unique, until_final
+from tests.support.helpers import event_index, open_gate, server_with, sse_events, unique, until_final
 from tests.support.official_client import run_script
 from tests.support.tasks import gates, registry
 from tests.support.ws_client import Frame, WsClient, connect, error, of_type
@@ -232,17 +232,11 @@ async def read_sse(reader: Reader, http: httpx.AsyncClient, run_id: str, key: st
         dropped = False
         async with http.stream("GET", f"/realtime/v1/streams/{run_id}/{key}", headers=headers) as response:
             assert response.status_code == 200
-            index = None
-            async for line in response.aiter_lines():
-                if line.startswith("id: "):
-                    index = event_index(line)
-                elif line.startswith("data: "):
-                    assert index is not None
-                    reader.take(index, orjson.loads(line[6:]))
-                    index = None
-                    if reader.should_drop():
-                        dropped = True
-                        break
+            async for event_id, value in sse_events(response):
+                reader.take(event_index(event_id), value)
+                if reader.should_drop():
+                    dropped = True
+                    break
         if not dropped:
             return
 
@@ -501,13 +495,8 @@ async def cut_sse_lines(http: httpx.AsyncClient, path: str, headers: dict[str, s
     return lines
 
 
-def event_index(line: str) -> int:
-    """The chunk index of an `id: <index>-<epoch>` line."""
-    return int(line[4:].partition("-")[0])
-
-
 def events(lines: list[str]) -> list[tuple[int, Any]]:
-    ids = [event_index(line) for line in lines if line.startswith("id: ")]
+    ids = [event_index(line[4:]) for line in lines if line.startswith("id: ")]
     data = [orjson.loads(line[6:]) for line in lines if line.startswith("data: ")]
     return list(zip(ids, data, strict=True))
 
@@ -823,14 +812,9 @@ async def resuming_sse(outcome: Outcome, server: RunningServer, run_id: str, tok
                         outcome.error("503")
                         await backoff(outcome)
                         continue
-                    index = None
-                    async for line in response.aiter_lines():
-                        if line.startswith("id: "):
-                            index_text, _, epoch = line[4:].partition("-")
-                            index = int(index_text)
-                        elif line.startswith("data: "):
-                            assert index is not None
-                            reader.take(index, orjson.loads(line[6:]))
+                    async for event_id, value in sse_events(response):
+                        epoch = event_id.partition("-")[2]
+                        reader.take(event_index(event_id), value)
             except httpx.RemoteProtocolError:  # cut: its reader failed, and the client resumes
                 pass
             if reader.received == before:  # ended or cut without a new chunk: finished, or its reader failed

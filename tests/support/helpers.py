@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import httpx
+import orjson
+
 from bridge import runs
 from bridge.config import Settings
 from bridge.models import Run
@@ -76,3 +79,20 @@ class Tally:
         self.count += 1
         if self.count == self.expected:
             self.all.set()
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
+    """An SSE stream response's events as they arrive: (the event id, `<index>-<epoch>`; the chunk's value)."""
+    event_id = None
+    async for line in response.aiter_lines():
+        if line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("data: "):
+            assert event_id is not None, line
+            yield event_id, orjson.loads(line[6:])
+            event_id = None
+
+
+def event_index(event_id: str) -> int:
+    """The chunk index of an SSE event id, `<index>-<epoch>` (or a bare index)."""
+    return int(event_id.partition("-")[0])
