@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from bridge.errors import ValidationError
+
 
 class RunStatus(StrEnum):
     DELAYED = "DELAYED"
@@ -47,6 +49,32 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 JSON_TYPE = "application/json"
 PACKET_TYPE = "application/store"  # the official payloadType of a value stored apart from its run
+
+
+# The deepest a stored value (payload, metadata, output, input value, completion data) may nest. orjson
+# encodes at most 254 levels, and a value travels inside envelopes (a run in storage, a run in a frame's list
+# of runs): a value accepted at 254 levels could be stored and then never be encoded again.
+MAX_JSON_DEPTH = 128
+_ORJSON_MAX_DEPTH = 254
+_DEPTH_HEADROOM = _ORJSON_MAX_DEPTH - MAX_JSON_DEPTH
+
+
+def encode_value(value: Any) -> bytes:
+    """A value to store, as JSON; ValidationError if it is not JSON or nests deeper than MAX_JSON_DEPTH levels.
+
+    The value is encoded once, inside _DEPTH_HEADROOM single-item lists: orjson refuses what nests deeper
+    than it encodes, so the same C call that encodes the value checks its depth, with no walk in Python."""
+    wrapped = value
+    for _ in range(_DEPTH_HEADROOM):
+        wrapped = [wrapped]
+    try:
+        return orjson.dumps(wrapped)[_DEPTH_HEADROOM:-_DEPTH_HEADROOM]
+    except TypeError as exc:
+        try:
+            orjson.dumps(value)
+        except TypeError:
+            raise ValidationError(f"value is not JSON-serialisable: {exc}") from exc
+        raise ValidationError(f"value nests deeper than {MAX_JSON_DEPTH} levels") from exc
 
 
 def can_transition(current: RunStatus, target: RunStatus) -> bool:

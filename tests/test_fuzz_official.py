@@ -32,8 +32,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import Limits, Settings
-from bridge.models import RunStatus
-from bridge.runtime.engine import MAX_JSON_DEPTH
+from bridge.models import MAX_JSON_DEPTH, RunStatus
 from bridge.server.official import streams as sse
 from bridge.server.official.inputs import MAX_INPUT_BODY_BYTES
 from bridge.server.official.waitpoints import MAX_CREATE_BODY_BYTES

@@ -256,8 +256,10 @@ class StreamWatch:
     run: Any
     key: Any
     start: int
+    epoch_sent: bool = False  # never the stream's own: a resume into "lost" storage
     next_index: int = field(init=False)
     end_reason: str | None = None
+    end_code: str | None = None
 
     def __post_init__(self) -> None:
         self.next_index = self.start
@@ -302,7 +304,7 @@ class Session:
                 watch.next_index += 1
             else:
                 assert frame["nextIndex"] == watch.next_index, (frame, watch)
-                watch.end_reason = frame["reason"]
+                watch.end_reason, watch.end_code = frame["reason"], frame.get("code")
         self.streams.update(self.opened)
         self.opened.clear()
 
@@ -323,7 +325,8 @@ def expect_reply(session: Session, frame: Any, sent: str | bytes, frames: list[F
         assert replies == [{"type": "pong", "id": reply_id}], replies
     elif kind == "subscribe" and read is not None and read.get("feed") == "stream" and not replies:
         assert reply_id is not None and token in grants, f"stream opened with {token}: {frame}"
-        session.opened[reply_id] = StreamWatch(frame.get("runId"), read.get("key"), read.get("startIndex", 0))
+        start = read.get("startIndex", 0)
+        session.opened[reply_id] = StreamWatch(frame.get("runId"), read.get("key"), start, "epoch" in read)
     else:
         assert len(replies) == 1, f"{len(replies)} replies to one frame: {replies}"
         check_answer(kind, reply_id, size_of(sent), replies[0])
@@ -419,14 +422,18 @@ async def still_serves(session: Session) -> None:
 
 
 async def ends_of_finished_streams(session: Session) -> None:
-    """A stream subscription on a completed run sends every chunk from its start, then `end`."""
+    """A stream subscription on a completed run sends every chunk from its start, then `end`; one that resumes
+    with an epoch (never the stream's own here) or past the stored chunks ends with `stream_reset` at once."""
     for subscription_id, watch in list(session.streams.items()):
         chunks = stored_chunks(watch.run, watch.key)
         if chunks is None:
             continue
         if not watch.ended:
             session.follow(await session.client.frames_until(of_type("end", subscription_id)))
-        assert (watch.end_reason, watch.next_index) == ("finished", max(watch.start, chunks)), watch
+        if watch.epoch_sent or watch.start > chunks:
+            assert (watch.end_reason, watch.end_code, watch.next_index) == ("error", "stream_reset", watch.start), watch
+        else:
+            assert (watch.end_reason, watch.next_index) == ("finished", chunks), watch
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import orjson
-
 from bridge.backends.base import Broker
 from bridge.backends.channels import CANCEL_CHANNEL
 from bridge.clock import Clock
@@ -35,7 +33,7 @@ from bridge.errors import (
     ValidationError,
 )
 from bridge.metrics import NEW_RUN, Metrics
-from bridge.models import JSON_TYPE, Run, RunError, RunStatus, can_transition, new_id, now_ms
+from bridge.models import JSON_TYPE, Run, RunError, RunStatus, can_transition, encode_value, new_id, now_ms
 from bridge.runtime.journal import Fenced
 from bridge.runtime.packets import PacketRef, Packets
 from bridge.runtime.retries import check_max_attempts
@@ -72,30 +70,9 @@ class ChildOf:
     key: str  # derived from the parent's run id and step position: a replayed parent gets the same child
 
 
-# The deepest a stored value (payload, metadata, output, input value, completion data) may nest. orjson
-# encodes at most 254 levels, and a value travels inside envelopes (a run in storage, a run in a frame's list
-# of runs): a value accepted at 254 levels could be stored and then never be encoded again.
-MAX_JSON_DEPTH = 128
-_ORJSON_MAX_DEPTH = 254
-_DEPTH_HEADROOM = _ORJSON_MAX_DEPTH - MAX_JSON_DEPTH
-
-
 def encoded_size(value: Any) -> int:
-    """The value's size as JSON; ValidationError if it is not JSON or nests deeper than MAX_JSON_DEPTH levels.
-
-    The value is encoded once, inside _DEPTH_HEADROOM single-item lists: orjson refuses what nests deeper
-    than it encodes, so the same C call that measures the size checks the depth, with no walk in Python."""
-    wrapped = value
-    for _ in range(_DEPTH_HEADROOM):
-        wrapped = [wrapped]
-    try:
-        return len(orjson.dumps(wrapped)) - 2 * _DEPTH_HEADROOM
-    except TypeError as exc:
-        try:
-            orjson.dumps(value)
-        except TypeError:
-            raise ValidationError(f"value is not JSON-serialisable: {exc}") from exc
-        raise ValidationError(f"value nests deeper than {MAX_JSON_DEPTH} levels") from exc
+    """The value's size as JSON; ValidationError if it is not JSON or nests deeper than MAX_JSON_DEPTH levels."""
+    return len(encode_value(value))
 
 
 def check_size(what: str, value: Any, limit: int) -> None:

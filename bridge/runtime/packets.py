@@ -25,7 +25,7 @@ import orjson
 from bridge.backends.base import KeyValueStore
 from bridge.config import Settings
 from bridge.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
-from bridge.models import JSON_TYPE, PACKET_TYPE, Run, new_id, now_ms
+from bridge.models import JSON_TYPE, PACKET_TYPE, Run, encode_value, new_id, now_ms
 
 SUPER_JSON_TYPE = "application/super+json"
 TEXT_TYPE = "text/plain"
@@ -88,9 +88,9 @@ class Packets:
     def encode(self, what: str, value: Any) -> bytes:
         """`value` as JSON, within the packet limit."""
         try:
-            encoded = orjson.dumps(value)
-        except TypeError as exc:
-            raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from exc
+            encoded = encode_value(value)
+        except ValidationError as exc:
+            raise ValidationError(f"{what}: {exc.message}") from exc
         if len(encoded) > self._limits.max_packet_bytes:
             raise PayloadTooLargeError(
                 f"{what} is {len(encoded)} bytes encoded; the limit is {self._limits.max_packet_bytes}"

@@ -27,8 +27,8 @@ import orjson
 from hypothesis import strategies as st
 
 from bridge import streams, tasks, wait
+from bridge.models import MAX_JSON_DEPTH
 from bridge.runtime.access import AUDIENCE, ISSUER, create_public_token
-from bridge.runtime.engine import MAX_JSON_DEPTH
 from bridge.runtime.output_streams import MAX_STREAM_INDEX
 from tests.conftest import RunningServer
 from tests.support.helpers import bearer, open_gate, token, unique, until_final
