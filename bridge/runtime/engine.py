@@ -8,7 +8,8 @@ When a run starts: with a `delay`, it is stored DELAYED and parked on a timer of
 token that only times out, `timer_at`); the first process whose wait token timer fires it queues the
 run (`resume`, a compare-and-set: once). With a `ttl`, a run still QUEUED that long after it became
 queueable ends EXPIRED: by its own timer, or by the worker claiming it (`start_execution`, in the
-same compare-and-set that would start it).
+same compare-and-set that would start it). A `debounce`d trigger pushes its key's DELAYED run instead of
+creating one, while it may (bridge/runtime/debounce.py).
 """
 
 from __future__ import annotations
