@@ -165,6 +165,7 @@ class Run:
     ttl: str | None = None
     expires_at: int | None = None
     expired_at: int | None = None
+    debounce_until: int | None = None  # a debounced run: the latest it may start (bridge/runtime/debounce.py)
     # A payload or output stored apart from the run (bridge/runtime/packets.py): its storage path, the value None.
     payload_packet: str | None = None
     output_packet: str | None = None

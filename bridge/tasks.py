@@ -21,7 +21,16 @@ from bridge.runtime.waitpoints import TokenStatus, timeout_error
 from bridge.worker.context import require_run_scope
 from bridge.worker.registry import TaskDefinition, TaskFunction, TaskRegistry, default_registry
 
-_OPTION_NAMES = ("tags", "idempotency_key", "idempotency_key_ttl", "metadata", "max_attempts", "delay", "ttl")
+_OPTION_NAMES = (
+    "tags",
+    "idempotency_key",
+    "idempotency_key_ttl",
+    "metadata",
+    "max_attempts",
+    "delay",
+    "ttl",
+    "debounce",
+)
 
 
 @dataclass(frozen=True)
@@ -96,12 +105,16 @@ async def trigger(
     max_attempts: int | None = None,
     delay: Moment | None = None,
     ttl: str | int | float | timedelta | None = None,
+    debounce: dict[str, Any] | None = None,
     **unsupported: Any,
 ) -> RunHandle:
     """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run. `delay` ("1h",
     seconds, a timedelta, a datetime): the run is DELAYED until then. `ttl` ("10m", seconds): a run not started
-    that long after it was queued ends EXPIRED. An official option the bridge does not implement (`priority=`,
-    `queue=`, `debounce=`...) raises `UnsupportedOptionError`."""
+    that long after it was queued ends EXPIRED. `debounce={"key", "delay", "mode": "leading"|"trailing",
+    "max_delay"}`: the triggers of a burst with the same key within `delay` of each other make one run, started
+    `delay` after the last (no later than `max_delay` after the first), with the first payload (leading, the
+    default) or the last (trailing). An official option the bridge does not implement (`priority=`, `queue=`...)
+    raises `UnsupportedOptionError`."""
     refuse_python_options("trigger", unsupported)
     options = TriggerOptions(
         tags=_tag_list(tags),
@@ -111,6 +124,7 @@ async def trigger(
         max_attempts=max_attempts,
         delay=delay,
         ttl=ttl,
+        debounce=debounce,
     )
     return await (await client.current()).trigger(task_id, payload, options)
 

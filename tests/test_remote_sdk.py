@@ -169,6 +169,17 @@ async def test_batch_trigger_and_cancel(remote: Transport) -> None:
     assert (await runs.cancel(gated.id)).status is RunStatus.CANCELED  # a finished run stays as it is
 
 
+async def test_a_debounced_burst_over_the_network(remote: Transport) -> None:
+    debounce = {"key": unique("remote"), "delay": timedelta(seconds=0.3), "mode": "trailing", "max_delay": 10}
+    handles = [await tasks.trigger("echo", n, debounce=debounce) for n in range(3)]
+    assert len({handle.id for handle in handles}) == 1
+    run = await until_final(handles[0].id)
+    assert run.output == {"echo": 2} and run.delay_until is not None
+    assert run.delay_until <= run.created_at + 10_000
+    with pytest.raises(ValidationError, match=r"^debounce\.key"):  # refused before it is sent
+        await tasks.trigger("echo", 1, debounce={"delay": "1s"})
+
+
 async def test_refusals_are_the_sdks_exceptions(server: RunningServer, remote: Transport) -> None:
     with pytest.raises(NotFoundError, match="Task not found"):
         await tasks.trigger("no-such-task", {})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 import uuid
 from collections.abc import AsyncGenerator
@@ -44,6 +45,7 @@ from bridge.errors import (
 )
 from bridge.models import PACKET_TYPE, Run, now_ms
 from bridge.runtime.access import create_public_token, run_access_token, waitpoint_access_token
+from bridge.runtime.debounce import parse_debounce
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.feeds import FeedSpec
 from bridge.runtime.packets import decode_data
@@ -82,6 +84,7 @@ def _timeout(value: Moment) -> str:
 
 def _trigger_options(options: TriggerOptions, payload_type: str) -> dict[str, Any]:
     key_ttl = options.idempotency_key_ttl
+    debounce = parse_debounce(options.debounce, math.inf)  # checked here, as a local call would; bounded there
     given = {
         "payloadType": payload_type,
         "tags": options.tags,
@@ -91,6 +94,7 @@ def _trigger_options(options: TriggerOptions, payload_type: str) -> dict[str, An
         "maxAttempts": options.max_attempts,
         "delay": None if options.delay is None else _timeout(options.delay),
         "ttl": None if options.ttl is None else _duration(options.ttl),
+        "debounce": None if debounce is None else debounce.to_official(),
     }
     return {name: value for name, value in given.items() if value is not None}
 

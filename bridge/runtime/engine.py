@@ -8,13 +8,14 @@ When a run starts: with a `delay`, it is stored DELAYED and parked on a timer of
 token that only times out, `timer_at`); the first process whose wait token timer fires it queues the
 run (`resume`, a compare-and-set: once). With a `ttl`, a run still QUEUED that long after it became
 queueable ends EXPIRED: by its own timer, or by the worker claiming it (`start_execution`, in the
-same compare-and-set that would start it).
+same compare-and-set that would start it). A `debounce`d trigger pushes its key's DELAYED run instead of
+creating one, while it may (bridge/runtime/debounce.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from bridge.errors import (
 )
 from bridge.metrics import NEW_RUN, Metrics
 from bridge.models import JSON_TYPE, Run, RunError, RunStatus, can_transition, encode_value, new_id, now_ms
+from bridge.runtime.debounce import Debounce, parse_debounce
 from bridge.runtime.journal import Fenced
 from bridge.runtime.packets import PacketRef, Packets
 from bridge.runtime.retries import check_max_attempts
@@ -57,6 +59,7 @@ class TriggerOptions:
     child_of: ChildOf | None = None  # set by `trigger_and_wait` in a task (bridge/runtime/children.py)
     delay: Moment | None = None  # a duration or a date: the run is DELAYED until then
     ttl: str | int | float | timedelta | None = None  # a run not started this long after it is queued expires
+    debounce: Mapping[str, Any] | None = None  # {"key", "delay", "mode", "max_delay"}: bridge/runtime/debounce.py
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,12 @@ class RunEngine:
             self.packets.encode("payload", payload)
         delay_until(options.delay, self.clock.now_ms(), self.longest_wait)
         parse_ttl(options.ttl, self.longest_wait)
+        if parse_debounce(options.debounce, self.longest_wait) is not None:
+            for what, given in (("delay", options.delay), ("idempotencyKey", options.idempotency_key)):
+                if given is not None:  # a debounced run's start and identity come from its key
+                    raise ValidationError(f"debounce cannot be combined with {what}")
+            if options.child_of is not None:
+                raise ValidationError("debounce cannot be used for a child run (trigger_and_wait)")
         if options.metadata is not None and not isinstance(options.metadata, dict):
             raise ValidationError("metadata must be an object")
         metadata = options.metadata or {}
@@ -222,8 +231,37 @@ class RunEngine:
         self, task_id: str, payload: Any, options: TriggerOptions, batch_id: str | None
     ) -> tuple[Run, bool]:
         metadata, tags = await self.check_trigger(task_id, payload, options)
+        debounce = parse_debounce(options.debounce, self.longest_wait)
+        if debounce is not None:
+            return await self._debounced(task_id, payload, options, debounce, metadata, tags, batch_id)
         now = self.clock.now_ms()
-        until, ttl = delay_until(options.delay, now, self.longest_wait), parse_ttl(options.ttl, self.longest_wait)
+        until = delay_until(options.delay, now, self.longest_wait)
+        run = await self._new_run(task_id, payload, options, metadata, tags, batch_id, now, until)
+        child_of = options.child_of
+        if options.idempotency_key:
+            scope: str | None = f"key:{task_id}:{options.idempotency_key}"
+            key_ttl = parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
+        elif options.request_key:
+            scope, key_ttl = f"request:{options.request_key}", REQUEST_KEY_TTL_SECONDS
+        elif child_of is not None:
+            scope, key_ttl = f"child:{child_of.key}", self.settings.retention_seconds
+        else:
+            scope, key_ttl = None, 0.0
+        return await self._insert(run, scope, key_ttl)
+
+    async def _new_run(
+        self,
+        task_id: str,
+        payload: Any,
+        options: TriggerOptions,
+        metadata: dict[str, Any],
+        tags: list[str],
+        batch_id: str | None,
+        now: int,
+        until: int | None,
+    ) -> Run:
+        """A run to insert, its payload stored and, when delayed, its timer set."""
+        ttl = parse_ttl(options.ttl, self.longest_wait)
         run = Run(
             id=new_id("run_"),
             task_identifier=task_id,
@@ -245,43 +283,108 @@ class RunEngine:
         if child_of is not None:
             run.parent_task_run_id, run.root_task_run_id = child_of.parent_run_id, child_of.root_run_id
             run.depth, run.resumes = child_of.depth, child_of.resumes
-        await self._store_payload(run, payload, (until - now) / 1000 if until else 0.0)
+        extra = (until - now) / 1000 if until else 0.0
+        run.payload, run.payload_packet = await self._stored_payload(run.id, payload, extra, "payload.json")
         if until:
             run.waiting_on = await self.timer_at(until)  # `resume` queues the run once it fires
-        if options.idempotency_key:
-            scope: str | None = f"key:{task_id}:{options.idempotency_key}"
-            key_ttl = parse_duration_seconds(options.idempotency_key_ttl or DEFAULT_IDEMPOTENCY_TTL)
-        elif options.request_key:
-            scope, key_ttl = f"request:{options.request_key}", REQUEST_KEY_TTL_SECONDS
-        elif child_of is not None:
-            scope, key_ttl = f"child:{child_of.key}", self.settings.retention_seconds
-        else:
-            scope, key_ttl = None, 0.0
+        return run
+
+    async def _insert(self, run: Run, scope: str | None, key_ttl: float) -> tuple[Run, bool]:
+        """Stores a new run unless `scope` is taken (that run and False), and queues or parks it."""
         stored, created = await self.broker.insert_run(run, scope, min(key_ttl, self.settings.retention_seconds))
         if created:
             self.metrics.run_transition(NEW_RUN, stored.status)
         if created and stored.waiting_on:
             await self._watch(stored.id, stored.waiting_on)
         elif created:
-            await self.broker.enqueue(task_id, stored.id)
+            await self.broker.enqueue(stored.task_identifier, stored.id)
             await self._arm_ttl(stored)
         return stored, created
 
-    async def _store_payload(self, run: Run, payload: Any, extra_seconds: float) -> None:
-        """The payload in the run, or as a packet when big; an uploaded packet kept as long as the run needs it."""
+    async def _stored_payload(
+        self, run_id: str, payload: Any, extra_seconds: float, name: str
+    ) -> tuple[Any, str | None]:
+        """(the payload to keep in the run, or None and its packet's path when big); an uploaded packet kept as
+        long as the run needs it."""
         if isinstance(payload, PacketRef):
             try:
                 await self.packets.get(payload.path, extra_seconds)
             except NotFoundError as exc:
                 raise ValidationError(f"{exc.message}: upload it first (PUT /api/v2/packets/<name>)") from exc
-            run.payload_packet = payload.path
-            return
+            return None, payload.path
         encoded = self.packets.encode("payload", payload)
-        if self.packets.is_big(encoded):
-            run.payload_packet = f"{run.id}/payload.json"
-            await self.packets.put(run.payload_packet, encoded, JSON_TYPE, extra_seconds)
-        else:
-            run.payload = payload
+        if not self.packets.is_big(encoded):
+            return payload, None
+        path = f"{run_id}/{name}"
+        await self.packets.put(path, encoded, JSON_TYPE, extra_seconds)
+        return None, path
+
+    async def _debounced(
+        self,
+        task_id: str,
+        payload: Any,
+        options: TriggerOptions,
+        debounce: Debounce,
+        metadata: dict[str, Any],
+        tags: list[str],
+        batch_id: str | None,
+    ) -> tuple[Run, bool]:
+        """Pushes the key's DELAYED run, or creates the key's next one (bridge/runtime/debounce.py: the race)."""
+        hint = f"debounce:{task_id}:{debounce.key}"
+        previous = await self.broker.get_value(hint)
+        for _ in range(self.limits.update_retries):
+            now = self.clock.now_ms()
+            if previous is not None:
+                pushed = await self._push(previous.decode(), now, debounce, payload, options, metadata)
+                if pushed is not None:
+                    return pushed, False
+            latest = now + (debounce.max_delay_ms or int(self.longest_wait * 1000))
+            run = await self._new_run(
+                task_id, payload, options, metadata, tags, batch_id, now, min(now + debounce.delay_ms, latest)
+            )
+            run.debounce_until = latest
+            after = previous.decode() if previous else ""
+            stored, created = await self._insert(run, f"{hint}:after:{after}", self.settings.retention_seconds)
+            if created:
+                await self.broker.put_value(hint, stored.id.encode(), self.settings.retention_seconds)
+                return stored, True
+            previous = stored.id.encode()  # a concurrent trigger created it: push that one
+        raise ConflictError(f"debounce key {debounce.key!r} changed concurrently {self.limits.update_retries} times")
+
+    async def _push(
+        self, run_id: str, now: int, debounce: Debounce, payload: Any, options: TriggerOptions, metadata: dict[str, Any]
+    ) -> Run | None:
+        """Moves a debounced run's start to `delay` from now (trailing: takes this trigger's payload, metadata
+        and maxAttempts); None when it is no longer DELAYED or that would pass its `max_delay`."""
+        until = now + debounce.delay_ms
+        trailing = debounce.mode == "trailing"
+        extra = debounce.delay_ms / 1000
+        # Its own path: a concurrent trailing trigger's packet is never overwritten under a run reading it.
+        value, packet = (
+            await self._stored_payload(run_id, payload, extra, f"{new_id('payload_')}.json")
+            if trailing
+            else (None, None)
+        )
+        timer = await self.timer_at(until)
+
+        def mutate(run: Run) -> None:
+            if run.status is not RunStatus.DELAYED or run.debounce_until is None or until > run.debounce_until:
+                raise _NotParked()
+            if until > (run.delay_until or 0):  # a concurrent later trigger may have pushed it further already
+                run.delay_until, run.waiting_on = until, timer
+            if trailing:
+                run.payload, run.payload_packet = value, packet
+                run.metadata, run.max_attempts = metadata, options.max_attempts
+
+        try:
+            run = await self.update(run_id, mutate)
+        except (_NotParked, NotFoundError):
+            return None
+        if run.payload_packet and not trailing:  # kept until the run can read it
+            await self.packets.get(run.payload_packet, extra)
+        if run.waiting_on == timer:
+            await self._watch(run_id, timer)
+        return run
 
     async def _watch(self, run_id: str, timer: str) -> None:
         """Makes the run the waiter of its timer; a timer that fired before it had a waiter is acted on here."""

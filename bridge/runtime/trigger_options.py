@@ -1,7 +1,7 @@
 """Which official trigger options the bridge implements, accepts with no effect, or refuses.
 
 An option the bridge does not implement is refused with `UnsupportedOptionError` (422
-`unsupported_option`, naming the field), never ignored: a Node backend's `debounce` or `priority` must not
+`unsupported_option`, naming the field), never ignored: a Node backend's `queue` or `priority` must not
 quietly run differently than it asked. `docs/official-protocol.md` lists them.
 """
 
@@ -25,6 +25,7 @@ IMPLEMENTED = frozenset(
         "maxAttempts",
         "delay",
         "ttl",
+        "debounce",
     }
 )
 # Accepted and without effect: hints about where a run executes, and facts the bridge gets otherwise.
@@ -40,7 +41,6 @@ REFUSED: dict[str, tuple[str | None, str]] = {
     "concurrency": ("concurrency", _QUEUES),
     "gates": (None, _QUEUES),
     "priority": ("priority", "runs start in the order they were queued"),
-    "debounce": ("debounce", "debounced triggers are not implemented yet"),
     "maxDuration": ("max_duration", "a run's compute time is not limited"),
     "parentRunId": (None, _CHILD_RUNS),
     "resumeParentOnCompletion": (None, _CHILD_RUNS),

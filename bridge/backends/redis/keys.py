@@ -28,8 +28,11 @@ data: changing one strands what is stored. With P the key prefix (`settings.key_
     P:{batch:<id>}:runs       list of run ids in insertion order; TTL = retention, at most
                               BATCH_INDEX_MAX_RUNS ids
     P:{idem:<scope>}          string: the run or token id owning an idempotency scope; TTL = the key's TTL
+                              (a debounced run's: `debounce:<task>:<key>:after:<previous run id>`, the
+                              retention; bridge/runtime/debounce.py)
     P:{once:<key>}            string: a one-time key (`claim_once`); TTL = the given ttl
-    P:{value:<key>}           string: a value (`put_value`: a batch's run count, a packet); TTL = the given ttl
+    P:{value:<key>}           string: a value (`put_value`: a batch's run count, a packet, a debounce key's
+                              current run id under `debounce:<task>:<key>`); TTL = the given ttl
     P:{waitpoint_<id>}:waitpoint  hash {spec, result}: a wait token's creation record and, once done, its
                               result; TTL = retention after the deadline, then retention after the result
     P:{waitpoint_<id>}:waiters  set of the ids of the runs parked on the token; TTL = the token hash's

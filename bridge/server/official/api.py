@@ -20,6 +20,7 @@ from bridge.errors import NotFoundError, UnauthorizedError, ValidationError
 from bridge.models import Run, RunStatus, iso_from_ms
 from bridge.runtime.access import create_public_token, require_run_read, run_access_token
 from bridge.runtime.batches import BatchItem, is_item_index
+from bridge.runtime.debounce import from_official
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.packets import Packets, decode_payload
 from bridge.runtime.retries import check_max_attempts
@@ -67,6 +68,7 @@ def _trigger_options(options: Any, request_key: str | None, max_attempts_limit: 
         max_attempts=max_attempts,
         delay=delay,
         ttl=ttl,
+        debounce=from_official(options.get("debounce")),
     )
 
 
