@@ -215,14 +215,3 @@ def test_with_redis_of_its_own() -> None:
     with start_testserver("--redis") as running:
         run_id = running.trigger("charge", {})
         assert running.wait(run_id, "COMPLETED").json()["output"] == "done"
-
-
-def test_without_tasks_is_a_one_line_error() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "testserver"], cwd=ROOT, env=environment(), capture_output=True, timeout=60
-    )
-    assert done.returncode == 2 and done.stdout == b""
-    assert (
-        done.stderr.decode()
-        == "realtime-bridge testserver: error: give --tasks MODULE_OR_FILE: the tasks the test drives\n"
-    )
