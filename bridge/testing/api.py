@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from bridge.errors import UnauthorizedError, ValidationError
 from bridge.models import RunStatus
+from bridge.runtime.access import run_access_token
 from bridge.server.http import (
     Endpoint,
     handles_errors,
@@ -122,7 +123,8 @@ async def trigger(request: Request) -> Response:
     body = await _body(request, server)
     options = parse_trigger_options(body.get("options"), None, server.bridge.settings.limits.max_attempts)
     run = await server.trigger(_string(body, "task"), body.get("payload"), **asdict(options))
-    return json_response({"id": run.id, "publicToken": server.public_token(run.id)})
+    # what the official trigger hands back: read the run, write its input streams (a page's Stop button)
+    return json_response({"id": run.id, "publicToken": run_access_token(server.secret_key, run.id)})
 
 
 @handles_errors
