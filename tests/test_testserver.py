@@ -125,7 +125,7 @@ def test_a_held_step_waits_for_its_release(served: Served) -> None:
     assert served.post("/_test/holds", {"step": "charge-card"}).status_code == 201
     run_id = served.trigger("charge", {})
     assert served.client.get("/_test/holds/charge-card/reached").json() == {"runId": run_id}
-    elsewhere = served.wait(run_id, "COMPLETED", timeout=0)
+    elsewhere = served.wait(run_id, "COMPLETED", timeout=1)
     assert elsewhere.status_code == 408 and elsewhere.json()["status"] == "EXECUTING"
     assert "not COMPLETED" in elsewhere.json()["error"]
     assert served.post("/_test/holds/charge-card/release").status_code == 200
@@ -168,8 +168,9 @@ def test_bad_bodies_are_json_errors_naming_the_field(served: Served) -> None:
 def test_bad_queries_and_unknown_ids(served: Served) -> None:
     run_id = served.trigger("charge", {})
     assert served.wait(run_id, "NOPE").status_code == 400
-    bad_timeout = served.client.get(f"/_test/runs/{run_id}/wait", params={"status": "COMPLETED", "timeout": "61"})
-    assert bad_timeout.status_code == 400 and "timeout" in bad_timeout.json()["error"]
+    for timeout in ("0", "61", "1.5", "x"):
+        bad = served.client.get(f"/_test/runs/{run_id}/wait", params={"status": "COMPLETED", "timeout": timeout})
+        assert bad.status_code == 400 and "timeout must be a whole number from 1 to 60" in bad.json()["error"]
     assert served.wait("run_unknown", "COMPLETED").status_code == 404
     assert served.post("/_test/tokens/waitpoint_unknown/complete", {"data": 1}).status_code == 404
     assert served.post("/_test/runs/run_unknown/metadata", {"a": 1}).status_code == 404

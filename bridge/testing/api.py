@@ -106,7 +106,7 @@ async def wait_for_run(request: Request) -> Response:
         status = RunStatus(raw_status)
     except ValueError:
         raise ValidationError(f"status must be one of {', '.join(s.value for s in RunStatus)}") from None
-    timeout = parse_bounded_int(request.query_params.get("timeout", "5"), "timeout", 0, MAX_WAIT_SECONDS)
+    timeout = parse_bounded_int(request.query_params.get("timeout", "5"), "timeout", 1, MAX_WAIT_SECONDS)
     run_id = request.path_params["run_id"]
     await server.bridge.engine.retrieve(run_id)  # an unknown run is a 404 at once
     try:
@@ -139,7 +139,7 @@ async def add_hold(request: Request) -> Response:
 async def hold_reached(request: Request) -> Response:
     """The first run that reached the held step, once one did (408 after `timeout` seconds)."""
     server = _server(request)
-    timeout = parse_bounded_int(request.query_params.get("timeout", "5"), "timeout", 0, MAX_WAIT_SECONDS)
+    timeout = parse_bounded_int(request.query_params.get("timeout", "5"), "timeout", 1, MAX_WAIT_SECONDS)
     try:
         run_id = await server.hold_at(request.path_params["step"]).reached(timeout)
     except AssertionError as exc:

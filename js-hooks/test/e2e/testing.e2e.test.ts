@@ -62,7 +62,7 @@ describe.skipIf(!python)("the test bridge", () => {
     await bridge.holdAt("charge-card");
     const { id } = await bridge.trigger("charge", {});
     expect(await bridge.holdReached("charge-card")).toBe(id);
-    const elsewhere = await bridge.waitForRun(id, "COMPLETED", 0).catch((error: unknown) => error);
+    const elsewhere = await bridge.waitForRun(id, "COMPLETED", 1).catch((error: unknown) => error);
     expect(elsewhere).toBeInstanceOf(TestBridgeError);
     expect(elsewhere).toMatchObject({ status: 408, body: { status: "EXECUTING" } });
     await bridge.releaseHold("charge-card");
