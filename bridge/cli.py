@@ -1,4 +1,4 @@
-"""`realtime-bridge serve` and `realtime-bridge worker` (also `python -m bridge`).
+"""`realtime-bridge serve`, `realtime-bridge worker` and `realtime-bridge testserver` (also `python -m bridge`).
 
 A problem the person starting it can fix (a tasks file that does not load, a bad Redis URL, a missing
 or short secret key, a port in use) is one line on stderr and exit code 2; `--debug` shows the traceback.
@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from bridge.worker.registry import default_registry, load_tasks
 
 log = logging.getLogger("bridge")
 SHUTDOWN_GRACE_SECONDS = 5
+TEST_HOST = "127.0.0.1"  # a test server is for this machine only
 EXIT_USAGE = 2  # argparse's code for a bad command line; the errors below are the same kind of mistake
 
 
@@ -44,13 +46,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "Redis Cluster, redis+cluster://host:port[,host:port...]; every process then needs the same "
         "BRIDGE_SECRET_KEY (default: $BRIDGE_REDIS_URL, else in-memory)",
     )
-    parser.add_argument(
-        "--tasks",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="import this module or file to register its @task functions; repeatable (default: none)",
-    )
+    _tasks(parser)
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -72,6 +68,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, how long executing runs get to reach their next durable step before they are handed "
         "back (default: $BRIDGE_SHUTDOWN_GRACE or 30s)",
     )
+    _diagnostics(parser)
+
+
+def _tasks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import this module or file to register its @task functions; repeatable (default: none)",
+    )
+
+
+def _diagnostics(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of a startup error (default: one line)"
     )
@@ -161,24 +171,38 @@ async def wait_for_backend(settings: Settings) -> None:
         await wait_until_reachable(settings.redis_url)
 
 
-def run_server(make_app: Callable[[], Starlette], settings: Settings, host: str, port: int) -> None:
-    """Listens on host:port, waits for the backend, then serves the app `make_app` builds with uvicorn,
-    with the bridge's frame limit and a bounded graceful shutdown."""
+def run_server(
+    make_app: Callable[[int], Starlette],
+    settings: Settings,
+    host: str,
+    port: int,
+    on_started: Callable[[int], None] | None = None,
+) -> None:
+    """Listens on host:port, waits for the backend, then serves the app `make_app` builds for the bound port
+    with uvicorn, with the bridge's frame limit and a bounded graceful shutdown. `on_started(port)` is called
+    once it accepts connections (its lifespan has run)."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_started is not None:
+                on_started(port)
+
     sock = listen(host, port)
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
     with sock:
         warn_if_development_key(settings)
         asyncio.run(wait_for_backend(settings))
         config = uvicorn.Config(
-            make_app(),
+            make_app(port),
             ws_max_size=settings.limits.max_frame_bytes,
             log_config=None,  # uvicorn logs through the handler configure_logging set up
             proxy_headers=False,
             # Held long-polls and open streams would otherwise delay a restart until they end by themselves.
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
-        server = uvicorn.Server(config)
+        server = Server(config)
         # uvicorn says where it listens only for a socket of its own
         log.info("serving on http://%s:%d (CTRL+C to stop)", f"[{host}]" if ":" in host else host, port)
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it stopped on
@@ -188,10 +212,51 @@ def run_server(make_app: Callable[[], Starlette], settings: Settings, host: str,
 def serve(args: argparse.Namespace) -> None:
     from bridge.server.app import create_app
 
-    settings = with_public_url(_settings(args), args.host, args.port)
+    settings = _settings(args)
     _load(args.tasks)
     registry = default_registry if args.tasks else None
-    run_server(lambda: create_app(settings, registry=registry), settings, args.host, args.port)
+    run_server(
+        lambda port: create_app(with_public_url(settings, args.host, port), registry=registry),
+        settings,
+        args.host,
+        args.port,
+    )
+
+
+def _exit(signum: int, frame: object) -> None:
+    sys.exit(0)
+
+
+def testserver(args: argparse.Namespace) -> None:
+    """`serve` for a test in another language: a ManualClock, a random test key and the `/_test/` API; one
+    JSON line on stdout (url, secretKey, pid) once it accepts connections."""
+    from bridge.testing.app import test_app
+    from bridge.testing.redis_server import start_redis_server
+    from bridge.testing.server import test_settings
+
+    if not args.tasks:
+        raise CliError("give --tasks MODULE_OR_FILE: the tasks the test drives")
+    _load(args.tasks)
+    # uvicorn stops gracefully on SIGTERM, then raises it again: exiting (0) here, the redis-server stops too
+    signal.signal(signal.SIGTERM, _exit)
+    redis = start_redis_server() if args.redis else None
+    try:
+        settings = test_settings(redis.url if redis else None)
+
+        def announce(port: int) -> None:
+            url = f"http://{TEST_HOST}:{port}"
+            print(json.dumps({"url": url, "secretKey": settings.secret_key, "pid": os.getpid()}), flush=True)
+
+        run_server(
+            lambda port: test_app(replace(settings, public_url=f"http://{TEST_HOST}:{port}"), default_registry),
+            settings,
+            TEST_HOST,
+            args.port,
+            announce,
+        )
+    finally:
+        if redis:
+            redis.stop()
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -249,6 +314,23 @@ def parser() -> argparse.ArgumentParser:
     )
     _common(serve_parser)
     serve_parser.set_defaults(handler=serve)
+    test_parser = commands.add_parser(
+        "testserver",
+        help="run a bridge for end-to-end tests, with a test-only HTTP API",
+        description="Run a bridge for end-to-end tests: a test key, a clock the test advances, and the /_test/ "
+        "API; prints one JSON line (url, secretKey, pid) once it accepts connections.",
+    )
+    _tasks(test_parser)
+    test_parser.add_argument(
+        "--port", type=int, default=0, help="port to listen on, 0 for a free one (default: %(default)s)"
+    )
+    test_parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="use a redis-server of its own on a free port, stopped with it (default: in-memory)",
+    )
+    _diagnostics(test_parser)
+    test_parser.set_defaults(handler=testserver)
     worker_parser = commands.add_parser(
         "worker", help="run tasks from the Redis queue", description="Run tasks from the Redis queue."
     )

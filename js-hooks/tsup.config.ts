@@ -1,7 +1,8 @@
 import { defineConfig } from "tsup";
 
 export default defineConfig({
-  entry: ["src/index.ts"],
+  // "testing": the Node-only Playwright helper (`@realtime-bridge/react-hooks/testing`).
+  entry: { index: "src/index.ts", testing: "src/testing/index.ts" },
   format: ["esm", "cjs"],
   dts: true,
   sourcemap: true,

@@ -98,7 +98,7 @@ def test_version_is_the_package_version_from_python_m_and_the_script() -> None:
 
 def test_every_option_has_help_that_shows_its_default() -> None:
     commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(commands) == {"serve", "worker"}
+    assert set(commands) == {"serve", "worker", "testserver"}
     for name, command in commands.items():
         for action in command._actions:
             if action.dest != "help":
@@ -119,6 +119,8 @@ MISTAKES = {
     "url-port": (["worker", "--tasks", TASKS, "--redis-url", "redis://h:port/0"], KEY, "Redis URL (--redis-url"),
     "worker-memory": (["worker", "--tasks", TASKS], {}, "needs --redis-url"),
     "attempts": (["serve", "--max-attempts", "0"], {}, "--max-attempts / BRIDGE_MAX_ATTEMPTS is 1 to 100"),
+    "testserver-tasks": (["testserver"], {}, "give --tasks MODULE_OR_FILE: the tasks the test drives"),
+    "testserver-file": (["testserver", "--tasks", "missing.py"], {}, "cannot load tasks from missing.py"),
 }
 
 

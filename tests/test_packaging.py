@@ -90,7 +90,16 @@ def test_npm_pack_on_a_clean_checkout_ships_the_built_hooks(tmp_path: Path) -> N
     assert packed.returncode == 0, packed.stderr
     (report,) = json.loads(packed.stdout)
     files = {entry["path"] for entry in report["files"]}
-    built = {"dist/index.js", "dist/index.cjs", "dist/index.d.ts", "dist/index.d.cts"}
+    exports = json.loads((ROOT / "js-hooks/package.json").read_text())["exports"]
+    # every entry point's files, "." and "./testing" (the Playwright helper) included
+    built = {
+        target.removeprefix("./")
+        for entry in exports.values()
+        if isinstance(entry, dict)
+        for condition in entry.values()
+        for target in condition.values()
+    }
+    assert {"dist/index.js", "dist/testing.js", "dist/testing.d.cts"} <= built
     assert built | {"package.json", "README.md", "LICENSE"} <= files
     assert not any(path.startswith(("src/", "test/", "node_modules/")) for path in files)
     assert report["version"] == json.loads((ROOT / "js-hooks/package.json").read_text())["version"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -50,9 +50,15 @@ EXPOSED_HEADERS = [
 ]
 
 
-def create_app(settings: Settings, *, registry: TaskRegistry | None = None, clock: Clock | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    registry: TaskRegistry | None = None,
+    clock: Clock | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
     """The bridge server; with a registry, it also runs those tasks in a worker in this process. `clock`: what
-    deadlines are measured on (default: the system's)."""
+    deadlines are measured on (default: the system's); `extra_routes`: the test-only API of `testserver`."""
     bridge = Bridge(settings, clock)
     feed_sessions = FeedSessions(bridge, settings.limits)
 
@@ -82,6 +88,7 @@ def create_app(settings: Settings, *, registry: TaskRegistry | None = None, cloc
         Route("/metrics", metrics),
         WebSocketRoute("/ws", websocket_endpoint),
         *official.routes,
+        *extra_routes,
     ]
     templates: dict[object, str] = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
     middleware = [

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -79,10 +78,9 @@ async def _bridge_server(request: pytest.FixtureRequest, bridge_tasks: list[str]
     """A bridge serving `bridge_tasks` on a free port for the test, with a worker, a clock of its own and
     the test's holds (`BridgeServer`)."""
     import bridge.steps
-    from bridge.config import Settings
     from bridge.testing.clock import ManualClock
     from bridge.testing.holds import Holds
-    from bridge.testing.server import BridgeServer, serving
+    from bridge.testing.server import BridgeServer, serving, test_settings
     from bridge.worker.registry import default_registry, load_tasks
 
     backend = _marker_value(request, "backend") or request.config.getini("bridge_backend")
@@ -92,16 +90,11 @@ async def _bridge_server(request: pytest.FixtureRequest, bridge_tasks: list[str]
         if spec not in _loaded:
             load_tasks(spec)
             _loaded.add(spec)
-    # Never from the environment: a BRIDGE_REDIS_URL there is someone's real Redis.
-    settings = Settings(secret_key=f"tr_test_{secrets.token_hex(16)}", shutdown_grace_seconds=0)
+    settings = test_settings()
     if backend == "redis":
         redis: RedisServer = request.getfixturevalue("bridge_redis_server")
-        settings = Settings(
-            secret_key=settings.secret_key,
-            redis_url=redis.url,
-            key_prefix=f"rbtest{next(_prefixes)}",  # the tests of a session never see each other's keys
-            shutdown_grace_seconds=0,
-        )
+        # the tests of a session never see each other's keys
+        settings = test_settings(redis.url, key_prefix=f"rbtest{next(_prefixes)}")
     holds = Holds()
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(bridge.steps, "run", holds.wrap(bridge.steps.run))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -33,6 +34,17 @@ from bridge.testing.holds import Hold, Holds
 from bridge.worker.registry import TaskRegistry
 
 STOP_SECONDS = 30  # uvicorn's own graceful shutdown is bounded at 2 s; this bounds the lifespan's stop
+
+
+def test_settings(redis_url: str | None = None, key_prefix: str = "rb") -> Settings:
+    """A test bridge's settings, never read from the environment (a `BRIDGE_REDIS_URL` there is someone's
+    real Redis): a random test key, and no grace for runs at shutdown."""
+    return Settings(
+        secret_key=f"tr_test_{secrets.token_hex(16)}",
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        shutdown_grace_seconds=0,
+    )
 
 
 @contextlib.asynccontextmanager

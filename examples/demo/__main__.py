@@ -41,7 +41,7 @@ def main() -> None:
     log.info("backend: %s", "redis" if settings.redis_url else "in-memory")
     log.info("the demo: http://%s:%d/", args.host, args.port)
     try:
-        run_server(lambda: create_demo_app(settings, worker=not args.no_worker), settings, args.host, args.port)
+        run_server(lambda _port: create_demo_app(settings, worker=not args.no_worker), settings, args.host, args.port)
     except (CliError, ConfigError) as exc:  # e.g. the port in use, a bad Redis URL
         parser.error(str(exc))
 

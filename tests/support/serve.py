@@ -35,7 +35,7 @@ def main() -> None:
         return
     configure_logging(*log_settings())
     settings = Settings.from_env()
-    run_server(lambda: create_app(settings, registry=registry), settings, "127.0.0.1", int(sys.argv[1]))
+    run_server(lambda _port: create_app(settings, registry=registry), settings, "127.0.0.1", int(sys.argv[1]))
 
 
 if __name__ == "__main__":

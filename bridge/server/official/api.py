@@ -34,7 +34,7 @@ _RETRIEVE_COMPLETED = frozenset(
 )
 
 
-def _trigger_options(options: Any, request_key: str | None, max_attempts_limit: int) -> TriggerOptions:
+def parse_trigger_options(options: Any, request_key: str | None, max_attempts_limit: int) -> TriggerOptions:
     if options is None:
         options = {}
     if not isinstance(options, dict):
@@ -86,7 +86,7 @@ async def trigger_task(request: Request) -> Response:
     body = await read_json_object(request, bridge.settings.limits.max_request_bytes)
     options = body.get("options") or {}
     payload = decode_payload(body.get("payload"), options.get("payloadType") if isinstance(options, dict) else None)
-    trigger_options = _trigger_options(
+    trigger_options = parse_trigger_options(
         options, request.headers.get("x-trigger-request-idempotency-key"), bridge.settings.limits.max_attempts
     )
     run, created = await trigger_as(bridge.engine, principal, task_id, payload, trigger_options)
@@ -149,7 +149,7 @@ async def add_batch_items(request: Request) -> Response:
         principal.require_any("batchTrigger", [("tasks", item["task"])])
         items.append(
             BatchItem(
-                index, item["task"], payload, _trigger_options(options, None, bridge.settings.limits.max_attempts)
+                index, item["task"], payload, parse_trigger_options(options, None, bridge.settings.limits.max_attempts)
             )
         )
     added = await bridge.batches.add_items(batch_id, items)
