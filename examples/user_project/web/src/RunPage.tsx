@@ -10,7 +10,11 @@ export function RunPage({ runId, accessToken, baseURL }: Props) {
   // The task puts its wait token's id and an access token that completes it in the run's metadata.
   const tokenId = run?.metadata?.tokenId as string | undefined;
   const tokenAccess = run?.metadata?.tokenAccess as string | undefined;
-  const approval = useWaitToken<{ approved: boolean }>(tokenId, { accessToken: tokenAccess, baseURL });
+  const approval = useWaitToken<{ approved: boolean }>(tokenId, {
+    accessToken: tokenAccess,
+    baseURL,
+    enabled: tokenAccess !== undefined, // until the run has a token, there is nothing to approve
+  });
 
   if (!runId || !accessToken) return <p>Open this page with ?run=…&amp;token=…</p>;
   return (
