@@ -8,6 +8,8 @@
  * its tasks in a separate worker process that e2e/worker-restart.spec.ts stops and starts: that
  * spec is the project "redis-worker" alone.
  *
+ * The project "user-project" runs the sample user project's specs (examples/user_project/e2e).
+ *
  * Ports: E2E_PORT_BASE (default 18790) and the next nine.
  */
 import { defineConfig, devices } from "@playwright/test";
@@ -91,6 +93,8 @@ export default defineConfig({
         workerControlURL: url(separateWorker.controlPort),
       } satisfies { baseURL: string } & Partial<ServerOptions>,
     },
+    // The sample user project's specs (examples/user_project/e2e): each starts a test bridge of its own.
+    { name: "user-project", testDir: "examples/user_project/e2e" },
   ],
   webServer: [
     ...backends.flatMap((backend, index) => Object.values(servers(backend, index)).map((server) => launch(server))),
