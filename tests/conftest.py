@@ -21,6 +21,8 @@ import pytest
 import uvicorn
 from hypothesis import settings as hypothesis_settings
 
+from bridge import configure
+from bridge.client.transport import Transport
 from bridge.config import Settings
 from bridge.runtime.core import Bridge
 from bridge.server.app import create_app
@@ -166,3 +168,16 @@ async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def backend_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {SECRET_KEY}"}
+
+
+@pytest.fixture
+async def remote(server: RunningServer) -> AsyncIterator[Transport]:
+    """The SDK talking to `server` over the network, as another process would: its own bridge is a fresh,
+    empty one, so a call that stayed local would find nothing."""
+    configure()
+    transport = configure(url=server.url, secret_key=SECRET_KEY)
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
+        configure()

@@ -5,7 +5,6 @@ read back by the task, `runs.retrieve` and the official routes' presigned URLs. 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
@@ -14,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from bridge import configure, runs, tasks
+from bridge import runs, tasks
 from bridge.client.transport import Transport
 from bridge.config import Settings
 from bridge.errors import PayloadTooLargeError
@@ -24,17 +23,6 @@ from tests.conftest import SECRET_KEY, RunningServer, serving
 from tests.support.helpers import bearer, server_with, token, until_final
 
 BIG = {"blob": "x" * 200_000}  # over the 128 KiB threshold, as payload and as echo's output
-
-
-@pytest.fixture
-async def remote(server: RunningServer) -> AsyncIterator[Transport]:
-    configure()  # a fresh bridge of the SDK's own: only the network reaches the server
-    transport = configure(url=server.url, secret_key=SECRET_KEY)
-    try:
-        yield transport
-    finally:
-        await transport.aclose()
-        configure()
 
 
 async def test_a_big_payload_and_output_are_packets_the_task_retrieve_and_official_routes_read(

@@ -39,17 +39,6 @@ from tests.support.helpers import unique, until_final
 TIMEOUT = 20.0
 
 
-@pytest.fixture
-async def remote(server: RunningServer) -> AsyncIterator[Transport]:
-    configure()  # a fresh, empty bridge of the SDK's own: nothing may reach it
-    transport = configure(url=server.url, secret_key=SECRET_KEY)
-    try:
-        yield transport
-    finally:
-        await transport.aclose()
-        configure()
-
-
 def scopes(token: str) -> list[str]:
     claims: dict[str, Any] = jwt.decode(token, SECRET_KEY, algorithms=["HS256"], audience=AUDIENCE)
     return list(claims["scopes"])

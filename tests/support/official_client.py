@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from bridge.config import Settings
+from tests.support.processes import finished
 
 HARNESS_DIR = Path(__file__).resolve().parents[2] / "e2e" / "official-client"
 DEFAULT_TIMEOUT_SECONDS = 45.0
@@ -95,14 +96,7 @@ async def run_script(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        _, stderr = await process.communicate()
-        raise AssertionError(
-            f"{script} {args} did not finish within {timeout} s\nstderr:\n{stderr.decode(errors='replace')[-3000:]}"
-        ) from None
+    stdout, stderr = await finished(process, timeout, f"{script} {args}")
     lines = [line for line in stdout.decode().splitlines() if line.strip()]
     text = stderr.decode(errors="replace")
     if not lines:

@@ -112,6 +112,17 @@ def _stop_group(leader: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)  # processes we hold no handle on (a shell's jobs): nothing to await but their exit
 
 
+async def finished(process: asyncio.subprocess.Process, timeout: float, what: str) -> tuple[bytes, bytes]:
+    """The stdout and stderr of `process` once it ended; past `timeout`, it is killed and the test fails with
+    the end of its stderr."""
+    try:
+        return await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        _, stderr = await process.communicate()
+        raise AssertionError(f"{what} ran over {timeout:g} s:\n{stderr.decode(errors='replace')[-3000:]}") from None
+
+
 async def run_program(path: Path, env: dict[str, str], timeout: float = 60) -> str:
     """Runs the Python program `path` (from its own directory) to its end; returns its stdout."""
     process = await asyncio.create_subprocess_exec(
@@ -122,11 +133,6 @@ async def run_program(path: Path, env: dict[str, str], timeout: float = 60) -> s
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        _, stderr = await process.communicate()
-        raise AssertionError(f"{path.name} ran over {timeout:g} s:\n{stderr.decode(errors='replace')}") from None
+    stdout, stderr = await finished(process, timeout, path.name)
     assert process.returncode == 0, f"{path.name} exited {process.returncode}:\n{stderr.decode(errors='replace')}"
     return stdout.decode()
