@@ -15,12 +15,21 @@ import sys
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import Broker, Delivery, StreamPage, new_epoch, stream_failed
+from bridge.backends.base import (
+    Broker,
+    Delivery,
+    Gate,
+    QueueSpec,
+    StreamPage,
+    default_queue_name,
+    new_epoch,
+    stream_failed,
+)
 from bridge.backends.channels import channels_of, encode_chunks_message, stream_channel, waitpoint_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, RunFinishedError, StreamOrderError
@@ -102,6 +111,13 @@ class _Stream:
 
 
 @dataclass
+class _GateState:
+    limit: int
+    holding: set[str] = field(default_factory=set)  # run ids holding a slot
+    waiting: dict[str, tuple[int, int]] = field(default_factory=dict)  # member -> (score, arrival)
+
+
+@dataclass
 class _Journal:
     attempt: int = 0
     entries: list[bytes] = field(default_factory=list)
@@ -134,6 +150,10 @@ class MemoryBroker(Broker):
         self._enqueued = asyncio.Condition()
         self._receipts = itertools.count(1)
         self._tasks: set[str] = set()
+        self._task_queues: dict[str, QueueSpec] = {}
+        self._queue_limits: dict[str, int | None] = {}  # queue name -> the limit a task declared for it
+        self._gates: dict[tuple[str, str | None], _GateState] = {}  # dropped once nothing holds or waits
+        self._arrivals = itertools.count()  # orders waiting runs of the same score by arrival, as Redis's sequence
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -307,8 +327,56 @@ class MemoryBroker(Broker):
     async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
         return []  # workers live in this process: none can die without the broker
 
+    async def admit(self, gate: Gate, task_id: str, run_id: str, score: int) -> bool:
+        state = self._gates.setdefault((gate.queue, gate.key), _GateState(gate.limit))
+        state.limit = gate.limit
+        if run_id not in state.holding and len(state.holding) >= state.limit:
+            state.waiting.setdefault(gate.member(run_id, task_id), (score, next(self._arrivals)))
+            return False
+        state.holding.add(run_id)
+        await self.enqueue(task_id, run_id)
+        return True
+
+    async def release(self, gate: Gate, task_id: str, run_id: str) -> list[str]:
+        state = self._gates.get((gate.queue, gate.key))
+        if state is None:
+            return []
+        state.holding.discard(run_id)
+        state.waiting.pop(gate.member(run_id, task_id), None)
+        promoted: list[str] = []
+        while state.waiting and len(state.holding) < state.limit:
+            member = min(state.waiting, key=state.waiting.__getitem__)
+            del state.waiting[member]
+            next_run, _, next_task = member.partition("|")
+            state.holding.add(next_run)
+            await self.enqueue(next_task, next_run)
+            promoted.append(next_run)
+        if not state.holding and not state.waiting:
+            del self._gates[(gate.queue, gate.key)]
+        return promoted
+
+    async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
+        state = self._gates.get((gate.queue, gate.key))
+        if state is None:
+            return [], []
+        waiting = sorted(state.waiting, key=state.waiting.__getitem__)
+        return sorted(state.holding), [member.partition("|")[0] for member in waiting]
+
     async def register_tasks(self, task_ids: Iterable[str]) -> None:
         self._tasks.update(task_ids)
+
+    async def set_task_queues(self, queues: Mapping[str, QueueSpec | None]) -> None:
+        for task_id, spec in queues.items():
+            if spec is None:
+                self._task_queues.pop(task_id, None)
+            else:
+                self._task_queues[task_id] = spec
+                self._queue_limits[spec.name] = spec.concurrency_limit
+
+    async def declared_queue(self, task_id: str, name: str | None) -> QueueSpec:
+        if name is None:
+            return self._task_queues.get(task_id) or QueueSpec(default_queue_name(task_id), None)
+        return QueueSpec(name, self._queue_limits.get(name))
 
     async def task_exists(self, task_id: str) -> bool:
         return task_id in self._tasks

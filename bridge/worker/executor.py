@@ -54,6 +54,7 @@ class Worker:
 
     async def start(self) -> None:
         await self.bridge.broker.register_tasks(self.registry.ids)
+        await self.bridge.broker.set_task_queues(self.registry.queues)
         await self.bridge.hub.attach(CANCEL_CHANNEL, self._on_cancel_message)
         self._loops = [asyncio.create_task(self._claim_forever()), asyncio.create_task(self._heartbeat_forever())]
         self.bridge.metrics.worker_slots.track(self)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from bridge.backends.base import QueueSpec
+
 TaskFunction = Callable[..., Awaitable[Any]]
 DefinitionT = TypeVar("DefinitionT", bound="TaskDefinition")
 
@@ -33,13 +35,16 @@ class TaskDefinition:
     function: TaskFunction
     wants_context: bool
     retry: dict[str, Any] | None = None  # the task's retry policy (`RetryPolicy.from_spec`); None: the worker's
+    queue: QueueSpec | None = None  # the task's queue and concurrency limit (bridge/runtime/queues.py)
 
     @classmethod
-    def of(cls, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None) -> Self:
+    def of(
+        cls, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None, queue: QueueSpec | None = None
+    ) -> Self:
         if not inspect.iscoroutinefunction(function):
             raise TypeError(f"task {task_id!r} must be an `async def` function")
         parameters = inspect.signature(function).parameters
-        return cls(id=task_id, function=function, wants_context=len(parameters) >= 2, retry=retry)
+        return cls(id=task_id, function=function, wants_context=len(parameters) >= 2, retry=retry, queue=queue)
 
     async def __call__(self, payload: Any, context: RunContext) -> Any:
         if self.wants_context:
@@ -71,6 +76,11 @@ class TaskRegistry:
     @property
     def ids(self) -> list[str]:
         return sorted(self._tasks)
+
+    @property
+    def queues(self) -> dict[str, QueueSpec | None]:
+        """Each task's declared queue (None: none)."""
+        return {task_id: definition.queue for task_id, definition in self._tasks.items()}
 
 
 default_registry = TaskRegistry()
