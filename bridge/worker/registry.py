@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from bridge.backends.base import QueueSpec
+from bridge.runtime.queues import task_queue_spec
 
 TaskFunction = Callable[..., Awaitable[Any]]
 DefinitionT = TypeVar("DefinitionT", bound="TaskDefinition")
@@ -56,8 +57,15 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskDefinition] = {}
 
-    def add(self, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None) -> TaskDefinition:
-        return self.register(TaskDefinition.of(task_id, function, retry))
+    def add(
+        self,
+        task_id: str,
+        function: TaskFunction,
+        retry: dict[str, Any] | None = None,
+        queue: dict[str, Any] | None = None,
+    ) -> TaskDefinition:
+        """`retry` and `queue` as `@task` takes them."""
+        return self.register(TaskDefinition.of(task_id, function, retry, task_queue_spec(task_id, queue)))
 
     def register(self, definition: DefinitionT) -> DefinitionT:
         existing = self._tasks.get(definition.id)
@@ -66,9 +74,12 @@ class TaskRegistry:
         self._tasks[definition.id] = definition
         return definition
 
-    def add_task(self, task_id: str, retry: dict[str, Any] | None = None) -> Callable[[TaskFunction], TaskDefinition]:
+    def add_task(
+        self, task_id: str, retry: dict[str, Any] | None = None, queue: dict[str, Any] | None = None
+    ) -> Callable[[TaskFunction], TaskDefinition]:
         """Decorator form of `add`, for registries other than the default one."""
-        return lambda function: self.add(task_id, function, retry)
+        spec = task_queue_spec(task_id, queue)  # refused here, not at the first trigger
+        return lambda function: self.register(TaskDefinition.of(task_id, function, retry, spec))
 
     def get(self, task_id: str) -> TaskDefinition | None:
         return self._tasks.get(task_id)

@@ -42,6 +42,13 @@ async def wait_for_gate(payload: dict[str, Any], context: RunContext) -> str:
     return context.run_id
 
 
+@registry.add_task("one-at-a-time", queue={"concurrency_limit": 1})
+async def one_at_a_time(payload: dict[str, Any], context: RunContext) -> str:
+    """`wait-for-gate` on a queue of its own declared with a concurrency limit of 1 (tests/test_queues.py)."""
+    await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+    return context.run_id
+
+
 @registry.add_task("slow-progress")
 async def slow_progress(payload: dict[str, Any]) -> dict[str, Any]:
     """Three metadata steps `delay` seconds apart (default 0.2): simulated work, so watchers see it running.
