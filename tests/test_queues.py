@@ -33,6 +33,7 @@ async def held(gate: str, queue: dict[str, Any] | None = None, **options: Any) -
     return (await tasks.trigger("wait-for-gate", {"gate": gate}, queue=queue, **options)).id
 
 
+@pytest.mark.cluster  # gate.lua queues into task streams of the {queue} slot it names
 async def test_a_limit_of_one_runs_the_queue_one_at_a_time_and_priority_picks_the_next(server: RunningServer) -> None:
     queue = {"name": unique("q"), "concurrency_limit": 1}
     first, low, high = unique("first"), unique("low"), unique("high")
