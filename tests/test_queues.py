@@ -193,3 +193,26 @@ async def test_the_official_routes_take_queue_options_and_answer_422_naming_a_ba
     line = b'{"index":0,"task":"echo","payload":1,"options":{"priority":-1}}\n'
     items = await http.post(f"/api/v3/batches/{batch_id}/items", content=line, headers=secret)
     assert items.status_code == 422 and items.json()["field"] == "options.priority"
+
+
+async def test_a_worker_handed_a_finished_run_releases_the_slot_its_end_did_not(server: RunningServer) -> None:
+    """As when the worker that ended a run died before releasing: the run is stored final, its slot still
+    held, and its delivery comes back (reclaimed after the lease) to a worker, which releases it."""
+    queue = {"name": unique("q"), "concurrency_limit": 1}
+    holder = unique("holder")
+    holder_id = await held(holder, queue)
+    await until_run(holder_id, executing)
+    next_gate = unique("next")
+    next_id = await held(next_gate, queue)
+    engine = server.app_bridge.engine
+
+    def end(run: Run) -> None:
+        run.status = RunStatus.COMPLETED  # stored as the dead worker left it: no release
+
+    await engine.update(holder_id, end)
+    assert await gate_state(server, queue["name"]) == ([holder_id], [next_id])
+    await server.app_bridge.broker.enqueue("wait-for-gate", holder_id)  # its delivery, reclaimed
+    await until_run(next_id, executing)
+    for gate in (holder, next_gate):
+        open_gate(gate)
+    assert (await until_final(next_id)).status is RunStatus.COMPLETED

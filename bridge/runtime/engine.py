@@ -13,7 +13,7 @@ creating one, while it may (bridge/runtime/debounce.py).
 
 A run whose queue has a concurrency limit enters its task's queue through its gate (`_queue`,
 bridge/runtime/queues.py, docs/queues.md): it holds a slot from then until it ends or parks, and gives it
-back (`_release`) as it does, which queues the gate's next waiting run in the same atomic step.
+back (`release_slot`) as it does, which queues the gate's next waiting run in the same atomic step.
 """
 
 from __future__ import annotations
@@ -411,8 +411,9 @@ class RunEngine:
         else:
             await self.broker.admit(gate, run.task_identifier, run.id, score_of(run))
 
-    async def _release(self, run: Run) -> None:
-        """Gives back the run's slot (or its place in line) of its gate; idempotent."""
+    async def release_slot(self, run: Run) -> None:
+        """Gives back the run's slot (or its place in line) of its gate; idempotent, so a worker handed a
+        delivery of a finished run calls it too: the process that ended the run may have died first."""
         gate = gate_of(run)
         if gate is not None:
             await self.broker.release(gate, run.task_identifier, run.id)
@@ -515,7 +516,7 @@ class RunEngine:
     async def _finished(self, run: Run) -> None:
         # The final status is stored whatever a listener does: its failure is logged, not the caller's.
         try:
-            await self._release(run)
+            await self.release_slot(run)
         except BridgeError as exc:  # the gate keeps the slot: see docs/queues.md
             log.error("run %s: could not release its concurrency slot: %s", run.id, exc.message)
         for listener in self.final_listeners:
@@ -568,7 +569,7 @@ class RunEngine:
         completion (or timeout, or for `input_stream` the stream's next value) queues it again. A parked run
         holds no concurrency slot: it gives it back first (else a resume racing the park would find it
         still held, and the release would then take it from the resumed run), and takes one again on resume."""
-        await self._release(await self.retrieve(run_id))
+        await self.release_slot(await self.retrieve(run_id))
 
         def mutate(run: Run) -> None:
             self._check_execution(run, execution)

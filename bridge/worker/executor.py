@@ -160,6 +160,8 @@ class Worker:
         engine = self.bridge.engine
         run = await engine.broker.get_run(delivery.run_id)
         if run is None or run.status.is_final or run.waiting_on is not None:
+            if run is not None and run.status.is_final:  # e.g. reclaimed from a worker that died as it ended it
+                await engine.release_slot(run)
             await self.bridge.broker.ack(delivery)  # finished, or parked: its resume queues it again
             return
         definition = self.registry.get(run.task_identifier)
