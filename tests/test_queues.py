@@ -216,3 +216,15 @@ async def test_a_worker_handed_a_finished_run_releases_the_slot_its_end_did_not(
     for gate in (holder, next_gate):
         open_gate(gate)
     assert (await until_final(next_id)).status is RunStatus.COMPLETED
+
+
+async def test_the_remote_sdk_sends_the_queue_options(server: RunningServer, remote: object) -> None:
+    name = unique("q")
+    handle = await tasks.trigger(
+        "echo", 1, queue={"name": name, "concurrency_limit": 3}, concurrency_key="user-9", priority=2.5
+    )
+    await until_final(handle.id)
+    run = await server.app_bridge.engine.retrieve(handle.id)  # the public run shape does not show them
+    assert (run.queue, run.concurrency_key, run.concurrency_limit, run.priority) == (name, "user-9", 3, 2.5)
+    with pytest.raises(InvalidOptionError, match=r"^priority "):  # checked before sending, as a local call
+        await tasks.trigger("echo", 1, priority=-1)
