@@ -115,6 +115,21 @@ class _GateState:
     limit: int
     holding: set[str] = field(default_factory=set)  # run ids holding a slot
     waiting: dict[str, tuple[int, int]] = field(default_factory=dict)  # member -> (score, arrival)
+    # (score, arrival, member), lowest first; an entry whose member left `waiting` is skipped when popped
+    line: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def wait(self, member: str, score: int, arrival: int) -> None:
+        if member not in self.waiting:  # a run already in line keeps its place
+            self.waiting[member] = (score, arrival)
+            heapq.heappush(self.line, (score, arrival, member))
+
+    def next_waiting(self) -> str | None:
+        while self.line:
+            score, arrival, member = heapq.heappop(self.line)
+            if self.waiting.get(member) == (score, arrival):
+                del self.waiting[member]
+                return member
+        return None
 
 
 @dataclass
@@ -330,12 +345,11 @@ class MemoryBroker(Broker):
     async def admit(self, gate: Gate, task_id: str, run_id: str, score: int) -> bool:
         state = self._gates.setdefault((gate.queue, gate.key), _GateState(gate.limit))
         state.limit = gate.limit
-        if run_id not in state.holding and len(state.holding) >= state.limit:
-            state.waiting.setdefault(gate.member(run_id, task_id), (score, next(self._arrivals)))
-            return False
-        state.holding.add(run_id)
-        await self.enqueue(task_id, run_id)
-        return True
+        if run_id in state.holding:
+            await self.enqueue(task_id, run_id)
+            return True
+        state.wait(gate.member(run_id, task_id), score, next(self._arrivals))
+        return run_id in await self._admit_waiting(gate)
 
     async def release(self, gate: Gate, task_id: str, run_id: str) -> list[str]:
         state = self._gates.get((gate.queue, gate.key))
@@ -343,17 +357,20 @@ class MemoryBroker(Broker):
             return []
         state.holding.discard(run_id)
         state.waiting.pop(gate.member(run_id, task_id), None)
-        promoted: list[str] = []
-        while state.waiting and len(state.holding) < state.limit:
-            member = min(state.waiting, key=state.waiting.__getitem__)
-            del state.waiting[member]
-            next_run, _, next_task = member.partition("|")
-            state.holding.add(next_run)
-            await self.enqueue(next_task, next_run)
-            promoted.append(next_run)
+        return await self._admit_waiting(gate)
+
+    async def _admit_waiting(self, gate: Gate) -> list[str]:
+        """Queues waiting runs, lowest score first, while the gate has free slots (gate.lua's loop)."""
+        state = self._gates[(gate.queue, gate.key)]
+        queued: list[str] = []
+        while len(state.holding) < state.limit and (member := state.next_waiting()) is not None:
+            run_id, _, task_id = member.partition("|")
+            state.holding.add(run_id)
+            await self.enqueue(task_id, run_id)
+            queued.append(run_id)
         if not state.holding and not state.waiting:
             del self._gates[(gate.queue, gate.key)]
-        return promoted
+        return queued
 
     async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
         state = self._gates.get((gate.queue, gate.key))
