@@ -82,7 +82,7 @@ def task(
     id: str,  # noqa: A002 - the official name
     *,
     retry: dict[str, Any] | None = None,
-    queue: dict[str, Any] | None = None,
+    queue: str | dict[str, Any] | None = None,
     registry: TaskRegistry | None = None,
 ) -> Callable[[TaskFunction], Task]:
     """Registers an `async def fn(payload[, ctx])` as a task: `@task(id="draft-email")`.

@@ -62,8 +62,8 @@ def parse_queue(queue: object, field: str, limit_name: str) -> tuple[str | None,
 
 
 def task_queue_spec(task_id: str, queue: object) -> QueueSpec | None:
-    """The queue `@task(queue=...)` declares (`{"name", "concurrency_limit"}`, the name defaulting to
-    `task/<id>`); None without one."""
+    """The queue `@task(queue=...)` declares (a name, or `{"name", "concurrency_limit"}` with the name
+    defaulting to `task/<id>`); None without one."""
     name, limit = parse_queue(queue, "queue", "concurrency_limit")
     if queue is None:
         return None

@@ -62,7 +62,7 @@ class TaskRegistry:
         task_id: str,
         function: TaskFunction,
         retry: dict[str, Any] | None = None,
-        queue: dict[str, Any] | None = None,
+        queue: str | dict[str, Any] | None = None,
     ) -> TaskDefinition:
         """`retry` and `queue` as `@task` takes them."""
         return self.register(TaskDefinition.of(task_id, function, retry, task_queue_spec(task_id, queue)))
@@ -75,7 +75,7 @@ class TaskRegistry:
         return definition
 
     def add_task(
-        self, task_id: str, retry: dict[str, Any] | None = None, queue: dict[str, Any] | None = None
+        self, task_id: str, retry: dict[str, Any] | None = None, queue: str | dict[str, Any] | None = None
     ) -> Callable[[TaskFunction], TaskDefinition]:
         """Decorator form of `add`, for registries other than the default one."""
         spec = task_queue_spec(task_id, queue)  # refused here, not at the first trigger
