@@ -131,6 +131,15 @@ async def test_a_parked_run_holds_no_slot_and_takes_one_again_when_resumed(backe
         assert (await until_final(parked.id)).output == {"ok": True, "output": {"ok": 1}}
 
 
+async def test_a_parent_waiting_on_a_child_of_its_own_queue_gives_it_the_slot(backend_settings: Settings) -> None:
+    """With a limit of 1, a parent and the child it waits for would deadlock if a parked run kept its slot."""
+    async with serving(replace(backend_settings, wait_hold_seconds=0)):
+        queue = {"name": unique("q"), "concurrency_limit": 1}
+        parent = await tasks.trigger("parent-in-queue", {"queue": queue}, queue=queue)
+        run = await until_final(parent.id)
+        assert run.status is RunStatus.COMPLETED and run.output == {"echo": "child"}
+
+
 async def test_the_sdk_refuses_queue_options_out_of_bounds_naming_the_option(server: RunningServer) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"queue": {"name": "a|b"}}, "queue.name"),

@@ -423,6 +423,14 @@ async def parent_one(payload: dict[str, Any], context: RunContext) -> Any:
     return {"output": result.unwrap(), "child": result.id}
 
 
+@registry.add_task("parent-in-queue")
+async def parent_in_queue(payload: dict[str, Any]) -> Any:
+    """`trigger_and_wait` on an `echo` run on the queue `payload["queue"]` (tests/test_queues.py)."""
+    from bridge import tasks
+
+    return (await tasks.trigger_and_wait("echo", "child", queue=payload["queue"])).unwrap()
+
+
 @registry.add_task("parent-mixed")
 async def parent_mixed(payload: Any) -> list[Any]:
     """`batch.trigger_and_wait` over two tasks."""
