@@ -56,15 +56,26 @@ class UnprocessableError(BridgeError):
     status = 422
 
 
-class UnsupportedOptionError(UnprocessableError):
-    """A trigger option the bridge does not implement: refused, never ignored. `field` names it as the
-    request spelled it (`options.debounce`, or `debounce=` in the Python SDK)."""
-
-    code = "unsupported_option"
+class OptionError(UnprocessableError):
+    """A trigger option refused: `field` names it as the request spelled it (`options.queue`, or `queue=` in
+    the Python SDK)."""
 
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
         self.field = field
+
+
+class UnsupportedOptionError(OptionError):
+    """A trigger option the bridge does not implement: refused, never ignored."""
+
+    code = "unsupported_option"
+
+
+class InvalidOptionError(OptionError, ValidationError):
+    """A trigger option's value out of its bounds (a queue's name, a concurrency limit, a priority...): a
+    ValidationError, answered 422 naming the field."""
+
+    code = "invalid_option"
 
 
 class TooManyError(BridgeError):

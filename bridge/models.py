@@ -166,6 +166,12 @@ class Run:
     expires_at: int | None = None
     expired_at: int | None = None
     debounce_until: int | None = None  # a debounced run: the latest it may start (bridge/runtime/debounce.py)
+    # Its queue (bridge/runtime/queues.py): a run with a concurrency limit holds a slot of the gate (queue,
+    # concurrency key) while a worker has it; `priority` seconds order it ahead of runs waiting for a slot.
+    queue: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    priority: float = 0.0
     # A payload or output stored apart from the run (bridge/runtime/packets.py): its storage path, the value None.
     payload_packet: str | None = None
     output_packet: str | None = None

@@ -15,6 +15,7 @@ from bridge.durations import Moment
 from bridge.errors import SubtaskUnwrapError, TaskRunError
 from bridge.runtime.children import BATCH_TRIGGER_AND_WAIT, TRIGGER_AND_WAIT, ChildItem
 from bridge.runtime.engine import TriggerOptions
+from bridge.runtime.queues import task_queue_spec
 from bridge.runtime.retries import RetryPolicy
 from bridge.runtime.trigger_options import refuse_python_options
 from bridge.runtime.waitpoints import TokenStatus, timeout_error
@@ -30,6 +31,9 @@ _OPTION_NAMES = (
     "delay",
     "ttl",
     "debounce",
+    "queue",
+    "concurrency_key",
+    "priority",
 )
 
 
@@ -78,6 +82,7 @@ def task(
     id: str,  # noqa: A002 - the official name
     *,
     retry: dict[str, Any] | None = None,
+    queue: str | dict[str, Any] | None = None,
     registry: TaskRegistry | None = None,
 ) -> Callable[[TaskFunction], Task]:
     """Registers an `async def fn(payload[, ctx])` as a task: `@task(id="draft-email")`.
@@ -85,9 +90,13 @@ def task(
     `retry`, as the official option: `{"max_attempts": 3, "factor": 2, "min_timeout": "1s", "max_timeout":
     "10s", "randomize": True}` (what is missing keeps its default; `max_attempts` defaults to the worker's
     `BRIDGE_MAX_ATTEMPTS`). A failed attempt is retried after its backoff, replaying what it recorded
-    (docs/durability.md); `AbortTaskRunError` fails the run at once."""
+    (docs/durability.md); `AbortTaskRunError` fails the run at once.
+
+    `queue={"name": "emails", "concurrency_limit": 2}`: at most 2 runs of the queue execute at once, across every
+    worker (docs/queues.md); the name defaults to `task/<id>`, and other tasks' triggers may name the queue."""
     RetryPolicy.from_spec(retry, 1, Limits().max_attempts)  # refused here, not at the first failure
-    return lambda function: (registry or default_registry).register(Task.of(id, function, retry))
+    spec = task_queue_spec(id, queue)
+    return lambda function: (registry or default_registry).register(Task.of(id, function, retry, spec))
 
 
 def _tag_list(tags: list[str] | str | None) -> list[str]:
@@ -106,6 +115,9 @@ async def trigger(
     delay: Moment | None = None,
     ttl: str | int | float | timedelta | None = None,
     debounce: dict[str, Any] | None = None,
+    queue: str | dict[str, Any] | None = None,
+    concurrency_key: str | None = None,
+    priority: float | None = None,
     **unsupported: Any,
 ) -> RunHandle:
     """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run. `delay` ("1h",
@@ -113,8 +125,11 @@ async def trigger(
     that long after it was queued ends EXPIRED. `debounce={"key", "delay", "mode": "leading"|"trailing",
     "max_delay"}`: the triggers of a burst with the same key within `delay` of each other make one run, started
     `delay` after the last (no later than `max_delay` after the first), with the first payload (leading, the
-    default) or the last (trailing). An official option the bridge does not implement (`priority=`, `queue=`...)
-    raises `UnsupportedOptionError`."""
+    default) or the last (trailing). `queue` (a queue's name, or `{"name", "concurrency_limit"}`) overrides the
+    task's queue; `concurrency_key="user-42"` gives each value its own copy of the queue, with its limit;
+    `priority` (seconds) orders the run as if queued that much earlier among runs waiting for a slot
+    (docs/queues.md). An official option the bridge does not implement (`max_duration=`...) raises
+    `UnsupportedOptionError`."""
     refuse_python_options("trigger", unsupported)
     options = TriggerOptions(
         tags=_tag_list(tags),
@@ -125,6 +140,9 @@ async def trigger(
         delay=delay,
         ttl=ttl,
         debounce=debounce,
+        queue=queue,
+        concurrency_key=concurrency_key,
+        priority=priority,
     )
     return await (await client.current()).trigger(task_id, payload, options)
 

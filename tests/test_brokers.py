@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from bridge.backends import create_broker
-from bridge.backends.base import Broker, Delivery, StreamPage
+from bridge.backends.base import Broker, Delivery, Gate, QueueSpec, StreamPage
 from bridge.backends.channels import (
     CANCEL_CHANNEL,
     batch_channel,
@@ -291,6 +291,49 @@ async def test_each_run_is_handed_to_one_worker(broker: Broker) -> None:
     assert await broker.claim("worker_2", ["qa", "qb"], 0.1) is None
     for delivery in claimed:
         await broker.ack(delivery)
+
+
+async def test_a_gate_admits_up_to_its_limit_and_each_release_admits_the_next_once(broker: Broker) -> None:
+    """docs/queues.md: admission and release are idempotent by run id; the lowest score is admitted first,
+    then arrival order; a raised limit admits the waiting runs before a newcomer; an empty gate is gone."""
+    gate = Gate("q/gate", "user-1", 2)
+    admitted = [await broker.admit(gate, "task-g", run_id, score) for run_id, score in [("run_a", 5), ("run_b", 5)]]
+    assert admitted == [True, True]
+    assert await broker.admit(gate, "task-g", "run_c", 9) is False
+    assert await broker.admit(gate, "task-g", "run_d", 1) is False  # priority: ahead of run_c
+    assert await broker.admit(gate, "task-g", "run_e", 9) is False  # same score as run_c: after it
+    assert await broker.admit(gate, "task-g", "run_c", 0) is False  # already in line: keeps its place
+    assert await broker.gate_state(gate) == (["run_a", "run_b"], ["run_d", "run_c", "run_e"])
+    assert await broker.gate_state(Gate("q/gate", "user-2", 2)) == ([], [])  # another key's gate
+
+    assert await broker.release(gate, "task-g", "run_a") == ["run_d"]
+    assert await broker.release(gate, "task-g", "run_a") == []  # twice = once
+    assert await broker.release(gate, "task-g", "run_e") == []  # out of line, held nothing: frees nothing
+    assert await broker.gate_state(gate) == (["run_b", "run_d"], ["run_c"])
+    assert await broker.admit(gate, "task-g", "run_d", 1) is True  # holding a slot: queued again (a resume)
+    assert await broker.admit(Gate("q/gate", "user-1", 4), "task-g", "run_f", 99) is True  # a raised limit
+    assert await broker.gate_state(gate) == (["run_b", "run_c", "run_d", "run_f"], [])  # run_c went first
+
+    queued = []
+    for _ in range(6):  # run_a, run_b, run_d twice, then run_c, run_f
+        delivery = await broker.claim("worker_g", ["task-g"], 5)
+        assert delivery is not None
+        queued.append(delivery.run_id)
+        await broker.ack(delivery)
+    assert queued == ["run_a", "run_b", "run_d", "run_d", "run_c", "run_f"]
+    for run_id in ("run_b", "run_c", "run_d", "run_f"):
+        await broker.release(gate, "task-g", run_id)
+    assert await broker.gate_state(gate) == ([], [])
+
+
+async def test_tasks_declare_queues_that_triggers_of_other_tasks_name(broker: Broker) -> None:
+    await broker.set_task_queues({"task-x": QueueSpec("shared", 3), "task-y": None})
+    assert await broker.declared_queue("task-x", None) == QueueSpec("shared", 3)
+    assert await broker.declared_queue("task-z", "shared") == QueueSpec("shared", 3)
+    assert await broker.declared_queue("task-y", None) == QueueSpec("task/task-y", None)
+    assert await broker.declared_queue("task-y", "nobody-declared") == QueueSpec("nobody-declared", None)
+    await broker.set_task_queues({"task-x": None})  # the task no longer declares one
+    assert await broker.declared_queue("task-x", None) == QueueSpec("task/task-x", None)
 
 
 async def test_a_claim_waits_for_the_next_enqueue(broker: Broker) -> None:

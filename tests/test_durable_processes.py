@@ -1,7 +1,8 @@
 """Durable runs across real `realtime-bridge worker` processes on Redis (tests/test_durable.py has the
 in-process behaviour): a deploy's SIGTERM parks a waiting run at once and the next worker resumes it; a
 SIGKILL'd worker's run is taken over after a lease and replayed; parked runs cost a worker no memory and
-outlive restarts. Tasks: tests/support/durable_process_tasks.py, which note what their code did in files.
+outlive restarts; a queue's concurrency limit holds across workers (tests/test_queues.py: in one process).
+Tasks: tests/support/durable_process_tasks.py, which note what their code did in files.
 
 The test process reaches the same Redis (same key prefix and secret) with a Bridge of its own: it triggers,
 completes tokens, sends inputs and follows runs through their feeds.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from bridge.config import Settings
 from bridge.models import Run, RunStatus
@@ -34,7 +36,7 @@ from tests.conftest import SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "tests/support/durable_process_tasks.py"
-TASK_IDS = ["proc-child", "proc-inputs", "proc-parent", "proc-review", "proc-slow-step", "proc-wait"]
+TASK_IDS = ["proc-child", "proc-gated", "proc-inputs", "proc-parent", "proc-review", "proc-slow-step", "proc-wait"]
 STARTUP_SECONDS = 30.0  # a worker process imports everything, then logs that it runs
 EXIT_SECONDS = 10.0  # a drained worker exits well before the default 30 s grace
 STATE_SECONDS = 20.0  # a run reaches the awaited state
@@ -425,3 +427,36 @@ async def test_a_parent_waiting_on_three_children_resumes_across_a_worker_restar
     for child_line in children:
         child = await bridge.engine.retrieve(child_line.removeprefix("child "))
         assert (child.parent_task_run_id, child.root_task_run_id, child.depth) == (run_id, run_id, 1)
+
+
+async def test_a_concurrency_limit_of_2_holds_across_two_worker_processes(bridge: Bridge, workers: Workers) -> None:
+    """`proc-gated` declares a queue with a limit of 2; two workers of 10 slots each take its runs. Each run
+    notes how many of the queue's runs executed as it started; the test frees the oldest whenever two run."""
+    pair = [workers.start("a"), workers.start("b")]
+    for worker in pair:
+        await worker.ready()  # its task queues are declared: triggers find the limit
+    assert bridge.settings.redis_url is not None
+    key = f"{bridge.settings.key_prefix}:gated"
+    total = 8
+    tag = f"gated-{os.getpid()}"
+    redis = Redis.from_url(bridge.settings.redis_url)
+    try:
+        async with Feed(bridge, FeedSpec.for_tags([tag], 0, total), workers) as feed:
+            for n in range(total):
+                await trigger(bridge, "proc-gated", {"key": key, "redis": bridge.settings.redis_url, "n": n}, [tag])
+            seen: list[int] = []  # how many of the queue's runs executed, as each run saw it on start
+            executing: list[str] = []
+            for _ in range(total):
+                reply = await redis.blpop([f"{key}:started"], timeout=STATE_SECONDS)
+                assert reply is not None, f"no run started within {STATE_SECONDS} s after {seen}\n{workers.logs()}"
+                n, count = reply[1].decode().split()
+                seen.append(int(count))
+                executing.append(n)
+                if len(executing) == 2:  # both slots taken: free the oldest
+                    await redis.rpush(f"{key}:go:{executing.pop(0)}", 1)
+            await redis.rpush(f"{key}:go:{executing.pop()}", 1)
+            await feed.until("all completed", lambda runs: len(runs) == total and all(map(is_final, runs.values())))
+        assert {run.status for run in feed.runs.values()} == {RunStatus.COMPLETED}
+        assert seen == [1] + [2] * (total - 1), seen  # the limit was reached, and never passed
+    finally:
+        await redis.aclose()

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from bridge import runs
+from bridge.backends.base import Gate
 from bridge.runtime.access import create_public_token
 from bridge.server.official.feeds import FeedSessions
 from tests.conftest import RunningServer
@@ -262,6 +263,23 @@ async def test_sdk_delay_ttl_reschedule_and_a_512_kib_payload(server: RunningSer
     assert len(uploads) == 2 and uploads[0].startswith("/api/v2/packets/") and uploads[1].startswith("/packets/packet_")
     stored = await runs.retrieve(result["handle"]["id"])
     assert stored.payload == {"blob": "x" * size} and stored.ttl == "1m"
+
+
+async def test_sdk_triggers_on_a_named_queue_with_a_concurrency_key_and_a_priority(server: RunningServer) -> None:
+    """`queue` names a queue another task declares (`one-at-a-time`, limit 1): the run takes that limit."""
+    options = json.dumps({"queue": "task/one-at-a-time", "concurrencyKey": "user-7", "priority": 5})
+    result = await run_script(server, "trigger-options.mjs", "echo", "16", options)
+    assert result.ok, result.explain()
+    assert result["after"]["status"] == "COMPLETED" and result["statuses"][-1] == "COMPLETED", result.explain()
+    stored = await runs.retrieve(result["handle"]["id"])
+    assert (stored.queue, stored.concurrency_key, stored.concurrency_limit, stored.priority) == (
+        "task/one-at-a-time",
+        "user-7",
+        1,
+        5.0,
+    )
+    gate = Gate("task/one-at-a-time", "user-7", 1)
+    assert await server.app_bridge.broker.gate_state(gate) == ([], [])  # its slot was given back
 
 
 async def test_sdk_sends_a_5_mib_payload_and_the_hook_reads_payload_and_output(server: RunningServer) -> None:

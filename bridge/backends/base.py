@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bridge.config import Settings
@@ -151,8 +151,38 @@ class Delivery:
     receipt: str
 
 
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue as a task declares it (`@task(queue=...)`): its name and concurrency limit (None: unlimited)."""
+
+    name: str
+    concurrency_limit: int | None
+
+
+def default_queue_name(task_id: str) -> str:
+    """A task's queue when it declares none (the official name)."""
+    return f"task/{task_id}"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One concurrency gate: a queue, or one concurrency key's copy of it, letting `limit` runs hold a slot."""
+
+    queue: str
+    key: str | None
+    limit: int
+
+    def member(self, run_id: str, task_id: str) -> str:
+        """How the gate's waiting set holds a run: its id, then its task (to queue it on promotion)."""
+        return f"{run_id}|{task_id}"
+
+
 class TaskQueue(abc.ABC):
-    """The registered tasks, and a queue of runs per task: at-least-once hand-off to workers."""
+    """The registered tasks, and a queue of runs per task: at-least-once hand-off to workers.
+
+    A run of a gated queue (docs/queues.md) enters its task's queue through `admit` once it holds one of its
+    gate's slots; `release` gives the slot back and, in the same atomic step, admits the gate's next waiting
+    run (lowest score first). Both are idempotent by run id."""
 
     @abc.abstractmethod
     async def enqueue(self, task_id: str, run_id: str) -> None: ...
@@ -173,7 +203,33 @@ class TaskQueue(abc.ABC):
         """Deliveries whose worker stopped heartbeating for a lease, now owned by `worker_id`."""
 
     @abc.abstractmethod
+    async def admit(self, gate: Gate, task_id: str, run_id: str, score: int) -> bool:
+        """Queues the run (`enqueue`) if it holds a slot of `gate` or one is free (it takes it); else adds it to
+        the gate's waiting runs with `score` (kept if already there). Stores `gate.limit` as the gate's limit.
+        True when queued."""
+
+    @abc.abstractmethod
+    async def release(self, gate: Gate, task_id: str, run_id: str) -> list[str]:
+        """Frees the run's slot of `gate` and drops it from the gate's waiting runs (either it may not have),
+        then queues waiting runs, lowest score first, while the gate's stored limit leaves slots free; returns
+        the ids of the runs it queued."""
+
+    @abc.abstractmethod
+    async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
+        """(ids of the runs holding a slot, sorted; ids of the waiting runs, next first)."""
+
+    @abc.abstractmethod
     async def register_tasks(self, task_ids: Iterable[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def set_task_queues(self, queues: Mapping[str, QueueSpec | None]) -> None:
+        """Stores the queue each task declares (a worker's `@task(queue=...)`; None: none) and its limit, by
+        the queue's name (another task's trigger may name it)."""
+
+    @abc.abstractmethod
+    async def declared_queue(self, task_id: str, name: str | None) -> QueueSpec:
+        """The queue a run of the task goes to: `name`, else the one the task declares, else `task/<id>`; with
+        the concurrency limit a task declared for that queue (None: none did)."""
 
     @abc.abstractmethod
     async def task_exists(self, task_id: str) -> bool: ...

@@ -15,12 +15,21 @@ import sys
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from bridge.aio import cancel_and_wait
-from bridge.backends.base import Broker, Delivery, StreamPage, new_epoch, stream_failed
+from bridge.backends.base import (
+    Broker,
+    Delivery,
+    Gate,
+    QueueSpec,
+    StreamPage,
+    default_queue_name,
+    new_epoch,
+    stream_failed,
+)
 from bridge.backends.channels import channels_of, encode_chunks_message, stream_channel, waitpoint_channel
 from bridge.config import Settings
 from bridge.errors import NotFoundError, RunFinishedError, StreamOrderError
@@ -102,6 +111,28 @@ class _Stream:
 
 
 @dataclass
+class _GateState:
+    limit: int
+    holding: set[str] = field(default_factory=set)  # run ids holding a slot
+    waiting: dict[str, tuple[int, int]] = field(default_factory=dict)  # member -> (score, arrival)
+    # (score, arrival, member), lowest first; an entry whose member left `waiting` is skipped when popped
+    line: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def wait(self, member: str, score: int, arrival: int) -> None:
+        if member not in self.waiting:  # a run already in line keeps its place
+            self.waiting[member] = (score, arrival)
+            heapq.heappush(self.line, (score, arrival, member))
+
+    def next_waiting(self) -> str | None:
+        while self.line:
+            score, arrival, member = heapq.heappop(self.line)
+            if self.waiting.get(member) == (score, arrival):
+                del self.waiting[member]
+                return member
+        return None
+
+
+@dataclass
 class _Journal:
     attempt: int = 0
     entries: list[bytes] = field(default_factory=list)
@@ -134,6 +165,10 @@ class MemoryBroker(Broker):
         self._enqueued = asyncio.Condition()
         self._receipts = itertools.count(1)
         self._tasks: set[str] = set()
+        self._task_queues: dict[str, QueueSpec] = {}
+        self._queue_limits: dict[str, int | None] = {}  # queue name -> the limit a task declared for it
+        self._gates: dict[tuple[str, str | None], _GateState] = {}  # dropped once nothing holds or waits
+        self._arrivals = itertools.count()  # orders waiting runs of the same score by arrival, as Redis's sequence
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -307,8 +342,58 @@ class MemoryBroker(Broker):
     async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
         return []  # workers live in this process: none can die without the broker
 
+    async def admit(self, gate: Gate, task_id: str, run_id: str, score: int) -> bool:
+        state = self._gates.setdefault((gate.queue, gate.key), _GateState(gate.limit))
+        state.limit = gate.limit
+        if run_id in state.holding:
+            await self.enqueue(task_id, run_id)
+            return True
+        state.wait(gate.member(run_id, task_id), score, next(self._arrivals))
+        return run_id in await self._admit_waiting(gate)
+
+    async def release(self, gate: Gate, task_id: str, run_id: str) -> list[str]:
+        state = self._gates.get((gate.queue, gate.key))
+        if state is None:
+            return []
+        state.holding.discard(run_id)
+        state.waiting.pop(gate.member(run_id, task_id), None)
+        return await self._admit_waiting(gate)
+
+    async def _admit_waiting(self, gate: Gate) -> list[str]:
+        """Queues waiting runs, lowest score first, while the gate has free slots (gate.lua's loop)."""
+        state = self._gates[(gate.queue, gate.key)]
+        queued: list[str] = []
+        while len(state.holding) < state.limit and (member := state.next_waiting()) is not None:
+            run_id, _, task_id = member.partition("|")
+            state.holding.add(run_id)
+            await self.enqueue(task_id, run_id)
+            queued.append(run_id)
+        if not state.holding and not state.waiting:
+            del self._gates[(gate.queue, gate.key)]
+        return queued
+
+    async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
+        state = self._gates.get((gate.queue, gate.key))
+        if state is None:
+            return [], []
+        waiting = sorted(state.waiting, key=state.waiting.__getitem__)
+        return sorted(state.holding), [member.partition("|")[0] for member in waiting]
+
     async def register_tasks(self, task_ids: Iterable[str]) -> None:
         self._tasks.update(task_ids)
+
+    async def set_task_queues(self, queues: Mapping[str, QueueSpec | None]) -> None:
+        for task_id, spec in queues.items():
+            if spec is None:
+                self._task_queues.pop(task_id, None)
+            else:
+                self._task_queues[task_id] = spec
+                self._queue_limits[spec.name] = spec.concurrency_limit
+
+    async def declared_queue(self, task_id: str, name: str | None) -> QueueSpec:
+        if name is None:
+            return self._task_queues.get(task_id) or QueueSpec(default_queue_name(task_id), None)
+        return QueueSpec(name, self._queue_limits.get(name))
 
     async def task_exists(self, task_id: str) -> bool:
         return task_id in self._tasks

@@ -8,6 +8,7 @@ from bridge.errors import (
     BridgeError,
     ConflictError,
     ForbiddenError,
+    InvalidOptionError,
     LengthRequiredError,
     NonDeterminismError,
     NotFoundError,
@@ -34,6 +35,7 @@ _BY_CODE: dict[str, type[BridgeError]] = {
         RunFinishedError,
         NonDeterminismError,
         UnsupportedOptionError,
+        InvalidOptionError,
     )
 }
 _BY_STATUS: dict[int, type[BridgeError]] = {

@@ -21,7 +21,7 @@ import contextlib
 import math
 import ssl
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +49,8 @@ from bridge.runtime.debounce import parse_debounce
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.feeds import FeedSpec
 from bridge.runtime.packets import decode_data
+from bridge.runtime.queues import check_options as check_queue_options
+from bridge.runtime.queues import parse_queue
 from bridge.runtime.waitpoints import Timeout
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -82,7 +84,15 @@ def _timeout(value: Moment) -> str:
     return _duration(value)
 
 
+def _queue(queue: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A trigger's queue as the official routes take it (checked here, as a local call would)."""
+    name, limit = parse_queue(queue, "queue", "concurrency_limit")
+    given = {"name": name, "concurrencyLimit": limit}
+    return {key: value for key, value in given.items() if value is not None} if queue is not None else None
+
+
 def _trigger_options(options: TriggerOptions, payload_type: str) -> dict[str, Any]:
+    check_queue_options(options.queue, options.concurrency_key, options.priority)
     key_ttl = options.idempotency_key_ttl
     debounce = parse_debounce(options.debounce, math.inf)  # checked here, as a local call would; bounded there
     given = {
@@ -95,6 +105,9 @@ def _trigger_options(options: TriggerOptions, payload_type: str) -> dict[str, An
         "delay": None if options.delay is None else _timeout(options.delay),
         "ttl": None if options.ttl is None else _duration(options.ttl),
         "debounce": None if debounce is None else debounce.to_official(),
+        "queue": _queue(options.queue),
+        "concurrencyKey": options.concurrency_key,
+        "priority": options.priority,
     }
     return {name: value for name, value in given.items() if value is not None}
 

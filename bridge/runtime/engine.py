@@ -10,6 +10,10 @@ run (`resume`, a compare-and-set: once). With a `ttl`, a run still QUEUED that l
 queueable ends EXPIRED: by its own timer, or by the worker claiming it (`start_execution`, in the
 same compare-and-set that would start it). A `debounce`d trigger pushes its key's DELAYED run instead of
 creating one, while it may (bridge/runtime/debounce.py).
+
+A run whose queue has a concurrency limit enters its task's queue through its gate (`_queue`,
+bridge/runtime/queues.py, docs/queues.md): it holds a slot from then until it ends or parks, and gives it
+back (`release_slot`) as it does, which queues the gate's next waiting run in the same atomic step.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from bridge.models import JSON_TYPE, Run, RunError, RunStatus, can_transition, e
 from bridge.runtime.debounce import Debounce, parse_debounce
 from bridge.runtime.journal import Fenced
 from bridge.runtime.packets import PacketRef, Packets
+from bridge.runtime.queues import check_options as check_queue_options
+from bridge.runtime.queues import gate_of, parse_queue, score_of
 from bridge.runtime.retries import check_max_attempts
 from bridge.tracing import current_traceparent, span
 
@@ -60,6 +66,9 @@ class TriggerOptions:
     delay: Moment | None = None  # a duration or a date: the run is DELAYED until then
     ttl: str | int | float | timedelta | None = None  # a run not started this long after it is queued expires
     debounce: Mapping[str, Any] | None = None  # {"key", "delay", "mode", "max_delay"}: bridge/runtime/debounce.py
+    queue: str | Mapping[str, Any] | None = None  # a name, or {"name", "concurrency_limit"}: bridge/runtime/queues.py
+    concurrency_key: str | None = None  # one gate per value of the key, with the queue's limit
+    priority: float | None = None  # seconds: ordered as if queued that much earlier among runs waiting for a slot
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,7 @@ class RunEngine:
                     raise ValidationError(f"debounce cannot be combined with {what}")
             if options.child_of is not None:
                 raise ValidationError("debounce cannot be used for a child run (trigger_and_wait)")
+        check_queue_options(options.queue, options.concurrency_key, options.priority)
         if options.metadata is not None and not isinstance(options.metadata, dict):
             raise ValidationError("metadata must be an object")
         metadata = options.metadata or {}
@@ -262,6 +272,8 @@ class RunEngine:
     ) -> Run:
         """A run to insert, its payload stored and, when delayed, its timer set."""
         ttl = parse_ttl(options.ttl, self.longest_wait)
+        queue_name, queue_limit = parse_queue(options.queue, "queue", "concurrency_limit")
+        queue = await self.broker.declared_queue(task_id, queue_name)
         run = Run(
             id=new_id("run_"),
             task_identifier=task_id,
@@ -278,6 +290,10 @@ class RunEngine:
             queued_at=None if until else now,
             ttl=ttl[0] if ttl else None,
             expires_at=now + int(ttl[1] * 1000) if ttl and not until else None,
+            queue=queue.name,
+            concurrency_key=options.concurrency_key,
+            concurrency_limit=queue_limit or queue.concurrency_limit,
+            priority=float(options.priority or 0),
         )
         child_of = options.child_of
         if child_of is not None:
@@ -297,7 +313,7 @@ class RunEngine:
         if created and stored.waiting_on:
             await self._watch(stored.id, stored.waiting_on)
         elif created:
-            await self.broker.enqueue(stored.task_identifier, stored.id)
+            await self._queue(stored)
             await self._arm_ttl(stored)
         return stored, created
 
@@ -385,6 +401,22 @@ class RunEngine:
         if run.waiting_on == timer:
             await self._watch(run_id, timer)
         return run
+
+    async def _queue(self, run: Run) -> None:
+        """Queues the run for a worker, through its gate when its queue has a concurrency limit (it may then
+        wait for a slot: the release of one queues it)."""
+        gate = gate_of(run)
+        if gate is None:
+            await self.broker.enqueue(run.task_identifier, run.id)
+        else:
+            await self.broker.admit(gate, run.task_identifier, run.id, score_of(run))
+
+    async def release_slot(self, run: Run) -> None:
+        """Gives back the run's slot (or its place in line) of its gate; idempotent, so a worker handed a
+        delivery of a finished run calls it too: the process that ended the run may have died first."""
+        gate = gate_of(run)
+        if gate is not None:
+            await self.broker.release(gate, run.task_identifier, run.id)
 
     async def _watch(self, run_id: str, timer: str) -> None:
         """Makes the run the waiter of its timer; a timer that fired before it had a waiter is acted on here."""
@@ -483,6 +515,10 @@ class RunEngine:
 
     async def _finished(self, run: Run) -> None:
         # The final status is stored whatever a listener does: its failure is logged, not the caller's.
+        try:
+            await self.release_slot(run)
+        except BridgeError as exc:  # the gate keeps the slot: see docs/queues.md
+            log.error("run %s: could not release its concurrency slot: %s", run.id, exc.message)
         for listener in self.final_listeners:
             try:
                 await listener(run)
@@ -530,7 +566,10 @@ class RunEngine:
 
     async def park(self, run_id: str, execution: int, token_id: str, input_stream: str | None = None) -> None:
         """Leaves the run to resume once `token_id` is done, with no process holding it: the token's
-        completion (or timeout, or for `input_stream` the stream's next value) queues it again."""
+        completion (or timeout, or for `input_stream` the stream's next value) queues it again. A parked run
+        holds no concurrency slot: it gives it back first (else a resume racing the park would find it
+        still held, and the release would then take it from the resumed run), and takes one again on resume."""
+        await self.release_slot(await self.retrieve(run_id))
 
         def mutate(run: Run) -> None:
             self._check_execution(run, execution)
@@ -568,7 +607,7 @@ class RunEngine:
         if run.status is RunStatus.EXPIRED:
             await self._finished(run)
             return True
-        await self.broker.enqueue(run.task_identifier, run.id)
+        await self._queue(run)
         if run.status is RunStatus.QUEUED:  # its delay passed: its TTL starts now
             await self._arm_ttl(run)
         return True
@@ -588,7 +627,7 @@ class RunEngine:
             run.status = RunStatus.WAITING
 
         run = await self.update(run_id, mutate)
-        await self.broker.enqueue(run.task_identifier, run.id)
+        await self.broker.enqueue(run.task_identifier, run.id)  # it keeps its concurrency slot
 
     @staticmethod
     def _check_execution(run: Run, execution: int | None) -> None:

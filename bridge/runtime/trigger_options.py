@@ -26,6 +26,9 @@ IMPLEMENTED = frozenset(
         "delay",
         "ttl",
         "debounce",
+        "queue",
+        "concurrencyKey",
+        "priority",
     }
 )
 # Accepted and without effect: hints about where a run executes, and facts the bridge gets otherwise.
@@ -33,14 +36,11 @@ NO_EFFECT = frozenset({"machine", "region", "payloadSize", "idempotencyKeyOption
 
 _CHILD_RUNS = "child runs (triggerAndWait, a trigger from inside a task) are not implemented yet"
 _VERSIONS = "the bridge has no deployments or task versions: a run executes the code of the worker that claims it"
-_QUEUES = "queues and concurrency limits are not implemented yet"
+_NAMED_LIMITS = "named concurrency limits are not implemented: use a queue's concurrencyLimit (docs/queues.md)"
 # Official name -> (the Python SDK's name or None, why it is refused).
 REFUSED: dict[str, tuple[str | None, str]] = {
-    "queue": ("queue", _QUEUES),
-    "concurrencyKey": ("concurrency_key", _QUEUES),
-    "concurrency": ("concurrency", _QUEUES),
-    "gates": (None, _QUEUES),
-    "priority": ("priority", "runs start in the order they were queued"),
+    "concurrency": ("concurrency", _NAMED_LIMITS),
+    "gates": (None, _NAMED_LIMITS),
     "maxDuration": ("max_duration", "a run's compute time is not limited"),
     "parentRunId": (None, _CHILD_RUNS),
     "resumeParentOnCompletion": (None, _CHILD_RUNS),

@@ -15,8 +15,8 @@ from bridge.errors import (
     BridgeError,
     ClientGoneError,
     ForbiddenError,
+    OptionError,
     PayloadTooLargeError,
-    UnsupportedOptionError,
     ValidationError,
 )
 from bridge.runtime.access import Principal, authenticate, bearer_from_header
@@ -35,7 +35,7 @@ def error_response(error: BridgeError, **extra: Any) -> Response:
     if isinstance(error, ForbiddenError):
         # The official body for a token without the scope (the SDK's ApiError exposes code/param/type).
         extra = {"code": "unauthorized", "param": "access_token", "type": "authorization", **extra}
-    if isinstance(error, UnsupportedOptionError):
+    if isinstance(error, OptionError):
         extra = {"field": error.field, **extra}
     return json_response({"error": error.message, "code": error.code, **extra}, status=error.status)
 

@@ -54,6 +54,7 @@ class Worker:
 
     async def start(self) -> None:
         await self.bridge.broker.register_tasks(self.registry.ids)
+        await self.bridge.broker.set_task_queues(self.registry.queues)
         await self.bridge.hub.attach(CANCEL_CHANNEL, self._on_cancel_message)
         self._loops = [asyncio.create_task(self._claim_forever()), asyncio.create_task(self._heartbeat_forever())]
         self.bridge.metrics.worker_slots.track(self)
@@ -159,6 +160,8 @@ class Worker:
         engine = self.bridge.engine
         run = await engine.broker.get_run(delivery.run_id)
         if run is None or run.status.is_final or run.waiting_on is not None:
+            if run is not None and run.status.is_final:  # e.g. reclaimed from a worker that died as it ended it
+                await engine.release_slot(run)
             await self.bridge.broker.ack(delivery)  # finished, or parked: its resume queues it again
             return
         definition = self.registry.get(run.task_identifier)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from bridge.backends.base import QueueSpec
+from bridge.runtime.queues import task_queue_spec
+
 TaskFunction = Callable[..., Awaitable[Any]]
 DefinitionT = TypeVar("DefinitionT", bound="TaskDefinition")
 
@@ -33,13 +36,16 @@ class TaskDefinition:
     function: TaskFunction
     wants_context: bool
     retry: dict[str, Any] | None = None  # the task's retry policy (`RetryPolicy.from_spec`); None: the worker's
+    queue: QueueSpec | None = None  # the task's queue and concurrency limit (bridge/runtime/queues.py)
 
     @classmethod
-    def of(cls, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None) -> Self:
+    def of(
+        cls, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None, queue: QueueSpec | None = None
+    ) -> Self:
         if not inspect.iscoroutinefunction(function):
             raise TypeError(f"task {task_id!r} must be an `async def` function")
         parameters = inspect.signature(function).parameters
-        return cls(id=task_id, function=function, wants_context=len(parameters) >= 2, retry=retry)
+        return cls(id=task_id, function=function, wants_context=len(parameters) >= 2, retry=retry, queue=queue)
 
     async def __call__(self, payload: Any, context: RunContext) -> Any:
         if self.wants_context:
@@ -51,8 +57,15 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskDefinition] = {}
 
-    def add(self, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None) -> TaskDefinition:
-        return self.register(TaskDefinition.of(task_id, function, retry))
+    def add(
+        self,
+        task_id: str,
+        function: TaskFunction,
+        retry: dict[str, Any] | None = None,
+        queue: str | dict[str, Any] | None = None,
+    ) -> TaskDefinition:
+        """`retry` and `queue` as `@task` takes them."""
+        return self.register(TaskDefinition.of(task_id, function, retry, task_queue_spec(task_id, queue)))
 
     def register(self, definition: DefinitionT) -> DefinitionT:
         existing = self._tasks.get(definition.id)
@@ -61,9 +74,12 @@ class TaskRegistry:
         self._tasks[definition.id] = definition
         return definition
 
-    def add_task(self, task_id: str, retry: dict[str, Any] | None = None) -> Callable[[TaskFunction], TaskDefinition]:
+    def add_task(
+        self, task_id: str, retry: dict[str, Any] | None = None, queue: str | dict[str, Any] | None = None
+    ) -> Callable[[TaskFunction], TaskDefinition]:
         """Decorator form of `add`, for registries other than the default one."""
-        return lambda function: self.add(task_id, function, retry)
+        spec = task_queue_spec(task_id, queue)  # refused here, not at the first trigger
+        return lambda function: self.register(TaskDefinition.of(task_id, function, retry, spec))
 
     def get(self, task_id: str) -> TaskDefinition | None:
         return self._tasks.get(task_id)
@@ -71,6 +87,11 @@ class TaskRegistry:
     @property
     def ids(self) -> list[str]:
         return sorted(self._tasks)
+
+    @property
+    def queues(self) -> dict[str, QueueSpec | None]:
+        """Each task's declared queue (None: none)."""
+        return {task_id: definition.queue for task_id, definition in self._tasks.items()}
 
 
 default_registry = TaskRegistry()

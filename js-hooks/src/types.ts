@@ -265,15 +265,18 @@ export type RunHandle<T = any> = {
 
 /**
  * Options of `submit(payload, options)`: the official `TriggerOptions` that a browser trigger sends.
- * The bridge refuses `queue`, `concurrency`, `concurrencyKey`, `maxDuration`, `version` and
- * `debounce` (422 `unsupported_option`, naming the field): it does not implement them yet.
+ * The bridge refuses `concurrency`, `maxDuration` and `version` (422 `unsupported_option`, naming the
+ * field): it does not implement them.
  */
 export type TriggerOptions = {
   /** Queue name. */
   queue?: string;
   /** One or two named concurrency limits. */
   concurrency?: string | string[];
+  /** A copy of the queue, with its concurrency limit, per value of the key. */
   concurrencyKey?: string;
+  /** Seconds: among runs waiting for a slot of their queue, ordered as if queued that much earlier. */
+  priority?: number;
   /**
    * Deduplicates triggers. Like the official client, a key that is not already a 64-character
    * hash is hashed (SHA-256, hex) before sending; an array is joined with "-" first.

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
 from bridge import AbortTaskRunError, RunContext, SubtaskUnwrapError, metadata, steps, streams, task, wait
 
 
@@ -97,3 +99,19 @@ async def parent(payload: dict[str, Any]) -> list[Any]:
             outputs.append({"task": exc.task_id, "cause": exc.cause.message, "run": exc.run_id == result.id})
     note(payload, "after")
     return outputs
+
+
+@task(id="proc-gated", queue={"name": "proc-gated", "concurrency_limit": 2})
+async def gated(payload: dict[str, Any]) -> int:
+    """Counts the runs of its queue executing at once in the test's Redis (`<key>:running`), notes the count
+    it saw on start (`<key>:started`), then holds until the test pushes to `<key>:go:<n>`."""
+    key = payload["key"]
+    redis = Redis.from_url(payload["redis"])
+    try:
+        running = int(await redis.incr(f"{key}:running"))
+        await redis.rpush(f"{key}:started", f"{payload['n']} {running}")
+        await redis.blpop([f"{key}:go:{payload['n']}"], timeout=30)  # bounded, should the test stop first
+        await redis.decr(f"{key}:running")  # before the run ends and frees its slot
+    finally:
+        await redis.aclose()
+    return running

@@ -42,6 +42,13 @@ async def wait_for_gate(payload: dict[str, Any], context: RunContext) -> str:
     return context.run_id
 
 
+@registry.add_task("one-at-a-time", queue={"concurrency_limit": 1})
+async def one_at_a_time(payload: dict[str, Any], context: RunContext) -> str:
+    """`wait-for-gate` on a queue of its own declared with a concurrency limit of 1 (tests/test_queues.py)."""
+    await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+    return context.run_id
+
+
 @registry.add_task("slow-progress")
 async def slow_progress(payload: dict[str, Any]) -> dict[str, Any]:
     """Three metadata steps `delay` seconds apart (default 0.2): simulated work, so watchers see it running.
@@ -414,6 +421,14 @@ async def parent_one(payload: dict[str, Any], context: RunContext) -> Any:
     _note(context.run_id, "top")
     result = await tasks.trigger_and_wait("child-gated", payload["child"])
     return {"output": result.unwrap(), "child": result.id}
+
+
+@registry.add_task("parent-in-queue")
+async def parent_in_queue(payload: dict[str, Any]) -> Any:
+    """`trigger_and_wait` on an `echo` run on the queue `payload["queue"]` (tests/test_queues.py)."""
+    from bridge import tasks
+
+    return (await tasks.trigger_and_wait("echo", "child", queue=payload["queue"])).unwrap()
 
 
 @registry.add_task("parent-mixed")

@@ -6,9 +6,9 @@ lifecycle: the pub/sub connection (pubsub.py), and what a reconnection must redo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from bridge.backends.base import Broker, Delivery, StreamPage
+from bridge.backends.base import Broker, Delivery, Gate, QueueSpec, StreamPage
 from bridge.backends.redis.connection import Connection, unavailable
 from bridge.backends.redis.journal import RedisJournalStore
 from bridge.backends.redis.pubsub import Subscriptions
@@ -129,8 +129,23 @@ class RedisBroker(Broker):
     async def reclaim_abandoned(self, worker_id: str) -> list[Delivery]:
         return await self._queue.reclaim_abandoned(worker_id)
 
+    async def admit(self, gate: Gate, task_id: str, run_id: str, score: int) -> bool:
+        return await self._queue.admit(gate, task_id, run_id, score)
+
+    async def release(self, gate: Gate, task_id: str, run_id: str) -> list[str]:
+        return await self._queue.release(gate, task_id, run_id)
+
+    async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
+        return await self._queue.gate_state(gate)
+
     async def register_tasks(self, task_ids: Iterable[str]) -> None:
         await self._queue.register_tasks(task_ids)
+
+    async def set_task_queues(self, queues: Mapping[str, QueueSpec | None]) -> None:
+        await self._queue.set_task_queues(queues)
+
+    async def declared_queue(self, task_id: str, name: str | None) -> QueueSpec:
+        return await self._queue.declared_queue(task_id, name)
 
     async def task_exists(self, task_id: str) -> bool:
         return await self._queue.task_exists(task_id)

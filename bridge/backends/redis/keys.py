@@ -45,6 +45,18 @@ data: changing one strands what is stored. With P the key prefix (`settings.key_
     P:{queue}:task:<task_id>  stream of queued run ids with the consumer group "workers"; every
                               stream shares the {queue} tag, so one XREADGROUP over several
                               streams, and one heartbeat script, work in Cluster
+    P:{queue}:gate:<queue>[|<key>]:running  set of the run ids holding a slot of a concurrency gate (a queue,
+                              or a concurrency key's copy of it; queue names hold no `|`); no TTL: emptied as
+                              runs end or park
+    P:{queue}:gate:<queue>[|<key>]:waiting  sorted set `<run id>|<task id>` -> (queued-at ms - priority ms) *
+                              1000 + sequence: the gate's waiting runs, the lowest admitted first
+    P:{queue}:gate:<queue>[|<key>]:limit  string: the gate's concurrency limit, as its last admission gave it
+    P:{queue}:gate:<queue>[|<key>]:sequence  counter ordering waiting runs of the same ms
+                              (gate.lua admits and releases; it deletes the limit and sequence once nothing
+                              holds a slot nor waits, so a concurrency key value used once leaves nothing)
+    P:{tasks}:queues          hash `task:<task id>` -> its declared queue (JSON [name, limit]) and
+                              `queue:<name>` -> the limit a task declared for it (JSON int or null); no TTL
+                              (one field per task and queue), re-set by every worker start
 
 Pub/sub channels on the wire, one Redis: `P:<channel>` (`P:run:<id>`, `P:tag:<tag>`, `P:batch:<id>`,
 `P:stream:<run>:<key>`, `P:waitpoint:<id>`, `P:control:cancel`). A cluster's sharded channels live in
@@ -139,7 +151,19 @@ class Keys:
         return f"{self.prefix}:{{tasks}}"
 
     def task_queue(self, task_id: str) -> str:
-        return f"{self.prefix}:{{queue}}:task:{task_id}"
+        return f"{self.task_queue_prefix()}{task_id}"
+
+    def task_queues(self) -> str:
+        return f"{self.prefix}:{{tasks}}:queues"
+
+    def task_queue_prefix(self) -> str:
+        """What a task id completes into its stream's key (`task_queue`), for scripts that queue runs."""
+        return f"{self.prefix}:{{queue}}:task:"
+
+    def gate(self, queue: str, key: str | None) -> list[str]:
+        """A concurrency gate's keys, in gate.lua's order: running, waiting, limit, sequence."""
+        base = f"{self.prefix}:{{queue}}:gate:{queue}" + ("" if key is None else f"|{key}")
+        return [f"{base}:running", f"{base}:waiting", f"{base}:limit", f"{base}:sequence"]
 
     def wire(self, channel: str) -> str:
         """A pub/sub channel's name on the wire (a cluster's: in its owner's slot)."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+import orjson
 from redis.exceptions import RedisError, ResponseError
 
-from bridge.backends.base import Delivery, TaskQueue
+from bridge.backends.base import Delivery, Gate, QueueSpec, TaskQueue, default_queue_name
 from bridge.backends.redis.connection import OPERATION_TIMEOUT_SECONDS, Connection, chunks, text, unavailable
 from bridge.errors import BackendUnavailableError
 
@@ -40,7 +41,9 @@ class RedisTaskQueue(TaskQueue):
         self._claim_script = conn.script("claim")
         self._requeue_script = conn.script("requeue")
         self._heartbeat_script = conn.script("heartbeat")
+        self._gate_script = conn.script("gate", acknowledged=True)
         self._registered: set[str] = set()  # task ids registered through this broker
+        self._task_queues: dict[str, QueueSpec | None] = {}  # and their declared queues
         self._groups: set[str] = set()  # streams known to have the consumer group
         # Per worker id claiming through this broker (one per Worker in the process): the streams
         # it claims from (what it reclaims from) and the stream its next claim tries first.
@@ -54,6 +57,7 @@ class RedisTaskQueue(TaskQueue):
         if self._registered:
             try:
                 await self.register_tasks(sorted(self._registered))
+                await self.set_task_queues(self._task_queues)
             except BackendUnavailableError as exc:
                 log.warning("could not re-register tasks after reconnecting: %s", exc.message)
 
@@ -61,6 +65,26 @@ class RedisTaskQueue(TaskQueue):
         async with unavailable("enqueueing a run"):
             queue = self._keys.task_queue(task_id)
             await self._conn.write(queue, "XADD", queue, "*", "run", run_id)
+
+    async def admit(self, gate: Gate, task_id: str, run_id: str, score: int) -> bool:
+        async with unavailable("admitting a run to its queue"):
+            return run_id in await self._gate("admit", gate, task_id, run_id, str(gate.limit), str(score))
+
+    async def release(self, gate: Gate, task_id: str, run_id: str) -> list[str]:
+        async with unavailable("releasing a run's concurrency slot"):
+            return await self._gate("release", gate, task_id, run_id)
+
+    async def _gate(self, mode: str, gate: Gate, task_id: str, run_id: str, *extra: str) -> list[str]:
+        args = [mode, run_id, task_id, self._keys.task_queue_prefix(), *extra]
+        queued = await self._gate_script(keys=self._keys.gate(gate.queue, gate.key), args=args)
+        return [text(run) for run in queued]
+
+    async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
+        running, waiting, _, _ = self._keys.gate(gate.queue, gate.key)
+        async with unavailable("reading a queue's gate"):
+            holding = sorted(text(run) for run in await self._redis.smembers(running))
+            members = await self._redis.zrange(waiting, 0, -1)
+        return holding, [text(member).partition("|")[0] for member in members]
 
     async def _ensure_groups(self, streams: Iterable[str]) -> None:
         for stream in streams:
@@ -191,6 +215,33 @@ class RedisTaskQueue(TaskQueue):
         self._registered.update(ids)
         async with unavailable("registering tasks"):
             await self._redis.sadd(self._keys.tasks(), *ids)
+
+    async def set_task_queues(self, queues: Mapping[str, QueueSpec | None]) -> None:
+        if not queues:
+            return
+        self._task_queues.update(queues)
+        declared: dict[str, bytes] = {}
+        for task_id, spec in queues.items():
+            if spec is not None:
+                declared[f"task:{task_id}"] = orjson.dumps([spec.name, spec.concurrency_limit])
+                declared[f"queue:{spec.name}"] = orjson.dumps(spec.concurrency_limit)
+        undeclared = [f"task:{task_id}" for task_id, spec in queues.items() if spec is None]
+        async with unavailable("registering task queues"), self._redis.pipeline(transaction=True) as pipe:
+            if declared:
+                pipe.hset(self._keys.task_queues(), mapping=declared)  # type: ignore[arg-type]
+            if undeclared:
+                pipe.hdel(self._keys.task_queues(), *undeclared)
+            await pipe.execute()
+
+    async def declared_queue(self, task_id: str, name: str | None) -> QueueSpec:
+        async with unavailable("looking up a task's queue"):
+            task, limit = await self._redis.hmget(self._keys.task_queues(), [f"task:{task_id}", f"queue:{name}"])
+        if name is not None:
+            return QueueSpec(name, None if limit is None else orjson.loads(limit))
+        if task is None:
+            return QueueSpec(default_queue_name(task_id), None)
+        declared_name, declared_limit = orjson.loads(task)
+        return QueueSpec(declared_name, declared_limit)
 
     async def task_exists(self, task_id: str) -> bool:
         async with unavailable("looking up a task"):

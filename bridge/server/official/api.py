@@ -23,6 +23,7 @@ from bridge.runtime.batches import BatchItem, is_item_index
 from bridge.runtime.debounce import from_official
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.packets import Packets, decode_payload
+from bridge.runtime.queues import check_concurrency_key, check_priority, parse_queue
 from bridge.runtime.retries import check_max_attempts
 from bridge.runtime.trigger_options import refuse_unsupported, refuse_unsupported_batch
 from bridge.runtime.trigger_tokens import trigger_as
@@ -58,6 +59,10 @@ def parse_trigger_options(options: Any, request_key: str | None, max_attempts_li
         raise ValidationError('options.delay is a duration like "1h" or an ISO date')
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (str, int))):
         raise ValidationError('options.ttl is a duration like "10m" or whole seconds')
+    queue_name, queue_limit = parse_queue(options.get("queue"), "options.queue", "concurrencyLimit")
+    concurrency_key = options.get("concurrencyKey")
+    if isinstance(concurrency_key, int) and not isinstance(concurrency_key, bool):
+        concurrency_key = str(concurrency_key)  # as the official schema: a number is taken as its text
     return TriggerOptions(
         tags=tags,
         idempotency_key=key,
@@ -69,6 +74,9 @@ def parse_trigger_options(options: Any, request_key: str | None, max_attempts_li
         delay=delay,
         ttl=ttl,
         debounce=from_official(options.get("debounce")),
+        queue=None if options.get("queue") is None else {"name": queue_name, "concurrency_limit": queue_limit},
+        concurrency_key=check_concurrency_key(concurrency_key, "options.concurrencyKey"),
+        priority=check_priority(options.get("priority"), "options.priority"),
     )
 
 

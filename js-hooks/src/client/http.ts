@@ -211,6 +211,7 @@ export async function triggerRequestOptions(
     queue: options?.queue ? { name: options.queue } : undefined,
     concurrency,
     concurrencyKey: options?.concurrencyKey,
+    priority: options?.priority,
     idempotencyKey: await makeIdempotencyKey(options?.idempotencyKey),
     delay: options?.delay,
     ttl: options?.ttl,
