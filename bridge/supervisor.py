@@ -110,7 +110,7 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.children[number] = child
-        log.info("worker %d of %d: pid %s", number, self.count, child.pid)
+        log.debug("worker %d of %d: pid %s", number, self.count, child.pid)  # info once it serves
 
     def _child(self, number: int) -> None:
         signal.set_wakeup_fd(-1)
@@ -136,7 +136,7 @@ class Supervisor:
                 elif ready == self._ready_read:
                     pid = _PID.unpack(os.read(self._ready_read, _PID.size))[0]
                     self.serving.add(pid)
-                    number = next(n for n, child in self.children.items() if child.pid == pid)
+                    number = next((n for n, child in self.children.items() if child.pid == pid), 0)
                     log.info("worker %d (pid %d) accepts connections", number, pid)
                 elif isinstance(ready, int) and not self.stopping:
                     self._replace(sentinels[ready])
