@@ -28,6 +28,7 @@ from bridge.config import DEV_SECRET_KEY_PREFIX, ConfigError, Settings
 from bridge.durations import parse_duration_seconds
 from bridge.errors import BridgeError
 from bridge.logs import FORMATS, LEVELS, configure_logging, log_settings
+from bridge.supervisor import Supervisor, exit_quietly, workers_count
 from bridge.worker.registry import default_registry, load_tasks
 
 log = logging.getLogger("bridge")
@@ -105,8 +106,6 @@ def _duration(value: str) -> float:
 
 
 def _workers(value: str) -> int:
-    from bridge.supervisor import workers_count
-
     try:
         return workers_count(value)
     except ValueError as exc:
@@ -250,8 +249,6 @@ def serve_workers(args: argparse.Namespace, settings: Settings, make_app: Callab
     """`serve --workers N`, N > 1: N processes serving one port (bridge/supervisor.py); the parent holds the
     port (bound, never listening: the kernel gives it no connection) so that no other program takes it
     between two workers, and so that --port 0 picks one port for all."""
-    from bridge.supervisor import Supervisor
-
     if not sys.platform.startswith("linux"):  # elsewhere SO_REUSEPORT does not spread connections
         raise CliError("--workers above 1 needs Linux; elsewhere run one process per port behind a load balancer")
     with listen(args.host, args.port, reuse_port=True) as held:
@@ -271,10 +268,6 @@ def serve_workers(args: argparse.Namespace, settings: Settings, make_app: Callab
         sys.exit(code)
 
 
-def _exit(signum: int, frame: object) -> None:
-    sys.exit(0)
-
-
 def testserver(args: argparse.Namespace) -> None:
     """`serve` for a test in another language: a ManualClock, a random test key and the `/_test/` API; one
     JSON line on stdout (url, secretKey, pid) once it accepts connections."""
@@ -286,7 +279,7 @@ def testserver(args: argparse.Namespace) -> None:
         raise CliError("give --tasks MODULE_OR_FILE: the tasks the test drives")
     _load(args.tasks)
     # uvicorn stops gracefully on SIGTERM, then raises it again: exiting (0) here, the redis-server stops too
-    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGTERM, exit_quietly)
     redis = start_redis_server() if args.redis else None
     try:
         settings = test_settings(redis.url if redis else None)

@@ -33,7 +33,7 @@ _PID = struct.Struct("=i")  # a child says it serves by writing its pid: 4 bytes
 Serve = Callable[[Callable[[], None]], None]  # serves until stopped; calls its argument once it accepts connections
 
 
-class Gave(Exception):
+class GaveUp(Exception):
     """The parent stopped its children for a reason other than a stop signal; `code` is its exit code."""
 
     def __init__(self, message: str, code: int) -> None:
@@ -52,8 +52,9 @@ def workers_count(value: str) -> int:
     return int(value)
 
 
-def _exit_quietly(signum: int, frame: object) -> None:
-    """A child's SIGTERM handler once uvicorn re-raises the signal it stopped on: a graceful stop is exit 0."""
+def exit_quietly(signum: int, frame: object) -> None:
+    """The SIGTERM handler of a process uvicorn serves in: uvicorn stops gracefully, then raises the signal it
+    stopped on again, which this turns into exit code 0."""
     sys.exit(0)
 
 
@@ -84,7 +85,7 @@ class Supervisor:
                     self._start(number)
                 self._until(lambda: False)
             return self._stop()
-        except Gave as gave:
+        except GaveUp as gave:
             if gave.code != EXIT_PRINTED:
                 log.error("%s; stopping the other workers", gave)
             self._stop()
@@ -114,7 +115,7 @@ class Supervisor:
 
     def _child(self, number: int) -> None:
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGTERM, _exit_quietly)
+        signal.signal(signal.SIGTERM, exit_quietly)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         os.close(self._ready_read)
@@ -147,13 +148,13 @@ class Supervisor:
         code = dead.exitcode or 0
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         if dead.pid not in self.serving:
-            raise Gave(f"worker {number} (pid {dead.pid}) {how} before it served", code if code > 0 else 1)
+            raise GaveUp(f"worker {number} (pid {dead.pid}) {how} before it served", code if code > 0 else 1)
         self.serving.discard(dead.pid)
         now = time.monotonic()
         while self.restarts and now - self.restarts[0] > RESTART_WINDOW_SECONDS:
             self.restarts.popleft()
         if len(self.restarts) >= MAX_RESTARTS:
-            raise Gave(
+            raise GaveUp(
                 f"worker {number} (pid {dead.pid}) {how}, the {MAX_RESTARTS + 1}th death within "
                 f"{RESTART_WINDOW_SECONDS:g} s",
                 1,
