@@ -9,6 +9,7 @@ and on SIGTERM or SIGINT asks every child to stop gracefully, waiting a bounded 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -28,6 +29,7 @@ MAX_RESTARTS = 5  # replacements of children that died after serving, within RES
 RESTART_WINDOW_SECONDS = 60.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 EXIT_PRINTED = 2  # a child's exit code for a start-up mistake it printed itself (the CLI's usage error code)
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _PID = struct.Struct("=i")  # a child says it serves by writing its pid: 4 bytes, one atomic pipe write
 
 Serve = Callable[[Callable[[], None]], None]  # serves until stopped; calls its argument once it accepts connections
@@ -70,6 +72,7 @@ class Supervisor:
         self._ready_read, self._ready_write = os.pipe()
         self._wake_read, self._wake_write = socket.socketpair()
         self._fork = multiprocessing.get_context("fork")
+        self._parent = os.getpid()
 
     def run(self) -> int:
         """Runs the children until a stop signal, then stops them: 0 when they all stopped in time; else the
@@ -117,6 +120,11 @@ class Supervisor:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, exit_quietly)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        # A parent that dies (SIGKILL, out of memory) stops its workers too: orphans would go on serving the
+        # port unsupervised, beside the workers of the next parent.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != self._parent:  # it died before prctl
+            os.kill(os.getpid(), signal.SIGTERM)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         os.close(self._ready_read)
         self._wake_read.close()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -134,3 +136,26 @@ async def test_a_killed_process_is_replaced_at_most_5_times_a_minute(redis_serve
     assert f"the {MAX_RESTARTS + 1}th death within 60 s; stopping the other workers" in server.output
     with pytest.raises(ProcessLookupError):
         os.kill(survivor, 0)
+
+
+def test_workers_stop_when_their_parent_is_killed(redis_server: RedisServer) -> None:
+    """Orphans would go on serving the port unsupervised, beside the next parent's workers."""
+    server = serve_workers(redis_server)
+    try:
+        server.wait_for(r"worker 2 \(pid \d+\) accepts connections")
+        exits = {os.pidfd_open(pid): pid for pid in serving_pids(server)}  # readable once that process ended
+        try:
+            server.process.kill()
+            deadline = time.monotonic() + TIMEOUT
+            while exits and (remaining := deadline - time.monotonic()) > 0:
+                for ended in select.select(list(exits), [], [], remaining)[0]:
+                    del exits[ended]
+                    os.close(ended)
+            assert not exits, f"workers {list(exits.values())} still ran {TIMEOUT:g} s after their parent died"
+        finally:
+            for fd, pid in exits.items():  # a failed test leaves no orphan holding the log pipe open
+                os.kill(pid, signal.SIGKILL)
+                os.close(fd)
+    finally:
+        server.stop()
+    assert server.output.count("Application shutdown complete") == 2, server.output  # gracefully: a SIGTERM
