@@ -1,5 +1,6 @@
 """`realtime-bridge serve --workers 2 --redis-url ...`, run for real: two processes answer on one port, share
-everything through Redis, stop together on SIGTERM, and a killed one is replaced (a bounded number of times).
+everything through Redis, stop together on SIGTERM or with their killed parent, and a killed one is replaced
+(a bounded number of times).
 Which process answered is the pid `/healthz` gives; a WebSocket's process is the one whose
 `bridge_connections{protocol="websocket"}` it raised, read on a kept-alive connection to that process."""
 
