@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from importlib.metadata import version
+from typing import NoReturn
 
 from starlette.applications import Starlette
 
@@ -27,12 +28,14 @@ from bridge.config import DEV_SECRET_KEY_PREFIX, ConfigError, Settings
 from bridge.durations import parse_duration_seconds
 from bridge.errors import BridgeError
 from bridge.logs import FORMATS, LEVELS, configure_logging, log_settings
+from bridge.supervisor import Supervisor, exit_quietly, workers_count
 from bridge.worker.registry import default_registry, load_tasks
 
 log = logging.getLogger("bridge")
 SHUTDOWN_GRACE_SECONDS = 5
 TEST_HOST = "127.0.0.1"  # a test server is for this machine only
 EXIT_USAGE = 2  # argparse's code for a bad command line; the errors below are the same kind of mistake
+STOP_MARGIN_SECONDS = 10  # `serve --workers`: past both graces, a stopping worker is killed after this much more
 
 
 class CliError(Exception):
@@ -102,6 +105,13 @@ def _duration(value: str) -> float:
         raise argparse.ArgumentTypeError(f'{value!r} is not a duration like "30s", "2m" or seconds') from exc
 
 
+def _workers(value: str) -> int:
+    try:
+        return workers_count(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def warn_if_development_key(settings: Settings) -> None:
     """Called once the port is bound, so that a startup error is the only line the command prints."""
     if settings.secret_key.startswith(DEV_SECRET_KEY_PREFIX) and not os.environ.get("BRIDGE_SECRET_KEY"):
@@ -148,11 +158,14 @@ def with_public_url(settings: Settings, host: str, port: int) -> Settings:
     return replace(settings, public_url=f"http://{host}:{port}")
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The server's socket, bound before anything else starts: a port in use is known at once."""
+def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """The server's socket, bound before anything else starts: a port in use is known at once. `reuse_port`:
+    one of several processes' sockets on the port (`serve --workers`)."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms per keep-alive response)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except (OSError, OverflowError) as exc:  # OverflowError: a port past 65535
@@ -177,10 +190,11 @@ def run_server(
     host: str,
     port: int,
     on_started: Callable[[int], None] | None = None,
+    reuse_port: bool = False,
 ) -> None:
-    """Listens on host:port, waits for the backend, then serves the app `make_app` builds for the bound port
-    with uvicorn, with the bridge's frame limit and a bounded graceful shutdown. `on_started(port)` is called
-    once it accepts connections (its lifespan has run)."""
+    """Listens on host:port (see `listen` for `reuse_port`), waits for the backend, then serves the app
+    `make_app` builds for the bound port with uvicorn, with the bridge's frame limit and a bounded graceful
+    shutdown. `on_started(port)` is called once it accepts connections (its lifespan has run)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -189,7 +203,7 @@ def run_server(
             if self.started and on_started is not None:
                 on_started(port)
 
-    sock = listen(host, port)
+    sock = listen(host, port, reuse_port)
     port = sock.getsockname()[1]  # --port 0: the one the system chose
     with sock:
         warn_if_development_key(settings)
@@ -213,8 +227,16 @@ def serve(args: argparse.Namespace) -> None:
     from bridge.server.app import create_app
 
     settings = _settings(args)
+    if args.workers > 1 and not settings.redis_url:
+        raise CliError(
+            f"--workers {args.workers} needs --redis-url: on the in-memory backend each process would have runs "
+            "and subscribers of its own, so give --workers 1 (the default)"
+        )
     _load(args.tasks)
     registry = default_registry if args.tasks else None
+    if args.workers > 1:
+        serve_workers(args, settings, lambda public: create_app(public, registry=registry))
+        return
     run_server(
         lambda port: create_app(with_public_url(settings, args.host, port), registry=registry),
         settings,
@@ -223,8 +245,27 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
-def _exit(signum: int, frame: object) -> None:
-    sys.exit(0)
+def serve_workers(args: argparse.Namespace, settings: Settings, make_app: Callable[[Settings], Starlette]) -> None:
+    """`serve --workers N`, N > 1: N processes serving one port (bridge/supervisor.py); the parent holds the
+    port (bound, never listening: the kernel gives it no connection) so that no other program takes it
+    between two workers, and so that --port 0 picks one port for all."""
+    if not sys.platform.startswith("linux"):  # elsewhere SO_REUSEPORT does not spread connections
+        raise CliError("--workers above 1 needs Linux; elsewhere run one process per port behind a load balancer")
+    with listen(args.host, args.port, reuse_port=True) as held:
+        port = held.getsockname()[1]
+        public = with_public_url(settings, args.host, port)
+
+        def serve_one(serving: Callable[[], None]) -> None:
+            held.close()  # the parent's, not this child's
+            try:
+                run_server(lambda _: make_app(public), settings, args.host, port, lambda _: serving(), True)
+            except (CliError, ConfigError) as exc:
+                fail(args, exc)
+
+        stop_seconds = SHUTDOWN_GRACE_SECONDS + settings.shutdown_grace_seconds + STOP_MARGIN_SECONDS
+        code = Supervisor(args.workers, serve_one, stop_seconds).run()
+    if code:
+        sys.exit(code)
 
 
 def testserver(args: argparse.Namespace) -> None:
@@ -238,7 +279,7 @@ def testserver(args: argparse.Namespace) -> None:
         raise CliError("give --tasks MODULE_OR_FILE: the tasks the test drives")
     _load(args.tasks)
     # uvicorn stops gracefully on SIGTERM, then raises it again: exiting (0) here, the redis-server stops too
-    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGTERM, exit_quietly)
     redis = start_redis_server() if args.redis else None
     try:
         settings = test_settings(redis.url if redis else None)
@@ -312,6 +353,13 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("BRIDGE_PORT", "8787"),
         help="port to listen on, or BRIDGE_PORT (default: %(default)s)",
     )
+    serve_parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=os.environ.get("BRIDGE_WORKERS", "1"),
+        help="server processes on the port, 1 to 64, or auto (one per core), or BRIDGE_WORKERS; more than 1 "
+        "needs --redis-url (default: %(default)s)",
+    )
     _common(serve_parser)
     serve_parser.set_defaults(handler=serve)
     test_parser = commands.add_parser(
@@ -339,16 +387,21 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def fail(args: argparse.Namespace, exc: CliError | ConfigError) -> NoReturn:
+    """A start-up mistake: one line and exit code 2, or with --debug the traceback."""
+    if args.debug:
+        raise exc
+    print(f"realtime-bridge {args.command}: error: {exc}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         configure_logging(*log_settings(args.log_level, args.log_format))
         args.handler(args)
     except (CliError, ConfigError) as exc:
-        if args.debug:
-            raise
-        print(f"realtime-bridge {args.command}: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        fail(args, exc)
     except KeyboardInterrupt:  # Ctrl-C while waiting for Redis: nothing to report
         sys.exit(130)
 

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import select
-import signal
 import socket
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +18,13 @@ import pytest
 import bridge
 from bridge import cli
 from bridge.backends.redis.pubsub import RECONNECT_BACKOFF_CAP_SECONDS, reconnect_delay
+from bridge.supervisor import workers_count
 from bridge.testing.redis_server import RedisServer, free_port, start_redis_server
 from tests.conftest import SECRET_KEY
-from tests.support.processes import environment
+from tests.support.processes import Running, environment
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = str(ROOT / "tests/support/crash_tasks.py")  # registers its tasks with the default registry
-EXIT_SECONDS = 15.0
-STARTUP_SECONDS = 30.0
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -41,36 +36,6 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-class Running:
-    """A CLI process whose stderr a test reads as it comes, waiting for a line with a deadline."""
-
-    def __init__(self, *args: str, **env: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", *args], cwd=ROOT, env=environment(**env), stderr=subprocess.PIPE
-        )
-        self.output = ""
-
-    def wait_for(self, pattern: str, timeout: float = STARTUP_SECONDS) -> None:
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + timeout
-        while re.search(pattern, self.output) is None:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no {pattern!r} within {timeout:g} s:\n{self.output}"
-            if select.select([self.process.stderr], [], [], remaining)[0]:
-                chunk = os.read(self.process.stderr.fileno(), 65536)
-                assert chunk, f"exited ({self.process.wait()}) before {pattern!r}:\n{self.output}"
-                self.output += chunk.decode(errors="replace")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(EXIT_SECONDS)
-        assert self.process.stderr is not None
-        self.output += self.process.stderr.read().decode(errors="replace")
-        self.process.stderr.close()
-        return code
 
 
 @pytest.fixture
@@ -121,6 +86,12 @@ MISTAKES = {
     "attempts": (["serve", "--max-attempts", "0"], {}, "--max-attempts / BRIDGE_MAX_ATTEMPTS is 1 to 100"),
     "testserver-tasks": (["testserver"], {}, "give --tasks MODULE_OR_FILE: the tasks the test drives"),
     "testserver-file": (["testserver", "--tasks", "missing.py"], {}, "cannot load tasks from missing.py"),
+    "workers-memory": (["serve", "--workers", "2"], {}, "--workers 2 needs --redis-url: on the in-memory backend"),
+    "workers-tasks": (
+        ["serve", "--workers", "2", "--redis-url", NOWHERE, "--tasks", "missing.py"],
+        KEY,
+        "cannot load tasks from missing.py: no such file",
+    ),
 }
 
 
@@ -138,6 +109,27 @@ def test_a_tasks_file_that_does_not_import_is_one_line(tmp_path: Path) -> None:
     raising = tmp_path / "raising_tasks.py"
     raising.write_text("from bridge import task\n\nmissing_name\n")
     assert_one_line_error(run_cli("serve", "--tasks", str(raising)), "NameError: name 'missing_name' is not defined")
+
+
+@pytest.mark.parametrize(
+    ("args", "env"), [(["--workers", "0"], {}), (["--workers", "65"], {}), ([], {"BRIDGE_WORKERS": "x"})]
+)
+def test_a_number_of_workers_is_1_to_64_or_auto(args: list[str], env: dict[str, str]) -> None:
+    result = run_cli("serve", *args, **env)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert (
+        "argument --workers: " in result.stderr
+        and "is not a number of processes from 1 to 64, or auto" in result.stderr
+    )
+    assert workers_count("auto") == min(len(os.sched_getaffinity(0)), 64)
+
+
+def test_a_worker_process_that_cannot_start_stops_them_all_in_one_line(redis_server: RedisServer) -> None:
+    """A mistake only the started process finds (here a Redis database that does not exist): the first
+    worker's one line, exit code 2, and no second worker started."""
+    missing_database = redis_server.url.rsplit("/", 1)[0] + "/999"
+    result = run_cli("serve", "--workers", "2", "--redis-url", missing_database, BRIDGE_SECRET_KEY=SECRET_KEY)
+    assert_one_line_error(result, f"Redis at 127.0.0.1:{redis_server.port} refused the connection")
 
 
 def test_a_port_in_use_is_one_line(busy_port: int) -> None:

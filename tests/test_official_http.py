@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 import uuid
@@ -898,9 +899,9 @@ async def test_cors_preflight_and_exposed_headers(server: RunningServer, http: h
 
 
 async def test_health_and_readiness(server: RunningServer, http: httpx.AsyncClient) -> None:
-    for path in ("/healthz", "/readyz"):
+    for path, answer in (("/healthz", {"ok": True, "pid": os.getpid()}), ("/readyz", {"ok": True})):
         response = await http.get(path)
-        assert response.status_code == 200 and response.json() == {"ok": True}
+        assert response.status_code == 200 and response.json() == answer
 
 
 # ---------------------------------------------------------------------------------------------

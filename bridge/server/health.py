@@ -1,8 +1,9 @@
-"""`/healthz` (the process is up) and `/readyz` (it can reach its backend)."""
+"""`/healthz` (the process is up, and which one: its pid) and `/readyz` (it can reach its backend)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,7 +18,8 @@ READY_TIMEOUT_SECONDS = 2.0
 
 
 async def healthz(request: Request) -> Response:
-    return json_response({"ok": True})
+    # the pid: which of several processes on one port (`serve --workers`) answered
+    return json_response({"ok": True, "pid": os.getpid()})
 
 
 async def readyz(request: Request) -> Response:

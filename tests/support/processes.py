@@ -1,12 +1,14 @@
 """The bridge in processes of its own, started as a user would: the environment they get, an ASGI app
-served by `uvicorn TARGET`, a background command (a shell line, `realtime-bridge serve`) and a program
-run to its end."""
+served by `uvicorn TARGET`, the `realtime-bridge` command read as it logs, a background command (a shell
+line, `realtime-bridge serve`) and a program run to its end."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -22,6 +24,7 @@ from tests.support.helpers import TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_SECONDS = 15.0
+STARTUP_SECONDS = 30.0
 
 
 def environment(**variables: str) -> dict[str, str]:
@@ -71,6 +74,36 @@ async def serving_app(target: str, *uvicorn_args: str, public_url: bool = True) 
             process.terminate()
         _, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
         served.stderr = stderr.decode(errors="replace")
+
+
+class Running:
+    """A CLI process whose stderr a test reads as it comes, waiting for a line with a deadline."""
+
+    def __init__(self, *args: str, **env: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", *args], cwd=ROOT, env=environment(**env), stderr=subprocess.PIPE
+        )
+        self.output = ""
+
+    def wait_for(self, pattern: str, timeout: float = STARTUP_SECONDS) -> None:
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + timeout
+        while re.search(pattern, self.output) is None:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {pattern!r} within {timeout:g} s:\n{self.output}"
+            if select.select([self.process.stderr], [], [], remaining)[0]:
+                chunk = os.read(self.process.stderr.fileno(), 65536)
+                assert chunk, f"exited ({self.process.wait()}) before {pattern!r}:\n{self.output}"
+                self.output += chunk.decode(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(STOP_SECONDS)
+        assert self.process.stderr is not None
+        self.output += self.process.stderr.read().decode(errors="replace")
+        self.process.stderr.close()
+        return code
 
 
 @dataclass
