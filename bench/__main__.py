@@ -35,7 +35,7 @@ OPEN_FILES = 12_000  # per process: 10,000 connections (the clients' process and
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
-        return {"subscribers": 20, "rates": [20.0], "warmup": 1.0, "window": 2.0, "stream_rates": [10.0],
+        return {"subscribers": 20, "rates": [10.0], "warmup": 1.0, "window": 2.0, "stream_rates": [10.0],
                 "idle_sizes": [100], "idle_s": 1.0}  # fmt: skip
     if args.quick:
         return {"subscribers": 1000, "rates": [20.0, 50.0, 100.0], "warmup": 1.5, "window": 3.0,

@@ -37,6 +37,7 @@ class Sink:
     latency: array.array[int] = field(default_factory=lambda: array.array("q"))
     skipped: int = 0  # versions a client never saw between two it saw
     backwards: int = 0  # a version older than one already seen: out of order
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # the first few (last seen, next seen) skips
     ready: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -87,6 +88,8 @@ class Subscriber(FramedClient):
         if self.last >= 0:
             if version > self.last + 1:
                 sink.skipped += version - self.last - 1
+                if len(sink.gaps) < 5:
+                    sink.gaps.append((self.last, version))
             elif version < self.last:
                 sink.backwards += 1
         self.last = version
@@ -116,9 +119,13 @@ async def clients_main(port: int, connections: list[Connection], bridge: bool, c
     conn.send(("ready", sink.ready, time.monotonic() - started, sink.errors[:5]))
     # "report" (what arrived since the last one) until "stop": the parent always sends it, or kills this process.
     while (command := await loop.run_in_executor(None, conn.recv)) == "report":
-        counts = {"skipped": sink.skipped, "backwards": sink.backwards, "errors": sink.errors[:20]}
+        newest = max((protocol.last for protocol in protocols), default=-1)
+        behind = sum(protocol.last < newest for protocol in protocols)  # clients that never got the latest version
+        counts = {"skipped": sink.skipped, "gaps": sink.gaps, "backwards": sink.backwards, "behind": behind,
+                  "errors": sink.errors[:20]}  # fmt: skip
         conn.send((counts, sink.sent.tobytes(), sink.latency.tobytes()))
         sink.sent, sink.latency, sink.skipped, sink.backwards = array.array("q"), array.array("q"), 0, 0
+        sink.gaps = []
     assert command == "stop"
     for protocol in protocols:
         with contextlib.suppress(Exception):

@@ -24,8 +24,12 @@ def test_smoke_mode_writes_results_for_both_systems(tmp_path: Path) -> None:
     for system, steps in results["fanout"].items():
         [step] = steps
         assert step["delivered"] > 0, system
-        assert step["delivered"] == step["expected"], (system, step)  # nothing lost, nothing coalesced
-        assert step["out_of_order"] == step["skipped_versions"] == 0, (system, step)
+        # Nothing lost: the hand-roll delivers every message; the bridge may coalesce versions (by design, when
+        # two updates reach a connection's outbox together: the publisher sends two when it runs late), never
+        # lose the latest. Skipped versions are counted over the whole step, warm-up included.
+        missing = step["expected"] - step["delivered"]
+        assert missing <= (0 if system == "handroll" else step["skipped_versions"]), (system, step)
+        assert step["out_of_order"] == step["behind_latest"] == 0, (system, step)
         assert step["errors"] == [], (system, step)
         assert 0 < step["p50_ms"] <= step["p99_ms"], (system, step)
     markdown = data.with_suffix(".md").read_text()
