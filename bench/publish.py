@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 TICK_S = 0.001
+CHANNELS_AT_ONCE = 20  # group_send calls in flight: channels_redis's Redis pool is bounded
 
 Send = Callable[[list[tuple[int, bytes, dict[str, Any]]]], Awaitable[None]]
 
@@ -58,11 +59,14 @@ async def sender(system: str, redis_url: str, targets: list[str]) -> tuple[Send,
         from channels.layers import get_channel_layer  # type: ignore[import-not-found]
 
         layer = get_channel_layer()
+        gate = asyncio.Semaphore(CHANNELS_AT_ONCE)
+
+        async def group_send(target: str, raw: bytes) -> None:
+            async with gate:
+                await layer.group_send(target, {"type": "bench.message", "text": raw.decode()})
 
         async def send_channels(batch: list[tuple[int, bytes, dict[str, Any]]]) -> None:
-            await asyncio.gather(
-                *(layer.group_send(targets[t], {"type": "bench.message", "text": raw.decode()}) for t, raw, _ in batch)
-            )
+            await asyncio.gather(*(group_send(targets[t], raw) for t, raw, _ in batch))
 
         async def close_channels() -> None:
             await layer.close_pools()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -250,6 +251,7 @@ def bridge_streams(quick: bool, rates: list[float]) -> dict[str, Any]:
     command = [sys.executable, "bench/streams.py", "--rates", ",".join(f"{r:g}" for r in rates), "--json", str(out)]
     if quick:
         command.append("--quick")
+    print(f"    bridge: {shlex.join(command)}", flush=True)
     subprocess.run(command, cwd=ROOT, check=True, timeout=600, stdout=subprocess.DEVNULL)
     try:
         figures: dict[str, Any] = json.loads(out.read_text())
