@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,43 @@ OPEN_FILES = 12_000  # per process: 10,000 connections (the clients' process and
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Subscribers and rates of scenario 1, the steps' warm-up and window (s), scenario 2's rates, idle sizes and
+    window (s), scenario 5's watchers and updates/s."""
     if args.smoke:
-        return {"subscribers": 20, "rates": [10.0], "warmup": 1.0, "window": 2.0, "stream_rates": [10.0],
-                "idle_sizes": [100], "idle_s": 1.0}  # fmt: skip
+        return dict(
+            subscribers=20,
+            rates=[10.0],
+            warmup=1.0,
+            window=2.0,
+            stream_rates=[10.0],
+            idle_sizes=[100],
+            idle_s=1.0,
+            watchers=10,
+            watch_rate=5.0,
+        )
     if args.quick:
-        return {"subscribers": 1000, "rates": [20.0, 50.0, 100.0], "warmup": 1.5, "window": 3.0,
-                "stream_rates": [10.0, 30.0], "idle_sizes": [1000, 5000], "idle_s": 3.0}  # fmt: skip
-    return {"subscribers": 1000, "rates": [10.0, 20.0, 50.0, 100.0, 150.0, 200.0, 300.0], "warmup": 3.0,
-            "window": 8.0, "stream_rates": [10.0, 30.0], "idle_sizes": [1000, 5000, 10000], "idle_s": 10.0}  # fmt: skip
+        return dict(
+            subscribers=1000,
+            rates=[20.0, 50.0, 100.0],
+            warmup=1.5,
+            window=3.0,
+            stream_rates=[10.0, 30.0],
+            idle_sizes=[1000, 5000],
+            idle_s=3.0,
+            watchers=200,
+            watch_rate=10.0,
+        )
+    return dict(
+        subscribers=1000,
+        rates=[10.0, 20.0, 50.0, 100.0, 150.0, 200.0, 300.0],
+        warmup=3.0,
+        window=8.0,
+        stream_rates=[10.0, 30.0],
+        idle_sizes=[1000, 5000, 10000],
+        idle_s=10.0,
+        watchers=1000,
+        watch_rate=10.0,
+    )
 
 
 def offered(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,9 +152,20 @@ def main() -> None:
             print("scenario 1: run feed fan-out", flush=True)
             results["fanout"] = {}
             for s in systems:
-                steps = attempt(f"scenario 1, {s.name}", lambda s=s: scenarios.fanout(
-                    s, redis, logs / f"{s.name}.log", targets=1, readers=config["subscribers"],
-                    rates=config["rates"], warmup_s=config["warmup"], window_s=config["window"]))  # fmt: skip
+                steps = attempt(
+                    f"scenario 1, {s.name}",
+                    partial(
+                        scenarios.fanout,
+                        s,
+                        redis,
+                        logs / f"{s.name}.log",
+                        targets=1,
+                        readers=config["subscribers"],
+                        rates=config["rates"],
+                        warmup_s=config["warmup"],
+                        window_s=config["window"],
+                    ),
+                )
                 if steps:
                     results["fanout"][s.name] = offered(steps)
         if "streams" in chosen:
@@ -132,28 +173,55 @@ def main() -> None:
             results["streams"] = {}
             for s in systems:
                 if s.is_bridge:
-                    found = attempt("scenario 2, bridge (bench/streams.py)", lambda: bridge_streams(args, config))
+                    found = attempt("scenario 2, bridge (bench/streams.py)", partial(bridge_streams, args, config))
                     if found:
                         results["streams"]["bridge"], results["streams_exact"] = found
                     continue
-                steps = attempt(f"scenario 2, {s.name}", lambda s=s: scenarios.fanout(
-                    s, redis, logs / f"{s.name}.log", targets=500, readers=2, rates=config["stream_rates"],
-                    warmup_s=config["warmup"], window_s=config["window"], stop_early=False))  # fmt: skip
+                steps = attempt(
+                    f"scenario 2, {s.name}",
+                    partial(
+                        scenarios.fanout,
+                        s,
+                        redis,
+                        logs / f"{s.name}.log",
+                        targets=500,
+                        readers=2,
+                        rates=config["stream_rates"],
+                        warmup_s=config["warmup"],
+                        window_s=config["window"],
+                        stop_early=False,
+                    ),
+                )
                 if steps:
                     results["streams"][s.name] = offered(steps)
         if "idle" in chosen or "connects" in chosen:
             print("scenarios 3 and 4: idle subscribers, connects/s", flush=True)
             results["idle"] = {}
             for s in systems:
-                sizes = [attempt(f"scenario 3, {s.name} x {n}", lambda s=s, n=n: scenarios.idle(
-                    s, redis, logs / f"{s.name}.log", n, config["idle_s"])) for n in config["idle_sizes"]]  # fmt: skip
+                sizes = [
+                    attempt(
+                        f"scenario 3, {s.name} x {n}",
+                        partial(scenarios.idle, s, redis, logs / f"{s.name}.log", n, config["idle_s"]),
+                    )
+                    for n in config["idle_sizes"]
+                ]
                 if any(sizes):
                     results["idle"][s.name] = [size for size in sizes if size]
-        if "official" in chosen:
-            results["official"] = (
-                "Not measured: this version of the command does not drive the Electric long-poll feed "
-                "(`GET /realtime/v1/runs/<id>?live=true`) or the SSE stream route yet; bench/streams.py "
-                "`--transport sse` measures the SSE route's latency and CPU on its own."
+        bridge = next((s for s in systems if s.is_bridge), None)
+        if "official" in chosen and bridge:
+            print("scenario 5: the official long-poll run feed", flush=True)
+            results["official"] = attempt(
+                "scenario 5, bridge long-poll",
+                partial(
+                    scenarios.official,
+                    bridge,
+                    redis,
+                    logs / "bridge.log",
+                    config["watchers"],
+                    config["watch_rate"],
+                    config["warmup"],
+                    config["window"],
+                ),
             )
         if "workers" in chosen and any(s.is_bridge for s in systems):
             results["workers"] = workers(args, config, redis, logs, results)
@@ -198,14 +266,30 @@ def workers(args: argparse.Namespace, config: dict[str, Any], redis: Any, logs: 
         return "Skipped: this checkout's `realtime-bridge serve` has no `--workers` option."
     print("scenario 6: bridge with 2 server processes", flush=True)
     one = results.get("fanout", {}).get("bridge") or offered(
-        scenarios.fanout(bridge, redis, logs / "bridge.log", targets=1, readers=config["subscribers"],
-                         rates=config["rates"], warmup_s=config["warmup"], window_s=config["window"])
-    )  # fmt: skip
+        scenarios.fanout(
+            bridge,
+            redis,
+            logs / "bridge.log",
+            targets=1,
+            readers=config["subscribers"],
+            rates=config["rates"],
+            warmup_s=config["warmup"],
+            window_s=config["window"],
+        )
+    )
     two = offered(
-        scenarios.fanout(bridge, redis, logs / "bridge2.log", targets=1, readers=config["subscribers"],
-                         rates=[*config["rates"], config["rates"][-1] * 2], warmup_s=config["warmup"],
-                         window_s=config["window"], workers=2)
-    )  # fmt: skip
+        scenarios.fanout(
+            bridge,
+            redis,
+            logs / "bridge2.log",
+            targets=1,
+            readers=config["subscribers"],
+            rates=[*config["rates"], config["rates"][-1] * 2],
+            warmup_s=config["warmup"],
+            window_s=config["window"],
+            workers=2,
+        )
+    )
     results["workers_ratio"] = report.clean_max(two) / (report.clean_max(one) or 1.0)
     results.setdefault("fanout", {})["bridge x2"] = two
     return (

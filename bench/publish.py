@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 TICK_S = 0.001
@@ -41,7 +42,7 @@ async def sender(system: str, redis_url: str, targets: list[str]) -> tuple[Send,
         async def update_run(run_id: str, items: list[dict[str, Any]]) -> None:
             for item in items:
                 item["t"] = time.monotonic_ns()
-                await bridge.engine.update_metadata(run_id, lambda metadata, item=item: metadata.update(item))
+                await bridge.engine.update_metadata(run_id, partial(dict.update, **item))
 
         async def send_bridge(batch: list[tuple[int, bytes, dict[str, Any]]]) -> None:
             per_run: dict[int, list[dict[str, Any]]] = {}
@@ -53,10 +54,10 @@ async def sender(system: str, redis_url: str, targets: list[str]) -> tuple[Send,
     if system == "channels":
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.peers.channels_app.settings")
         os.environ["BENCH_REDIS_URL"] = redis_url
-        import django
+        import django  # type: ignore[import-untyped,unused-ignore]
 
         django.setup()
-        from channels.layers import get_channel_layer  # type: ignore[import-not-found]
+        from channels.layers import get_channel_layer  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         layer = get_channel_layer()
         gate = asyncio.Semaphore(CHANNELS_AT_ONCE)

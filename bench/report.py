@@ -132,9 +132,28 @@ def render(results: dict[str, Any]) -> str:
                     f"| {number(s['connects_per_s'])} | {s['other_cpu']:.0f}%{mark} |"
                 )
         out.append("")
-    for key, title in (("official", "5. Official long-poll and SSE feeds"), ("workers", "6. 1 vs 2 processes")):
-        if key in results:
-            out += [f"## {title}", "", results[key], ""]
+    watched = results.get("official")
+    if watched:
+        out += [
+            "## 5. The official long-poll run feed (bridge only)",
+            "",
+            f"One run watched by {watched['watchers']:,} Electric long-polls (`GET /realtime/v1/runs/<id>`, then "
+            "`live=true` with the handle, offset and cursor, as @trigger.dev/react-hooks polls), its metadata set "
+            f"{watched['rate']:g} times a second. A poll answers with the latest state: versions in between are "
+            "coalesced by design. The SSE stream route: `bench/streams.py --transport sse` (bench/README.md).",
+            "",
+            "| watchers | updates/s | delivered/s | coalesced | p50 ms | p99 ms | server CPU | us per watcher update "
+            "| other |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {watched['watchers']:,} | {watched['rate']:g} | {number(watched['deliveries_per_s'])} | "
+            f"{100 * watched['missing']:.1f}% | {number(watched.get('p50_ms'), 1)} | "
+            f"{number(watched.get('p99_ms'), 1)} | "
+            f"{watched['server_cpu']:.0f}% | {number(watched.get('us_per_delivery'), 1)} | {watched['other_cpu']:.0f}%"
+            f"{' DISTURBED' if watched.get('disturbed') else ''} |",
+            "",
+        ]
+    if "workers" in results:
+        out += ["## 6. 1 vs 2 server processes", "", results["workers"], ""]
     out += ["## Issue 14's targets", "", "| target | measured | |", "|---|---|---|"]
     out += [f"| {target} | {measured} | {verdict} |" for target, measured, verdict in targets(results)]
     return "\n".join(out) + "\n"

@@ -3,6 +3,7 @@ figures (dicts) for bench/report.py. Server pinned to SERVER_CORE; clients, publ
 
 from __future__ import annotations
 
+import array
 import json
 import multiprocessing as mp
 import os
@@ -12,17 +13,20 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.harness import ROOT
 from bench.load import Connection, arrays, clients_process
+from bench.longpoll import watchers_process
 from bench.streams import LOAD_CORE, SERVER_CORE, cpu_between, percentile, pin, sample_cpu
 from bench.systems import System, process_tree, rss_bytes, server
 from bench.tasks import TASK_ID
 
 MESSAGE_PAD = 50  # {"t":..,"v":..,"target":..,"p":"x"*50}: ~100 bytes of JSON
-DRAIN_S = 1.0  # after a step's last publish, for its last deliveries
+DRAIN_S = 1.0  # after a step's last publish, for its last deliveries; again while they keep coming
+DRAIN_MAX_S = 10.0
 DISTURBED = 15.0  # % of a core taken by other processes above which a window is marked disturbed
 P99_LIMIT_MS = 100.0
 MAX_MISSING = 0.01  # a step with more than 1% of its deliveries missing (coalesced or lost) ends the stepping
@@ -32,9 +36,12 @@ class Load:
     """A clients process pinned to the load core, connected to one server: `report()` after each step."""
 
     def __init__(self, port: int, connections: list[Connection], bridge: bool) -> None:
+        self.start(clients_process, (port, connections, bridge))
+
+    def start(self, target: Callable[..., None], args: tuple[Any, ...]) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=clients_process, args=(port, connections, bridge, child), daemon=True)
+        self.process = ctx.Process(target=target, args=(*args, child), daemon=True)
         self.process.start()
         _, self.ready, self.connect_s, self.errors = self.receive(200)
 
@@ -56,6 +63,13 @@ class Load:
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(10)
+
+
+class Watchers(Load):
+    """Scenario 5's long-poll watchers (bench/longpoll.py) instead of WebSocket clients."""
+
+    def __init__(self, port: int, run_id: str, token: str, count: int) -> None:
+        self.start(watchers_process, (port, run_id, token, count))
 
 
 def trigger_runs(port: int, secret: str, count: int) -> list[str]:
@@ -176,8 +190,7 @@ def run_step(
     thread.join((end - start) / 1e9 + 120)
     if errors:
         raise errors[0]
-    time.sleep(DRAIN_S)
-    counts, sent, latency = load.report()
+    counts, sent, latency = drained(load)
     in_window = sorted(lat for t, lat in zip(sent, latency, strict=True) if measure <= t < end)
     seconds = (end - measure) / 1e9
     subscribers_per_target = load.ready / len(names)
@@ -203,6 +216,30 @@ def run_step(
     if in_window:
         figures.update(p50_ms=percentile(in_window, 0.5), p99_ms=percentile(in_window, 0.99))
     return figures
+
+
+def drained(load: Load) -> tuple[dict[str, Any], array.array[int], array.array[int]]:
+    """What arrived for a step: reports every DRAIN_S after its end until one brings nothing (a system that is
+    seconds behind still gets its late deliveries counted, as late), at most DRAIN_MAX_S."""
+    counts, sent, latency = (
+        {"skipped": 0, "gaps": [], "backwards": 0, "behind": 0, "errors": []},
+        array.array("q"),
+        array.array("q"),
+    )
+    deadline = time.monotonic() + DRAIN_MAX_S
+    while time.monotonic() < deadline:
+        time.sleep(DRAIN_S)
+        more, more_sent, more_latency = load.report()
+        sent.extend(more_sent)
+        latency.extend(more_latency)
+        for key in ("skipped", "backwards"):
+            counts[key] += more[key]
+        counts["gaps"] = (counts["gaps"] + more["gaps"])[:5]
+        counts["errors"] = (counts["errors"] + more["errors"])[:20]
+        counts["behind"] = more["behind"]
+        if not more_sent:
+            break
+    return counts, sent, latency
 
 
 def summary(figures: dict[str, Any]) -> str:
@@ -243,6 +280,32 @@ def idle(system: System, redis: Any, log: Path, count: int, idle_s: float) -> di
         "disturbed": cpu.get("other", 0.0) > DISTURBED,
         "errors": load.errors,
     }
+
+
+def official(
+    system: System, redis: Any, log: Path, watchers: int, rate: float, warmup_s: float, window_s: float
+) -> dict[str, Any]:
+    """Scenario 5: one run watched by `watchers` official long-poll feeds, its metadata set `rate` times a second."""
+    from bridge.runtime.access import run_access_token
+
+    with server(system, redis.url, log) as (port, pid):
+        pin(pid, SERVER_CORE)
+        [run_id] = trigger_runs(port, system.secret, 1)
+        load = Watchers(port, run_id, run_access_token(system.secret, run_id), watchers)
+        try:
+            if load.ready < watchers:
+                raise RuntimeError(f"{load.ready} of {watchers} watching: {load.errors}")
+            start = time.monotonic_ns() + 300_000_000
+            measure = start + int(warmup_s * 1e9)
+            end = measure + int(window_s * 1e9)
+            pids = {"server": pid, "redis": redis.process.pid, "clients": load.process.pid}
+            figures = run_step(system, redis, [run_id], [rate, start, measure, end], pids, load)
+        finally:
+            load.close()
+    figures.update(rate=rate, subscribers=watchers, watchers=watchers)
+    figures["us_per_watcher_update"] = figures["us_per_delivery"]
+    print(f"    bridge long-poll, {watchers} watchers, {rate:g}/s: {summary(figures)}", flush=True)
+    return figures
 
 
 def bridge_streams(quick: bool, rates: list[float]) -> dict[str, Any]:
