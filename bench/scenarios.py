@@ -8,8 +8,10 @@ import json
 import multiprocessing as mp
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -270,7 +272,7 @@ def idle(system: System, redis: Any, log: Path, count: int, idle_s: float) -> di
             cpu = cpu_between(first, sample_cpu(pids))
         finally:
             load.close()
-    return {
+    figures = {
         "subscribers": count,
         "ready": load.ready,
         "connects_per_s": load.ready / load.connect_s if load.connect_s else 0.0,
@@ -280,6 +282,13 @@ def idle(system: System, redis: Any, log: Path, count: int, idle_s: float) -> di
         "disturbed": cpu.get("other", 0.0) > DISTURBED,
         "errors": load.errors,
     }
+    print(
+        f"    {system.name} x {count:,}: {figures['connects_per_s']:,.0f} connects/s, "
+        f"{figures['rss_per_connection_kb']:.1f} KB per connection, idle CPU {figures['idle_cpu']:.1f}%"
+        + (" DISTURBED" if figures["disturbed"] else ""),
+        flush=True,
+    )
+    return figures
 
 
 def official(
@@ -310,8 +319,9 @@ def official(
 
 def bridge_streams(quick: bool, rates: list[float]) -> dict[str, Any]:
     """Scenario 2 for the bridge: bench/streams.py (output streams, exactly-once in-order check) at `rates`."""
-    out = ROOT / "bench" / "results" / ".streams.json"
-    command = [sys.executable, "bench/streams.py", "--rates", ",".join(f"{r:g}" for r in rates), "--json", str(out)]
+    out = Path(tempfile.mkdtemp(prefix="rb-bench-streams-")) / "streams.json"
+    rates_arg = ",".join(f"{r:g}" for r in rates)
+    command = [sys.executable, "bench/streams.py", "--delivery-only", "--rates", rates_arg, "--json", str(out)]
     if quick:
         command.append("--quick")
     print(f"    bridge: {shlex.join(command)}", flush=True)
@@ -319,5 +329,5 @@ def bridge_streams(quick: bool, rates: list[float]) -> dict[str, Any]:
     try:
         figures: dict[str, Any] = json.loads(out.read_text())
     finally:
-        out.unlink(missing_ok=True)
+        shutil.rmtree(out.parent, ignore_errors=True)
     return figures

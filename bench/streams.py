@@ -668,6 +668,7 @@ def main() -> None:
         "--rates", help="chunks/s per stream, one load step each (default 10; full run: 10,15,20 to find the knee)"
     )
     parser.add_argument("--transport", choices=("auto", "ws", "sse"), default="auto")
+    parser.add_argument("--delivery-only", action="store_true", help="skip (a), the single producer's append rate")
     parser.add_argument(
         "--producer",
         choices=("sdk", "pipelined"),
@@ -699,20 +700,21 @@ def main() -> None:
     children: list[Any] = []
     try:
         # (a) ------------------------------------------------------------------------------
-        pin(redis.process.pid, SERVER_CORE)  # no bridge server yet: Redis and the producer get a core each
-        chunks, sequential = (50_000, 2_000) if quick else (200_000, 5_000)
-        parent, child = ctx.Pipe()
-        producer = ctx.Process(target=append_rate_process, args=(redis.url, chunks, sequential, child), daemon=True)
-        producer.start()
-        children.append(producer)
-        status, append = receive(parent, 150, "append-rate producer")
-        if status != "ok":
-            raise RuntimeError(f"append-rate producer failed: {append}")
-        producer.join(10)
-        report["append"] = append
-        print("\n(a) single producer append rate, chunks/s (Redis on core 0, producer on core 1)", flush=True)
-        for name, value in append.items():
-            print(f"  {name:28} {value:>12,.0f}", flush=True)
+        if not args.delivery_only:
+            pin(redis.process.pid, SERVER_CORE)  # no bridge server yet: Redis and the producer get a core each
+            chunks, sequential = (50_000, 2_000) if quick else (200_000, 5_000)
+            parent, child = ctx.Pipe()
+            producer = ctx.Process(target=append_rate_process, args=(redis.url, chunks, sequential, child), daemon=True)
+            producer.start()
+            children.append(producer)
+            status, append = receive(parent, 150, "append-rate producer")
+            if status != "ok":
+                raise RuntimeError(f"append-rate producer failed: {append}")
+            producer.join(10)
+            report["append"] = append
+            print("\n(a) single producer append rate, chunks/s (Redis on core 0, producer on core 1)", flush=True)
+            for name, value in append.items():
+                print(f"  {name:28} {value:>12,.0f}", flush=True)
 
         # (b) ------------------------------------------------------------------------------
         pin(redis.process.pid, LOAD_CORE)  # core 0 is the bridge server's alone
@@ -881,8 +883,9 @@ def main() -> None:
                 )
         first_step = report["steps"][0]
         print("\ntargets (issue 4):", flush=True)
-        best_append = report["append"]["sdk_pipe"]
-        print(f"  append >= 50,000 chunks/s: {best_append:,.0f} -> {'hit' if best_append >= 50_000 else 'MISS'}")
+        if "append" in report:
+            best_append = report["append"]["sdk_pipe"]
+            print(f"  append >= 50,000 chunks/s: {best_append:,.0f} -> {'hit' if best_append >= 50_000 else 'MISS'}")
         if "p50_ms" in first_step:
             print(
                 f"  at {first_step['target_deliveries_per_s']:,.0f} deliveries/s: p50 {first_step['p50_ms']:.2f} ms "
