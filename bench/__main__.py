@@ -253,9 +253,11 @@ def bridge_streams(args: argparse.Namespace, config: dict[str, Any]) -> tuple[li
         )
     delivery = figures["delivery"]
     exact = delivery["delivered"] == delivery["expected"] and delivery["out_of_order"] == 0
+    state = "yes" if exact else "incomplete" if delivery["out_of_order"] == 0 else "NO"
     verdict = (
-        f"{'yes' if exact else 'NO'}: {delivery['delivered']:,} of {delivery['expected']:,} chunk deliveries, "
-        f"{delivery['out_of_order']} out of order (bench/streams.py, WebSocket `stream` feed)"
+        f"{state}: {delivery['delivered']:,} of {delivery['expected']:,} chunk deliveries arrived before the clients "
+        f"stopped (2 s after the last append), {delivery['out_of_order']} out of order or doubled "
+        "(bench/streams.py, WebSocket `stream` feed)"
     )
     return steps, verdict
 
