@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib  # type: ignore[import-not-found]
@@ -35,7 +36,8 @@ def main(source: str, target: str) -> None:
         for axis in (axes[0][column], axes[1][column]):
             axis.grid(True, alpha=0.3)
             axis.legend(fontsize=7)
-    figure.suptitle(f"python -m bench, {results['date']}: {results['machine']}", fontsize=8)
+    title = textwrap.fill(f"python -m bench, {results['date']}: {results['machine']}", 160)
+    figure.suptitle(title, fontsize=7)
     figure.tight_layout()
     figure.savefig(target, dpi=100)
 

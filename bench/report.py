@@ -176,7 +176,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
         if "handroll" in fanout:
             theirs = clean_max(fanout["handroll"])
-            rows.append(("ahead of the hand-roll", f"{number(best)} vs {number(theirs)}/s", hit(best > theirs)))
+            verdict = hit(best > theirs) if best or theirs else "no clean step: not decided"
+            rows.append(("ahead of the hand-roll", f"{number(best)} vs {number(theirs)}/s", verdict))
         if "channels" in fanout:
             ours = min((s["us_per_delivery"] for s in bridge if s.get("us_per_delivery")), default=None)
             theirs_cost = min(
@@ -187,7 +188,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 (
                     ">= 30x Channels' deliveries at equal CPU",
                     f"{factor:.1f}x (server CPU per delivery)",
-                    hit(factor >= 30),
+                    hit(factor >= 30) if factor else "Channels delivered nothing in its windows: not decided",
                 )
             )
     streams = (results.get("streams") or {}).get("bridge")
