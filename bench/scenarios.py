@@ -169,7 +169,7 @@ def fanout(
 def run_step(
     system: System, redis: Any, names: list[str], step: list[float], pids: dict[str, int], load: Load
 ) -> dict[str, Any]:
-    _rate, start, measure, end = step
+    rate, start, measure, end = step
     # The publisher runs in its own process (waited for by a thread); this one samples the CPU around the window.
     result: dict[str, Any] = {}
     errors: list[BaseException] = []
@@ -200,6 +200,8 @@ def run_step(
     server_cpu = sum(cpu.get(f"server{n}", 0.0) for n in range(len(server_pids)))
     figures: dict[str, Any] = {
         "published_per_s": result["in_window"] / seconds,
+        # Of the schedule: a publish path that cannot keep up (Channels' group_send) publishes less than offered.
+        "published_fraction": result["in_window"] / (rate * len(names) * seconds),
         "deliveries_per_s": len(in_window) / seconds,
         "expected": expected,
         "delivered": len(in_window),
@@ -246,7 +248,8 @@ def drained(load: Load) -> tuple[dict[str, Any], array.array[int], array.array[i
 
 def summary(figures: dict[str, Any]) -> str:
     text = (
-        f"{figures['deliveries_per_s']:,.0f} deliveries/s, missing {100 * figures['missing']:.1f}%, "
+        f"published {100 * figures['published_fraction']:.0f}%, {figures['deliveries_per_s']:,.0f} deliveries/s, "
+        f"missing {100 * figures['missing']:.1f}%, "
         f"server {figures['server_cpu']:.0f}% of a core, other {figures['other_cpu']:.0f}%"
     )
     if "p50_ms" in figures:

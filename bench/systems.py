@@ -136,9 +136,7 @@ def server(system: System, redis_url: str, log_path: Path, workers: int = 1) -> 
             system.command(port, redis_url, workers), env=system.env(redis_url), cwd=ROOT, stdout=log, stderr=log
         )
         try:
-            wait_port(port, process, 60)
-            if system.is_bridge:  # listening precedes ready: the bridge's lifespan connects to Redis first
-                wait_port(port, process, 60)
+            wait_port(port, process, 60)  # uvicorn listens once the app's start-up (lifespan) is done
             yield port, process.pid
         finally:
             process.terminate()
