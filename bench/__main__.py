@@ -29,13 +29,16 @@ from typing import Any
 from bench import report, scenarios
 from bench.harness import ROOT, check_bridge_source
 from bench.streams import LOAD_CORE, SECRET, pin
-from bench.systems import ALL, System, has_module, peers_python, serve_has_workers
+from bench.systems import ALL, PEERS_PYTHON, System, has_module, peers_python, serve_has_workers
 
 BROADCASTER_NOTE = (
-    "broadcaster 0.3.1 on redis-py 8.1 may deliver nothing at all: its Redis backend's listener enters "
-    "`pubsub.listen()` as soon as the first subscribe starts, finds no channel subscribed yet, leaves, clears its "
-    "ready event and waits forever (a lone subscribe -> publish got nothing, checked by hand); whether it does "
-    "depends on timing, so its figures say whether it worked in this run"
+    "broadcaster 0.3.1 has two races that lose subscribers, as its figures show: (1) on redis-py 8.1 its Redis "
+    "listener can enter `pubsub.listen()` before the first SUBSCRIBE lands, leave it, clear its ready event and "
+    "wait forever (then nothing is delivered at all: a lone subscribe -> publish got nothing, checked by hand); "
+    "(2) `Broadcast.subscribe` awaits the backend's SUBSCRIBE before registering the subscriber's queue, so "
+    "subscribers of one channel arriving together overwrite each other's queue and all but one get nothing "
+    "(50% missing with 2 subscribers per channel, ~10% of 1,000 connecting 100 at once). Measured as its README "
+    "shows it, without a workaround"
 )
 SCENARIOS = ("fanout", "streams", "idle", "connects", "official", "workers")
 OPEN_FILES = 12_000  # per process: 10,000 connections (the clients' process and the server each hold one end)
@@ -95,7 +98,14 @@ def main() -> None:
     parser.add_argument("--systems", help=f"comma-separated: {','.join(ALL)}")
     parser.add_argument("--update-readme", action="store_true", help="rewrite README.md's Performance section")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="no run: write the .md and .png again from a results .json"
+    )
     args = parser.parse_args()
+    if args.render:
+        args.out_dir = args.render.parent
+        write(args, json.loads(args.render.read_text()), str(PEERS_PYTHON) if PEERS_PYTHON.exists() else None)
+        return
     chosen = (args.only or ("fanout" if args.smoke else ",".join(SCENARIOS))).split(",")
     names = (args.systems or ("bridge,handroll" if args.smoke else ",".join(ALL))).split(",")
     for name in [*chosen, *names]:
@@ -305,7 +315,8 @@ def write(args: argparse.Namespace, results: dict[str, Any], peers: str | None) 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / results["date"]
     data = stem.with_suffix(".json")
-    data.write_text(json.dumps(results, indent=1))
+    if not args.render:
+        data.write_text(json.dumps(results, indent=1))
     png: str | None = None
     plotter = peers or (sys.executable if has_module(sys.executable, "matplotlib") else None)
     if plotter and (results.get("fanout") or results.get("streams")):

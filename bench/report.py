@@ -64,8 +64,8 @@ def ratio(ours: float | None, theirs: float | None) -> str:
 def step_table(results: dict[str, list[dict[str, Any]]], missing_word: str) -> list[str]:
     lines = [
         f"| system | offered/s | published | delivered/s | {missing_word} | p50 ms | p99 ms | server CPU | us/delivery "
-        "| other |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| load CPU | other |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for system, steps in results.items():
         for s in steps:
@@ -74,9 +74,17 @@ def step_table(results: dict[str, list[dict[str, Any]]], missing_word: str) -> l
                 f"| {system} | {number(s['offered_per_s'])} | {100 * s.get('published_fraction', 1.0):.0f}% | "
                 f"{number(s['deliveries_per_s'])} | "
                 f"{100 * s['missing']:.1f}% | {number(s.get('p50_ms'), 2)} | {number(s.get('p99_ms'), 1)} | "
-                f"{s['server_cpu']:.0f}% | {number(s.get('us_per_delivery'), 1)} | {s['other_cpu']:.0f}%{mark} |"
+                f"{s['server_cpu']:.0f}% | {number(s.get('us_per_delivery'), 1)} | {load_cpu(s)} | "
+                f"{s['other_cpu']:.0f}%{mark} |"
             )
     return lines
+
+
+def load_cpu(step: dict[str, Any]) -> str:
+    """Clients + publisher, % of a core (bench/streams.py's steps do not say)."""
+    if "clients_cpu" not in step:
+        return "-"
+    return f"{step['clients_cpu']:.0f}% + {step['publisher_cpu']:.0f}%"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -87,7 +95,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Machine: {results['machine']}. Server pinned to core 0, clients + publisher + Redis on core 1. "
         "`other`: the CPU of every other process on the machine during the window (% of one core); above 15% the "
-        "window is marked DISTURBED.",
+        "window is marked DISTURBED. `load CPU`: the clients' and the publisher's processes (near 100%, the load "
+        "generator is the limit, not the server).",
         "",
     ]
     out += [f"- {note}" for note in results["notes"]] + ([""] if results["notes"] else [])
@@ -151,12 +160,13 @@ def render(results: dict[str, Any]) -> str:
             "coalesced by design. The SSE stream route: `bench/streams.py --transport sse` (bench/README.md).",
             "",
             "| watchers | updates/s | delivered/s | coalesced | p50 ms | p99 ms | server CPU | us per watcher update "
-            "| other |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| load CPU | other |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             f"| {watched['watchers']:,} | {watched['rate']:g} | {number(watched['deliveries_per_s'])} | "
             f"{100 * watched['missing']:.1f}% | {number(watched.get('p50_ms'), 1)} | "
             f"{number(watched.get('p99_ms'), 1)} | "
-            f"{watched['server_cpu']:.0f}% | {number(watched.get('us_per_delivery'), 1)} | {watched['other_cpu']:.0f}%"
+            f"{watched['server_cpu']:.0f}% | {number(watched.get('us_per_delivery'), 1)} | {load_cpu(watched)} | "
+            f"{watched['other_cpu']:.0f}%"
             f"{' DISTURBED' if watched.get('disturbed') else ''} |",
             "",
         ]
@@ -245,7 +255,7 @@ def update_readme(readme: Path, results: dict[str, Any], results_md: str, png: s
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{readme} has no {BEGIN} ... {END} markers")
     body = results_md.split("\n", 1)[1].strip()  # the title goes: the README's section has its own
-    body = re.sub(r"^## ", "#### ", body, flags=re.MULTILINE)
+    body = re.sub(r"^## ", "### ", body, flags=re.MULTILINE)  # under the README's "## Performance"
     image = f"\n\n![python -m bench, {results['date']}]({png})" if png else ""
     generated = (
         f"{BEGIN}\n<!-- written by `python -m bench --update-readme`: do not edit by hand -->\n\n{body}{image}\n{END}"

@@ -214,6 +214,9 @@ def run_step(
         "publisher_lag_ms": result["max_lag_ms"],
         "server_cpu": server_cpu,
         "other_cpu": cpu.get("other", 0.0),
+        # The load generator's own share: near 100% it, not the server, is the limit.
+        "clients_cpu": cpu.get("clients", 0.0),
+        "publisher_cpu": cpu.get("publisher", 0.0),
         "us_per_delivery": server_cpu / 100 * seconds / len(in_window) * 1e6 if in_window else None,
         "disturbed": cpu.get("other", 0.0) > DISTURBED,
     }
@@ -250,7 +253,8 @@ def summary(figures: dict[str, Any]) -> str:
     text = (
         f"published {100 * figures['published_fraction']:.0f}%, {figures['deliveries_per_s']:,.0f} deliveries/s, "
         f"missing {100 * figures['missing']:.1f}%, "
-        f"server {figures['server_cpu']:.0f}% of a core, other {figures['other_cpu']:.0f}%"
+        f"server {figures['server_cpu']:.0f}% of a core, clients {figures['clients_cpu']:.0f}%, "
+        f"publisher {figures['publisher_cpu']:.0f}%, other {figures['other_cpu']:.0f}%"
     )
     if "p50_ms" in figures:
         text += f", p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms"
