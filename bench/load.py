@@ -41,6 +41,23 @@ class Sink:
     ready: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def arrival(self, last: int, version: int, sent: int, now: int) -> int:
+        """Records message `version` (stamped `sent`) reaching a client whose last was `last`; returns its new
+        last. The same version again (the bridge: a status change of the run, its metadata unchanged) is not a
+        delivery."""
+        if version == last:
+            return last
+        self.sent.append(sent)
+        self.latency.append(now - sent)
+        if last >= 0:
+            if version > last + 1:
+                self.skipped += version - last - 1
+                if len(self.gaps) < 5:
+                    self.gaps.append((last, version))
+            elif version < last:
+                self.backwards += 1
+        return version
+
 
 class Subscriber(FramedClient):
     """`bridge`: frames of the run feed, `{"type": "update", "run": {"metadata": {"t", "v"}}}`, ready at the
@@ -78,21 +95,7 @@ class Subscriber(FramedClient):
             message = message["run"]["metadata"]
             if "t" not in message:
                 return
-        version = message["v"]
-        if version == self.last:
-            return  # the bridge: a status change of the run, its metadata unchanged
-        sink = self.sink
-        sent = message["t"]
-        sink.sent.append(sent)
-        sink.latency.append(now - sent)
-        if self.last >= 0:
-            if version > self.last + 1:
-                sink.skipped += version - self.last - 1
-                if len(sink.gaps) < 5:
-                    sink.gaps.append((self.last, version))
-            elif version < self.last:
-                sink.backwards += 1
-        self.last = version
+        self.last = self.sink.arrival(self.last, message["v"], message["t"], now)
 
 
 async def clients_main(port: int, connections: list[Connection], bridge: bool, conn: Any) -> None:
