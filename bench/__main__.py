@@ -46,7 +46,7 @@ OPEN_FILES = 12_000  # per process: 10,000 connections (the clients' process and
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """Subscribers and rates of scenario 1, the steps' warm-up and window (s), scenario 2's rates, idle sizes and
-    window (s), scenario 5's watchers and updates/s."""
+    window (s), scenario 5's watchers and updates/s and SSE streams (2 readers each, 10 chunks/s)."""
     if args.smoke:
         return dict(
             subscribers=20,
@@ -58,6 +58,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             idle_s=1.0,
             watchers=10,
             watch_rate=5.0,
+            sse_streams=10,
         )
     if args.quick:
         return dict(
@@ -70,6 +71,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             idle_s=3.0,
             watchers=200,
             watch_rate=10.0,
+            sse_streams=100,
         )
     return dict(
         subscribers=1000,
@@ -81,6 +83,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         idle_s=10.0,
         watchers=1000,
         watch_rate=10.0,
+        sse_streams=500,
     )
 
 
@@ -233,6 +236,12 @@ def main() -> None:
                     config["window"],
                 ),
             )
+            print("scenario 5: the SSE stream route (bench/streams.py --transport sse)", flush=True)
+            sse_options = ("--transport", "sse", "--streams", str(config["sse_streams"]))
+            sse = partial(bridge_streams, args, config, *sse_options, rates=[10.0])
+            found = attempt("scenario 5, bridge SSE route", sse)
+            if found:
+                results["official_sse"], results["official_sse_exact"] = found
         if "workers" in chosen and any(s.is_bridge for s in systems):
             results["workers"] = workers(args, config, redis, logs, results)
     finally:
@@ -240,8 +249,11 @@ def main() -> None:
     write(args, results, peers)
 
 
-def bridge_streams(args: argparse.Namespace, config: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    figures = scenarios.bridge_streams(args.quick or args.smoke, config["stream_rates"])
+def bridge_streams(
+    args: argparse.Namespace, config: dict[str, Any], *options: str, rates: list[float] | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """bench/streams.py's figures as steps of the results, and its exactly-once verdict."""
+    figures = scenarios.bridge_streams(args.quick or args.smoke, rates or config["stream_rates"], *options)
     steps = []
     for step in figures["steps"]:
         cpu = step["cpu_percent"]
@@ -267,7 +279,7 @@ def bridge_streams(args: argparse.Namespace, config: dict[str, Any]) -> tuple[li
     verdict = (
         f"{state}: {delivery['delivered']:,} of {delivery['expected']:,} chunk deliveries arrived before the clients "
         f"stopped (2 s after the last append), {delivery['out_of_order']} out of order or doubled "
-        "(bench/streams.py, WebSocket `stream` feed)"
+        f"(bench/streams.py, {'the SSE route' if 'sse' in options else 'WebSocket `stream` feed'})"
     )
     return steps, verdict
 

@@ -149,15 +149,15 @@ def render(results: dict[str, Any]) -> str:
                     f"| {number(s['connects_per_s'])} | {s['other_cpu']:.0f}%{mark} |"
                 )
         out.append("")
-    watched = results.get("official")
+    watched, sse = results.get("official"), results.get("official_sse")
+    if watched or sse:
+        out += ["## 5. The official HTTP feeds: the long-poll run feed and the SSE stream route (bridge only)", ""]
     if watched:
         out += [
-            "## 5. The official long-poll run feed (bridge only)",
-            "",
             f"One run watched by {watched['watchers']:,} Electric long-polls (`GET /realtime/v1/runs/<id>`, then "
             "`live=true` with the handle, offset and cursor, as @trigger.dev/react-hooks polls), its metadata set "
             f"{watched['rate']:g} times a second. A poll answers with the latest state: versions in between are "
-            "coalesced by design. The SSE stream route: `bench/streams.py --transport sse` (bench/README.md).",
+            "coalesced by design.",
             "",
             "| watchers | updates/s | delivered/s | coalesced | p50 ms | p99 ms | server CPU | us per watcher update "
             "| load CPU | other |",
@@ -168,6 +168,14 @@ def render(results: dict[str, Any]) -> str:
             f"{watched['server_cpu']:.0f}% | {number(watched.get('us_per_delivery'), 1)} | {load_cpu(watched)} | "
             f"{watched['other_cpu']:.0f}%"
             f"{' DISTURBED' if watched.get('disturbed') else ''} |",
+            "",
+        ]
+    if sse:
+        out += [
+            "The SSE stream route (`GET /realtime/v1/streams/<run>/<key>`, as the official client reads output "
+            f"streams), bench/streams.py `--transport sse`: {results['official_sse_exact']}.",
+            "",
+            *step_table({"bridge SSE": sse}, "missing"),
             "",
         ]
     if "workers" in results:

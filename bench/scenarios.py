@@ -324,13 +324,13 @@ def official(
     return figures
 
 
-def bridge_streams(quick: bool, rates: list[float]) -> dict[str, Any]:
-    """Scenario 2 for the bridge: bench/streams.py (output streams, exactly-once in-order check) at `rates`."""
+def bridge_streams(quick: bool, rates: list[float], *options: str) -> dict[str, Any]:
+    """bench/streams.py (output streams, 500 x 2 readers unless `options` say otherwise, exactly-once in-order
+    check) at `rates` chunks/s per stream: scenario 2 for the bridge, and scenario 5's SSE route."""
     out = Path(tempfile.mkdtemp(prefix="rb-bench-streams-")) / "streams.json"
     rates_arg = ",".join(f"{r:g}" for r in rates)
     command = [sys.executable, "bench/streams.py", "--delivery-only", "--rates", rates_arg, "--json", str(out)]
-    if quick:
-        command.append("--quick")
+    command += [*options, *(["--quick"] if quick else [])]
     print(f"    bridge: {shlex.join(command)}", flush=True)
     subprocess.run(command, cwd=ROOT, check=True, timeout=600, stdout=subprocess.DEVNULL)
     try:
