@@ -18,7 +18,6 @@ class FramedClient(asyncio.Protocol):
         self.errors: list[str] = []
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
         self.first_frames = first_frames or []
-        self.opened = asyncio.get_running_loop().create_future()
         self.handshake = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -46,10 +45,6 @@ class FramedClient(asyncio.Protocol):
         self.transport = transport
         transport.write(self.handshake)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError("closed before the upgrade"))
-
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()
         buffer = self.buffer + data
@@ -67,8 +62,6 @@ class FramedClient(asyncio.Protocol):
             buffer = buffer[end + 4 :]
             for frame in self.first_frames:
                 self.send_text(frame)
-            if not self.opened.done():
-                self.opened.set_result(None)
         position = 0
         size = len(buffer)
         while size - position >= 2:
