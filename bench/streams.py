@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
-import base64
 import contextlib
 import functools
 import json
@@ -45,6 +44,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.wsclient import FramedClient  # noqa: E402
 
 SERVER_CORE = 0
 LOAD_CORE = 1
@@ -379,22 +380,10 @@ async def sse_client(port: int, run_id: str, sink: Sink, clients: list[Any]) -> 
     await ready.wait()
 
 
-class WsClient(asyncio.Protocol):
-    """One WebSocket connection with one `stream` subscription, as a page has it, in as little client
-    CPU as possible: the handshake and RFC 6455 framing by hand (the server sends small unmasked,
-    unfragmented text frames), one parse per read."""
+class WsClient(FramedClient):
+    """One WebSocket connection with one `stream` subscription, as a page has it."""
 
     def __init__(self, sink: Sink, port: int, run_id: str, token: str, ready: asyncio.Event) -> None:
-        self.sink = sink
-        self.ready = ready
-        self.buffer = b""
-        self.upgraded = False
-        self.next_index = 0
-        self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
-        self.handshake = (
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
         subscribe = {
             "type": "subscribe",
             "id": "s",
@@ -405,73 +394,18 @@ class WsClient(asyncio.Protocol):
             "timeoutInSeconds": STREAM_TIMEOUT_S,
             "token": token,
         }
-        self.first_frames = [orjson.dumps(subscribe), orjson.dumps({"type": "ping", "id": "ready"})]
-
-    def send_text(self, payload: bytes, opcode: int = 0x1) -> None:
-        mask = os.urandom(4)
-        length = len(payload)
-        if length < 126:
-            header = bytes([0x80 | opcode, 0x80 | length])
-        elif length < 1 << 16:
-            header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
-        else:
-            header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
-        masked = (
-            int.from_bytes(payload, "big") ^ int.from_bytes(mask * (length // 4 + 1), "big") >> (8 * (4 - length % 4))
-        ).to_bytes(length, "big")
-        assert self.transport is not None
-        self.transport.write(header + mask + masked)
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(self.handshake)
+        super().__init__(port, "/ws", [orjson.dumps(subscribe), orjson.dumps({"type": "ping", "id": "ready"})])
+        self.sink = sink
+        self.ready = ready
+        self.next_index = 0
 
     def data_received(self, data: bytes) -> None:
-        now = time.monotonic_ns()
-        buffer = self.buffer + data
-        if not self.upgraded:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                self.buffer = buffer
-                return
-            if b" 101 " not in buffer[: buffer.find(b"\r\n")]:
-                self.sink.errors.append(buffer[: buffer.find(b"\r\n")].decode(errors="replace"))
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self.upgraded = True
-            buffer = buffer[end + 4 :]
-            for frame in self.first_frames:
-                self.send_text(frame)
-        position = 0
-        size = len(buffer)
-        while size - position >= 2:
-            opcode = buffer[position] & 0x0F
-            length = buffer[position + 1] & 0x7F
-            start = position + 2
-            if length == 126:
-                if size - position < 4:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
-                start = position + 4
-            elif length == 127:
-                if size - position < 10:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
-                start = position + 10
-            if size < start + length:
-                break
-            payload = buffer[start : start + length]
-            position = start + length
-            if opcode == 1:
-                self.frame(payload, now)
-            elif opcode == 9:
-                self.send_text(payload, 0xA)  # the server's keepalive ping
-            elif opcode == 8:
-                self.sink.errors.append(f"closed by the server: {payload[2:].decode(errors='replace')}")
-        self.buffer = buffer[position:]
+        super().data_received(data)
+        if self.errors:
+            self.sink.errors.extend(self.errors)
+            self.errors.clear()
 
-    def frame(self, payload: bytes, now: int) -> None:
+    def text(self, payload: bytes, now: int) -> None:
         frame = orjson.loads(payload)
         kind = frame["type"]
         if kind == "chunk":
@@ -734,6 +668,7 @@ def main() -> None:
         "--rates", help="chunks/s per stream, one load step each (default 10; full run: 10,15,20 to find the knee)"
     )
     parser.add_argument("--transport", choices=("auto", "ws", "sse"), default="auto")
+    parser.add_argument("--delivery-only", action="store_true", help="skip (a), the single producer's append rate")
     parser.add_argument(
         "--producer",
         choices=("sdk", "pipelined"),
@@ -765,33 +700,32 @@ def main() -> None:
     children: list[Any] = []
     try:
         # (a) ------------------------------------------------------------------------------
-        pin(redis.process.pid, SERVER_CORE)  # no bridge server yet: Redis and the producer get a core each
-        chunks, sequential = (50_000, 2_000) if quick else (200_000, 5_000)
-        parent, child = ctx.Pipe()
-        producer = ctx.Process(target=append_rate_process, args=(redis.url, chunks, sequential, child), daemon=True)
-        producer.start()
-        children.append(producer)
-        status, append = receive(parent, 150, "append-rate producer")
-        if status != "ok":
-            raise RuntimeError(f"append-rate producer failed: {append}")
-        producer.join(10)
-        report["append"] = append
-        print("\n(a) single producer append rate, chunks/s (Redis on core 0, producer on core 1)", flush=True)
-        for name, value in append.items():
-            print(f"  {name:28} {value:>12,.0f}", flush=True)
+        if not args.delivery_only:
+            pin(redis.process.pid, SERVER_CORE)  # no bridge server yet: Redis and the producer get a core each
+            chunks, sequential = (50_000, 2_000) if quick else (200_000, 5_000)
+            parent, child = ctx.Pipe()
+            producer = ctx.Process(target=append_rate_process, args=(redis.url, chunks, sequential, child), daemon=True)
+            producer.start()
+            children.append(producer)
+            status, append = receive(parent, 150, "append-rate producer")
+            if status != "ok":
+                raise RuntimeError(f"append-rate producer failed: {append}")
+            producer.join(10)
+            report["append"] = append
+            print("\n(a) single producer append rate, chunks/s (Redis on core 0, producer on core 1)", flush=True)
+            for name, value in append.items():
+                print(f"  {name:28} {value:>12,.0f}", flush=True)
 
         # (b) ------------------------------------------------------------------------------
         pin(redis.process.pid, LOAD_CORE)  # core 0 is the bridge server's alone
         port = free_port()
         server_log = open(os.path.join(workdir, "server.log"), "wb")  # noqa: SIM115 (closed in `finally`)
         environment = {**os.environ, "BRIDGE_SECRET_KEY": SECRET, "BRIDGE_REDIS_URL": redis.url}
-        cli = str(Path(sys.executable).with_name("realtime-bridge"))
-        if not os.path.exists(cli):
-            cli_command = [sys.executable, "-c", "from bridge.cli import main; main()"]
-        else:
-            cli_command = [cli]
+        # `-m bridge.cli` with this checkout first on the path: the console script would import whichever
+        # `bridge` the venv has installed (an editable install of another checkout).
+        environment["PYTHONPATH"] = str(ROOT)
         server = subprocess.Popen(
-            [*cli_command, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "bridge.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
             stdout=server_log,
             stderr=subprocess.STDOUT,
             env=environment,
@@ -949,8 +883,9 @@ def main() -> None:
                 )
         first_step = report["steps"][0]
         print("\ntargets (issue 4):", flush=True)
-        best_append = report["append"]["sdk_pipe"]
-        print(f"  append >= 50,000 chunks/s: {best_append:,.0f} -> {'hit' if best_append >= 50_000 else 'MISS'}")
+        if "append" in report:
+            best_append = report["append"]["sdk_pipe"]
+            print(f"  append >= 50,000 chunks/s: {best_append:,.0f} -> {'hit' if best_append >= 50_000 else 'MISS'}")
         if "p50_ms" in first_step:
             print(
                 f"  at {first_step['target_deliveries_per_s']:,.0f} deliveries/s: p50 {first_step['p50_ms']:.2f} ms "

@@ -1,0 +1,1 @@
+"""Django Channels + channels_redis (groups), run under uvicorn: `/ws/X` joins group X."""
