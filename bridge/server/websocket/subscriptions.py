@@ -39,6 +39,7 @@ from bridge.runtime.core import Bridge
 from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedSpec, authorized_tag_feed
 from bridge.runtime.output_streams import MAX_IDLE_SECONDS, check_epoch, check_start_index, check_stream_key
 from bridge.server.websocket.protocol import Frame, internal_error_frame, required_string
+from bridge.server.websocket.transport import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ async def authorize_feed(bridge: Bridge, frame: Frame, principal: Principal) -> 
     raise ValidationError('feed must be "run", "tags", "batch" or "stream"')
 
 
-def snapshot_frame(subscription: FeedSubscription, runs: list[Run], max_bytes: int) -> str:
+def snapshot_frame(subscription: FeedSubscription, runs: list[Run], max_bytes: int) -> bytes:
     """The `snapshot` frame; PayloadTooLargeError over `max_bytes`, which the outbox could never take: queued,
     it would close the whole connection as a slow consumer, on every reconnection."""
     frame = {
@@ -156,7 +157,7 @@ def snapshot_frame(subscription: FeedSubscription, runs: list[Run], max_bytes: i
         "topic": subscription.spec.topic,
         "runs": [run.to_public() for run in runs],
     }
-    text = orjson.dumps(frame).decode()
+    text = orjson.dumps(frame)
     if len(text) > max_bytes:
         raise PayloadTooLargeError(
             f"this feed's current state is {len(text)} bytes, over the {max_bytes} bytes a snapshot may take:"
@@ -193,7 +194,7 @@ class StreamOutlet(Protocol):
 
     def stream_room(self) -> Awaitable[None]: ...
 
-    def push_stream_frame(self, subscription_id: str, frame: str, next_index: int) -> None: ...
+    def push_stream_frame(self, subscription_id: str, frame: bytes, next_index: int) -> None: ...
 
     def stream_ended(self, subscription_id: str) -> None: ...
 
@@ -204,7 +205,7 @@ class StreamOutlet(Protocol):
 
 async def pump_stream(connection: StreamOutlet, subscription_id: str, request: StreamRequest) -> None:
     """Sends the stream as `chunk` frames, then `end`; cancelled by unsubscribe, token expiry or disconnect."""
-    prefix = '{"type":"chunk","id":' + orjson.dumps(subscription_id).decode() + ","
+    prefix = b'{"type":"chunk","id":' + orjson.dumps(subscription_id) + b","
     reader = connection.bridge.output_streams.reader(
         request.run_id, request.key, request.start_index, request.idle_timeout, request.epoch
     )
@@ -216,10 +217,10 @@ async def pump_stream(connection: StreamOutlet, subscription_id: str, request: S
                     await connection.stream_room()
                 # The first chunk frame names the epoch the chunks are read under (set by then, unless the
                 # stream was stored before epochs existed).
-                epoch = f'"epoch":{orjson.dumps(reader.epoch).decode()},' if first and reader.epoch else ""
+                epoch = b'"epoch":' + orjson.dumps(reader.epoch) + b"," if first and reader.epoch else b""
                 first = False
-                frame = f'{prefix}{epoch}"index":{chunk.index},"data":{chunk.data.decode()}}}'
-                connection.push_stream_frame(subscription_id, frame, chunk.index + 1)
+                frame = b'%s%s"index":%d,"data":%s}' % (prefix, epoch, chunk.index, chunk.data)
+                connection.push_stream_frame(subscription_id, text_frame(frame), chunk.index + 1)
     except (StreamFailedError, StreamResetError) as error:  # the stream failed, or its storage was lost
         connection.stream_ended(subscription_id)
         connection.send(
