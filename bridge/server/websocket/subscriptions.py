@@ -8,6 +8,10 @@ frames, then one `end` frame. A chunk frame is the chunk's stored JSON text spli
 prefix, never decoded and re-encoded; the first one also names the stream's epoch, which the client
 sends back when it resumes, so a stream whose storage was lost meanwhile ends with `stream_reset`.
 
+Live chunks skip the pump: while its reader waits caught up, a chunk notification becomes its frame
+synchronously in the hub's dispatch (`StreamReader.live_sink`), pushed if the connection has room. The pump
+runs for the first frame, catch-up from storage, backpressure and the end.
+
 Stream flow control: the pump pushes a chunk only while the outbox has room (see outbox.py), and
 otherwise waits for the sender to drain it. While it waits, its reader's bounded live buffer may
 overflow; the reader then continues from storage at its next index. So a slow reader costs
@@ -209,6 +213,18 @@ async def pump_stream(connection: StreamOutlet, subscription_id: str, request: S
     reader = connection.bridge.output_streams.reader(
         request.run_id, request.key, request.start_index, request.idle_timeout, request.epoch
     )
+    pump = asyncio.current_task()
+    assert pump is not None
+
+    def live(index: int, data: bytes) -> bool:
+        """A live chunk, while the reader waits caught up: its frame pushed from the hub's dispatch, if there is
+        room (not once this pump is being cancelled: its subscription is being dropped)."""
+        if pump.cancelling() or not connection.has_stream_room():
+            return False
+        frame = b'%s"index":%d,"data":%s}' % (prefix, index, data)
+        connection.push_stream_frame(subscription_id, text_frame(frame), index + 1)
+        return True
+
     try:
         async with reader:
             first = True
@@ -221,6 +237,7 @@ async def pump_stream(connection: StreamOutlet, subscription_id: str, request: S
                 first = False
                 frame = b'%s%s"index":%d,"data":%s}' % (prefix, epoch, chunk.index, chunk.data)
                 connection.push_stream_frame(subscription_id, text_frame(frame), chunk.index + 1)
+                reader.live_sink = live  # from the first frame (it names the epoch) on
     except (StreamFailedError, StreamResetError) as error:  # the stream failed, or its storage was lost
         connection.stream_ended(subscription_id)
         connection.send(
