@@ -52,6 +52,7 @@ UPDATES = 60  # per round
 STREAMS = 250  # runs, each read by 2 subscribers
 CHUNKS = 100  # per stream per round
 FANOUT_ROUNDS = 5
+STREAM_ROUNDS = 3
 WAIT_SECONDS = 30.0  # for one step's frames to be written; then the benchmark fails
 
 # The subscribers: raw sockets in another process, each sending the WebSocket handshake then, once answered,
@@ -219,7 +220,7 @@ async def stream_us_per_delivery() -> float:
         await asyncio.sleep(0.5)  # the readers' first (empty) storage read
         index = 0
         best = float("inf")
-        for _ in range(FANOUT_ROUNDS):
+        for _ in range(STREAM_ROUNDS):
             started = time.process_time()
             for _ in range(CHUNKS):
                 expected = frames_sent(running) + len(subscribes)
