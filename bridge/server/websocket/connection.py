@@ -81,6 +81,8 @@ class Connection:
         self._stall: asyncio.TimerHandle | None = None  # armed while the transport is paused
         if self._frames is not None:
             self._frames.listener = self
+            if self._frames.paused:  # already, before this connection listened
+                self.writing_paused()
 
     # sending
     def _queue(self, frame: bytes, key: Hashable = None, *, tag: Hashable = None) -> bool:
