@@ -1,16 +1,24 @@
-"""CPU time of two delivery hot paths, in one process, for an A/B between two checkouts:
+"""CPU time of the delivery hot paths, in one process, for an A/B between two checkouts:
 
     .venv/bin/python bench/hot_paths.py [CHECKOUT]    # default: this one; run it alternately for each side
 
 (1) `Connection._send_forever` per frame: frames queued in batches of 100, sent to a socket that takes
-    everything at once; (2) `StreamWriter` per awaited append on the memory broker: one chunk per stored
-    batch, the worst case for per-batch costs. `time.process_time`, best of 7 rounds, so other processes on
-    the machine disturb it less than wall-clock figures. See bench/README.md.
+    everything at once (on a checkout with the raw frame path: the ASGI fallback's sender); (2)
+    `StreamWriter` per awaited append on the memory broker: one chunk per stored batch, the worst case for
+    per-batch costs; (3) run-feed fan-out, server CPU per delivery: the bridge under real uvicorn on a
+    loopback port (with the raw frame path when the checkout has one), FOLLOWERS WebSocket subscribers of one
+    run in a sink process that reads and discards everything, and a run update dispatched by the hub one at a
+    time, each waited for until every subscriber's frame is written; (4) the same for stream chunks:
+    STREAMS runs x 2 readers, one chunk appended to each stream (memory broker) per step. (3) and (4) count
+    this process's CPU only: the sink runs in another. `time.process_time`, best of the rounds, so other
+    processes on the machine disturb it less than wall-clock figures. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -18,31 +26,82 @@ from pathlib import Path
 ROOT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent).resolve()
 sys.path.insert(0, str(ROOT))
 
+import uvicorn  # noqa: E402
 from starlette.websockets import WebSocketState  # noqa: E402
 
 import bridge  # noqa: E402
+from bridge.backends.channels import run_channel  # noqa: E402
 from bridge.config import Settings  # noqa: E402
-from bridge.models import Run  # noqa: E402
+from bridge.models import Run, RunStatus  # noqa: E402
 from bridge.runtime.core import Bridge  # noqa: E402
 from bridge.runtime.output_streams import RunStreams  # noqa: E402
-from bridge.server.topics import TopicRouter  # noqa: E402
+from bridge.server.app import create_app  # noqa: E402
 from bridge.server.websocket.connection import Connection  # noqa: E402
 
+try:  # the raw frame path, in checkouts that have it
+    from bridge.server.websocket.transport import UVICORN_OPTIONS, text_frame
+except ImportError:
+    UVICORN_OPTIONS, text_frame = {}, None
+
 ROUNDS = 7
-FRAME = '{"type":"chunk","id":"s1","index":12345,"data":{"i":12345,"text":" token"}}'
+KEY = "hot-paths-benchmark-key-0123456789"
+CHUNK = '{"type":"chunk","id":"s1","index":12345,"data":{"i":12345,"text":" token"}}'
+FRAME = CHUNK if text_frame is None else text_frame(CHUNK.encode())  # what the checkout's outbox holds
+FOLLOWERS = 1000
+UPDATES = 60  # per round
+STREAMS = 250  # runs, each read by 2 subscribers
+CHUNKS = 100  # per stream per round
+FANOUT_ROUNDS = 5
+STREAM_ROUNDS = 3
+WAIT_SECONDS = 30.0  # for one step's frames to be written; then the benchmark fails
+
+# The subscribers: raw sockets in another process, each sending the WebSocket handshake then, once answered,
+# one `subscribe` frame (masked with a zero key, so written as is), then reading and discarding everything; the
+# frames, one JSON line each; exits when its parent closes stdin.
+SINK = r"""
+import asyncio, base64, json, os, sys
+
+def masked(payload):
+    n = len(payload)
+    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    return head + bytes(4) + payload
+
+class Sink(asyncio.Protocol):
+    def __init__(self, frame):
+        self.frame = frame
+    def connection_made(self, transport):
+        key = base64.b64encode(os.urandom(16))
+        head = b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        transport.write(head + b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        self.transport = transport
+    def data_received(self, data):
+        if self.frame is not None:  # the handshake's answer: subscribe
+            self.transport.write(masked(self.frame))
+            self.frame = None
+
+async def main():
+    loop = asyncio.get_running_loop()
+    frames = json.loads(sys.stdin.readline())
+    for frame in frames:
+        await loop.create_connection(lambda: Sink(json.dumps(frame).encode()), "127.0.0.1", int(sys.argv[1]))
+    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
+
+asyncio.run(main())
+"""
 
 
 class TakesEverything:
     """The part of a Starlette WebSocket the sender uses."""
 
     application_state = WebSocketState.CONNECTED
+    scope: dict[str, object] = {}  # no raw frame path: the sender sends through ASGI
 
     async def send_text(self, text: str) -> None:
         return None
 
 
 async def sender_us_per_frame(running: Bridge) -> float:
-    connection = Connection(TakesEverything(), running, TopicRouter(running.hub))  # type: ignore[arg-type]
+    connection = Connection(TakesEverything(), running, None)  # type: ignore[arg-type]  # no router: the sender alone
     sender = asyncio.create_task(connection._send_forever())
     best = float("inf")
     for _ in range(ROUNDS):
@@ -70,14 +129,120 @@ async def writer_us_per_append(running: Bridge) -> float:
     return best * 1e6
 
 
+def frames_sent(running: Bridge) -> float:
+    return running.metrics.websocket_frames._value.get()  # type: ignore[attr-defined]
+
+
+async def until_sent(running: Bridge, count: float) -> None:
+    """Returns once `count` frames were written; polled between loop iterations."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while frames_sent(running) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{frames_sent(running)} frames sent, {count} expected")
+        await asyncio.sleep(0)
+
+
+class Served:
+    """The bridge under uvicorn on a free loopback port (with the checkout's raw frame path, if any) and a sink."""
+
+    async def __aenter__(self) -> Served:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)
+        self.port = sock.getsockname()[1]
+        app = create_app(Settings(secret_key=KEY))
+        self.running: Bridge = app.state.bridge
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", **UVICORN_OPTIONS)  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        self.sink: asyncio.subprocess.Process | None = None
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not self.server.started and time.monotonic() < deadline:  # noqa: ASYNC110  # uvicorn has no event
+            await asyncio.sleep(0.01)
+        return self
+
+    async def subscribe(self, subscribes: list[dict[str, object]], frames: int) -> None:
+        """Starts the sink's subscribers; returns once `frames` frames were sent (welcomes, snapshots)."""
+        self.sink = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SINK, str(self.port), stdin=asyncio.subprocess.PIPE
+        )
+        assert self.sink.stdin is not None
+        self.sink.stdin.write(json.dumps(subscribes).encode() + b"\n")
+        await self.sink.stdin.drain()
+        await until_sent(self.running, frames_sent(self.running) + frames)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.sink is not None:
+            assert self.sink.stdin is not None
+            self.sink.stdin.close()
+            await asyncio.wait_for(self.sink.wait(), 10)
+        self.server.should_exit = True
+        await asyncio.wait_for(self.task, 30)
+
+
+async def fanout_us_per_delivery() -> float:
+    """Server CPU per run-feed delivery: FOLLOWERS subscribers of one run, one update dispatched at a time."""
+    async with Served() as served:
+        running = served.running
+        run = Run(id="run_hot_paths", task_identifier="hot-paths", metadata={"progress": 0.5, "step": "x" * 40})
+        await running.broker.insert_run(run, None, 60)
+        subscribe = {"type": "subscribe", "id": "r", "feed": "run", "runId": run.id, "token": KEY}
+        await served.subscribe([subscribe] * FOLLOWERS, 2 * FOLLOWERS)  # a welcome and a snapshot each
+        channel = run_channel(run.id)
+        best = float("inf")
+        for _ in range(FANOUT_ROUNDS):
+            started = time.process_time()
+            for version in range(UPDATES):
+                raw = Run(**{**run.__dict__, "version": version + 2}).to_storage()
+                expected = frames_sent(running) + FOLLOWERS
+                running.hub._dispatch(channel, raw)  # as the broker's notifier would
+                await until_sent(running, expected)  # no coalescing: every follower got this one
+            best = min(best, (time.process_time() - started) / (UPDATES * FOLLOWERS))
+    return best * 1e6
+
+
+async def stream_us_per_delivery() -> float:
+    """Server CPU per stream chunk delivered: STREAMS runs x 2 readers, a chunk appended to each run per step."""
+    async with Served() as served:
+        running = served.running
+        runs = [
+            Run(id=f"run_hot_paths_{n}", task_identifier="hot-paths", status=RunStatus.EXECUTING)
+            for n in range(STREAMS)
+        ]
+        for run in runs:
+            await running.broker.insert_run(run, None, 60)
+        subscribes: list[dict[str, object]] = [
+            {"type": "subscribe", "id": "s", "feed": "stream", "runId": run.id, "key": "ai", "token": KEY}
+            for run in runs
+            for _ in range(2)
+        ]
+        await served.subscribe(subscribes, len(subscribes))  # a welcome each
+        await asyncio.sleep(0.5)  # the readers' first (empty) storage read
+        index = 0
+        best = float("inf")
+        for _ in range(STREAM_ROUNDS):
+            started = time.process_time()
+            for _ in range(CHUNKS):
+                expected = frames_sent(running) + len(subscribes)
+                chunk = b'{"i":%d,"text":" token"}' % index
+                for run in runs:
+                    await running.broker.append_chunks(run.id, "ai", [chunk], index)
+                index += 1
+                await until_sent(running, expected)
+            best = min(best, (time.process_time() - started) / (CHUNKS * len(subscribes)))
+    return best * 1e6
+
+
 async def main() -> None:
-    running = Bridge(Settings(secret_key="hot-paths-benchmark-key-0123456789"))
+    running = Bridge(Settings(secret_key=KEY))
     await running.start()
     try:
         print(f"{ROOT}: sender {await sender_us_per_frame(running):.2f} us per frame, ", end="")
-        print(f"writer {await writer_us_per_append(running):.2f} us per awaited append")
+        print(f"writer {await writer_us_per_append(running):.2f} us per awaited append, ", end="")
     finally:
         await running.stop()
+    print(f"fan-out {await fanout_us_per_delivery():.2f} us per run-feed delivery, ", end="")
+    print(f"streams {await stream_us_per_delivery():.2f} us per chunk delivery")
 
 
 if __name__ == "__main__":

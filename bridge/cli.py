@@ -197,6 +197,8 @@ def run_server(
     shutdown. `on_started(port)` is called once it accepts connections (its lifespan has run)."""
     import uvicorn
 
+    from bridge.server.websocket.transport import UVICORN_OPTIONS
+
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
@@ -211,6 +213,7 @@ def run_server(
         config = uvicorn.Config(
             make_app(port),
             ws_max_size=settings.limits.max_frame_bytes,
+            **UVICORN_OPTIONS,  # type: ignore[arg-type]  # the raw frame path (docs/architecture.md)
             log_config=None,  # uvicorn logs through the handler configure_logging set up
             proxy_headers=False,
             # Held long-polls and open streams would otherwise delay a restart until they end by themselves.

@@ -26,6 +26,7 @@ from bridge.client.transport import Transport
 from bridge.config import Settings
 from bridge.runtime.core import Bridge
 from bridge.server.app import create_app
+from bridge.server.websocket.transport import UVICORN_OPTIONS
 from bridge.testing.redis_server import RedisServer, start_redis_server
 from tests.support.redis_cluster import RedisClusterNodes, start_redis_cluster
 from tests.support.tasks import registry
@@ -126,7 +127,8 @@ async def start_server(
         ws_max_size=settings.limits.max_frame_bytes,
         lifespan="on",
         timeout_graceful_shutdown=2,
-        **{"log_level": "warning", **uvicorn_options},
+        # the raw frame path, as `realtime-bridge serve`; `ws="websockets-sansio"` for the ASGI one (mounted)
+        **{"log_level": "warning", **UVICORN_OPTIONS, **uvicorn_options},
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -150,6 +150,11 @@ class StreamReader:
         self._failure: tuple[int, str] | None = None  # (where it stopped, why) once read
         self.timed_out = False  # the last `chunks()` ended on the idle timeout, not with the run
         self._woken = asyncio.Event()
+        # A consumer's synchronous taker of live chunks (index, JSON) while `chunks()` waits caught up: True if it
+        # took the chunk, False to have it buffered and yielded as usual (e.g. no room for it now).
+        self.live_sink: Callable[[int, bytes], bool] | None = None
+        self._parked = False  # `chunks()` waits for news with nothing buffered: no chunk is between yield and use
+        self._idle_since = 0.0  # loop time of the last chunk read (yielded or taken by `live_sink`)
         self._channels = (stream_channel(run_id, key), run_channel(run_id))
         limits = broker.settings.limits
         self._largest_chunk = max(limits.max_chunk_bytes, limits.max_payload_bytes)  # output chunk or input value
@@ -188,11 +193,12 @@ class StreamReader:
             self._failure_unsure = True
         elif channel == self._channels[1]:
             self._run_finished = self._run_finished or message.run.status.is_final
-        else:
-            self._on_chunks(*message.chunks)
+        elif not self._on_chunks(*message.chunks):
+            return  # taken live: nothing for `chunks()` to do
         self._woken.set()
 
-    def _on_chunks(self, first: int, epoch: str | None, chunks: list[bytes]) -> None:
+    def _on_chunks(self, first: int, epoch: str | None, chunks: list[bytes]) -> bool:
+        """Buffers live chunks; False when `live_sink` took them all (no wake-up needed)."""
         if not chunks or (self.epoch is not None and epoch != self.epoch):
             # The stream failed (a message without chunks), or was stored again under another epoch (its
             # storage was lost): storage says where it stops, or that it was reset.
@@ -201,6 +207,10 @@ class StreamReader:
             self._behind = True
         elif not self._behind:
             self.epoch = self.epoch or epoch  # the first chunks this reader sees come live
+            if self._parked and not self._live and self.live_sink is not None:
+                first, chunks = self._take_live(first, chunks)
+                if not chunks:
+                    return False
             size = sum(map(len, chunks))
             if len(self._live) + len(chunks) > LIVE_BUFFER_CHUNKS or self._live_bytes + size > LIVE_BUFFER_BYTES:
                 self._clear_live()
@@ -208,6 +218,22 @@ class StreamReader:
             else:
                 self._live.extend(enumerate(chunks, start=first))
                 self._live_bytes += size
+        return True
+
+    def _take_live(self, first: int, chunks: list[bytes]) -> tuple[int, list[bytes]]:
+        """Hands the chunks from `next_index` on to `live_sink`, in order, until it refuses one; returns those left
+        (after a gap, or refused: they go the usual way, buffered or read from storage)."""
+        if first > self.next_index:
+            return first, chunks
+        sink = self.live_sink
+        assert sink is not None
+        skipped = taken = self.next_index - first  # those before `next_index` were read already
+        while taken < len(chunks) and sink(self.next_index, chunks[taken]):
+            self.next_index += 1
+            taken += 1
+        if taken > skipped:
+            self._idle_since = asyncio.get_running_loop().time()
+        return first + taken, chunks[taken:]
 
     def _clear_live(self) -> None:
         self._live.clear()
@@ -219,7 +245,7 @@ class StreamReader:
         once every chunk of a failed stream was read, StreamResetError once its storage was lost."""
         loop = asyncio.get_running_loop()
         self.timed_out = False
-        idle_since = loop.time()
+        self._idle_since = loop.time()
         while True:
             if self._behind:
                 self._behind = False  # from now on live chunks are kept; any gap sends us back here
@@ -237,7 +263,7 @@ class StreamReader:
                         yield Chunk(self.next_index, data)
                         self.next_index += 1
                     if page.chunks:
-                        idle_since = loop.time()  # idle means no new chunk, not a slow consumer
+                        self._idle_since = loop.time()  # idle means no new chunk, not a slow consumer
                     # Fewer than asked, and not for lack of room (a page cut by bytes has less than one
                     # largest chunk of room left): storage has nothing more.
                     size = sum(map(len, page.chunks))
@@ -266,25 +292,42 @@ class StreamReader:
                     break
                 yield Chunk(index, data)
                 self.next_index += 1
-                idle_since = loop.time()
+                self._idle_since = loop.time()
             if self._behind or self._live:
                 continue
             if self._run_finished:
                 self._behind = True  # one last read from storage, then the end
                 continue
             self._woken.clear()
-            deadline = None if self._idle_timeout is None else idle_since + self._idle_timeout
-            check_at = loop.time() + STORAGE_CHECK_SECONDS
-            try:
-                # Run changes wake us too, but only chunks reset the idle deadline.
-                async with asyncio.timeout_at(check_at if deadline is None else min(deadline, check_at)):
-                    await self._woken.wait()
-            except TimeoutError:
-                if deadline is not None and loop.time() >= deadline:
-                    self.timed_out = True
-                    return
-                self._behind = True  # a while without news: check that the storage under us is still there
-                self._run_unsure = True
+            if await self._park(loop):
+                self.timed_out = True
+                return
+
+    async def _park(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Waits caught up for news (a wake-up); True once idle for the idle timeout. Chunks `live_sink` takes
+        meanwhile do not wake it: when its one timer fires, it waits again to the newer deadlines."""
+        parked_at = loop.time()
+        self._parked = True
+        try:
+            while True:
+                idle_at = None if self._idle_timeout is None else self._idle_since + self._idle_timeout
+                check_at = max(parked_at, self._idle_since) + STORAGE_CHECK_SECONDS
+                try:
+                    # Run changes wake us too, but only chunks reset the idle deadline.
+                    async with asyncio.timeout_at(check_at if idle_at is None else min(idle_at, check_at)):
+                        await self._woken.wait()
+                    return False
+                except TimeoutError:
+                    now = loop.time()
+                    if self._idle_timeout is not None and self._idle_since + self._idle_timeout <= now:
+                        return True
+                    if max(parked_at, self._idle_since) + STORAGE_CHECK_SECONDS <= now:
+                        # A while without news: check that the storage under us is still there.
+                        self._behind = True
+                        self._run_unsure = True
+                        return False
+        finally:
+            self._parked = False
 
 
 class OutputStreams:

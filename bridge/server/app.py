@@ -108,6 +108,6 @@ def create_app(
     )
     app.state.bridge = bridge
     app.state.running = False  # True from the end of the lifespan's start to the start of its stop
-    app.state.topics = TopicRouter(bridge.hub)
+    app.state.topics = TopicRouter(bridge.hub, bridge.metrics)
     app.state.feed_sessions = feed_sessions
     return app

@@ -1,9 +1,18 @@
-"""One WebSocket connection: the receive loop, the sender task that drains the outbox, the
-subscriptions' lifecycle, and the close codes.
+"""One WebSocket connection: the receive loop, how frames leave (written at once, or queued in the
+outbox), the subscriptions' lifecycle, and the close codes.
 
-A reader that stops reading altogether — the outbox over its bounds, or one send blocked for the
-grace period — is closed with code 4008 and its memory freed. A client that sends faster than it
-reads is throttled instead: no frame of it is received while the outbox is over its high watermark.
+Frames are prepared WebSocket frames (`transport.text_frame`). Served by `FramesProtocol` (the raw path),
+a frame is written to the transport synchronously by whoever produced it, as long as nothing is queued
+before it and the transport's buffer is under its high water; otherwise it waits in the outbox (coalesced
+per (topic, run) for run feeds) until the transport resumes writing, which drains it, oldest first. Once
+anything is queued, every later frame queues behind it: none overtakes another. Without the raw path (the
+bridge mounted under another server), every frame goes through the outbox and a sender task that sends it
+through ASGI.
+
+A reader that stops reading altogether — the outbox over its bounds, or (raw path) the transport not
+drained for the grace period, one timer armed when it pauses, or (ASGI) one send blocked for the grace — is
+closed with code 4008 and its memory freed. A client that sends faster than it reads is throttled instead:
+no frame of it is received while the outbox is over its high watermark.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from bridge.server.websocket.subscriptions import (
     pump_stream,
     snapshot_frame,
 )
+from bridge.server.websocket.transport import FRAMES_EXTENSION, Frames, frame_payload, payload_size, text_frame
 
 ACK_FLUSH_SECONDS = 2.0  # at most this long an input ack waits for the connection's streams of that run
 STREAM_QUEUE_FRAMES = 128  # a stream subscription pushes a chunk only while the outbox holds fewer frames
@@ -66,16 +76,29 @@ class Connection:
         self._ready = asyncio.Event()
         self._closing: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        extensions = websocket.scope.get("extensions") or {}
+        self._frames: Frames | None = extensions.get(FRAMES_EXTENSION)  # the raw path, when the server offers it
+        self._stall: asyncio.TimerHandle | None = None  # armed while the transport is paused
+        if self._frames is not None:
+            self._frames.listener = self
+            if self._frames.paused:  # already, before this connection listened
+                self.writing_paused()
 
     # sending
-    def _queue(self, frame: str, key: Hashable = None, *, tag: Hashable = None) -> None:
-        """Queues a frame: coalesced with a queued one of the same `key`, never coalesced without one."""
+    def _queue(self, frame: bytes, key: Hashable = None, *, tag: Hashable = None) -> bool:
+        """Writes a frame now if it can (True), else queues it: coalesced with a queued one of the same
+        `key`, never coalesced without one."""
         if self._closing:
-            return
+            return False
+        frames = self._frames
+        if frames is not None and not self.outbox and frames.writable:
+            frames.write(frame)
+            return True
         within_bounds = self.outbox.push(frame, tag) if key is None else self.outbox.coalesce(key, frame)
         if not within_bounds:
             self._slow_consumer(self.metrics.slow_consumer_queue_full, "send queue over its bound")
         self._ready.set()
+        return False
 
     def _slow_consumer(self, closes: Counter, reason: str) -> None:
         """Marks the connection for a 4008 close, counted once by what gave it away."""
@@ -83,39 +106,81 @@ class Connection:
             self._closing = f"slow consumer: {reason}"
             closes.inc()
 
+    def _send_frame(self, frame: bytes, key: Hashable = None, *, tag: Hashable = None) -> None:
+        """`_queue`, counting a frame written at once (the outbox's are counted as they are drained)."""
+        if self._queue(frame, key, tag=tag):
+            self._count(1, payload_size(frame))
+
     def send(self, body: dict[str, Any]) -> None:
-        self._queue(orjson.dumps(body).decode())
+        self._send_frame(text_frame(orjson.dumps(body)))
 
     def send_error(self, subscription_id: str | None, error: BridgeError) -> None:
         self.send(error_frame(subscription_id, error))
 
+    def _count(self, frames: int, sent_bytes: int) -> None:
+        self.metrics.websocket_frames.inc(frames)
+        self.metrics.websocket_bytes.inc(sent_bytes)
+
     async def _send_forever(self) -> None:
-        grace = self.limits.slow_consumer_grace_seconds
         while True:
             await self._ready.wait()
             self._ready.clear()
-            frames = sent_bytes = 0  # counted once per drained batch: the metrics stay off the per-frame path
-            try:
-                while self.outbox and not self._closing:
-                    frame = self.outbox.pop()
-                    try:
-                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
-                        # the send completes, and this sender would outlive its connection
-                        async with asyncio.timeout(grace):
-                            await self.websocket.send_text(frame)
-                    except TimeoutError:
-                        self._slow_consumer(
-                            self.metrics.slow_consumer_send_timeout, f"one frame not taken in {grace:g} s"
-                        )
-                        continue
-                    frames += 1
-                    sent_bytes += len(frame) if frame.isascii() else len(frame.encode())  # isascii: O(1) in CPython
-            finally:
-                self.metrics.websocket_frames.inc(frames)
-                self.metrics.websocket_bytes.inc(sent_bytes)
+            if self._frames is not None:
+                self._flush(self._frames)
+            else:
+                await self._send_queued()
             if self._closing:
                 await self._close(CLOSE_SLOW_CONSUMER, self._closing)
                 return
+
+    def _flush(self, frames: Frames) -> None:
+        """The raw path: writes queued frames, oldest first, while the transport takes them."""
+        count = sent_bytes = 0
+        while self.outbox and frames.writable and not self._closing:
+            frame = self.outbox.pop()
+            frames.write(frame)
+            count += 1
+            sent_bytes += payload_size(frame)
+        if count:
+            self._count(count, sent_bytes)
+
+    async def _send_queued(self) -> None:
+        """The ASGI path: sends queued frames, oldest first; one send blocked for the grace closes the connection."""
+        grace = self.limits.slow_consumer_grace_seconds
+        count = sent_bytes = 0  # counted once per drained batch: the metrics stay off the per-frame path
+        try:
+            while self.outbox and not self._closing:
+                payload = frame_payload(self.outbox.pop())
+                try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
+                    # the send completes, and this sender would outlive its connection
+                    async with asyncio.timeout(grace):
+                        await self.websocket.send_text(payload.decode())
+                except TimeoutError:
+                    self._slow_consumer(self.metrics.slow_consumer_send_timeout, f"one frame not taken in {grace:g} s")
+                    continue
+                count += 1
+                sent_bytes += len(payload)
+        finally:
+            self._count(count, sent_bytes)
+
+    # FramesListener: the transport's buffer passed its high water / is down to its low water
+    def writing_paused(self) -> None:
+        if self._stall is None:
+            grace = self.limits.slow_consumer_grace_seconds
+            self._stall = asyncio.get_running_loop().call_later(grace, self._stalled, grace)
+
+    def writing_resumed(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        if self._frames is not None:
+            self._flush(self._frames)
+
+    def _stalled(self, grace: float) -> None:
+        self._stall = None
+        self._slow_consumer(self.metrics.slow_consumer_send_timeout, f"one frame not taken in {grace:g} s")
+        self._ready.set()
 
     async def _close(self, code: int, reason: str) -> None:
         self.outbox.clear()
@@ -139,8 +204,8 @@ class Connection:
             self._room.clear()
             await self._room.wait()
 
-    def push_stream_frame(self, subscription_id: str, frame: str, next_index: int) -> None:
-        self._queue(frame, tag=subscription_id)  # never coalesced; taken back if the stream is dropped
+    def push_stream_frame(self, subscription_id: str, frame: bytes, next_index: int) -> None:
+        self._send_frame(frame, tag=subscription_id)  # never coalesced; if queued, taken back if the stream is dropped
         subscription = self.subscriptions.get(subscription_id)
         if isinstance(subscription, StreamSubscription):
             subscription.pushed = next_index
@@ -155,8 +220,8 @@ class Connection:
                 subscription.expiry.cancel()
 
     # TopicFollower
-    def deliver(self, topic: str, run_id: str, frame: str) -> None:
-        self._queue(frame, (topic, run_id))
+    def deliver(self, topic: str, run_id: str, frame: bytes) -> bool:
+        return self._queue(frame, (topic, run_id))
 
     def resync(self, topic: str) -> None:
         for subscription in self.subscriptions.feeds_on(topic):
@@ -177,6 +242,8 @@ class Connection:
         try:
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if self._stall is not None:
+                self._stall.cancel()
             for task in (sender, receiver, *self._tasks):
                 task.cancel()
             await asyncio.gather(sender, receiver, *self._tasks, return_exceptions=True)
@@ -258,7 +325,7 @@ class Connection:
             self.send_error(subscription.id, too_large)
             await self.drop(subscription)
             return
-        self._queue(text, ("snapshot", subscription.id))
+        self._send_frame(text_frame(text), ("snapshot", subscription.id))
 
     async def drop(self, subscription: AnySubscription) -> None:
         if not self.subscriptions.remove(subscription):

@@ -17,6 +17,8 @@ import itertools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+Prepared = bytes  # a complete WebSocket frame (transport.text_frame); `bytes` is a property below
+
 
 @dataclass(frozen=True)
 class _Serial:
@@ -43,7 +45,7 @@ class Outbox:
         self.low_frames = high_frames // 2
         self.low_bytes = high_bytes // 2
         self._on_room = on_room
-        self._frames: dict[Hashable, str] = {}
+        self._frames: dict[Hashable, Prepared] = {}
         self._bytes = 0
         self._serials = itertools.count()
         self._room_wanted = False
@@ -55,11 +57,11 @@ class Outbox:
     def bytes(self) -> int:
         return self._bytes
 
-    def push(self, frame: str, tag: Hashable = None) -> bool:
+    def push(self, frame: Prepared, tag: Hashable = None) -> bool:
         """Queues a frame that is never coalesced; False once the outbox is over its bounds."""
         return self.coalesce(_Serial(tag, next(self._serials)), frame)
 
-    def coalesce(self, key: Hashable, frame: str) -> bool:
+    def coalesce(self, key: Hashable, frame: Prepared) -> bool:
         """Queues `frame`, replacing (in its place in the queue) a queued frame with the same key;
         False once the outbox is over its bounds."""
         previous = self._frames.get(key)
@@ -67,7 +69,7 @@ class Outbox:
         self._frames[key] = frame
         return len(self._frames) <= self.max_frames and self._bytes <= self.max_bytes
 
-    def pop(self) -> str:
+    def pop(self) -> Prepared:
         """The oldest frame (the outbox must not be empty)."""
         frame = self._frames.pop(next(iter(self._frames)))
         self._bytes -= len(frame)

@@ -8,6 +8,10 @@ frames, then one `end` frame. A chunk frame is the chunk's stored JSON text spli
 prefix, never decoded and re-encoded; the first one also names the stream's epoch, which the client
 sends back when it resumes, so a stream whose storage was lost meanwhile ends with `stream_reset`.
 
+Live chunks skip the pump: while its reader waits caught up, a chunk notification becomes its frame
+synchronously in the hub's dispatch (`StreamReader.live_sink`), pushed if the connection has room. The pump
+runs for the first frame, catch-up from storage, backpressure and the end.
+
 Stream flow control: the pump pushes a chunk only while the outbox has room (see outbox.py), and
 otherwise waits for the sender to drain it. While it waits, its reader's bounded live buffer may
 overflow; the reader then continues from storage at its next index. So a slow reader costs
@@ -39,6 +43,7 @@ from bridge.runtime.core import Bridge
 from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedSpec, authorized_tag_feed
 from bridge.runtime.output_streams import MAX_IDLE_SECONDS, check_epoch, check_start_index, check_stream_key
 from bridge.server.websocket.protocol import Frame, internal_error_frame, required_string
+from bridge.server.websocket.transport import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +152,7 @@ async def authorize_feed(bridge: Bridge, frame: Frame, principal: Principal) -> 
     raise ValidationError('feed must be "run", "tags", "batch" or "stream"')
 
 
-def snapshot_frame(subscription: FeedSubscription, runs: list[Run], max_bytes: int) -> str:
+def snapshot_frame(subscription: FeedSubscription, runs: list[Run], max_bytes: int) -> bytes:
     """The `snapshot` frame; PayloadTooLargeError over `max_bytes`, which the outbox could never take: queued,
     it would close the whole connection as a slow consumer, on every reconnection."""
     frame = {
@@ -156,7 +161,7 @@ def snapshot_frame(subscription: FeedSubscription, runs: list[Run], max_bytes: i
         "topic": subscription.spec.topic,
         "runs": [run.to_public() for run in runs],
     }
-    text = orjson.dumps(frame).decode()
+    text = orjson.dumps(frame)
     if len(text) > max_bytes:
         raise PayloadTooLargeError(
             f"this feed's current state is {len(text)} bytes, over the {max_bytes} bytes a snapshot may take:"
@@ -193,7 +198,7 @@ class StreamOutlet(Protocol):
 
     def stream_room(self) -> Awaitable[None]: ...
 
-    def push_stream_frame(self, subscription_id: str, frame: str, next_index: int) -> None: ...
+    def push_stream_frame(self, subscription_id: str, frame: bytes, next_index: int) -> None: ...
 
     def stream_ended(self, subscription_id: str) -> None: ...
 
@@ -204,10 +209,22 @@ class StreamOutlet(Protocol):
 
 async def pump_stream(connection: StreamOutlet, subscription_id: str, request: StreamRequest) -> None:
     """Sends the stream as `chunk` frames, then `end`; cancelled by unsubscribe, token expiry or disconnect."""
-    prefix = '{"type":"chunk","id":' + orjson.dumps(subscription_id).decode() + ","
+    prefix = b'{"type":"chunk","id":' + orjson.dumps(subscription_id) + b","
     reader = connection.bridge.output_streams.reader(
         request.run_id, request.key, request.start_index, request.idle_timeout, request.epoch
     )
+    pump = asyncio.current_task()
+    assert pump is not None
+
+    def live(index: int, data: bytes) -> bool:
+        """A live chunk, while the reader waits caught up: its frame pushed from the hub's dispatch, if there is
+        room (not once this pump is being cancelled: its subscription is being dropped)."""
+        if pump.cancelling() or not connection.has_stream_room():
+            return False
+        frame = b'%s"index":%d,"data":%s}' % (prefix, index, data)
+        connection.push_stream_frame(subscription_id, text_frame(frame), index + 1)
+        return True
+
     try:
         async with reader:
             first = True
@@ -216,10 +233,11 @@ async def pump_stream(connection: StreamOutlet, subscription_id: str, request: S
                     await connection.stream_room()
                 # The first chunk frame names the epoch the chunks are read under (set by then, unless the
                 # stream was stored before epochs existed).
-                epoch = f'"epoch":{orjson.dumps(reader.epoch).decode()},' if first and reader.epoch else ""
+                epoch = b'"epoch":' + orjson.dumps(reader.epoch) + b"," if first and reader.epoch else b""
                 first = False
-                frame = f'{prefix}{epoch}"index":{chunk.index},"data":{chunk.data.decode()}}}'
-                connection.push_stream_frame(subscription_id, frame, chunk.index + 1)
+                frame = b'%s%s"index":%d,"data":%s}' % (prefix, epoch, chunk.index, chunk.data)
+                connection.push_stream_frame(subscription_id, text_frame(frame), chunk.index + 1)
+                reader.live_sink = live  # from the first frame (it names the epoch) on
     except (StreamFailedError, StreamResetError) as error:  # the stream failed, or its storage was lost
         connection.stream_ended(subscription_id)
         connection.send(
