@@ -26,6 +26,7 @@ from bridge.runtime.hub import Message
 from bridge.runtime.input_streams import DRAIN_SECONDS, RunInputs
 from bridge.runtime.journal import Fenced, Journal, Unwind
 from bridge.runtime.output_streams import RunStreams
+from bridge.runtime.queues import release_lost_slots
 from bridge.runtime.retries import RetryPolicy
 from bridge.tracing import Attributes, span
 from bridge.worker.context import RunScope, entered
@@ -124,6 +125,7 @@ class Worker:
                 self._outage.recovered()
                 if self._stopping.is_set():
                     continue  # draining: heartbeats go on, no new work is taken
+                await release_lost_slots(self.bridge.broker)
                 for delivery in await self.bridge.broker.reclaim_abandoned(self.id):
                     if delivery.run_id in self._running:
                         # This worker's own delivery, its run still executing here: it only looked abandoned
