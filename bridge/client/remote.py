@@ -108,6 +108,7 @@ def _trigger_options(options: TriggerOptions, payload_type: str) -> dict[str, An
         "queue": _queue(options.queue),
         "concurrencyKey": options.concurrency_key,
         "priority": options.priority,
+        "maxDuration": options.max_duration,
     }
     return {name: value for name, value in given.items() if value is not None}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable
 
@@ -25,6 +26,8 @@ from bridge.runtime.engine import AttemptsExhaustedError
 from bridge.runtime.hub import Message
 from bridge.runtime.input_streams import DRAIN_SECONDS, RunInputs
 from bridge.runtime.journal import Fenced, Journal, Unwind
+from bridge.runtime.max_duration import ERROR_NAME as MAX_DURATION_ERROR
+from bridge.runtime.max_duration import MaxDurationExceededError, within
 from bridge.runtime.output_streams import RunStreams
 from bridge.runtime.queues import release_lost_slots
 from bridge.runtime.retries import RetryPolicy
@@ -233,10 +236,14 @@ class Worker:
         # leaves the run unfinished (parked, handed back, fenced, retried later) stops reading at once: the
         # next execution reads every value again, and draining would hold this one (a stopping worker too).
         drain = DRAIN_SECONDS
+        max_duration = run.max_duration or definition.max_duration
+        started = time.monotonic()
         try:
             try:
                 with entered(scope):
-                    output = await definition(await engine.packets.payload_of(run), context)
+                    payload = await engine.packets.payload_of(run)
+                    remaining = (max_duration or 0) - run.compute_ms / 1000
+                    output = await within(max_duration, remaining, definition(payload, context))
             finally:
                 # Every appended chunk is stored before the run is final: readers end on "final and drained".
                 await run_streams.flush()
@@ -246,7 +253,12 @@ class Worker:
             return False
         except Unwind:  # parked, or handed back: another execution resumes it
             drain = 0
+            if max_duration is not None:
+                await self._add_compute_time(run.id, time.monotonic() - started)
             return True
+        except MaxDurationExceededError as exc:
+            error = RunError(str(exc), MAX_DURATION_ERROR)
+            await self._record(engine.fail(run.id, error, RunStatus.TIMED_OUT, execution))
         except asyncio.CancelledError:
             current = await engine.broker.get_run(run.id)
             if current is not None and not current.status.is_final:  # the worker is stopping, not the run cancelled
@@ -320,6 +332,16 @@ class Worker:
             self._waiting.discard(run_id)
         with contextlib.suppress(RunFinishedError):  # cancelled meanwhile: the cancel wins
             await self.bridge.engine.transition(run_id, RunStatus.EXECUTING)
+
+    async def _add_compute_time(self, run_id: str, seconds: float) -> None:
+        """What a parked or handed back execution used of the run's maxDuration; lost with its process if
+        that dies first (then the execution did not count)."""
+
+        def add(run: Run) -> None:
+            run.compute_ms += int(seconds * 1000)
+
+        with contextlib.suppress(BridgeError):
+            await self.bridge.engine.update(run_id, add)
 
     @staticmethod
     async def _record(outcome: Awaitable[object]) -> None:
