@@ -73,5 +73,13 @@ async def test_bad_max_durations_are_refused_naming_the_field(server: RunningSer
         tasks.task("too-short", max_duration=1)(_noop)
 
 
+async def test_the_remote_sdk_sends_max_duration(server: RunningServer, remote: object) -> None:
+    handle = await tasks.trigger("echo", 1, max_duration=60)
+    await until_final(handle.id)
+    assert (await server.app_bridge.engine.retrieve(handle.id)).max_duration == 60
+    with pytest.raises(InvalidOptionError, match=r"^max_duration "):  # checked before sending, as a local call
+        await tasks.trigger("echo", 1, max_duration=4)
+
+
 async def _noop(payload: Any) -> None:
     return None
