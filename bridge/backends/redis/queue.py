@@ -85,9 +85,10 @@ class RedisTaskQueue(TaskQueue):
         """SSCAN of the crowded gates' set from where the last call stopped (COUNT is a hint: a few more may
         come), then each one's holders and limit in one pipeline."""
         async with unavailable("reading crowded queue gates"):
-            self._crowded_cursor, names = await self._redis.sscan(
-                self._keys.crowded_gates(), self._crowded_cursor, count=count
-            )
+            start = self._crowded_cursor
+            self._crowded_cursor, names = await self._redis.sscan(self._keys.crowded_gates(), start, count=count)
+            if not names and start:  # the end of the set: start over rather than sweep nothing
+                self._crowded_cursor, names = await self._redis.sscan(self._keys.crowded_gates(), 0, count=count)
             gates = [parse_gate_name(text(name)) for name in names]
             if not gates:
                 return []
