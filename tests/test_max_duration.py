@@ -6,24 +6,26 @@ hangs on a gate the test never opens, so the 5 s are the feature under test, not
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 
-from bridge import runs, tasks
+from bridge import runs, tasks, wait
+from bridge.config import Settings
 from bridge.errors import InvalidOptionError, ValidationError
 from bridge.models import Run, RunStatus
 from bridge.runtime.max_duration import ERROR_NAME
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, serving
 from tests.support.helpers import bearer, open_gate, unique, until_final, until_run
 
 
-def timed_out(run: Run, seconds: int) -> None:
+def timed_out(run: Run, seconds: int, executions: int = 1) -> None:
     assert run.status is RunStatus.TIMED_OUT, run
     assert run.error is not None and run.error.name == ERROR_NAME
     assert run.error.message == f"Run exceeded maximum compute time (maxDuration) of {seconds} seconds"
-    assert run.attempt_number == 1 and run.executions == 1  # not retried
+    assert run.attempt_number == 1 and run.executions == executions  # not retried
 
 
 async def test_a_run_over_its_max_duration_ends_timed_out_from_a_trigger_its_task_or_the_official_route(
@@ -54,6 +56,24 @@ async def test_a_run_over_its_max_duration_ends_timed_out_from_a_trigger_its_tas
     assert (await runs.retrieve(longer.id)).status is RunStatus.EXECUTING  # past the task's 5 s
     open_gate(outliving)
     assert (await until_final(longer.id)).status is RunStatus.COMPLETED
+
+
+async def test_compute_time_adds_up_over_executions_and_a_parked_wait_does_not_count(
+    backend_settings: Settings,
+) -> None:
+    """A run parks (no process): its execution's time is stored with it; resumed with no time left (set here,
+    as if earlier executions had used it), it ends TIMED_OUT at once. It was parked, never timed out there."""
+    async with serving(replace(backend_settings, wait_hold_seconds=0)) as server:
+        handle = await tasks.trigger("await-token", {}, max_duration=5)
+        parked = await until_run(handle.id, lambda run: run.waiting_on is not None and run.compute_ms > 0)
+        assert parked.status is RunStatus.WAITING
+
+        def used_up(run: Run) -> None:
+            run.compute_ms = 5000
+
+        await server.app_bridge.engine.update(handle.id, used_up)
+        await wait.complete_token(parked.metadata["tokenId"], {"ok": 1})
+        timed_out(await until_final(handle.id), 5, executions=2)
 
 
 async def test_bad_max_durations_are_refused_naming_the_field(server: RunningServer, http: httpx.AsyncClient) -> None:

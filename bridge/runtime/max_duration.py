@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from bridge.errors import InvalidOptionError
 
@@ -43,10 +43,14 @@ def check_max_duration(value: object, field: str) -> float | None:
     return float(value)
 
 
-async def within(limit: float | None, remaining: float, work: Awaitable[T]) -> T:
+async def within(limit: float | None, remaining: float, work: Coroutine[Any, Any, T]) -> T:
     """Awaits `work`, cancelling it after `remaining` seconds (none if `limit` is None): then raises
-    MaxDurationExceededError, also when the task caught the cancellation and returned."""
-    deadline = asyncio.timeout(None if limit is None else max(0.0, remaining))
+    MaxDurationExceededError, also when the task caught the cancellation and returned. With no time left,
+    `work` does not start (a replay that never yields would outrun a timeout of 0)."""
+    if limit is not None and remaining <= 0:
+        work.close()
+        raise MaxDurationExceededError(limit)
+    deadline = asyncio.timeout(None if limit is None else remaining)
     try:
         async with deadline:
             result = await work

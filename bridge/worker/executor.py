@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable
@@ -253,8 +254,7 @@ class Worker:
             return False
         except Unwind:  # parked, or handed back: another execution resumes it
             drain = 0
-            if max_duration is not None:
-                await self._add_compute_time(run.id, time.monotonic() - started)
+            await self._add_compute_time(run.id, max_duration, started)
             return True
         except MaxDurationExceededError as exc:
             error = RunError(str(exc), MAX_DURATION_ERROR)
@@ -265,6 +265,7 @@ class Worker:
                 drain = 0
                 with contextlib.suppress(BridgeError, Fenced):
                     await engine.hand_back(run.id, execution)
+                await self._add_compute_time(run.id, max_duration, started)
             raise
         except (AbortTaskRunError, NonDeterminismError) as exc:
             await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
@@ -274,6 +275,7 @@ class Worker:
                 await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
                 return True
             drain = 0
+            await self._add_compute_time(run.id, max_duration, started)
             delay = policy.delay_before(run.attempt_number + 1)
             log.warning(
                 "run %s: attempt %d of %d failed (%s: %s); retrying in %.1f s",
@@ -333,12 +335,15 @@ class Worker:
         with contextlib.suppress(RunFinishedError):  # cancelled meanwhile: the cancel wins
             await self.bridge.engine.transition(run_id, RunStatus.EXECUTING)
 
-    async def _add_compute_time(self, run_id: str, seconds: float) -> None:
-        """What a parked or handed back execution used of the run's maxDuration; lost with its process if
-        that dies first (then the execution did not count)."""
+    async def _add_compute_time(self, run_id: str, max_duration: float | None, started: float) -> None:
+        """Adds what an execution that leaves the run unfinished (parked, retried later, handed back) used of
+        its maxDuration (monotonic seconds since `started`); lost with its process if that dies first."""
+        if max_duration is None:
+            return
+        used_ms = math.ceil((time.monotonic() - started) * 1000)
 
         def add(run: Run) -> None:
-            run.compute_ms += int(seconds * 1000)
+            run.compute_ms += used_ms
 
         with contextlib.suppress(BridgeError):
             await self.bridge.engine.update(run_id, add)
