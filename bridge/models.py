@@ -24,6 +24,7 @@ class RunStatus(StrEnum):
     CANCELED = "CANCELED"
     CRASHED = "CRASHED"
     EXPIRED = "EXPIRED"
+    TIMED_OUT = "TIMED_OUT"  # past its maxDuration (bridge/runtime/max_duration.py)
 
     @property
     def is_final(self) -> bool:
@@ -31,21 +32,38 @@ class RunStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.CRASHED, RunStatus.EXPIRED}
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELED,
+        RunStatus.CRASHED,
+        RunStatus.EXPIRED,
+        RunStatus.TIMED_OUT,
+    }
 )
 
 LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.DELAYED: frozenset({RunStatus.QUEUED, RunStatus.CANCELED}),
     RunStatus.QUEUED: frozenset({RunStatus.EXECUTING, RunStatus.CANCELED, RunStatus.CRASHED, RunStatus.EXPIRED}),
     RunStatus.EXECUTING: frozenset(
-        {RunStatus.WAITING, RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.CRASHED}
+        {
+            RunStatus.WAITING,
+            RunStatus.COMPLETED,
+            RunStatus.FAILED,
+            RunStatus.CANCELED,
+            RunStatus.CRASHED,
+            RunStatus.TIMED_OUT,
+        }
     ),
-    RunStatus.WAITING: frozenset({RunStatus.EXECUTING, RunStatus.CANCELED, RunStatus.CRASHED, RunStatus.FAILED}),
+    RunStatus.WAITING: frozenset(
+        {RunStatus.EXECUTING, RunStatus.CANCELED, RunStatus.CRASHED, RunStatus.FAILED, RunStatus.TIMED_OUT}
+    ),
     RunStatus.COMPLETED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELED: frozenset(),
     RunStatus.CRASHED: frozenset(),
     RunStatus.EXPIRED: frozenset(),
+    RunStatus.TIMED_OUT: frozenset(),
 }
 JSON_TYPE = "application/json"
 PACKET_TYPE = "application/store"  # the official payloadType of a value stored apart from its run
@@ -172,6 +190,10 @@ class Run:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     priority: float = 0.0
+    # Its maxDuration (seconds, the trigger's; else its task's applies) and the compute time its executions
+    # that parked or were handed back used (bridge/runtime/max_duration.py).
+    max_duration: float | None = None
+    compute_ms: int = 0
     # A payload or output stored apart from the run (bridge/runtime/packets.py): its storage path, the value None.
     payload_packet: str | None = None
     output_packet: str | None = None

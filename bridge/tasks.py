@@ -34,6 +34,7 @@ _OPTION_NAMES = (
     "queue",
     "concurrency_key",
     "priority",
+    "max_duration",
 )
 
 
@@ -83,6 +84,7 @@ def task(
     *,
     retry: dict[str, Any] | None = None,
     queue: str | dict[str, Any] | None = None,
+    max_duration: float | None = None,
     registry: TaskRegistry | None = None,
 ) -> Callable[[TaskFunction], Task]:
     """Registers an `async def fn(payload[, ctx])` as a task: `@task(id="draft-email")`.
@@ -93,10 +95,13 @@ def task(
     (docs/durability.md); `AbortTaskRunError` fails the run at once.
 
     `queue={"name": "emails", "concurrency_limit": 2}`: at most 2 runs of the queue execute at once, across every
-    worker (docs/queues.md); the name defaults to `task/<id>`, and other tasks' triggers may name the queue."""
+    worker (docs/queues.md); the name defaults to `task/<id>`, and other tasks' triggers may name the queue.
+
+    `max_duration` (seconds, 5 to 30 days): past that much compute time the run is stopped and ends TIMED_OUT
+    (`MAX_DURATION_EXCEEDED`), not retried; a trigger's `max_duration` overrides it (docs/queues.md)."""
     RetryPolicy.from_spec(retry, 1, Limits().max_attempts)  # refused here, not at the first failure
     spec = task_queue_spec(id, queue)
-    return lambda function: (registry or default_registry).register(Task.of(id, function, retry, spec))
+    return lambda function: (registry or default_registry).register(Task.of(id, function, retry, spec, max_duration))
 
 
 def _tag_list(tags: list[str] | str | None) -> list[str]:
@@ -118,6 +123,7 @@ async def trigger(
     queue: str | dict[str, Any] | None = None,
     concurrency_key: str | None = None,
     priority: float | None = None,
+    max_duration: float | None = None,
     **unsupported: Any,
 ) -> RunHandle:
     """Queues a run of `task_id`. `max_attempts` overrides the task's retry policy for this run. `delay` ("1h",
@@ -128,8 +134,8 @@ async def trigger(
     default) or the last (trailing). `queue` (a queue's name, or `{"name", "concurrency_limit"}`) overrides the
     task's queue; `concurrency_key="user-42"` gives each value its own copy of the queue, with its limit;
     `priority` (seconds) orders the run as if queued that much earlier among runs waiting for a slot
-    (docs/queues.md). An official option the bridge does not implement (`max_duration=`...) raises
-    `UnsupportedOptionError`."""
+    (docs/queues.md). `max_duration` (seconds) overrides the task's maxDuration. An official option the bridge
+    does not implement (`concurrency=`, `version=`) raises `UnsupportedOptionError`."""
     refuse_python_options("trigger", unsupported)
     options = TriggerOptions(
         tags=_tag_list(tags),
@@ -143,6 +149,7 @@ async def trigger(
         queue=queue,
         concurrency_key=concurrency_key,
         priority=priority,
+        max_duration=max_duration,
     )
     return await (await client.current()).trigger(task_id, payload, options)
 

@@ -326,6 +326,24 @@ async def test_a_gate_admits_up_to_its_limit_and_each_release_admits_the_next_on
     assert await broker.gate_state(gate) == ([], [])
 
 
+async def test_crowded_gates_are_the_gates_with_waiting_runs_each_call_going_on_from_the_last(
+    broker: Broker,
+) -> None:
+    """What the sweep of lost slots reads (docs/queues.md): a gate with runs waiting, with its holders and
+    stored limit; one without (free slots, or emptied) is not listed."""
+    full, other, free = Gate("q/crowd", None, 1), Gate("q/crowd", "k|2", 1), Gate("q/free", None, 5)
+    for number, gate in enumerate((full, other)):
+        assert await broker.admit(gate, "task-c", f"run_{number}_holds", 0) is True
+        assert await broker.admit(gate, "task-c", f"run_{number}_waits", 0) is False
+    assert await broker.admit(free, "task-c", "run_free", 0) is True
+    everything = sorted(await broker.crowded_gates(10), key=lambda listed: str(listed[0].key))
+    assert everything == [(full, ["run_0_holds"]), (other, ["run_1_holds"])]
+    seen = {gate for _ in range(2) for gate, _ in await broker.crowded_gates(1)}
+    assert seen == {full, other}  # the second call went on (Redis's SSCAN may also give both at once)
+    await broker.release(full, "task-c", "run_0_holds")  # its waiting run takes the slot: nothing waits
+    assert [gate for gate, _ in await broker.crowded_gates(10)] == [other]
+
+
 async def test_tasks_declare_queues_that_triggers_of_other_tasks_name(broker: Broker) -> None:
     await broker.set_task_queues({"task-x": QueueSpec("shared", 3), "task-y": None})
     assert await broker.declared_queue("task-x", None) == QueueSpec("shared", 3)

@@ -265,9 +265,11 @@ async def test_sdk_delay_ttl_reschedule_and_a_512_kib_payload(server: RunningSer
     assert stored.payload == {"blob": "x" * size} and stored.ttl == "1m"
 
 
-async def test_sdk_triggers_on_a_named_queue_with_a_concurrency_key_and_a_priority(server: RunningServer) -> None:
+async def test_sdk_triggers_on_a_named_queue_with_a_concurrency_key_a_priority_and_a_max_duration(
+    server: RunningServer,
+) -> None:
     """`queue` names a queue another task declares (`one-at-a-time`, limit 1): the run takes that limit."""
-    options = json.dumps({"queue": "task/one-at-a-time", "concurrencyKey": "user-7", "priority": 5})
+    options = json.dumps({"queue": "task/one-at-a-time", "concurrencyKey": "user-7", "priority": 5, "maxDuration": 30})
     result = await run_script(server, "trigger-options.mjs", "echo", "16", options)
     assert result.ok, result.explain()
     assert result["after"]["status"] == "COMPLETED" and result["statuses"][-1] == "COMPLETED", result.explain()
@@ -278,6 +280,7 @@ async def test_sdk_triggers_on_a_named_queue_with_a_concurrency_key_and_a_priori
         1,
         5.0,
     )
+    assert (await server.app_bridge.engine.retrieve(stored.id)).max_duration == 30  # not in the public shape
     gate = Gate("task/one-at-a-time", "user-7", 1)
     assert await server.app_bridge.broker.gate_state(gate) == ([], [])  # its slot was given back
 

@@ -16,6 +16,7 @@ from bridge.backends.base import Gate
 from bridge.config import Settings
 from bridge.errors import InvalidOptionError, ValidationError
 from bridge.models import Run, RunStatus
+from bridge.runtime.queues import release_lost_slots
 from tests.conftest import RunningServer, serving
 from tests.support.helpers import bearer, open_gate, unique, until_final, until_run
 
@@ -218,13 +219,55 @@ async def test_a_worker_handed_a_finished_run_releases_the_slot_its_end_did_not(
     def end(run: Run) -> None:
         run.status = RunStatus.COMPLETED  # stored as the dead worker left it: no release
 
-    await engine.update(holder_id, end)
     assert await gate_state(server, queue["name"]) == ([holder_id], [next_id])
+    await engine.update(holder_id, end)  # from here the workers' sweep may release it too: either is right
     await server.app_bridge.broker.enqueue("wait-for-gate", holder_id)  # its delivery, reclaimed
     await until_run(next_id, executing)
     for gate in (holder, next_gate):
         open_gate(gate)
     assert (await until_final(next_id)).status is RunStatus.COMPLETED
+
+
+@pytest.mark.cluster  # the sweep reads the crowded gates' set and their keys with one pipeline
+async def test_the_workers_sweep_releases_a_slot_an_ended_run_still_holds(server: RunningServer) -> None:
+    """As when a cancel's process died between storing CANCELED and the release (and its message to the
+    worker was lost): the run's execution goes on, nothing will release its slot but the workers' sweep."""
+    queue = {"name": unique("q"), "concurrency_limit": 1}
+    holder = unique("holder")
+    holder_id = await held(holder, queue)
+    await until_run(holder_id, executing)
+    next_gate = unique("next")
+    next_id = await held(next_gate, queue)
+    assert await gate_state(server, queue["name"]) == ([holder_id], [next_id])
+    broker = server.app_bridge.broker
+    run = await broker.get_run(holder_id)
+    assert run is not None
+    version, run.status, run.version = run.version, RunStatus.CANCELED, run.version + 1
+    assert await broker.replace_run(run, version)  # stored straight: no release, no cancel message
+
+    await until_run(next_id, executing)  # within one heartbeat (lease / 3)
+    assert await gate_state(server, queue["name"]) == ([next_id], [])
+    for gate in (holder, next_gate):
+        open_gate(gate)
+    assert (await until_final(next_id)).status is RunStatus.COMPLETED
+
+
+async def test_the_sweep_releases_slots_of_gone_runs_and_leaves_live_ones(server: RunningServer) -> None:
+    broker = server.app_bridge.broker
+    gate = Gate(unique("q"), "k", 2)
+    queue = {"name": gate.queue, "concurrency_limit": 2}
+    names = [unique("live"), unique("waiting"), unique("last")]
+    live = await held(names[0], queue, concurrency_key="k")
+    await until_run(live, executing)
+    assert await broker.admit(gate, "wait-for-gate", "run_gone", 0)  # a holder whose run is not stored
+    waiting = await held(names[1], queue, concurrency_key="k")
+    await until_run(waiting, executing)  # the sweep released the gone run's slot
+    last = await held(names[2], queue, concurrency_key="k")
+    assert await release_lost_slots(broker) == []  # both holders execute: their slots stay
+    assert await broker.gate_state(gate) == (sorted([live, waiting]), [last])
+    for name in names:
+        open_gate(name)
+    assert (await until_final(last)).status is RunStatus.COMPLETED
 
 
 async def test_the_remote_sdk_sends_the_queue_options(server: RunningServer, remote: object) -> None:

@@ -187,19 +187,19 @@ async def test_a_worker_claiming_a_run_past_its_ttl_expires_it_instead_of_starti
 
 async def test_the_sdk_refuses_options_it_does_not_implement(server: RunningServer) -> None:
     python_names = [python for python, _ in REFUSED.values() if python]
-    assert {"concurrency", "max_duration"} <= set(python_names)
+    assert {"concurrency", "version"} <= set(python_names)
     for name in python_names:
         option: dict[str, Any] = {name: "x"}
         with pytest.raises(UnsupportedOptionError, match=f"^{name} is not supported by the bridge") as refused:
             await tasks.trigger("echo", 1, **option)
         assert refused.value.field == name and refused.value.status == 422
-    with pytest.raises(UnsupportedOptionError, match=r"^max_duration is not supported"):
-        await tasks.batch_trigger("echo", [{"payload": 1}, {"payload": 2, "options": {"max_duration": 60}}])
+    with pytest.raises(UnsupportedOptionError, match=r"^concurrency is not supported"):
+        await tasks.batch_trigger("echo", [{"payload": 1}, {"payload": 2, "options": {"concurrency": 60}}])
     with pytest.raises(TypeError, match="unexpected keyword argument 'prioritee'"):
         await tasks.trigger("echo", 1, prioritee=1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'tgas'"):
         await tasks.batch_trigger("echo", [{"payload": 1, "options": {"tgas": ["a"]}}])
-    run = await until_final((await tasks.trigger("echo", 1, max_duration=None)).id)  # unset, as in the official SDK
+    run = await until_final((await tasks.trigger("echo", 1, concurrency=None)).id)  # unset, as in the official SDK
     assert run.status is RunStatus.COMPLETED
 
 
@@ -215,7 +215,7 @@ async def test_the_official_routes_refuse_each_option_they_do_not_implement_with
         answer = response.json()
         assert answer["code"] == "unsupported_option" and answer["field"] == f"options.{name}"
         assert answer["error"].startswith(f"options.{name} is not supported by the bridge: ")
-    no_effect = {"machine": "small-1x", "region": "eu-central", "payloadSize": 1, "maxDuration": None}
+    no_effect = {"machine": "small-1x", "region": "eu-central", "payloadSize": 1, "lockToVersion": None}
     accepted = await http.post(
         "/api/v1/tasks/echo/trigger",
         json={"payload": 1, "options": {**no_effect, "resumeParentOnCompletion": False}},

@@ -215,6 +215,12 @@ class TaskQueue(abc.ABC):
         the ids of the runs it queued."""
 
     @abc.abstractmethod
+    async def crowded_gates(self, count: int) -> list[tuple[Gate, list[str]]]:
+        """About `count` gates that have runs waiting for a slot, each with the ids of the runs holding its slots
+        (`Gate.limit`: its stored limit). Each call goes on where the previous one stopped, so every such gate
+        comes up within (their number / count) + 1 calls."""
+
+    @abc.abstractmethod
     async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
         """(ids of the runs holding a slot, sorted; ids of the waiting runs, next first)."""
 

@@ -169,6 +169,7 @@ class MemoryBroker(Broker):
         self._queue_limits: dict[str, int | None] = {}  # queue name -> the limit a task declared for it
         self._gates: dict[tuple[str, str | None], _GateState] = {}  # dropped once nothing holds or waits
         self._arrivals = itertools.count()  # orders waiting runs of the same score by arrival, as Redis's sequence
+        self._crowded_turn = 0  # where `crowded_gates` goes on
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -371,6 +372,13 @@ class MemoryBroker(Broker):
         if not state.holding and not state.waiting:
             del self._gates[(gate.queue, gate.key)]
         return queued
+
+    async def crowded_gates(self, count: int) -> list[tuple[Gate, list[str]]]:
+        crowded = [(name, state) for name, state in self._gates.items() if state.waiting]
+        start = self._crowded_turn % len(crowded) if crowded else 0
+        picked = (crowded[start:] + crowded[:start])[:count]
+        self._crowded_turn = start + len(picked)
+        return [(Gate(queue, key, state.limit), sorted(state.holding)) for (queue, key), state in picked]
 
     async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
         state = self._gates.get((gate.queue, gate.key))

@@ -48,6 +48,7 @@ from bridge.runtime.access import create_public_token, run_access_token, waitpoi
 from bridge.runtime.debounce import parse_debounce
 from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.feeds import FeedSpec
+from bridge.runtime.max_duration import check_max_duration
 from bridge.runtime.packets import decode_data
 from bridge.runtime.queues import check_options as check_queue_options
 from bridge.runtime.queues import parse_queue
@@ -93,6 +94,7 @@ def _queue(queue: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _trigger_options(options: TriggerOptions, payload_type: str) -> dict[str, Any]:
     check_queue_options(options.queue, options.concurrency_key, options.priority)
+    check_max_duration(options.max_duration, "max_duration")
     key_ttl = options.idempotency_key_ttl
     debounce = parse_debounce(options.debounce, math.inf)  # checked here, as a local call would; bounded there
     given = {
@@ -108,6 +110,7 @@ def _trigger_options(options: TriggerOptions, payload_type: str) -> dict[str, An
         "queue": _queue(options.queue),
         "concurrencyKey": options.concurrency_key,
         "priority": options.priority,
+        "maxDuration": options.max_duration,
     }
     return {name: value for name, value in given.items() if value is not None}
 

@@ -41,6 +41,7 @@ from bridge.metrics import NEW_RUN, Metrics
 from bridge.models import JSON_TYPE, Run, RunError, RunStatus, can_transition, encode_value, new_id, now_ms
 from bridge.runtime.debounce import Debounce, parse_debounce
 from bridge.runtime.journal import Fenced
+from bridge.runtime.max_duration import check_max_duration
 from bridge.runtime.packets import PacketRef, Packets
 from bridge.runtime.queues import check_options as check_queue_options
 from bridge.runtime.queues import gate_of, parse_queue, score_of
@@ -69,6 +70,7 @@ class TriggerOptions:
     queue: str | Mapping[str, Any] | None = None  # a name, or {"name", "concurrency_limit"}: bridge/runtime/queues.py
     concurrency_key: str | None = None  # one gate per value of the key, with the queue's limit
     priority: float | None = None  # seconds: ordered as if queued that much earlier among runs waiting for a slot
+    max_duration: float | None = None  # seconds of compute time: bridge/runtime/max_duration.py
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,7 @@ class RunEngine:
             if options.child_of is not None:
                 raise ValidationError("debounce cannot be used for a child run (trigger_and_wait)")
         check_queue_options(options.queue, options.concurrency_key, options.priority)
+        check_max_duration(options.max_duration, "max_duration")
         if options.metadata is not None and not isinstance(options.metadata, dict):
             raise ValidationError("metadata must be an object")
         metadata = options.metadata or {}
@@ -294,6 +297,7 @@ class RunEngine:
             concurrency_key=options.concurrency_key,
             concurrency_limit=queue_limit or queue.concurrency_limit,
             priority=float(options.priority or 0),
+            max_duration=options.max_duration,
         )
         child_of = options.child_of
         if child_of is not None:

@@ -7,12 +7,14 @@ limit. A queue without a concurrency limit has no gate: its runs are queued at o
 
 from __future__ import annotations
 
+import logging
 import math
+import random
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.backends.base import Gate, QueueSpec, default_queue_name
+from bridge.backends.base import Broker, Gate, QueueSpec, default_queue_name
 from bridge.errors import InvalidOptionError
 from bridge.models import Run
 
@@ -20,8 +22,13 @@ MAX_CONCURRENCY_LIMIT = 1000
 MAX_QUEUE_NAME_LENGTH = 128
 MAX_CONCURRENCY_KEY_LENGTH = 256
 MAX_PRIORITY_SECONDS = 30 * 24 * 3600  # ordered as if queued up to 30 days earlier
+SWEEP_GATES = 10  # crowded gates a sweep of lost slots looks at (the next sweep goes on from there)
+SWEEP_HOLDERS = 20  # runs holding a slot it reads per gate (a random sample of a gate with more)
 # No `|`: it separates a gate's queue from its key in storage (bridge/backends/redis/keys.py).
 _QUEUE_NAME = re.compile(rf"[A-Za-z0-9_.:/@-]{{1,{MAX_QUEUE_NAME_LENGTH}}}")
+
+
+log = logging.getLogger(__name__)
 
 
 def _invalid(field: str, what: str) -> InvalidOptionError:
@@ -109,3 +116,22 @@ def gate_of(run: Run) -> Gate | None:
 def score_of(run: Run) -> int:
     """Where a waiting run is in its gate's line: when it was first queued, `priority` seconds earlier."""
     return (run.queued_at or run.created_at) - int(run.priority * 1000)
+
+
+async def release_lost_slots(broker: Broker) -> list[str]:
+    """Releases the slots of crowded gates (full, with runs waiting) held by runs that are final or gone: the
+    process that ended such a run died before its release (docs/queues.md). Workers call it every heartbeat;
+    at most SWEEP_GATES x SWEEP_HOLDERS run reads. Returns the run ids whose slot it released."""
+    released: list[str] = []
+    for gate, holders in await broker.crowded_gates(SWEEP_GATES):
+        if len(holders) < gate.limit:
+            continue  # a slot is free: what waits is being admitted, nothing is lost
+        for run_id in random.sample(holders, min(len(holders), SWEEP_HOLDERS)):
+            run = await broker.get_run(run_id)
+            if run is None or run.status.is_final:
+                # Idempotent: the run's own release, late, does nothing more.
+                await broker.release(gate, "" if run is None else run.task_identifier, run_id)
+                released.append(run_id)
+    if released:
+        log.warning("released the concurrency slots of ended runs %s (their release was lost)", released)
+    return released

@@ -29,6 +29,7 @@ IMPLEMENTED = frozenset(
         "queue",
         "concurrencyKey",
         "priority",
+        "maxDuration",
     }
 )
 # Accepted and without effect: hints about where a run executes, and facts the bridge gets otherwise.
@@ -41,7 +42,6 @@ _NAMED_LIMITS = "named concurrency limits are not implemented: use a queue's con
 REFUSED: dict[str, tuple[str | None, str]] = {
     "concurrency": ("concurrency", _NAMED_LIMITS),
     "gates": (None, _NAMED_LIMITS),
-    "maxDuration": ("max_duration", "a run's compute time is not limited"),
     "parentRunId": (None, _CHILD_RUNS),
     "resumeParentOnCompletion": (None, _CHILD_RUNS),
     "parentBatch": (None, _CHILD_RUNS),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable
 
@@ -25,7 +27,10 @@ from bridge.runtime.engine import AttemptsExhaustedError
 from bridge.runtime.hub import Message
 from bridge.runtime.input_streams import DRAIN_SECONDS, RunInputs
 from bridge.runtime.journal import Fenced, Journal, Unwind
+from bridge.runtime.max_duration import ERROR_NAME as MAX_DURATION_ERROR
+from bridge.runtime.max_duration import MaxDurationExceededError, within
 from bridge.runtime.output_streams import RunStreams
+from bridge.runtime.queues import release_lost_slots
 from bridge.runtime.retries import RetryPolicy
 from bridge.tracing import Attributes, span
 from bridge.worker.context import RunScope, entered
@@ -124,6 +129,7 @@ class Worker:
                 self._outage.recovered()
                 if self._stopping.is_set():
                     continue  # draining: heartbeats go on, no new work is taken
+                await release_lost_slots(self.bridge.broker)
                 for delivery in await self.bridge.broker.reclaim_abandoned(self.id):
                     if delivery.run_id in self._running:
                         # This worker's own delivery, its run still executing here: it only looked abandoned
@@ -231,10 +237,14 @@ class Worker:
         # leaves the run unfinished (parked, handed back, fenced, retried later) stops reading at once: the
         # next execution reads every value again, and draining would hold this one (a stopping worker too).
         drain = DRAIN_SECONDS
+        max_duration = run.max_duration or definition.max_duration
+        started = time.monotonic()
         try:
             try:
                 with entered(scope):
-                    output = await definition(await engine.packets.payload_of(run), context)
+                    payload = await engine.packets.payload_of(run)
+                    remaining = (max_duration or 0) - run.compute_ms / 1000
+                    output = await within(max_duration, remaining, definition(payload, context))
             finally:
                 # Every appended chunk is stored before the run is final: readers end on "final and drained".
                 await run_streams.flush()
@@ -244,13 +254,18 @@ class Worker:
             return False
         except Unwind:  # parked, or handed back: another execution resumes it
             drain = 0
+            await self._add_compute_time(run.id, max_duration, started)
             return True
+        except MaxDurationExceededError as exc:
+            error = RunError(str(exc), MAX_DURATION_ERROR)
+            await self._record(engine.fail(run.id, error, RunStatus.TIMED_OUT, execution))
         except asyncio.CancelledError:
             current = await engine.broker.get_run(run.id)
             if current is not None and not current.status.is_final:  # the worker is stopping, not the run cancelled
                 drain = 0
                 with contextlib.suppress(BridgeError, Fenced):
                     await engine.hand_back(run.id, execution)
+                await self._add_compute_time(run.id, max_duration, started)
             raise
         except (AbortTaskRunError, NonDeterminismError) as exc:
             await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
@@ -260,6 +275,7 @@ class Worker:
                 await self._record(engine.fail(run.id, _run_error(exc), execution=execution))
                 return True
             drain = 0
+            await self._add_compute_time(run.id, max_duration, started)
             delay = policy.delay_before(run.attempt_number + 1)
             log.warning(
                 "run %s: attempt %d of %d failed (%s: %s); retrying in %.1f s",
@@ -318,6 +334,19 @@ class Worker:
             self._waiting.discard(run_id)
         with contextlib.suppress(RunFinishedError):  # cancelled meanwhile: the cancel wins
             await self.bridge.engine.transition(run_id, RunStatus.EXECUTING)
+
+    async def _add_compute_time(self, run_id: str, max_duration: float | None, started: float) -> None:
+        """Adds what an execution that leaves the run unfinished (parked, retried later, handed back) used of
+        its maxDuration (monotonic seconds since `started`); lost with its process if that dies first."""
+        if max_duration is None:
+            return
+        used_ms = math.ceil((time.monotonic() - started) * 1000)
+
+        def add(run: Run) -> None:
+            run.compute_ms += used_ms
+
+        with contextlib.suppress(BridgeError):
+            await self.bridge.engine.update(run_id, add)
 
     @staticmethod
     async def _record(outcome: Awaitable[object]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from bridge.backends.base import QueueSpec
+from bridge.runtime.max_duration import check_max_duration
 from bridge.runtime.queues import task_queue_spec
 
 TaskFunction = Callable[..., Awaitable[Any]]
@@ -37,15 +38,22 @@ class TaskDefinition:
     wants_context: bool
     retry: dict[str, Any] | None = None  # the task's retry policy (`RetryPolicy.from_spec`); None: the worker's
     queue: QueueSpec | None = None  # the task's queue and concurrency limit (bridge/runtime/queues.py)
+    max_duration: float | None = None  # seconds of compute time (bridge/runtime/max_duration.py)
 
     @classmethod
     def of(
-        cls, task_id: str, function: TaskFunction, retry: dict[str, Any] | None = None, queue: QueueSpec | None = None
+        cls,
+        task_id: str,
+        function: TaskFunction,
+        retry: dict[str, Any] | None = None,
+        queue: QueueSpec | None = None,
+        max_duration: float | None = None,
     ) -> Self:
         if not inspect.iscoroutinefunction(function):
             raise TypeError(f"task {task_id!r} must be an `async def` function")
         parameters = inspect.signature(function).parameters
-        return cls(id=task_id, function=function, wants_context=len(parameters) >= 2, retry=retry, queue=queue)
+        seconds = check_max_duration(max_duration, "max_duration")
+        return cls(task_id, function, len(parameters) >= 2, retry, queue, seconds)
 
     async def __call__(self, payload: Any, context: RunContext) -> Any:
         if self.wants_context:
@@ -63,9 +71,11 @@ class TaskRegistry:
         function: TaskFunction,
         retry: dict[str, Any] | None = None,
         queue: str | dict[str, Any] | None = None,
+        max_duration: float | None = None,
     ) -> TaskDefinition:
-        """`retry` and `queue` as `@task` takes them."""
-        return self.register(TaskDefinition.of(task_id, function, retry, task_queue_spec(task_id, queue)))
+        """`retry`, `queue` and `max_duration` as `@task` takes them."""
+        spec = task_queue_spec(task_id, queue)
+        return self.register(TaskDefinition.of(task_id, function, retry, spec, max_duration))
 
     def register(self, definition: DefinitionT) -> DefinitionT:
         existing = self._tasks.get(definition.id)
@@ -75,11 +85,15 @@ class TaskRegistry:
         return definition
 
     def add_task(
-        self, task_id: str, retry: dict[str, Any] | None = None, queue: str | dict[str, Any] | None = None
+        self,
+        task_id: str,
+        retry: dict[str, Any] | None = None,
+        queue: str | dict[str, Any] | None = None,
+        max_duration: float | None = None,
     ) -> Callable[[TaskFunction], TaskDefinition]:
         """Decorator form of `add`, for registries other than the default one."""
         spec = task_queue_spec(task_id, queue)  # refused here, not at the first trigger
-        return lambda function: self.register(TaskDefinition.of(task_id, function, retry, spec))
+        return lambda function: self.register(TaskDefinition.of(task_id, function, retry, spec, max_duration))
 
     def get(self, task_id: str) -> TaskDefinition | None:
         return self._tasks.get(task_id)

@@ -14,7 +14,7 @@ export type DeserializedJson =
 
 /**
  * Every run status the official hooks can report. The bridge itself produces DELAYED, QUEUED,
- * EXECUTING, WAITING, COMPLETED, FAILED, CANCELED, CRASHED and EXPIRED.
+ * EXECUTING, WAITING, COMPLETED, FAILED, CANCELED, CRASHED, EXPIRED and TIMED_OUT.
  */
 export type RunStatus =
   | "PENDING_VERSION"
@@ -265,8 +265,8 @@ export type RunHandle<T = any> = {
 
 /**
  * Options of `submit(payload, options)`: the official `TriggerOptions` that a browser trigger sends.
- * The bridge refuses `concurrency`, `maxDuration` and `version` (422 `unsupported_option`, naming the
- * field): it does not implement them.
+ * The bridge refuses `concurrency` and `version` (422 `unsupported_option`, naming the field): it does
+ * not implement them.
  */
 export type TriggerOptions = {
   /** Queue name. */

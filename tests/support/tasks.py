@@ -42,6 +42,12 @@ async def wait_for_gate(payload: dict[str, Any], context: RunContext) -> str:
     return context.run_id
 
 
+@registry.add_task("hang-five-seconds", max_duration=5)
+async def hang_five_seconds(payload: dict[str, Any]) -> None:
+    """`wait-for-gate` declaring a maxDuration of 5 s (tests/test_max_duration.py)."""
+    await gates.setdefault(payload["gate"], asyncio.Event()).wait()
+
+
 @registry.add_task("one-at-a-time", queue={"concurrency_limit": 1})
 async def one_at_a_time(payload: dict[str, Any], context: RunContext) -> str:
     """`wait-for-gate` on a queue of its own declared with a concurrency limit of 1 (tests/test_queues.py)."""

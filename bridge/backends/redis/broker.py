@@ -135,6 +135,9 @@ class RedisBroker(Broker):
     async def release(self, gate: Gate, task_id: str, run_id: str) -> list[str]:
         return await self._queue.release(gate, task_id, run_id)
 
+    async def crowded_gates(self, count: int) -> list[tuple[Gate, list[str]]]:
+        return await self._queue.crowded_gates(count)
+
     async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
         return await self._queue.gate_state(gate)
 

@@ -54,6 +54,8 @@ data: changing one strands what is stored. With P the key prefix (`settings.key_
     P:{queue}:gate:<queue>[|<key>]:sequence  counter ordering waiting runs of the same ms
                               (gate.lua admits and releases; it deletes the limit and sequence once nothing
                               holds a slot nor waits, so a concurrency key value used once leaves nothing)
+    P:{queue}:gates:crowded   set of the gates (`<queue>[|<key>]`) that have waiting runs, kept by gate.lua:
+                              what the sweep of slots lost to a crash reads (docs/queues.md)
     P:{tasks}:queues          hash `task:<task id>` -> its declared queue (JSON [name, limit]) and
                               `queue:<name>` -> the limit a task declared for it (JSON int or null); no TTL
                               (one field per task and queue), re-set by every worker start
@@ -91,6 +93,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.backends.channels import channel_owner
+
+
+def gate_name(queue: str, key: str | None) -> str:
+    """A gate's name in its keys: the queue, then `|` and the concurrency key (queue names hold no `|`)."""
+    return queue if key is None else f"{queue}|{key}"
+
+
+def parse_gate_name(name: str) -> tuple[str, str | None]:
+    queue, separator, key = name.partition("|")
+    return queue, key if separator else None
 
 
 @dataclass(frozen=True)
@@ -161,9 +173,13 @@ class Keys:
         return f"{self.prefix}:{{queue}}:task:"
 
     def gate(self, queue: str, key: str | None) -> list[str]:
-        """A concurrency gate's keys, in gate.lua's order: running, waiting, limit, sequence."""
-        base = f"{self.prefix}:{{queue}}:gate:{queue}" + ("" if key is None else f"|{key}")
-        return [f"{base}:running", f"{base}:waiting", f"{base}:limit", f"{base}:sequence"]
+        """A concurrency gate's keys, in gate.lua's order: running, waiting, limit, sequence, and the set of
+        crowded gates."""
+        base = f"{self.prefix}:{{queue}}:gate:{gate_name(queue, key)}"
+        return [f"{base}:running", f"{base}:waiting", f"{base}:limit", f"{base}:sequence", self.crowded_gates()]
+
+    def crowded_gates(self) -> str:
+        return f"{self.prefix}:{{queue}}:gates:crowded"
 
     def wire(self, channel: str) -> str:
         """A pub/sub channel's name on the wire (a cluster's: in its owner's slot)."""

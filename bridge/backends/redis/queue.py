@@ -21,6 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bridge.backends.base import Delivery, Gate, QueueSpec, TaskQueue, default_queue_name
 from bridge.backends.redis.connection import OPERATION_TIMEOUT_SECONDS, Connection, chunks, text, unavailable
+from bridge.backends.redis.keys import gate_name, parse_gate_name
 from bridge.errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class RedisTaskQueue(TaskQueue):
         self._worker_streams: dict[str, set[str]] = {}
         self._turns: dict[str, int] = {}
         self._next_prune = 0.0
+        self._crowded_cursor = 0  # where `crowded_gates` goes on
 
     async def after_reconnect(self) -> None:
         """Redis may have lost its data: consumer groups are recreated when needed, tasks registered again."""
@@ -75,12 +77,34 @@ class RedisTaskQueue(TaskQueue):
             return await self._gate("release", gate, task_id, run_id)
 
     async def _gate(self, mode: str, gate: Gate, task_id: str, run_id: str, *extra: str) -> list[str]:
-        args = [mode, run_id, task_id, self._keys.task_queue_prefix(), *extra]
+        args = [mode, run_id, task_id, self._keys.task_queue_prefix(), gate_name(gate.queue, gate.key), *extra]
         queued = await self._gate_script(keys=self._keys.gate(gate.queue, gate.key), args=args)
         return [text(run) for run in queued]
 
+    async def crowded_gates(self, count: int) -> list[tuple[Gate, list[str]]]:
+        """SSCAN of the crowded gates' set from where the last call stopped (COUNT is a hint: a few more may
+        come), then each one's holders and limit in one pipeline."""
+        async with unavailable("reading crowded queue gates"):
+            start = self._crowded_cursor
+            self._crowded_cursor, names = await self._redis.sscan(self._keys.crowded_gates(), start, count=count)
+            if not names and start:  # the end of the set: start over rather than sweep nothing
+                self._crowded_cursor, names = await self._redis.sscan(self._keys.crowded_gates(), 0, count=count)
+            gates = [parse_gate_name(text(name)) for name in names]
+            if not gates:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for queue, key in gates:
+                    running, _, limit, _, _ = self._keys.gate(queue, key)
+                    pipe.smembers(running)
+                    pipe.get(limit)
+                replies = await pipe.execute()
+        return [
+            (Gate(queue, key, int(limit or 0)), sorted(text(run) for run in holders))
+            for (queue, key), holders, limit in zip(gates, replies[::2], replies[1::2], strict=True)
+        ]
+
     async def gate_state(self, gate: Gate) -> tuple[list[str], list[str]]:
-        running, waiting, _, _ = self._keys.gate(gate.queue, gate.key)
+        running, waiting, _, _, _ = self._keys.gate(gate.queue, gate.key)
         async with unavailable("reading a queue's gate"):
             holding = sorted(text(run) for run in await self._redis.smembers(running))
             members = await self._redis.zrange(waiting, 0, -1)

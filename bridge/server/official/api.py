@@ -22,6 +22,7 @@ from bridge.runtime.access import create_public_token, require_run_read, run_acc
 from bridge.runtime.batches import BatchItem, is_item_index
 from bridge.runtime.debounce import from_official
 from bridge.runtime.engine import TriggerOptions
+from bridge.runtime.max_duration import check_max_duration
 from bridge.runtime.packets import Packets, decode_payload
 from bridge.runtime.queues import check_concurrency_key, check_priority, parse_queue
 from bridge.runtime.retries import check_max_attempts
@@ -31,7 +32,14 @@ from bridge.server.http import bridge_of, handles_errors, json_response, princip
 
 TOKEN_CLAIMS_SUBJECT = "bridge"
 _RETRIEVE_COMPLETED = frozenset(
-    {RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.FAILED, RunStatus.CRASHED, RunStatus.EXPIRED}
+    {
+        RunStatus.COMPLETED,
+        RunStatus.CANCELED,
+        RunStatus.FAILED,
+        RunStatus.CRASHED,
+        RunStatus.EXPIRED,
+        RunStatus.TIMED_OUT,
+    }
 )
 
 
@@ -77,6 +85,7 @@ def parse_trigger_options(options: Any, request_key: str | None, max_attempts_li
         queue=None if options.get("queue") is None else {"name": queue_name, "concurrency_limit": queue_limit},
         concurrency_key=check_concurrency_key(concurrency_key, "options.concurrencyKey"),
         priority=check_priority(options.get("priority"), "options.priority"),
+        max_duration=check_max_duration(options.get("maxDuration"), "options.maxDuration"),
     )
 
 

@@ -24,6 +24,7 @@ DB_STATUS = {
     RunStatus.CANCELED: "CANCELED",
     RunStatus.CRASHED: "CRASHED",
     RunStatus.EXPIRED: "EXPIRED",
+    RunStatus.TIMED_OUT: "TIMED_OUT",
 }
 
 _TYPES: dict[str, dict[str, Any]] = {

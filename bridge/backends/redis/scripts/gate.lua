@@ -1,21 +1,23 @@
 -- A concurrency gate's admission or release, and the admission of its next waiting runs, in one step: a
 -- crash can neither lose a slot between a release and the next run's admission, nor a run between them.
 -- KEYS[1]: the set of run ids holding a slot; KEYS[2]: the sorted set of waiting members (`<run id>|<task id>`,
--- scored by (queued-at ms - priority ms) * 1000 + a sequence); KEYS[3]: the gate's limit; KEYS[4]: its sequence.
+-- scored by (queued-at ms - priority ms) * 1000 + a sequence); KEYS[3]: the gate's limit; KEYS[4]: its sequence;
+-- KEYS[5]: the set of the gates that have waiting runs (what the sweep of lost slots reads).
 -- Every key, and every task stream it queues into, shares the {queue} hash tag (one slot).
 -- ARGV[1]: "admit" or "release"; ARGV[2]: the run id; ARGV[3]: its task id; ARGV[4]: the task streams' key
--- prefix; admit only: ARGV[5]: the limit to store; ARGV[6]: the run's score before its sequence.
+-- prefix; ARGV[5]: the gate's name in KEYS[5]; admit only: ARGV[6]: the limit to store; ARGV[7]: the run's
+-- score before its sequence.
 -- Returns the ids of the runs queued (XADD to their task stream) by this call.
 local member = ARGV[2] .. '|' .. ARGV[3]
 if ARGV[1] == 'admit' then
-  redis.call('SET', KEYS[3], ARGV[5])
+  redis.call('SET', KEYS[3], ARGV[6])
   if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 1 then
     redis.call('XADD', ARGV[4] .. ARGV[3], '*', 'run', ARGV[2])
     return {ARGV[2]}
   end
   if not redis.call('ZSCORE', KEYS[2], member) then
     local sequence = redis.call('INCR', KEYS[4]) % 1000
-    redis.call('ZADD', KEYS[2], tonumber(ARGV[6]) * 1000 + sequence, member)
+    redis.call('ZADD', KEYS[2], tonumber(ARGV[7]) * 1000 + sequence, member)
   end
 else
   redis.call('SREM', KEYS[1], ARGV[2])
@@ -32,7 +34,12 @@ while redis.call('SCARD', KEYS[1]) < limit do
   redis.call('XADD', ARGV[4] .. task, '*', 'run', run)
   queued[#queued + 1] = run
 end
-if redis.call('SCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[3], KEYS[4])  -- an unused gate (one per concurrency key value) leaves nothing behind
+if redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('SADD', KEYS[5], ARGV[5])
+else
+  redis.call('SREM', KEYS[5], ARGV[5])
+  if redis.call('SCARD', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[3], KEYS[4])  -- an unused gate (one per concurrency key value) leaves nothing behind
+  end
 end
 return queued
