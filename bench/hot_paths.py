@@ -10,18 +10,24 @@
     run in a sink process that reads and discards everything, and a run update dispatched by the hub one at a
     time, each waited for until every subscriber's frame is written; (4) the same for stream chunks:
     STREAMS runs x 2 readers, one chunk appended to each stream (memory broker) per step. (3) and (4) count
-    this process's CPU only: the sink runs in another. `time.process_time`, best of the rounds, so other
-    processes on the machine disturb it less than wall-clock figures. See bench/README.md.
+    this process's CPU only: the sink runs in another; (5) `authenticate` per use of one public token (a
+    page's subscriptions and polls); (6) the official long-poll run feed per answer: WATCHERS live polls of one
+    run, called on the app (ASGI, no sockets), each answered by one metadata update; (7) the official SSE route
+    per delivered chunk: WATCHERS responses reading one stream. `time.process_time`, best of the rounds, so
+    other processes on the machine disturb it less than wall-clock figures. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent).resolve()
 sys.path.insert(0, str(ROOT))
@@ -33,6 +39,7 @@ import bridge  # noqa: E402
 from bridge.backends.channels import run_channel  # noqa: E402
 from bridge.config import Settings  # noqa: E402
 from bridge.models import Run, RunStatus  # noqa: E402
+from bridge.runtime.access import authenticate, create_public_token  # noqa: E402
 from bridge.runtime.core import Bridge  # noqa: E402
 from bridge.runtime.output_streams import RunStreams  # noqa: E402
 from bridge.server.app import create_app  # noqa: E402
@@ -48,6 +55,7 @@ KEY = "hot-paths-benchmark-key-0123456789"
 CHUNK = '{"type":"chunk","id":"s1","index":12345,"data":{"i":12345,"text":" token"}}'
 FRAME = CHUNK if text_frame is None else text_frame(CHUNK.encode())  # what the checkout's outbox holds
 FOLLOWERS = 1000
+WATCHERS = 500  # long-polls of one run / SSE responses of one stream
 UPDATES = 60  # per round
 STREAMS = 250  # runs, each read by 2 subscribers
 CHUNKS = 100  # per stream per round
@@ -233,6 +241,131 @@ async def stream_us_per_delivery() -> float:
     return best * 1e6
 
 
+def authenticate_us_per_use() -> float:
+    token = create_public_token(KEY, ["read:runs:run_hot_paths"], "1h")
+    best = float("inf")
+    for _ in range(ROUNDS):
+        started = time.process_time()
+        for _ in range(2000):
+            authenticate(KEY, token)
+        best = min(best, (time.process_time() - started) / 2000)
+    return best * 1e6
+
+
+class Bodies:
+    """Body messages with bytes, counted over many calls; `reached(n)` waits for the n-th."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._target = 0
+        self._event = asyncio.Event()
+
+    def add(self) -> None:
+        self.count += 1
+        if self.count >= self._target:
+            self._event.set()
+
+    async def reached(self, target: int) -> None:
+        self._target = target
+        self._event.clear()
+        if self.count < target:
+            async with asyncio.timeout(30):
+                await self._event.wait()
+
+
+class Call:
+    """One HTTP request to the app, ASGI only: its answer's messages, and a client that never leaves."""
+
+    def __init__(self, app: Any, path: str, query: str, token: str, bodies: Bodies | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._bodies = bodies
+        self._asked = False
+        self._stays: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": [(b"authorization", f"Bearer {token}".encode()), (b"origin", b"https://app.example")],
+            "http_version": "1.1",
+            "scheme": "http",
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 1234),
+            "root_path": "",
+        }
+        self.task = asyncio.create_task(app(scope, self._receive, self._send))
+
+    async def _receive(self) -> dict[str, Any]:
+        if not self._asked:
+            self._asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self._stays
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if message.get("body") and self._bodies:
+            self._bodies.add()
+
+    def header(self, name: bytes) -> str:
+        return dict(self.messages[0]["headers"])[name].decode()
+
+
+@contextlib.asynccontextmanager
+async def served_run() -> AsyncIterator[tuple[Any, Bridge, str, str]]:
+    """The app on the memory backend, one run, and a token that reads it."""
+    app = create_app(Settings(secret_key=KEY))
+    async with app.router.lifespan_context(app):
+        running: Bridge = app.state.bridge
+        run = Run(id="run_hot_paths", task_identifier="hot-paths")
+        await running.broker.insert_run(run, None, 60)
+        yield app, running, run.id, create_public_token(KEY, [f"read:runs:{run.id}"], "1h")
+
+
+async def long_poll_us_per_answer() -> float:
+    async with served_run() as (app, running, run_id, token):
+        path = f"/realtime/v1/runs/{run_id}"
+        opened = [Call(app, path, "offset=-1", token) for _ in range(WATCHERS)]
+        await asyncio.gather(*(call.task for call in opened))
+        sessions = [(call.header(b"electric-handle"), call.header(b"electric-offset")) for call in opened]
+        best = float("inf")
+        for version in range(3):
+            started = time.process_time()
+            polls = [Call(app, path, f"handle={h}&offset={o}&live=true", token) for h, o in sessions]
+            await asyncio.sleep(0)  # every poll is waiting for a change
+
+            def mutate(run: Run, version: int = version) -> None:
+                run.metadata = {"progress": version, "text": "x" * 60}
+
+            await running.engine.update(run_id, mutate)
+            await asyncio.gather(*(call.task for call in polls))
+            best = min(best, (time.process_time() - started) / WATCHERS)
+            sessions = [(h, call.header(b"electric-offset")) for (h, _), call in zip(sessions, polls, strict=True)]
+        return best * 1e6
+
+
+async def sse_us_per_delivery() -> float:
+    async with served_run() as (app, running, run_id, token):
+        writer = await RunStreams(running.engine, run_id).writer("ai")
+        await writer.append({"i": -1})
+        bodies = Bodies()
+        readers = [Call(app, f"/realtime/v1/streams/{run_id}/ai", "", token, bodies) for _ in range(WATCHERS)]
+        await bodies.reached(WATCHERS)  # each has the first chunk
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            for _ in range(20):
+                target = bodies.count + WATCHERS  # every reader gets the chunk, exactly once
+                await writer.append({"text": " token"})
+                await bodies.reached(target)
+            best = min(best, (time.process_time() - started) / (20 * WATCHERS))
+        for call in readers:
+            call.task.cancel()
+        await asyncio.gather(*(call.task for call in readers), return_exceptions=True)
+        return best * 1e6
+
+
 async def main() -> None:
     running = Bridge(Settings(secret_key=KEY))
     await running.start()
@@ -242,7 +375,10 @@ async def main() -> None:
     finally:
         await running.stop()
     print(f"fan-out {await fanout_us_per_delivery():.2f} us per run-feed delivery, ", end="")
-    print(f"streams {await stream_us_per_delivery():.2f} us per chunk delivery")
+    print(f"streams {await stream_us_per_delivery():.2f} us per chunk delivery, ", end="")
+    print(f"authenticate {authenticate_us_per_use():.2f} us per use, ", end="")
+    print(f"long-poll {await long_poll_us_per_answer():.1f} us per answer, ", end="")
+    print(f"SSE {await sse_us_per_delivery():.1f} us per delivery")
 
 
 if __name__ == "__main__":

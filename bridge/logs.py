@@ -1,5 +1,5 @@
-"""How the bridge's processes log (docs/observability.md): `BRIDGE_LOG_LEVEL` and `BRIDGE_LOG_FORMAT`,
-applied once by the entry point to the bridge's loggers and uvicorn's.
+"""How the bridge's processes log (docs/observability.md): `BRIDGE_LOG_LEVEL`, `BRIDGE_LOG_FORMAT` and
+`BRIDGE_ACCESS_LOG`, applied once by the entry point to the bridge's loggers and uvicorn's.
 
 `json` writes one object per line: `ts`, `level`, `logger`, `message`, the record's extra fields, and
 `exc` with a traceback. Other libraries log their warnings and errors through the same handler.
@@ -22,6 +22,8 @@ FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # At debug, uvicorn's WebSocket layer logs the frames it sends (runs' data, cut short): its loggers stop at info.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+# uvicorn's line per accepted (or refused) WebSocket, on its error logger: the WebSocket's access log line.
+WEBSOCKET_ACCESS_LINE = '%s - "WebSocket %s"'
 # A wait token's callback URL completes the token: its signature is a credential, kept out of access logs.
 CALLBACK_SIGNATURE = re.compile(r"(/callback/)[^/?#\s\"]+")
 # What every LogRecord has (and uvicorn's ANSI-coloured copy of its message); anything else on a record
@@ -56,6 +58,19 @@ class RedactCallbackSignatures(logging.Filter):
         return True
 
 
+class DropWebSocketAccessLines(logging.Filter):
+    """Without the access log, uvicorn's line per WebSocket handshake goes too (its other lines stay)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(WEBSOCKET_ACCESS_LINE))
+
+
+def access_log_enabled() -> bool:
+    """`BRIDGE_ACCESS_LOG=1` (or true, yes, on): a line per HTTP request and per WebSocket handshake. Off by
+    default: at thousands of connects or long-polls a second, writing them costs more than serving some."""
+    return os.environ.get("BRIDGE_ACCESS_LOG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def log_settings(level: str | None = None, log_format: str | None = None) -> tuple[str, str]:
     """The level and format: as given, else `BRIDGE_LOG_LEVEL` / `BRIDGE_LOG_FORMAT`, else info and text.
     ConfigError names the setting when one is not a known value."""
@@ -68,10 +83,13 @@ def log_settings(level: str | None = None, log_format: str | None = None) -> tup
     return level, log_format
 
 
-def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str, log_format: str, stream: TextIO | None = None, access_log: bool | None = None
+) -> None:
     """One handler on the root logger (stderr unless `stream`), in `log_format`; the bridge's loggers at `level`,
-    uvicorn's at `level` but never below info, everything else at warning. Uvicorn must then be started with
-    `log_config=None`, or it sets up handlers of its own."""
+    uvicorn's at `level` but never below info, everything else at warning; uvicorn's access lines only with
+    `access_log` (default: `access_log_enabled()`). Uvicorn must then be started with `log_config=None`, or it
+    sets up handlers of its own."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
@@ -87,3 +105,8 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactCallbackSignatures) for f in access.filters):
         access.addFilter(RedactCallbackSignatures())
+    errors = logging.getLogger("uvicorn.error")
+    errors.filters = [f for f in errors.filters if not isinstance(f, DropWebSocketAccessLines)]
+    if not (access_log_enabled() if access_log is None else access_log):
+        access.setLevel(logging.WARNING)  # uvicorn logs requests at info: they stop at the level check
+        errors.addFilter(DropWebSocketAccessLines())

@@ -15,7 +15,10 @@ from bridge.models import Run
 from bridge.runtime.access import (
     AUDIENCE,
     ISSUER,
+    LEEWAY_SECONDS,
+    MAX_CACHED_TOKEN_LENGTH,
     Principal,
+    VerifiedTokens,
     authenticate,
     bearer_from_header,
     create_public_token,
@@ -268,3 +271,71 @@ def test_run_access_token_reads_the_run_and_writes_its_input_streams_for_an_hour
     holder = authenticate(SECRET, run_access_token(SECRET, "run_1"))
     assert holder.allows("read", "runs", "run_1") and holder.allows("write", "inputStreams", "run_1")
     assert not holder.allows("read", "runs", "run_2") and not holder.allows("write", "runs", "run_1")
+
+
+# verified tokens, kept until they expire
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_verified_token_is_decoded_once_and_gives_the_same_principal() -> None:
+    verified = VerifiedTokens()
+    token = create_public_token(SECRET, ["read:runs:run_1"], "1h")
+    first = verified.principal(SECRET, token)
+    assert verified.principal(SECRET, token) is first and len(verified) == 1
+
+
+def test_a_cached_token_is_refused_once_it_expired() -> None:
+    clock = Clock()
+    verified = VerifiedTokens(clock=clock)
+    token = create_public_token(SECRET, ["read:runs:run_1"], "1m")
+    assert verified.principal(SECRET, token).scopes == ("read:runs:run_1",)
+    clock.now = claims_of(token)["exp"] + LEEWAY_SECONDS  # the last instant it is still honoured
+    assert verified.principal(SECRET, token).scopes == ("read:runs:run_1",)
+    clock.now += 1  # PyJWT, on the real clock, would still accept it: the refusal is the cache's own
+    with pytest.raises(UnauthorizedError, match="expired"):
+        verified.principal(SECRET, token)
+    assert len(verified) == 0
+
+
+def test_a_cached_token_is_verified_anew_under_another_secret_key() -> None:
+    verified = VerifiedTokens()
+    token = create_public_token(SECRET, ["read:runs"], "1h")
+    verified.principal(SECRET, token)
+    with pytest.raises(UnauthorizedError, match="Public Access Token is invalid"):
+        verified.principal("tr_dev_some_other_secret_0123456789abc", token)
+
+
+def test_the_cache_keeps_at_most_its_size_dropping_the_least_recently_used() -> None:
+    verified = VerifiedTokens(size=3)
+    tokens = [create_public_token(SECRET, [f"read:runs:run_{i}"], "1h") for i in range(5)]
+    for token in tokens[:3]:
+        verified.principal(SECRET, token)
+    first = verified.principal(SECRET, tokens[0])  # now the most recently used
+    for token in tokens[3:]:
+        verified.principal(SECRET, token)
+    assert len(verified) == 3
+    assert verified.principal(SECRET, tokens[0]) is first  # kept: still the same object
+    assert len(verified) == 3
+
+
+def test_failed_and_overlong_tokens_are_not_kept() -> None:
+    verified = VerifiedTokens()
+    with pytest.raises(UnauthorizedError):
+        verified.principal(SECRET, create_public_token("tr_dev_some_other_secret_0123456789abc", ["read:runs"]))
+    long_scope = "read:tags:" + "t" * MAX_CACHED_TOKEN_LENGTH
+    assert verified.principal(SECRET, create_public_token(SECRET, [long_scope], "1h")).scopes == (long_scope,)
+    assert len(verified) == 0
+
+
+def test_a_cached_token_grants_only_its_own_scopes() -> None:
+    token = create_public_token(SECRET, ["read:runs:run_1"], "1h")
+    authenticate(SECRET, token)
+    holder = authenticate(SECRET, token)  # from the cache
+    assert holder.allows("read", "runs", "run_1") and not holder.allows("read", "runs", "run_2")

@@ -282,7 +282,7 @@ def captured_logs() -> Iterator[io.StringIO]:
     loggers = [logging.getLogger(name) for name in ("", "bridge", *UVICORN_LOGGERS)]
     saved = [(lg.level, list(lg.handlers), lg.propagate, list(lg.filters)) for lg in loggers]
     stream = io.StringIO()
-    configure_logging("debug", "json", stream)
+    configure_logging("debug", "json", stream, access_log=True)
     try:
         yield stream
     finally:
@@ -337,6 +337,29 @@ async def test_no_token_or_key_reaches_the_logs_or_the_metrics(
     for secret_text in (SECRET_KEY, trigger_token, read, forged, metrics_token, signature):
         assert secret_text not in captured_logs.getvalue()
         assert secret_text not in scraped
+
+
+async def test_the_access_log_is_off_unless_asked_for(
+    backend_settings: Settings, captured_logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged: dict[bool, list[str]] = {}
+    for wanted in (False, True):
+        captured_logs.seek(0)
+        captured_logs.truncate()
+        monkeypatch.setenv("BRIDGE_ACCESS_LOG", "1" if wanted else "")
+        configure_logging("info", "json", captured_logs)  # the environment decides, as for the CLI
+        async with (
+            serving(backend_settings, log_config=None, log_level=None) as server,
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
+            assert (await http.get("/healthz")).status_code == 200
+            async with websockets.connect(server.ws_url, ping_interval=None) as connection:
+                await connection.recv()
+        logged[wanted] = [orjson.loads(line)["message"] for line in captured_logs.getvalue().splitlines()]
+    for wanted, messages in logged.items():
+        assert any("Application startup complete" in m for m in messages), messages  # uvicorn's other lines stay
+        assert any("GET /healthz" in m for m in messages) is wanted, messages
+        assert any('"WebSocket /ws" [accepted]' in m for m in messages) is wanted, messages
 
 
 async def test_bad_log_settings_stop_the_cli_with_one_line(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +28,9 @@ AUDIENCE = "https://api.trigger.dev"
 DEFAULT_EXPIRATION = "15m"
 INVALID_TOKEN_MESSAGE = "Public Access Token is invalid"
 _WRITE_ALSO_GRANTS = frozenset({"trigger", "batchTrigger", "update"})
+LEEWAY_SECONDS = 5  # a token's exp is honoured this much late: clocks of other machines drift
+VERIFIED_TOKENS = 4096  # verified tokens kept (docs/limits.md)
+MAX_CACHED_TOKEN_LENGTH = 2048  # longer tokens are verified on every use: the cache holds at most ~8 MiB
 
 ScopeSpec = Mapping[str, Mapping[str, bool | str | Iterable[str]]] | Iterable[str]
 
@@ -128,15 +133,15 @@ def waitpoint_access_token(secret_key: str, token_id: str) -> str:
     return create_public_token(secret_key, [f"write:waitpoints:{token_id}"], "24h")
 
 
-def authenticate(secret_key: str, bearer: str | None) -> Principal:
-    """The principal behind `Authorization: Bearer <token>`; raises UnauthorizedError."""
-    if not bearer:
-        raise UnauthorizedError("Missing access token: send Authorization: Bearer <token>")
-    if hmac.compare_digest(bearer.encode(), secret_key.encode()):
-        return Principal(is_backend=True)
+def _verify(secret_key: str, bearer: str) -> Principal:
     try:
         claims = jwt.decode(
-            bearer, secret_key, algorithms=["HS256"], audience=AUDIENCE, options={"require": ["exp"]}, leeway=5
+            bearer,
+            secret_key,
+            algorithms=["HS256"],
+            audience=AUDIENCE,
+            options={"require": ["exp"]},
+            leeway=LEEWAY_SECONDS,
         )
     except jwt.ExpiredSignatureError as exc:
         raise UnauthorizedError(f"{INVALID_TOKEN_MESSAGE}: it has expired") from exc
@@ -147,6 +152,50 @@ def authenticate(secret_key: str, bearer: str | None) -> Principal:
         raise UnauthorizedError(INVALID_TOKEN_MESSAGE)
     one_time_key = hashlib.sha256(bearer.encode()).hexdigest() if claims.get("otu") is True else None
     return Principal(is_backend=False, scopes=tuple(scopes), one_time_key=one_time_key, expires_at=float(claims["exp"]))
+
+
+class VerifiedTokens:
+    """The principals of the tokens verified lately, each until its token expires: a page's subscriptions and
+    polls with one token decode it once. At most `size`, least recently used out first; a token is looked up
+    with the secret key it was verified with, so one signed with another (or a former) key is verified anew.
+    Tokens that fail are not kept: each use of one is verified again."""
+
+    def __init__(self, size: int = VERIFIED_TOKENS, clock: Callable[[], float] = time.time) -> None:
+        self._size = size
+        self._clock = clock
+        self._principals: OrderedDict[tuple[str, str], Principal] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._principals)
+
+    def principal(self, secret_key: str, bearer: str) -> Principal:
+        key = (secret_key, bearer)
+        principal = self._principals.get(key)
+        if principal is None:
+            principal = _verify(secret_key, bearer)
+            if len(bearer) <= MAX_CACHED_TOKEN_LENGTH:
+                self._principals[key] = principal
+                if len(self._principals) > self._size:
+                    self._principals.popitem(last=False)
+            return principal
+        assert principal.expires_at is not None  # `_verify` requires exp
+        if self._clock() > principal.expires_at + LEEWAY_SECONDS:
+            del self._principals[key]
+            raise UnauthorizedError(f"{INVALID_TOKEN_MESSAGE}: it has expired")
+        self._principals.move_to_end(key)
+        return principal
+
+
+_verified = VerifiedTokens()
+
+
+def authenticate(secret_key: str, bearer: str | None) -> Principal:
+    """The principal behind `Authorization: Bearer <token>`; raises UnauthorizedError."""
+    if not bearer:
+        raise UnauthorizedError("Missing access token: send Authorization: Bearer <token>")
+    if hmac.compare_digest(bearer.encode(), secret_key.encode()):
+        return Principal(is_backend=True)
+    return _verified.principal(secret_key, bearer)
 
 
 def bearer_from_header(value: str | None) -> str | None:

@@ -7,6 +7,7 @@ JSON columns as JSON text. The raw status is the database enum the official clie
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,3 +138,37 @@ def row_value(run: Run, columns: tuple[str, ...]) -> dict[str, str | None]:
 
 def row_key(run_id: str) -> str:
     return f'"public"."TaskRun"/"{run_id}"'
+
+
+ENCODED_ROWS_MAX_BYTES = 16 * 1024 * 1024  # docs/limits.md
+
+
+class EncodedRows:
+    """Row values encoded once per run state and column set, for every feed session that sends that state:
+    a run's version names one stored state, so (id, version, columns) is the whole key. Kept least recently
+    used first out, at most `max_bytes` of JSON together; a value larger than that is encoded every time."""
+
+    def __init__(self, max_bytes: int = ENCODED_ROWS_MAX_BYTES) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._values: OrderedDict[tuple[str, int, tuple[str, ...]], tuple[orjson.Fragment, int]] = OrderedDict()
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def value(self, run: Run, columns: tuple[str, ...]) -> orjson.Fragment:
+        key = (run.id, run.version, columns)
+        kept = self._values.get(key)
+        if kept is not None:
+            self._values.move_to_end(key)
+            return kept[0]
+        raw = orjson.dumps(row_value(run, columns))
+        encoded = orjson.Fragment(raw)
+        if len(raw) <= self._max_bytes:
+            self._values[key] = (encoded, len(raw))
+            self._bytes += len(raw)
+            while self._bytes > self._max_bytes:
+                _, (_, size) = self._values.popitem(last=False)
+                self._bytes -= size
+        return encoded

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,18 +25,19 @@ from starlette.responses import Response
 
 from bridge.aio import cancel_and_wait
 from bridge.config import Limits
-from bridge.errors import TooManyError, ValidationError
+from bridge.errors import NotFoundError, TooManyError, ValidationError
 from bridge.models import Run, new_id
 from bridge.runtime.access import require_run_read
 from bridge.runtime.core import Bridge
 from bridge.runtime.feeds import DEFAULT_TAG_WINDOW, FeedCursor, FeedSpec, authorized_tag_feed
 from bridge.server.http import bridge_of, handles_errors, principal_of
-from bridge.server.official.electric import row_key, row_value, schema_header, visible_columns
+from bridge.server.official.electric import EncodedRows, row_key, schema_header, visible_columns
 
 log = logging.getLogger(__name__)
 
 UP_TO_DATE = {"headers": {"control": "up-to-date"}}
 MUST_REFETCH = [{"headers": {"control": "must-refetch"}}]
+RunCheck = Callable[[Run], None]  # raises unless the caller may read that run
 
 
 @dataclass
@@ -43,6 +45,7 @@ class FeedSession:
     id: str
     cursor: FeedCursor
     columns: tuple[str, ...]
+    subject: Run | None = None  # a run feed's run as its snapshot had it: what later polls are authorized on
     offset: int = 0
     last_batch: list[Run] = field(default_factory=list)  # what the answer that moved to `offset` carried
     sent: set[str] = field(default_factory=set)  # run ids the client has as rows
@@ -58,6 +61,7 @@ class FeedSessions:
         self._limits = limits
         self._gauges = bridge.metrics.electric_subscriptions
         self._sessions: dict[str, FeedSession] = {}
+        self.rows = EncodedRows()
         self._opening = 0
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -69,7 +73,10 @@ class FeedSessions:
         for session in list(self._sessions.values()):
             await self._forget(session)
 
-    async def open(self, spec: FeedSpec, columns: tuple[str, ...]) -> tuple[FeedSession, list[Run]]:
+    async def open(
+        self, spec: FeedSpec, columns: tuple[str, ...], check_run: RunCheck | None
+    ) -> tuple[FeedSession, list[Run]]:
+        """A new session and its snapshot; with `check_run` (a run feed), only if the run exists and passes it."""
         # Sessions still reading their snapshot count too, or concurrent opens would overshoot the bound.
         if len(self._sessions) + self._opening >= self._limits.max_feed_sessions:
             raise TooManyError("too many open realtime feeds on this bridge; retry shortly")
@@ -77,12 +84,17 @@ class FeedSessions:
         self._opening += 1
         try:
             snapshot = await cursor.open()
+            if check_run:
+                if not snapshot:
+                    raise NotFoundError(f"Run not found: {spec.run_id}")
+                check_run(snapshot[0])
         except BaseException:
             await _close_quietly(cursor)  # it may have attached before the snapshot read failed
             raise
         finally:
             self._opening -= 1
-        session = FeedSession(id=new_id("feed_"), cursor=cursor, columns=columns)
+        subject = snapshot[0] if check_run else None
+        session = FeedSession(id=new_id("feed_"), cursor=cursor, columns=columns, subject=subject)
         self._sessions[session.id] = session
         self._gauges[spec.kind].inc()
         return session, snapshot
@@ -118,14 +130,13 @@ async def _close_quietly(cursor: FeedCursor) -> None:
         log.warning("could not detach a closed feed session's cursor", exc_info=True)
 
 
-def _rows(runs: list[Run], session: FeedSession) -> list[dict[str, Any]]:
+def _rows(runs: list[Run], session: FeedSession, encoded: EncodedRows) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         operation = "update" if run.id in session.sent else "insert"
         session.sent.add(run.id)
-        rows.append(
-            {"key": row_key(run.id), "value": row_value(run, session.columns), "headers": {"operation": operation}}
-        )
+        value = encoded.value(run, session.columns)
+        rows.append({"key": row_key(run.id), "value": value, "headers": {"operation": operation}})
     return rows
 
 
@@ -148,22 +159,29 @@ async def _wait_for_disconnect(request: Request) -> None:
         pass
 
 
-async def _serve_feed(request: Request, spec: FeedSpec) -> Response:
+async def _serve_feed(request: Request, spec: FeedSpec, check_run: RunCheck | None = None) -> Response:
+    """`check_run`: a run feed's authorization, made on the run its session read (its snapshot), not on a read
+    of its own per poll: who may read a run depends on its id, task, tags and batch, which never change."""
     sessions: FeedSessions = request.app.state.feed_sessions
     params = request.query_params
     live = params.get("live") == "true"
     offset = params.get("offset", "-1")
     handle = params.get("handle")
     if offset == "-1" or not handle:
-        opened, snapshot = await sessions.open(spec, visible_columns(params.get("skipColumns")))
+        opened, snapshot = await sessions.open(spec, visible_columns(params.get("skipColumns")), check_run)
         async with opened.lock:
             opened.offset = 1
             opened.last_batch = snapshot
-            return _answer([*_rows(snapshot, opened), UP_TO_DATE], opened, live=False)
+            return _answer([*_rows(snapshot, opened, sessions.rows), UP_TO_DATE], opened, live=False)
 
     session = sessions.get(handle)
     if session is None or session.cursor.spec.topic != spec.topic:
+        if check_run:  # as for a first poll: 404 or 403 before the 409 that makes the client start over
+            check_run(await bridge_of(request).engine.retrieve(spec.run_id))
         return _must_refetch()
+    if check_run:
+        assert session.subject is not None  # a run feed's session holds its run from the start
+        check_run(session.subject)
     async with session.lock:
         replay: list[Run] = []
         if offset == f"{session.offset - 1}_0":
@@ -182,7 +200,7 @@ async def _serve_feed(request: Request, spec: FeedSpec) -> Response:
             if not replay:
                 session.offset += 1
             session.last_batch = batch
-        return _answer([*_rows(batch, session), UP_TO_DATE], session, live=live)
+        return _answer([*_rows(batch, session, sessions.rows), UP_TO_DATE], session, live=live)
 
 
 def _must_refetch() -> Response:
@@ -204,10 +222,8 @@ async def _next_changes_unless_gone(request: Request, session: FeedSession, hold
 @handles_errors
 async def run_feed(request: Request) -> Response:
     principal = principal_of(request)
-    run_id = request.path_params["run_id"]
-    run = await bridge_of(request).engine.retrieve(run_id)
-    require_run_read(principal, run)
-    return await _serve_feed(request, FeedSpec.for_run(run_id))
+    spec = FeedSpec.for_run(request.path_params["run_id"])
+    return await _serve_feed(request, spec, lambda run: require_run_read(principal, run))
 
 
 @handles_errors

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -40,7 +39,6 @@ from bridge.server.http import bridge_of, handles_errors, header_int, parse_boun
 
 PING_INTERVAL_SECONDS = 10.0
 DEFAULT_IDLE_SECONDS = 60.0
-SEND_QUEUE_EVENTS = 256  # events ready for one slow client; past that its reader pauses and catches up later
 PING = b": ping\n\n"
 
 log = logging.getLogger(__name__)
@@ -69,77 +67,77 @@ def _idle_seconds(request: Request) -> float:
     return DEFAULT_IDLE_SECONDS if seconds is None else float(seconds)
 
 
-class EventStream:
-    """The response's events, from its reader; `cut` once the reader stopped with an error."""
+class EventStreamResponse(StreamingResponse):
+    """A `text/event-stream` response that writes each chunk as its reader yields it: no queue, no task and no
+    timeout per chunk. A slow client holds the reader at its `send` (uvicorn waits for the socket to drain),
+    and the reader catches up from storage afterwards. One pinger task per response writes a comment after
+    `PING_INTERVAL_SECONDS` without an event. When the reader stops with an error the body is not ended:
+    uvicorn then closes the connection (logging "ASGI callable returned without completing response"), which
+    the client sees as a broken response, not as the end of the stream."""
 
-    def __init__(self, reader: StreamReader, metrics: Metrics) -> None:
+    def __init__(self, reader: StreamReader, metrics: Metrics, headers: dict[str, str]) -> None:
+        super().__init__(iter(()), media_type="text/event-stream", headers=headers)
         self._reader = reader
         self._metrics = metrics
-        self.cut = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        reader, metrics = self._reader, self._metrics
-        # The pump ends by queueing None, or what stopped its reader: waiting on the queue alone would
-        # otherwise ping forever after the reader failed.
-        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(SEND_QUEUE_EVENTS)
-
-        async def pump() -> None:
-            failure: Exception | None = None
-            try:
-                async with reader:
-                    async for chunk in reader.chunks():
-                        await queue.put(b"id: %s\ndata: %s\n\n" % (_event_id(chunk.index, reader.epoch), chunk.data))
-            except Exception as exc:
-                failure = exc
-            await queue.put(failure)
-
-        pumping = asyncio.create_task(pump())
-        try:
-            with metrics.sse_connections.track_inprogress(), metrics.sse_subscriptions.track_inprogress():
-                while True:
-                    try:
-                        async with asyncio.timeout(PING_INTERVAL_SECONDS):
-                            event = await queue.get()
-                    except TimeoutError:
-                        event = PING
-                    if isinstance(event, Exception):
-                        self.cut = True  # headers are sent: the client hears of it when it reconnects
-                        if isinstance(event, (StreamFailedError, StreamResetError)):
-                            log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, event)
-                            break
-                        expected = isinstance(event, (BridgeError, ConnectionError, OSError, TimeoutError))
-                        log.warning(
-                            "output stream %s/%s: its reader failed, cutting the response: %r",
-                            reader.run_id,
-                            reader.key,
-                            event,
-                            exc_info=None if expected else event,
-                        )
-                        break
-                    if event is None:
-                        break
-                    yield event
-                    metrics.sse_frames.inc()
-                    metrics.sse_bytes.inc(len(event))
-        finally:
-            await cancel_and_wait(pumping)
-
-
-class EventStreamResponse(StreamingResponse):
-    """A `text/event-stream` response whose body is not ended when its events were `cut`: uvicorn then
-    closes the connection (logging "ASGI callable returned without completing response"), which the
-    client sees as a broken response, not as the end of the stream."""
-
-    def __init__(self, events: EventStream, headers: dict[str, str]) -> None:
-        super().__init__(events, media_type="text/event-stream", headers=headers)
-        self._events = events
+        self._last_sent = 0.0
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for event in self._events:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        if not self._events.cut:
+        metrics = self._metrics
+        self._last_sent = asyncio.get_running_loop().time()
+        pinger = asyncio.create_task(self._ping_forever(send))
+        try:
+            with metrics.sse_connections.track_inprogress(), metrics.sse_subscriptions.track_inprogress():
+                ended = await self._send_events(send)
+        finally:
+            await cancel_and_wait(pinger)
+        if ended:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_events(self, send: Send) -> bool:
+        """Every event of the reader; False when it stopped with an error (the response is then cut)."""
+        reader, metrics = self._reader, self._metrics
+        loop = asyncio.get_running_loop()
+        async with reader:
+            chunks = reader.chunks()
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return True
+                except Exception as failure:  # the reader's, not the client's: `send` is outside
+                    _log_failure(reader, failure)
+                    return False
+                event = b"id: %s\ndata: %s\n\n" % (_event_id(chunk.index, reader.epoch), chunk.data)
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+                self._last_sent = loop.time()
+                metrics.sse_frames.inc()
+                metrics.sse_bytes.inc(len(event))
+
+    async def _ping_forever(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Sleeps until the interval has passed since the last event; events in between push it back.
+            await asyncio.sleep(max(0.0, self._last_sent + PING_INTERVAL_SECONDS - loop.time()))
+            if loop.time() - self._last_sent >= PING_INTERVAL_SECONDS:
+                await send({"type": "http.response.body", "body": PING, "more_body": True})
+                self._last_sent = loop.time()
+
+
+def _log_failure(reader: StreamReader, failure: Exception) -> None:
+    """A failed or reset stream is the stream's end (the client hears of it when it resumes); anything else
+    is logged as a warning, with the traceback when it is not a backend's or a connection's failure."""
+    if isinstance(failure, (StreamFailedError, StreamResetError)):
+        log.info("output stream %s/%s ended: %s", reader.run_id, reader.key, failure)
+        return
+    expected = isinstance(failure, (BridgeError, ConnectionError, OSError, TimeoutError))
+    log.warning(
+        "output stream %s/%s: its reader failed, cutting the response: %r",
+        reader.run_id,
+        reader.key,
+        failure,
+        exc_info=None if expected else failure,
+    )
 
 
 @handles_errors
@@ -166,4 +164,4 @@ async def read_stream(request: Request) -> Response:
         # long as the run streams.
         return Response(media_type="text/event-stream", headers=headers)
     reader = bridge.output_streams.reader(run_id, key, start, idle_timeout=idle, epoch=epoch)
-    return EventStreamResponse(EventStream(reader, bridge.metrics), headers)
+    return EventStreamResponse(reader, bridge.metrics, headers)
