@@ -77,11 +77,13 @@ def run_of(version: int, size: int) -> Run:
 
 def test_encoded_rows_are_the_row_values_and_stay_within_their_bytes() -> None:
     rows = EncodedRows(max_bytes=10_000)
-    encoded = [rows.value(run_of(version, 1_000), COLUMNS) for version in range(1, 30)]
+    runs = [run_of(version, 1_000) for version in range(1, 30)]  # each built once: a run's timestamps are its own
+    encoded = [rows.value(run, COLUMNS) for run in runs]
     assert rows.size_bytes <= 10_000
-    assert orjson.loads(orjson.dumps(encoded[-1])) == row_value(run_of(29, 1_000), COLUMNS)
-    assert rows.value(run_of(29, 1_000), COLUMNS) is encoded[-1]  # kept: encoded once
-    assert rows.value(run_of(1, 1_000), COLUMNS) is not encoded[0]  # the oldest went first
-    huge = rows.value(run_of(30, 20_000), COLUMNS)  # over the whole bound: encoded, not kept
-    assert orjson.loads(orjson.dumps(huge)) == row_value(run_of(30, 20_000), COLUMNS)
+    assert orjson.loads(orjson.dumps(encoded[-1])) == row_value(runs[-1], COLUMNS)
+    assert rows.value(runs[-1], COLUMNS) is encoded[-1]  # kept: encoded once
+    assert rows.value(runs[0], COLUMNS) is not encoded[0]  # the oldest went first
+    big = run_of(30, 20_000)
+    huge = rows.value(big, COLUMNS)  # over the whole bound: encoded, not kept
+    assert orjson.loads(orjson.dumps(huge)) == row_value(big, COLUMNS)
     assert rows.size_bytes <= 10_000
