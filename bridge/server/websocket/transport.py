@@ -5,7 +5,7 @@ every subscriber. `FramesProtocol` is uvicorn's sans-I/O WebSocket protocol plus
 extension, `realtime-bridge.frames`: a `Frames` object whose `write` puts such bytes on the transport
 synchronously, without an ASGI send, a task wake-up or a per-message framing step. It is offered only
 when no extension (per-message-deflate) was negotiated, since a prepared frame cannot be compressed
-per connection. `realtime-bridge serve` uses it (`UVICORN_OPTIONS`); under another server (the bridge
+per connection. `realtime-bridge serve` and the testing kit use it (`uvicorn_config`); under another server (the bridge
 mounted in a user's app) the extension is absent and the connection sends through ASGI instead.
 
 Slow readers: the transport pauses its protocol when its write buffer passes WRITE_HIGH_WATER and
@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 FRAMES_EXTENSION = "realtime-bridge.frames"
@@ -126,3 +127,10 @@ class FramesProtocol(WebSocketsSansIOProtocol):
 
 # `uvicorn.Config` options under which WebSocket connections get the raw frame path.
 UVICORN_OPTIONS: dict[str, Callable[..., Any] | bool] = {"ws": FramesProtocol, "ws_per_message_deflate": False}
+
+
+def uvicorn_config(app: Any, max_frame_bytes: int, **options: Any) -> uvicorn.Config:
+    """The `uvicorn.Config` of every uvicorn the bridge starts itself (`realtime-bridge serve`, the testing
+    kit, the tests), so they all serve the raw frame path with the bridge's frame limit; `options` are more
+    `uvicorn.Config` arguments and override these (`ws="websockets-sansio"`: the ASGI path)."""
+    return uvicorn.Config(app, **{"ws_max_size": max_frame_bytes, **UVICORN_OPTIONS, **options})
