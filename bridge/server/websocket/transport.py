@@ -10,7 +10,8 @@ mounted in a user's app) the extension is absent and the connection sends throug
 
 Slow readers: the transport pauses its protocol when its write buffer passes WRITE_HIGH_WATER and
 resumes it under WRITE_LOW_WATER; `Frames` forwards both to its listener (the connection), which
-queues instead of writing while paused.
+queues instead of writing while paused. Once it closes one (4008), the close frame queues behind the unsent
+frames, and `Frames.abort_after` cuts the connection if it is still open a grace later.
 """
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ class Frames:
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()
 
+    def abort_after(self, seconds: float) -> None:
+        """Cuts the connection (`transport.abort`) unless it is lost within `seconds`: uvicorn closes it with
+        `transport.close`, which waits for the buffered frames to be taken, so a reader that stopped would
+        otherwise keep its socket and the server's buffered bytes for as long as it likes. Replaces
+        uvicorn's close timer (10 s, then `close`), which the peer's close reply and the loss cancel."""
+        protocol = self._protocol
+        if protocol.disconnected:
+            return
+        if protocol.close_timer is not None:
+            protocol.close_timer.cancel()
+        protocol.close_timer = protocol.loop.call_later(seconds, self._transport.abort)
+
     def _paused(self) -> None:
         self.paused = True
         if self.listener is not None:
@@ -118,6 +131,13 @@ class FramesProtocol(WebSocketsSansIOProtocol):
         super().resume_writing()
         if self.raw_frames is not None:
             self.raw_frames._resumed()
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close" and self.handshake_complete:
+            # uvicorn waits for a paused transport to drain before any send: the close frame of a reader that
+            # stopped would never go. It queues behind the unsent frames instead (`Frames.abort_after` bounds it).
+            self.writable.set()
+        await super().send(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
