@@ -5,13 +5,14 @@ every subscriber. `FramesProtocol` is uvicorn's sans-I/O WebSocket protocol plus
 extension, `realtime-bridge.frames`: a `Frames` object whose `write` puts such bytes on the transport
 synchronously, without an ASGI send, a task wake-up or a per-message framing step. It is offered only
 when no extension (per-message-deflate) was negotiated, since a prepared frame cannot be compressed
-per connection. `realtime-bridge serve` and the testing kit use it (`uvicorn_config`); under another server (the bridge
-mounted in a user's app) the extension is absent and the connection sends through ASGI instead.
+per connection. `realtime-bridge serve` and the testing kit use it (`uvicorn_config`); under another
+server (the bridge mounted in a user's app) the extension is absent and the connection sends through
+ASGI instead.
 
 Slow readers: the transport pauses its protocol when its write buffer passes WRITE_HIGH_WATER and
 resumes it under WRITE_LOW_WATER; `Frames` forwards both to its listener (the connection), which
-queues instead of writing while paused. Once it closes one (4008), the close frame queues behind the unsent
-frames, and `Frames.abort_after` cuts the connection if it is still open a grace later.
+queues instead of writing while paused. Once it closes one (4008), the close frame queues behind the
+unsent frames, and `Frames.abort_after` cuts the connection if it is still open a grace later.
 """
 
 from __future__ import annotations
