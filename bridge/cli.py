@@ -197,7 +197,7 @@ def run_server(
     shutdown. `on_started(port)` is called once it accepts connections (its lifespan has run)."""
     import uvicorn
 
-    from bridge.server.websocket.transport import UVICORN_OPTIONS
+    from bridge.server.websocket.transport import uvicorn_config
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -210,10 +210,9 @@ def run_server(
     with sock:
         warn_if_development_key(settings)
         asyncio.run(wait_for_backend(settings))
-        config = uvicorn.Config(
+        config = uvicorn_config(
             make_app(port),
-            ws_max_size=settings.limits.max_frame_bytes,
-            **UVICORN_OPTIONS,  # type: ignore[arg-type]  # the raw frame path (docs/architecture.md)
+            settings.limits.max_frame_bytes,
             log_config=None,  # uvicorn logs through the handler configure_logging set up
             proxy_headers=False,
             # Held long-polls and open streams would otherwise delay a restart until they end by themselves.

@@ -26,7 +26,7 @@ from bridge.client.transport import Transport
 from bridge.config import Settings
 from bridge.runtime.core import Bridge
 from bridge.server.app import create_app
-from bridge.server.websocket.transport import UVICORN_OPTIONS
+from bridge.server.websocket.transport import uvicorn_config
 from bridge.testing.redis_server import RedisServer, start_redis_server
 from tests.support.redis_cluster import RedisClusterNodes, start_redis_cluster
 from tests.support.tasks import registry
@@ -122,13 +122,13 @@ async def start_server(
     port = sock.getsockname()[1]
     settings = replace(settings, public_url=f"http://127.0.0.1:{port}")  # wait tokens' callback URLs
     app = create_app(settings, registry=registry if with_worker else None)
-    config = uvicorn.Config(
+    # the raw frame path, as `realtime-bridge serve`; `ws="websockets-sansio"` for the ASGI one (mounted)
+    config = uvicorn_config(
         app,
-        ws_max_size=settings.limits.max_frame_bytes,
+        settings.limits.max_frame_bytes,
         lifespan="on",
         timeout_graceful_shutdown=2,
-        # the raw frame path, as `realtime-bridge serve`; `ws="websockets-sansio"` for the ASGI one (mounted)
-        **{"log_level": "warning", **UVICORN_OPTIONS, **uvicorn_options},
+        **{"log_level": "warning", **uvicorn_options},
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -83,6 +83,20 @@ class Reader:
         return [frame["run"]["id"] for frame in self.frames if frame["type"] == "update"]
 
 
+def lost(server: RunningServer, client: LeanWebSocket) -> asyncio.Event:
+    """Set once the server's side of `client`'s connection is lost (its socket closed)."""
+    port = client.local_port
+    (protocol,) = [p for p in server.uvicorn.server_state.connections if p.client and p.client[1] == port]
+    event, connection_lost = asyncio.Event(), protocol.connection_lost
+
+    def losing(exc: Exception | None) -> None:
+        connection_lost(exc)
+        event.set()
+
+    protocol.connection_lost = losing  # type: ignore[method-assign]
+    return event
+
+
 def port_of(server: RunningServer) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
@@ -182,6 +196,7 @@ async def test_a_stalled_reader_is_closed_after_the_grace_while_the_others_keep_
                 client.send(subscribe)
                 await reader.until(lambda frames: any(f["type"] == "snapshot" for f in frames))
             clients[1].pause_reading()
+            stalled_lost = lost(server, clients[1])
             sent: list[str] = []
             async with asyncio.timeout(TIMEOUT):
                 while len(connections(server)) == 2:  # one run at a time until the stalled reader is let go
@@ -193,6 +208,10 @@ async def test_a_stalled_reader_is_closed_after_the_grace_while_the_others_keep_
             closes = server.app_bridge.metrics.registry.get_sample_value
             assert closes("bridge_slow_consumer_closes_total", {"reason": "send_timeout"}) == 1
             assert closes("bridge_slow_consumer_closes_total", {"reason": "queue_full"}) == 0
+            if path == "raw":  # cut a grace after its close though it still reads nothing (docs/limits.md)
+                async with asyncio.timeout(TIMEOUT):
+                    await stalled_lost.wait()
+                assert len(server.uvicorn.server_state.connections) == 1
             clients[1].resume_reading()
             async with asyncio.timeout(TIMEOUT):
                 assert await clients[1].closed in (CLOSE_SLOW_CONSUMER, None)  # no room for a close frame: cut

@@ -5,7 +5,9 @@ writer that goes on after it stores nothing at the indexes readers already saw."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +17,16 @@ from redis.asyncio import Redis
 
 from bridge import streams, tasks
 from bridge.backends.base import StreamPage
+from bridge.backends.channels import stream_channel
 from bridge.backends.memory import MemoryBroker
+from bridge.config import Settings
 from bridge.errors import StreamFailedError, StreamResetError
 from bridge.runtime import output_streams
-from bridge.testing.redis_server import start_redis_server
+from bridge.runtime.core import Bridge
+from bridge.runtime.engine import TriggerOptions
+from bridge.runtime.input_streams import input_key
+from bridge.runtime.output_streams import Chunk, StreamReader
+from bridge.testing.redis_server import RedisServer, start_redis_server
 from tests.conftest import RunningServer, serving, start_server, stop_server, suite_settings
 from tests.support.helpers import event_index, open_gate, unique, until_final
 from tests.support.official_client import run_script
@@ -269,3 +277,113 @@ async def test_a_restarted_in_memory_bridge_resets_a_resume_with_the_old_epoch_a
         # The official client, resuming past what is stored (Last-Event-ID 19): a 409 it does not retry.
         result = await run_script(second, "stream-read.mjs", handle.id, "numbers", handle.public_access_token, "20")
         assert not result.ok and result["error"]["status"] == 409 and result["chunks"] == [], result.explain()
+
+
+async def read_around(
+    bridge: Bridge, run_id: str, key: str, during: Callable[[StreamPage], Awaitable[None]]
+) -> tuple[StreamReader, list[Chunk], BaseException | None]:
+    """A reader of `key` from 0, its first storage read's answer held until `during(page)` has stored a value
+    and that value was heard live (handled by the reader too: the same dispatch); what it read then, till the
+    end or its error."""
+    heard = asyncio.Event()
+    read_chunks = bridge.broker.read_chunks
+    reads = 0
+
+    async def held_read(*args: Any) -> StreamPage:
+        nonlocal reads
+        page = await read_chunks(*args)
+        reads += 1
+        if reads == 1:
+            await during(page)
+            await heard.wait()
+        return page
+
+    def on_message(channel: str, message: Any) -> None:
+        heard.set()
+
+    bridge.broker.read_chunks = held_read  # type: ignore[method-assign]
+    channel = stream_channel(run_id, key)
+    await bridge.hub.attach(channel, on_message)
+    read: list[Chunk] = []
+    try:
+        async with asyncio.timeout(TIMEOUT), bridge.output_streams.reader(run_id, key) as reader:
+            async for chunk in reader.chunks():
+                read.append(chunk)
+                if chunk.value() == "last":
+                    break
+    except StreamResetError as reset:
+        return reader, read, reset
+    finally:
+        await bridge.hub.detach(channel, on_message)
+        del bridge.broker.read_chunks
+    return reader, read, None
+
+
+@contextlib.asynccontextmanager
+async def started(settings: Settings) -> AsyncIterator[Bridge]:
+    running = Bridge(settings)
+    await running.start()
+    try:
+        await running.broker.register_tasks(["echo"])
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def bridge(backend_settings: Settings) -> AsyncIterator[Bridge]:
+    async with started(backend_settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def redis_bridge(redis_server: RedisServer) -> AsyncIterator[Bridge]:
+    """The stream replaced under a reader needs its keys deleted: Redis only (in memory, nothing is lost but
+    the process)."""
+    async with started(suite_settings(redis_url=redis_server.url, key_prefix=unique("rbepochs"))) as running:
+        yield running
+
+
+async def test_a_value_stored_after_a_readers_storage_read_and_heard_live_before_its_answer_is_no_reset(
+    bridge: Bridge,
+) -> None:
+    """The reader's storage read finds no epoch (nothing stored yet); a value is stored next, and its live
+    message, carrying the new epoch, is handled before that read's answer (on Redis they come on two
+    connections). The epoch learned live is of a later chunk: the reader goes on and reads the value, once."""
+    run, _ = await bridge.engine.trigger("echo", None, TriggerOptions())
+    key = input_key("stop")
+
+    async def store(page: StreamPage) -> None:
+        assert page.epoch is None and page.length == 0
+        await bridge.broker.append_input(run.id, key, b'"last"')
+
+    reader, read, reset = await read_around(bridge, run.id, key, store)
+    assert reset is None and [(chunk.index, chunk.value()) for chunk in read] == [(0, "last")]
+    assert reader.epoch == (await bridge.broker.read_chunks(run.id, key, 0, 0, 0)).epoch is not None
+
+
+async def test_a_stream_replaced_between_a_readers_storage_read_and_a_live_message_is_a_reset(
+    redis_bridge: Bridge,
+) -> None:
+    """The reader's storage read finds a value under one epoch; then the stream's storage is lost and a value
+    stored again (a new epoch), heard live before the read's answer. The reader yields what it read, then
+    ends with StreamResetError (the live value is of another storage), at once, not at its next storage check."""
+    run, _ = await redis_bridge.engine.trigger("echo", None, TriggerOptions())
+    key = input_key("stop")
+    await redis_bridge.broker.append_input(run.id, key, b'"first"')
+
+    async def replace_storage(page: StreamPage) -> None:
+        assert page.epoch is not None and page.length == 1
+        raw = Redis.from_url(redis_bridge.settings.redis_url or "")
+        try:
+            prefix = redis_bridge.settings.key_prefix
+            assert await raw.delete(f"{prefix}:{{{run.id}}}:stream:{key}", f"{prefix}:{{{run.id}}}:stream-epoch:{key}")
+        finally:
+            await raw.aclose()
+        await redis_bridge.broker.append_input(run.id, key, b'"last"')
+
+    started = time.monotonic()
+    _, read, reset = await read_around(redis_bridge, run.id, key, replace_storage)
+    assert [(chunk.index, chunk.value()) for chunk in read] == [(0, "first")]
+    assert isinstance(reset, StreamResetError) and reset.next_index == 1
+    assert time.monotonic() - started < output_streams.STORAGE_CHECK_SECONDS

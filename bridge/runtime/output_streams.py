@@ -15,8 +15,10 @@ A reader knows the epoch of what it read (given by a resuming client, else learn
 read): every storage read returns the stream's epoch and length in the same step, and every live
 message its epoch. Storage of another epoch, or holding fewer chunks than the reader already read,
 means the stream's storage was lost or replaced: the reader ends with StreamResetError rather than go
-on at an index that now holds something else. A reader waiting for chunks reads storage again every
-STORAGE_CHECK_SECONDS, so a stream (or run) lost with nobody writing to it is noticed too.
+on at an index that now holds something else. A live message handled while a storage read is under way
+may be of chunks stored after that read: its epoch is checked against the next read, not that one. A
+reader waiting for chunks reads storage again every STORAGE_CHECK_SECONDS, so a stream (or run) lost
+with nobody writing to it is noticed too.
 """
 
 from __future__ import annotations
@@ -254,11 +256,19 @@ class StreamReader:
                     await self._read_run()
                 while True:
                     finished_before_read = self._run_finished
+                    # The epoch of what was read so far: a live message handled during the read may teach one
+                    # for later chunks, stored after the storage read (then showing none): not a reset.
+                    known = self.epoch
                     page = await self._broker.read_chunks(
                         self.run_id, self.key, self.next_index, READ_PAGE_CHUNKS, self._page_bytes
                     )
-                    check_position(self.run_id, self.key, page, self.next_index, self.epoch)
-                    self.epoch = self.epoch or page.epoch
+                    check_position(self.run_id, self.key, page, self.next_index, known)
+                    if known is None and page.epoch is not None:
+                        if self.epoch not in (None, page.epoch):
+                            # learned live, of another storage than this page's: the next read tells which holds
+                            self._clear_live()
+                            self._behind = True
+                        self.epoch = page.epoch
                     for data in page.chunks:
                         yield Chunk(self.next_index, data)
                         self.next_index += 1

@@ -28,6 +28,7 @@ from bridge.runtime.engine import TriggerOptions
 from bridge.runtime.feeds import FeedSpec
 from bridge.runtime.output_streams import StreamWriter, check_stream_key
 from bridge.server.app import create_app
+from bridge.server.websocket.transport import uvicorn_config
 from bridge.streams import DEFAULT_KEY
 from bridge.testing.clock import ManualClock
 from bridge.testing.holds import Hold, Holds
@@ -60,9 +61,7 @@ async def serving(
     settings = replace(settings, public_url=url)  # wait tokens' callback URLs
     app = create_app(settings, registry=registry, clock=clock)
     bridge: Bridge = app.state.bridge
-    config = uvicorn.Config(
-        app, log_level="warning", ws_max_size=settings.limits.max_frame_bytes, timeout_graceful_shutdown=2
-    )
+    config = uvicorn_config(app, settings.limits.max_frame_bytes, log_level="warning", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

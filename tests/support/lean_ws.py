@@ -98,6 +98,11 @@ class LeanWebSocket(asyncio.Protocol):
         mask = os.urandom(4)
         self._transport.write(header + mask + apply_mask(payload, mask))
 
+    @property
+    def local_port(self) -> int:
+        assert self._transport is not None
+        return int(self._transport.get_extra_info("sockname")[1])
+
     def pause_reading(self) -> None:
         assert self._transport is not None
         self._transport.pause_reading()

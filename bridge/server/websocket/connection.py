@@ -184,10 +184,13 @@ class Connection:
 
     async def _close(self, code: int, reason: str) -> None:
         self.outbox.clear()
+        grace = self.limits.slow_consumer_grace_seconds
         if self.websocket.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(TimeoutError, RuntimeError, OSError):
-                async with asyncio.timeout(self.limits.slow_consumer_grace_seconds):
+                async with asyncio.timeout(grace):
                     await self.websocket.close(code, reason)
+        if self._frames is not None:
+            self._frames.abort_after(grace)  # a client that takes neither its frames nor the close is cut
         raise WebSocketDisconnect(code)
 
     # StreamOutlet

@@ -5,12 +5,14 @@ every subscriber. `FramesProtocol` is uvicorn's sans-I/O WebSocket protocol plus
 extension, `realtime-bridge.frames`: a `Frames` object whose `write` puts such bytes on the transport
 synchronously, without an ASGI send, a task wake-up or a per-message framing step. It is offered only
 when no extension (per-message-deflate) was negotiated, since a prepared frame cannot be compressed
-per connection. `realtime-bridge serve` uses it (`UVICORN_OPTIONS`); under another server (the bridge
-mounted in a user's app) the extension is absent and the connection sends through ASGI instead.
+per connection. `realtime-bridge serve` and the testing kit use it (`uvicorn_config`); under another
+server (the bridge mounted in a user's app) the extension is absent and the connection sends through
+ASGI instead.
 
 Slow readers: the transport pauses its protocol when its write buffer passes WRITE_HIGH_WATER and
 resumes it under WRITE_LOW_WATER; `Frames` forwards both to its listener (the connection), which
-queues instead of writing while paused.
+queues instead of writing while paused. Once it closes one (4008), the close frame queues behind the
+unsent frames, and `Frames.abort_after` cuts the connection if it is still open a grace later.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 FRAMES_EXTENSION = "realtime-bridge.frames"
@@ -82,6 +85,18 @@ class Frames:
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()
 
+    def abort_after(self, seconds: float) -> None:
+        """Cuts the connection (`transport.abort`) unless it is lost within `seconds`: uvicorn closes it with
+        `transport.close`, which waits for the buffered frames to be taken, so a reader that stopped would
+        otherwise keep its socket and the server's buffered bytes for as long as it likes. Replaces
+        uvicorn's close timer (10 s, then `close`), which the peer's close reply and the loss cancel."""
+        protocol = self._protocol
+        if protocol.disconnected:
+            return
+        if protocol.close_timer is not None:
+            protocol.close_timer.cancel()
+        protocol.close_timer = protocol.loop.call_later(seconds, self._transport.abort)
+
     def _paused(self) -> None:
         self.paused = True
         if self.listener is not None:
@@ -118,6 +133,13 @@ class FramesProtocol(WebSocketsSansIOProtocol):
         if self.raw_frames is not None:
             self.raw_frames._resumed()
 
+    async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close" and self.handshake_complete:
+            # uvicorn waits for a paused transport to drain before any send: the close frame of a reader that
+            # stopped would never go. It queues behind the unsent frames instead (`Frames.abort_after` bounds it).
+            self.writable.set()
+        await super().send(message)
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self.raw_frames is not None:
@@ -126,3 +148,10 @@ class FramesProtocol(WebSocketsSansIOProtocol):
 
 # `uvicorn.Config` options under which WebSocket connections get the raw frame path.
 UVICORN_OPTIONS: dict[str, Callable[..., Any] | bool] = {"ws": FramesProtocol, "ws_per_message_deflate": False}
+
+
+def uvicorn_config(app: Any, max_frame_bytes: int, **options: Any) -> uvicorn.Config:
+    """The `uvicorn.Config` of every uvicorn the bridge starts itself (`realtime-bridge serve`, the testing
+    kit, the tests), so they all serve the raw frame path with the bridge's frame limit; `options` are more
+    `uvicorn.Config` arguments and override these (`ws="websockets-sansio"`: the ASGI path)."""
+    return uvicorn.Config(app, **{"ws_max_size": max_frame_bytes, **UVICORN_OPTIONS, **options})
