@@ -387,7 +387,8 @@ async def test_a_completion_racing_the_deadline_has_one_outcome(server: RunningS
     """Completions sent around the deadline while the timer fires: whichever result was stored first
     is what the token says and what the task got."""
     for _ in range(5):
-        created = await wait.create_token(timeout="0.3s")
+        # Long enough for the run to reach its wait first on a busy machine; the race is at the deadline.
+        created = await wait.create_token(timeout="1s")
         handle = await tasks.trigger("await-token", {"tokenId": created.id})
         await waiting_token(handle.id)
         deadline = (await wait.retrieve_token(created)).timeout_at

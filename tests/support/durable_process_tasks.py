@@ -108,8 +108,17 @@ async def gated(payload: dict[str, Any]) -> int:
     key = payload["key"]
     redis = Redis.from_url(payload["redis"])
     try:
-        running = int(await redis.incr(f"{key}:running"))
-        await redis.rpush(f"{key}:started", f"{payload['n']} {running}")
+        # Counted and noted in one step: two runs starting together would otherwise note their counts in
+        # either order, and the test reads the order.
+        running = int(
+            await redis.eval(
+                "local n = redis.call('INCR', KEYS[1]) redis.call('RPUSH', KEYS[2], ARGV[1] .. ' ' .. n) return n",
+                2,
+                f"{key}:running",
+                f"{key}:started",
+                str(payload["n"]),
+            )
+        )
         await redis.blpop([f"{key}:go:{payload['n']}"], timeout=30)  # bounded, should the test stop first
         await redis.decr(f"{key}:running")  # before the run ends and frees its slot
     finally:
