@@ -29,7 +29,7 @@ from typing import Any
 from bench import report, scenarios
 from bench.harness import ROOT, check_bridge_source
 from bench.streams import LOAD_CORE, SECRET, pin
-from bench.systems import ALL, PEERS_PYTHON, System, has_module, peers_python, serve_has_workers
+from bench.systems import ALL, PEERS_PYTHON, System, has_module, peers_python
 
 BROADCASTER_NOTE = (
     "broadcaster 0.3.1 has two races that lose subscribers, as its figures show: (1) on redis-py 8.1 its Redis "
@@ -286,8 +286,6 @@ def bridge_streams(
 
 def workers(args: argparse.Namespace, config: dict[str, Any], redis: Any, logs: Path, results: dict[str, Any]) -> str:
     bridge = System("bridge", sys.executable, SECRET)
-    if not serve_has_workers(sys.executable, SECRET):
-        return "Skipped: this checkout's `realtime-bridge serve` has no `--workers` option."
     print("scenario 6: bridge with 2 server processes", flush=True)
     one = results.get("fanout", {}).get("bridge") or offered(
         scenarios.fanout(

@@ -102,20 +102,6 @@ def has_module(python: str, module: str) -> bool:
     return found.returncode == 0
 
 
-def serve_has_workers(python: str, secret: str) -> bool:
-    """Whether this checkout's `serve` takes `--workers` (another change adds it)."""
-    helped = subprocess.run(
-        [python, "-m", "bridge.cli", "serve", "--help"],
-        env=bridge_env(secret),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return "--workers" in helped.stdout
-
-
 def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # polling a process just spawned: no event to await
